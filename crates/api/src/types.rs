@@ -1,0 +1,273 @@
+//! Request and response bodies. Field names follow CircleCI's public API where it has one.
+
+use serde::{Deserialize, Serialize};
+
+/// A CircleCI-style list answer: `{"items": [...]}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Items<T> {
+    pub items: Vec<T>,
+}
+
+/// Error bodies: `{"message": "..."}`, as CircleCI answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub message: String,
+}
+
+// ---- runner API (launch-agent <-> server) ----
+
+/// `POST /api/v3/runner/claim` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClaimRequest {
+    pub name: String,
+    pub hostname: String,
+    pub ip: String,
+    pub version: String,
+}
+
+/// `POST /api/v3/runner/claim` answer when a task was claimed (204 otherwise).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClaimResponse {
+    pub task_token: String,
+    pub agent_version: String,
+    pub resource_class: String,
+    pub allocation: String,
+    #[serde(default)]
+    pub warning: Option<String>,
+}
+
+/// `POST /api/v2/task/heartbeat` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    /// Set when someone canceled the job: the launch-agent stops the task.
+    pub cancel: bool,
+    /// Seconds the lease now lasts without another heartbeat.
+    pub lease_secs: u64,
+}
+
+/// `POST /api/v2/task/log` answer: the stored length of the step's log after the append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogAppendResponse {
+    pub length: u64,
+}
+
+/// `POST /api/v2/task/step` body: a step started or finished.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepEvent {
+    pub step: u32,
+    pub name: String,
+    /// `running`, `success`, `failed`, `canceled`, `skipped`.
+    pub status: String,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+}
+
+/// `POST /api/v2/task/complete` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompleteRequest {
+    /// `success`, `failed`, `canceled` or `infrastructure_fail`.
+    pub status: String,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+// ---- admin API (the `circleci runner` CLI's shapes) ----
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateResourceClass {
+    pub resource_class: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourceClass {
+    pub id: String,
+    pub resource_class: String,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateToken {
+    pub resource_class: String,
+    pub nickname: String,
+}
+
+/// A runner token. `token` is present only in the answer to its creation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Token {
+    pub id: String,
+    pub resource_class: String,
+    pub nickname: String,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// One runner instance of `GET /api/v3/runner`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunnerInstance {
+    pub resource_class: String,
+    pub hostname: String,
+    pub name: String,
+    pub ip: String,
+    pub version: String,
+    pub first_connected: String,
+    pub last_connected: String,
+    #[serde(default)]
+    pub last_used: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnclaimedTaskCount {
+    pub unclaimed_task_count: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningTaskCount {
+    pub running_runner_tasks: u64,
+}
+
+// ---- projects and pipelines ----
+
+/// `POST /api/v2/project` body (bosun's own: CircleCI creates projects from its VCS integration).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateProject {
+    /// `vcs/org/repo`, e.g. `local/acme/widgets`.
+    pub slug: String,
+    pub git_url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Project {
+    pub id: String,
+    pub slug: String,
+    pub git_url: String,
+}
+
+/// `POST /api/v2/project/{slug}/pipeline` body, as CircleCI's v2 API takes it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TriggerPipeline {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// bosun's addition: run this exact commit (it must be on the branch or tag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// `POST /api/v2/project/{slug}/pipeline` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineCreated {
+    pub id: String,
+    pub number: u64,
+    pub state: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineError {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Vcs {
+    pub origin_repository_url: String,
+    #[serde(default)]
+    pub branch: Option<String>,
+    #[serde(default)]
+    pub tag: Option<String>,
+    pub revision: String,
+}
+
+/// `GET /api/v2/pipeline/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pipeline {
+    pub id: String,
+    pub number: u64,
+    pub project_slug: String,
+    /// CircleCI's pipeline state: `created` or `errored`.
+    pub state: String,
+    /// bosun's summary of all workflows: `running`, `success`, `failed`, `canceled`, `error`.
+    pub status: String,
+    pub errors: Vec<PipelineError>,
+    #[serde(default)]
+    pub vcs: Option<Vcs>,
+    pub created_at: String,
+}
+
+/// One workflow of `GET /api/v2/pipeline/{id}/workflow`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Workflow {
+    pub id: String,
+    pub name: String,
+    pub pipeline_id: String,
+    pub pipeline_number: u64,
+    pub project_slug: String,
+    /// `running`, `success`, `failed`, `canceled`, `not_run`.
+    pub status: String,
+    pub created_at: String,
+    #[serde(default)]
+    pub stopped_at: Option<String>,
+}
+
+/// One job of `GET /api/v2/workflow/{id}/job`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    pub name: String,
+    pub job_number: u64,
+    /// `blocked`, `queued`, `running`, `success`, `failed`, `canceled`, `not_run`,
+    /// `infrastructure_fail`.
+    pub status: String,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub stopped_at: Option<String>,
+    #[serde(default)]
+    pub dependencies: Vec<String>,
+}
+
+/// `GET /api/v2/job/{id}`: a job with its steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobDetail {
+    pub id: String,
+    pub name: String,
+    pub job_number: u64,
+    pub status: String,
+    pub pipeline_id: String,
+    pub workflow_id: String,
+    pub resource_class: String,
+    #[serde(default)]
+    pub message: Option<String>,
+    pub steps: Vec<StepInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepInfo {
+    pub index: u32,
+    pub name: String,
+    /// `running`, `success`, `failed`, `canceled`, `skipped`.
+    pub status: String,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+    /// Bytes of log stored for the step so far.
+    pub log_length: u64,
+}
+
+/// Whether a job status is final.
+pub fn job_status_is_final(status: &str) -> bool {
+    matches!(
+        status,
+        "success" | "failed" | "canceled" | "not_run" | "infrastructure_fail"
+    )
+}

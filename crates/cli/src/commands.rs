@@ -1,0 +1,310 @@
+//! One function per command; each returns the exit code or a [`Failure`].
+
+use std::io::Write;
+
+use bosun_api::{
+    Auth, Client, CreateProject, CreateResourceClass, CreateToken, Items, Method, Pipeline,
+    PipelineCreated, Project, ResourceClass, RunnerInstance, Token, TriggerPipeline,
+    encode_component,
+};
+
+use crate::{
+    Cli, Command, ConfigCommand, Failure, InstanceCommand, JobCommand, PipelineCommand,
+    ProjectCommand, ResourceClassCommand, RunArgs, RunnerCommand, TokenCommand, follow,
+};
+
+pub async fn dispatch(cli: Cli) -> Result<u8, Failure> {
+    match cli.command {
+        Command::Config(ConfigCommand::Validate { file }) => validate(&file),
+        Command::Quickstart(args) => crate::quickstart::run(args).await,
+        command => {
+            let token = cli.token.clone().ok_or_else(|| {
+                Failure::input("no token: pass --token or set BOSUN_TOKEN (the server's admin token)")
+            })?;
+            let client = Client::new(&cli.host).map_err(|err| Failure::input(err.to_string()))?;
+            let auth = Auth::CircleToken(token);
+            let ctx = Ctx { client, auth };
+            match command {
+                Command::Runner(command) => runner(&ctx, command).await,
+                Command::Project(ProjectCommand::Create { slug, git_url }) => {
+                    let project = ctx.create_project(&slug, &git_url).await?;
+                    println!("created project {} ({})", project.slug, project.git_url);
+                    Ok(0)
+                }
+                Command::Pipeline(PipelineCommand::Run(args)) => pipeline_run(&ctx, args).await,
+                Command::Pipeline(PipelineCommand::Status { id }) => pipeline_status(&ctx, &id).await,
+                Command::Job(JobCommand::Logs { job }) => job_logs(&ctx, &job).await,
+                Command::Config(_) | Command::Quickstart(_) => unreachable!("handled above"),
+            }
+        }
+    }
+}
+
+/// A client and its credentials.
+pub struct Ctx {
+    pub client: Client,
+    pub auth: Auth,
+}
+
+impl Ctx {
+    pub async fn create_resource_class(&self, name: &str, description: &str) -> Result<ResourceClass, Failure> {
+        Ok(self
+            .client
+            .post(
+                "/api/v3/runner/resource",
+                &self.auth,
+                &CreateResourceClass {
+                    resource_class: name.to_owned(),
+                    description: description.to_owned(),
+                },
+            )
+            .await?)
+    }
+
+    pub async fn create_token(&self, resource_class: &str, nickname: &str) -> Result<Token, Failure> {
+        Ok(self
+            .client
+            .post(
+                "/api/v3/runner/token",
+                &self.auth,
+                &CreateToken {
+                    resource_class: resource_class.to_owned(),
+                    nickname: nickname.to_owned(),
+                },
+            )
+            .await?)
+    }
+
+    pub async fn create_project(&self, slug: &str, git_url: &str) -> Result<Project, Failure> {
+        Ok(self
+            .client
+            .post(
+                "/api/v2/project",
+                &self.auth,
+                &CreateProject {
+                    slug: slug.to_owned(),
+                    git_url: git_url.to_owned(),
+                },
+            )
+            .await?)
+    }
+
+    pub async fn trigger(&self, slug: &str, body: &TriggerPipeline) -> Result<PipelineCreated, Failure> {
+        Ok(self
+            .client
+            .post(&format!("/api/v2/project/{slug}/pipeline"), &self.auth, body)
+            .await?)
+    }
+}
+
+fn validate(file: &std::path::Path) -> Result<u8, Failure> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|err| Failure::input(format!("reading {}: {err}", file.display())))?;
+    match bosun_config::compile(&text, &file.display().to_string()) {
+        Ok(pipeline) => {
+            println!(
+                "{} is valid: {} job(s), {} workflow(s)",
+                file.display(),
+                pipeline.jobs.len(),
+                pipeline.workflows.len()
+            );
+            Ok(0)
+        }
+        Err(err) => Err(Failure::input(err.to_string())),
+    }
+}
+
+async fn find_resource_class(ctx: &Ctx, name: &str) -> Result<ResourceClass, Failure> {
+    let namespace = name
+        .split_once('/')
+        .map(|(ns, _)| ns)
+        .ok_or_else(|| Failure::input(format!("resource class `{name}` must look like `namespace/name`")))?;
+    let list: Items<ResourceClass> = ctx
+        .client
+        .get(
+            &format!("/api/v3/runner/resource?namespace={}", encode_component(namespace)),
+            &ctx.auth,
+        )
+        .await?;
+    list.items
+        .into_iter()
+        .find(|rc| rc.resource_class == name)
+        .ok_or_else(|| Failure::input(format!("resource class `{name}` not found")))
+}
+
+async fn runner(ctx: &Ctx, command: RunnerCommand) -> Result<u8, Failure> {
+    match command {
+        RunnerCommand::ResourceClass(ResourceClassCommand::Create {
+            resource_class,
+            description,
+            generate_token,
+        }) => {
+            let created = ctx
+                .create_resource_class(&resource_class, description.as_deref().unwrap_or(""))
+                .await?;
+            println!("created resource class {} (id {})", created.resource_class, created.id);
+            if generate_token {
+                let token = ctx.create_token(&resource_class, "default").await?;
+                println!("token (shown once): {}", token.token.unwrap_or_default());
+            }
+            Ok(0)
+        }
+        RunnerCommand::ResourceClass(ResourceClassCommand::List { namespace }) => {
+            let list: Items<ResourceClass> = ctx
+                .client
+                .get(
+                    &format!("/api/v3/runner/resource?namespace={}", encode_component(&namespace)),
+                    &ctx.auth,
+                )
+                .await?;
+            println!("{:<40} {:<36} DESCRIPTION", "RESOURCE CLASS", "ID");
+            for rc in list.items {
+                println!("{:<40} {:<36} {}", rc.resource_class, rc.id, rc.description);
+            }
+            Ok(0)
+        }
+        RunnerCommand::ResourceClass(ResourceClassCommand::Delete { resource_class, force }) => {
+            let rc = find_resource_class(ctx, &resource_class).await?;
+            let path = if force {
+                format!("/api/v3/runner/resource/{}/force", rc.id)
+            } else {
+                format!("/api/v3/runner/resource/{}", rc.id)
+            };
+            ctx.client
+                .json::<(), serde_json::Value>(Method::DELETE, &path, &ctx.auth, None)
+                .await?;
+            println!("deleted resource class {resource_class}");
+            Ok(0)
+        }
+        RunnerCommand::Token(TokenCommand::Create { resource_class, nickname }) => {
+            let token = ctx.create_token(&resource_class, &nickname).await?;
+            println!("id:             {}", token.id);
+            println!("resource class: {}", token.resource_class);
+            println!("nickname:       {}", token.nickname);
+            println!("token:          {}", token.token.unwrap_or_default());
+            eprintln!("the token is shown only once: store it now");
+            Ok(0)
+        }
+        RunnerCommand::Token(TokenCommand::List { resource_class }) => {
+            let list: Items<Token> = ctx
+                .client
+                .get(
+                    &format!("/api/v3/runner/token?resource-class={}", encode_component(&resource_class)),
+                    &ctx.auth,
+                )
+                .await?;
+            println!("{:<36} {:<24} {:<30} CREATED", "ID", "NICKNAME", "RESOURCE CLASS");
+            for token in list.items {
+                println!(
+                    "{:<36} {:<24} {:<30} {}",
+                    token.id, token.nickname, token.resource_class, token.created_at
+                );
+            }
+            Ok(0)
+        }
+        RunnerCommand::Token(TokenCommand::Delete { id }) => {
+            ctx.client
+                .json::<(), serde_json::Value>(
+                    Method::DELETE,
+                    &format!("/api/v3/runner/token/{}", encode_component(&id)),
+                    &ctx.auth,
+                    None,
+                )
+                .await?;
+            println!("deleted token {id}");
+            Ok(0)
+        }
+        RunnerCommand::Instance(InstanceCommand::List { namespace, resource_class }) => {
+            let query = match (resource_class, namespace) {
+                (Some(rc), _) => format!("resource-class={}", encode_component(&rc)),
+                (None, Some(ns)) => format!("namespace={}", encode_component(&ns)),
+                (None, None) => return Err(Failure::input("give a NAMESPACE or --resource-class NS/NAME")),
+            };
+            let list: Items<RunnerInstance> = ctx.client.get(&format!("/api/v3/runner?{query}"), &ctx.auth).await?;
+            println!("{:<30} {:<24} {:<16} {:<10} LAST CONNECTED", "RESOURCE CLASS", "NAME", "IP", "VERSION");
+            for runner in list.items {
+                println!(
+                    "{:<30} {:<24} {:<16} {:<10} {}",
+                    runner.resource_class, runner.name, runner.ip, runner.version, runner.last_connected
+                );
+            }
+            Ok(0)
+        }
+    }
+}
+
+async fn pipeline_run(ctx: &Ctx, args: RunArgs) -> Result<u8, Failure> {
+    let parameters = match &args.parameters {
+        Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(serde_json::Value::Object(map)) => Some(map),
+            Ok(_) => return Err(Failure::input("--parameters must be a JSON object")),
+            Err(err) => return Err(Failure::input(format!("--parameters is not valid JSON: {err}"))),
+        },
+        None => None,
+    };
+    let body = TriggerPipeline {
+        branch: args.branch,
+        tag: args.tag,
+        revision: args.revision,
+        parameters,
+    };
+    let created = ctx.trigger(&args.slug, &body).await?;
+    println!("pipeline {} (#{}) created", created.id, created.number);
+    if !args.follow {
+        return Ok(0);
+    }
+    let status = follow::follow(ctx, &created.id).await?;
+    Ok(if status == "success" { 0 } else { 1 })
+}
+
+async fn pipeline_status(ctx: &Ctx, id: &str) -> Result<u8, Failure> {
+    let pipeline: Pipeline = ctx
+        .client
+        .get(&format!("/api/v2/pipeline/{}", encode_component(id)), &ctx.auth)
+        .await?;
+    println!("pipeline #{} {} ({}): {}", pipeline.number, pipeline.id, pipeline.project_slug, pipeline.status);
+    for error in &pipeline.errors {
+        println!("  error ({}): {}", error.kind, error.message);
+    }
+    let workflows: Items<bosun_api::Workflow> = ctx
+        .client
+        .get(&format!("/api/v2/pipeline/{}/workflow", encode_component(id)), &ctx.auth)
+        .await?;
+    for workflow in workflows.items {
+        println!("  workflow {}: {}", workflow.name, workflow.status);
+        let jobs: Items<bosun_api::Job> = ctx
+            .client
+            .get(&format!("/api/v2/workflow/{}/job", workflow.id), &ctx.auth)
+            .await?;
+        for job in jobs.items {
+            println!("    job {} #{} {}: {}", job.name, job.job_number, job.id, job.status);
+        }
+    }
+    Ok(match pipeline.status.as_str() {
+        "success" | "running" => 0,
+        _ => 1,
+    })
+}
+
+async fn job_logs(ctx: &Ctx, job: &str) -> Result<u8, Failure> {
+    let detail: bosun_api::JobDetail = ctx
+        .client
+        .get(&format!("/api/v2/job/{}", encode_component(job)), &ctx.auth)
+        .await?;
+    let mut out = std::io::stdout().lock();
+    for step in &detail.steps {
+        let _ = writeln!(out, "==> {}", step.name);
+        let mut offset = 0;
+        while offset < step.log_length {
+            let bytes = follow::read_log(ctx, &detail.id, step.index, offset).await?;
+            if bytes.is_empty() {
+                break;
+            }
+            offset += bytes.len() as u64;
+            let _ = out.write_all(&bytes);
+        }
+        let _ = writeln!(out, "<== {}: {}", step.name, step.status);
+    }
+    let _ = writeln!(out, "job {} #{}: {}", detail.name, detail.job_number, detail.status);
+    Ok(if detail.status == "success" { 0 } else { 1 })
+}

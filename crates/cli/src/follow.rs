@@ -1,0 +1,158 @@
+//! Following a pipeline live: workflow and job status changes, each step's name and its output as
+//! it arrives, and the final status.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::Duration;
+
+use bosun_api::{Items, Job, JobDetail, Method, Pipeline, Workflow, job_status_is_final};
+
+use crate::Failure;
+use crate::commands::Ctx;
+
+const POLL: Duration = Duration::from_millis(250);
+
+pub async fn read_log(ctx: &Ctx, job_id: &str, step: u32, offset: u64) -> Result<Vec<u8>, Failure> {
+    let response = ctx
+        .client
+        .send(
+            Method::GET,
+            &format!("/api/v2/job/{job_id}/step/{step}/log?offset={offset}"),
+            &ctx.auth,
+            None,
+            None,
+        )
+        .await?;
+    Ok(response.body.to_vec())
+}
+
+#[derive(Default)]
+struct StepView {
+    offset: u64,
+    started: bool,
+    finished: bool,
+}
+
+#[derive(Default)]
+struct JobView {
+    status: String,
+    steps: HashMap<u32, StepView>,
+}
+
+/// Where the last printed bytes came from, so a switch of stream starts on a fresh line.
+#[derive(Default)]
+struct Printer {
+    current: Option<(String, u32)>,
+    at_line_start: bool,
+}
+
+impl Printer {
+    fn line(&mut self, text: &str) {
+        let mut out = std::io::stdout().lock();
+        if !self.at_line_start {
+            let _ = writeln!(out);
+        }
+        let _ = writeln!(out, "{text}");
+        let _ = out.flush();
+        self.at_line_start = true;
+        self.current = None;
+    }
+
+    fn bytes(&mut self, job: &str, job_name: &str, step: u32, step_name: &str, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let stream = (job.to_owned(), step);
+        if self.current.as_ref() != Some(&stream) && self.current.is_some() {
+            self.line(&format!("[{job_name}] ... {step_name}"));
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(bytes);
+        let _ = out.flush();
+        self.at_line_start = bytes.ends_with(b"\n");
+        self.current = Some(stream);
+    }
+}
+
+/// Follows until the pipeline is final; returns its status.
+pub async fn follow(ctx: &Ctx, pipeline_id: &str) -> Result<String, Failure> {
+    let mut printer = Printer {
+        at_line_start: true,
+        ..Printer::default()
+    };
+    let mut workflows_seen: HashMap<String, String> = HashMap::new();
+    let mut jobs: HashMap<String, JobView> = HashMap::new();
+    loop {
+        let pipeline: Pipeline = ctx.client.get(&format!("/api/v2/pipeline/{pipeline_id}"), &ctx.auth).await?;
+        if pipeline.state == "errored" {
+            for error in &pipeline.errors {
+                printer.line(&format!("pipeline error ({}): {}", error.kind, error.message));
+            }
+            printer.line(&format!("pipeline #{}: error", pipeline.number));
+            return Ok("error".into());
+        }
+        let pipeline_final = pipeline.status != "running";
+        let workflows: Items<Workflow> = ctx
+            .client
+            .get(&format!("/api/v2/pipeline/{pipeline_id}/workflow"), &ctx.auth)
+            .await?;
+        let mut pending_output = false;
+        for workflow in &workflows.items {
+            let job_list: Items<Job> = ctx.client.get(&format!("/api/v2/workflow/{}/job", workflow.id), &ctx.auth).await?;
+            for job in &job_list.items {
+                let view = jobs.entry(job.id.clone()).or_default();
+                let has_steps = matches!(job.status.as_str(), "running") || job_status_is_final(&job.status);
+                if has_steps && job.status != "not_run" {
+                    let detail: JobDetail = ctx.client.get(&format!("/api/v2/job/{}", job.id), &ctx.auth).await?;
+                    for step in &detail.steps {
+                        let step_view = view.steps.entry(step.index).or_default();
+                        if !step_view.started {
+                            printer.line(&format!("[{}] ==> {}", job.name, step.name));
+                            step_view.started = true;
+                        }
+                        while step_view.offset < step.log_length {
+                            let bytes = read_log(ctx, &job.id, step.index, step_view.offset).await?;
+                            if bytes.is_empty() {
+                                break;
+                            }
+                            step_view.offset += bytes.len() as u64;
+                            printer.bytes(&job.id, &job.name, step.index, &step.name, &bytes);
+                        }
+                        if step.status != "running" && !step_view.finished && step_view.offset >= step.log_length {
+                            step_view.finished = true;
+                            let detail = match (step.exit_code, step.duration_ms) {
+                                (Some(code), Some(ms)) => format!(" (exit {code}, {:.2} s)", ms as f64 / 1000.0),
+                                (None, Some(ms)) => format!(" ({:.2} s)", ms as f64 / 1000.0),
+                                _ => String::new(),
+                            };
+                            printer.line(&format!("[{}] <== {}: {}{detail}", job.name, step.name, step.status));
+                        }
+                        if step_view.offset < step.log_length {
+                            pending_output = true;
+                        }
+                    }
+                    if job_status_is_final(&job.status) {
+                        if let Some(message) = &detail.message {
+                            if view.status != job.status {
+                                printer.line(&format!("[{}] {message}", job.name));
+                            }
+                        }
+                    }
+                }
+                if view.status != job.status {
+                    printer.line(&format!("job {} #{}: {}", job.name, job.job_number, job.status));
+                    view.status = job.status.clone();
+                }
+            }
+            if workflows_seen.get(&workflow.id) != Some(&workflow.status) {
+                printer.line(&format!("workflow {}: {}", workflow.name, workflow.status));
+                workflows_seen.insert(workflow.id.clone(), workflow.status.clone());
+            }
+        }
+        if pipeline_final && !pending_output {
+            printer.line(&format!("pipeline #{}: {}", pipeline.number, pipeline.status));
+            return Ok(pipeline.status);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}

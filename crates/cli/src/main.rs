@@ -1,0 +1,203 @@
+//! `bosun`: the command-line client of bosun-server, in the shape of CircleCI's `circleci runner`
+//! CLI, plus pipelines, jobs, config checks and the quickstart.
+//!
+//! Exit codes: 0 success, 1 a failed pipeline or job (or an unreachable server), 2 usage or
+//! input errors.
+
+mod commands;
+mod follow;
+mod quickstart;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "bosun", version, about = "Self-hosted CircleCI-style runner: client of bosun-server")]
+pub struct Cli {
+    /// Server URL.
+    #[arg(long, global = true, env = "BOSUN_HOST", default_value = "http://127.0.0.1:8730")]
+    pub host: String,
+    /// Admin token (sent as Circle-Token).
+    #[arg(long, global = true, env = "BOSUN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Resource classes, tokens and runner instances.
+    #[command(subcommand)]
+    Runner(RunnerCommand),
+    /// Projects.
+    #[command(subcommand)]
+    Project(ProjectCommand),
+    /// Pipelines.
+    #[command(subcommand)]
+    Pipeline(PipelineCommand),
+    /// Jobs.
+    #[command(subcommand)]
+    Job(JobCommand),
+    /// Check `.circleci/config.yml` files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Start a server and a launch-agent on embedded defaults and run a pipeline end to end.
+    Quickstart(quickstart::QuickstartArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RunnerCommand {
+    #[command(subcommand, name = "resource-class")]
+    ResourceClass(ResourceClassCommand),
+    #[command(subcommand)]
+    Token(TokenCommand),
+    #[command(subcommand)]
+    Instance(InstanceCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ResourceClassCommand {
+    /// Create NAMESPACE/NAME.
+    Create {
+        resource_class: String,
+        description: Option<String>,
+        /// Also create a token for it.
+        #[arg(long)]
+        generate_token: bool,
+    },
+    /// List the resource classes of a namespace.
+    List { namespace: String },
+    /// Delete NAMESPACE/NAME (with --force, its tokens too).
+    Delete {
+        resource_class: String,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create a runner token for NAMESPACE/NAME (printed once).
+    Create { resource_class: String, nickname: String },
+    /// List the tokens of NAMESPACE/NAME.
+    List { resource_class: String },
+    /// Delete a token by id.
+    Delete { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum InstanceCommand {
+    /// List runner instances of a namespace or resource class.
+    List {
+        namespace: Option<String>,
+        #[arg(long)]
+        resource_class: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProjectCommand {
+    /// Register a project: SLUG is vcs/org/repo.
+    Create {
+        slug: String,
+        #[arg(long)]
+        git_url: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Project slug (vcs/org/repo).
+    pub slug: String,
+    #[arg(long, conflicts_with = "tag")]
+    pub branch: Option<String>,
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Run this commit of the branch or tag.
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// Pipeline parameters as a JSON object.
+    #[arg(long)]
+    pub parameters: Option<String>,
+    /// Follow the pipeline live; exit 0 only if every job succeeded.
+    #[arg(long)]
+    pub follow: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PipelineCommand {
+    /// Trigger a pipeline.
+    Run(RunArgs),
+    /// Show a pipeline's workflows and jobs.
+    Status { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobCommand {
+    /// Print a job's step logs.
+    Logs { job: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Check a config file; print the error with its line and column.
+    Validate { file: std::path::PathBuf },
+}
+
+/// An error with the exit code it maps to.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn input(message: impl Into<String>) -> Failure {
+        Failure { code: 2, message: message.into() }
+    }
+    pub fn failed(message: impl Into<String>) -> Failure {
+        Failure { code: 1, message: message.into() }
+    }
+}
+
+impl From<bosun_api::ApiError> for Failure {
+    fn from(err: bosun_api::ApiError) -> Failure {
+        // The server said our input was wrong: that is a usage error; anything else is a failure.
+        let code = match err.status() {
+            Some(status) if status.is_client_error() => 2,
+            _ => 1,
+        };
+        Failure { code, message: err.to_string() }
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(err: std::io::Error) -> Failure {
+        Failure::failed(err.to_string())
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(err: anyhow::Error) -> Failure {
+        Failure::failed(format!("{err:#}"))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("bosun: cannot start the async runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(commands::dispatch(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => {
+            eprintln!("bosun: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The compiled pipeline: what a config file means, independent of how it was written.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The largest `parallelism` a job may ask for (each index becomes a task).
+pub const MAX_PARALLELISM: u32 = 1000;
+
+/// A compiled config file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pipeline {
+    /// The `version` key exactly as written: `2`, `2.0` or `2.1`.
+    pub version: String,
+    /// Every job of the `jobs` map, by key.
+    pub jobs: BTreeMap<String, Job>,
+    /// Workflows in document order. A config without `workflows` has a single workflow
+    /// named `workflow` that runs the job `build`.
+    pub workflows: Vec<Workflow>,
+}
+
+/// A job of the `jobs` map.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    /// Its key in `jobs`.
+    pub name: String,
+    /// Where it runs.
+    pub executor: Executor,
+    /// `resource_class`, as written.
+    pub resource_class: Option<String>,
+    /// Job-level `environment`.
+    pub environment: BTreeMap<String, String>,
+    /// `working_directory`.
+    pub working_directory: Option<String>,
+    /// Default shell of its `run` steps.
+    pub shell: Option<String>,
+    /// `parallelism`: how many copies of the job run (1 by default).
+    pub parallelism: u32,
+    /// The steps, in order; never empty.
+    pub steps: Vec<Step>,
+}
+
+/// The executor of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Executor {
+    /// `machine: true` (or a `machine:` map): the runner's own machine.
+    Machine,
+    /// `docker:`: the first image of the list is the primary container.
+    Docker {
+        /// The primary container's image.
+        image: String,
+    },
+}
+
+/// A step of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Step {
+    /// `checkout`: check the project's code out.
+    Checkout {
+        /// Where to check out, relative to the working directory (default: there).
+        path: Option<String>,
+    },
+    /// `run`: run a command.
+    Run(Run),
+}
+
+/// A `run` step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Run {
+    /// `name`, shown in the UI (default: derived from the command by whoever displays it).
+    pub name: Option<String>,
+    /// `command`, the script to run.
+    pub command: String,
+    /// `shell` for this step (default: the job's).
+    pub shell: Option<String>,
+    /// Step-level `environment`.
+    pub environment: BTreeMap<String, String>,
+    /// `working_directory` for this step.
+    pub working_directory: Option<String>,
+    /// `background: true`: start it and carry on with the next step.
+    pub background: bool,
+    /// `no_output_timeout`, in seconds (default: the runner's, 10 minutes).
+    pub no_output_timeout_secs: Option<u64>,
+    /// `when`: on which outcome of the previous steps it runs.
+    pub when: When,
+}
+
+/// When a step runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum When {
+    /// Only if every previous step succeeded (the default).
+    #[default]
+    OnSuccess,
+    /// Only if a previous step failed.
+    OnFail,
+    /// Whatever happened before.
+    Always,
+}
+
+/// A workflow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Workflow {
+    /// Its key in `workflows`.
+    pub name: String,
+    /// Its jobs, in document order.
+    pub jobs: Vec<WorkflowJob>,
+}
+
+/// A job entry of a workflow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowJob {
+    /// Its name in the workflow: the `name:` override, or else the job key.
+    pub name: String,
+    /// The job it runs: a key of [`Pipeline::jobs`].
+    pub job: String,
+    /// Names (in this workflow) of the entries that must succeed first.
+    pub requires: Vec<String>,
+}

@@ -1,0 +1,29 @@
+//! Integration tests of `bosun_config`: the public API only.
+
+mod compile;
+mod corpus;
+mod errors;
+mod limits;
+
+use bosun_config::{ConfigError, Pipeline};
+
+/// Compiles `source` as `config.yml`, failing the test on an error.
+pub fn ok(source: &str) -> Pipeline {
+    match bosun_config::compile(source, "config.yml") {
+        Ok(pipeline) => pipeline,
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}
+
+/// Compiles `source` as `config.yml`, expecting an error.
+pub fn err(source: &str) -> ConfigError {
+    match bosun_config::compile(source, "config.yml") {
+        Ok(pipeline) => panic!("expected an error, got {pipeline:#?}"),
+        Err(e) => e,
+    }
+}
+
+/// The error's display form.
+pub fn err_text(source: &str) -> String {
+    err(source).to_string()
+}

@@ -1,0 +1,375 @@
+//! `launch-agent-config.yaml`, CircleCI's keys, with `LAUNCH_AGENT_*` environment overrides.
+//! Read before any privilege drop: the file may be mode 0600 root and hold the runner token.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use yaml_rust2::{Yaml, YamlLoader};
+
+/// Largest config file accepted.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Continuous,
+    SingleTask,
+}
+
+/// Who the task-agent runs as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobUser {
+    /// The launch-agent's own user (not root): no switch.
+    Current,
+    /// A user name or numeric uid to switch to (launch-agent runs as root).
+    Named(String),
+}
+
+#[derive(Clone)]
+pub struct Config {
+    pub api_url: String,
+    pub auth_token: String,
+    pub runner_name: String,
+    /// May contain `%s`, replaced by the task id.
+    pub working_directory: String,
+    pub cleanup_working_directory: bool,
+    pub mode: Mode,
+    pub max_run_time: Duration,
+    pub idle_timeout: Option<Duration>,
+    pub user: JobUser,
+    pub group: Option<String>,
+    pub task_agent_path: PathBuf,
+    pub logging_file: Option<PathBuf>,
+    /// Problems that do not stop the agent (unknown keys), reported once at start.
+    pub warnings: Vec<String>,
+}
+
+impl std::fmt::Debug for Config {
+    // The token never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("api_url", &self.api_url)
+            .field("auth_token", &"<redacted>")
+            .field("runner_name", &self.runner_name)
+            .field("working_directory", &self.working_directory)
+            .field("cleanup_working_directory", &self.cleanup_working_directory)
+            .field("mode", &self.mode)
+            .field("max_run_time", &self.max_run_time)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("user", &self.user)
+            .field("group", &self.group)
+            .field("task_agent_path", &self.task_agent_path)
+            .finish()
+    }
+}
+
+/// Parses Go-style durations as CircleCI writes them: `5h`, `1h30m20s`, `90s`, `500ms`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty duration".into());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("`{text}` is not a duration like `5h` or `1h30m`"));
+        }
+        let number: f64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("`{text}` is not a duration like `5h` or `1h30m`"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 0.001,
+            "" => return Err(format!("`{text}` needs a unit (h, m, s or ms)")),
+            other => return Err(format!("unknown unit `{other}` in `{text}`")),
+        };
+        rest = &rest[unit_len..];
+        total += Duration::from_secs_f64(number * unit);
+    }
+    Ok(total)
+}
+
+fn scalar(value: &Yaml, key: &str) -> anyhow::Result<Option<String>> {
+    Ok(match value {
+        Yaml::BadValue | Yaml::Null => None,
+        Yaml::String(s) => Some(s.clone()),
+        Yaml::Integer(i) => Some(i.to_string()),
+        Yaml::Real(r) => Some(r.clone()),
+        Yaml::Boolean(b) => Some(b.to_string()),
+        _ => bail!("`{key}` must be a single value"),
+    })
+}
+
+fn parse_bool(text: &str, key: &str) -> anyhow::Result<bool> {
+    match text {
+        "true" | "True" | "1" | "yes" => Ok(true),
+        "false" | "False" | "0" | "no" => Ok(false),
+        other => bail!("`{key}` must be true or false, not `{other}`"),
+    }
+}
+
+/// Raw key/value pairs from the file, flattened to `section.key` names.
+fn read_file(path: &Path, warnings: &mut Vec<String>) -> anyhow::Result<Vec<(String, String)>> {
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if meta.len() > MAX_CONFIG_BYTES {
+        bail!("{} is {} bytes; the limit is {MAX_CONFIG_BYTES}", path.display(), meta.len());
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let docs = YamlLoader::load_from_str(&text)
+        .map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
+    let mut pairs = Vec::new();
+    let Some(doc) = docs.into_iter().next() else {
+        return Ok(pairs);
+    };
+    let Yaml::Hash(top) = doc else {
+        if matches!(doc, Yaml::Null) {
+            return Ok(pairs);
+        }
+        bail!("{}: the top level must be a map of sections (api, runner, logging)", path.display());
+    };
+    for (section, body) in top {
+        let section = scalar(&section, "section")?.unwrap_or_default();
+        let Yaml::Hash(body) = body else {
+            if matches!(body, Yaml::Null) {
+                continue;
+            }
+            bail!("{}: `{section}` must be a map", path.display());
+        };
+        for (key, value) in body {
+            let key = scalar(&key, &section)?.unwrap_or_default();
+            let name = format!("{section}.{key}");
+            if name == "runner.command_prefix" {
+                if let Yaml::Array(items) = &value {
+                    let words: Vec<String> = items
+                        .iter()
+                        .map(|item| scalar(item, &name).map(Option::unwrap_or_default))
+                        .collect::<anyhow::Result<_>>()?;
+                    pairs.push((name, words.join("\u{1f}")));
+                    continue;
+                }
+            }
+            if name == "runner.ssh" {
+                warnings.push("`runner.ssh` is not supported yet: SSH reruns are off".into());
+                continue;
+            }
+            match scalar(&value, &name)? {
+                Some(value) => pairs.push((name, value)),
+                None => {}
+            }
+        }
+    }
+    Ok(pairs)
+}
+
+/// `(file key, LAUNCH_AGENT_* variable)` for every key bosun understands.
+const KEYS: &[(&str, &str)] = &[
+    ("api.auth_token", "LAUNCH_AGENT_API_AUTH_TOKEN"),
+    ("api.url", "LAUNCH_AGENT_API_URL"),
+    ("runner.name", "LAUNCH_AGENT_RUNNER_NAME"),
+    ("runner.working_directory", "LAUNCH_AGENT_RUNNER_WORK_DIR"),
+    ("runner.cleanup_working_directory", "LAUNCH_AGENT_RUNNER_CLEANUP_WORK_DIR"),
+    ("runner.mode", "LAUNCH_AGENT_RUNNER_MODE"),
+    ("runner.max_run_time", "LAUNCH_AGENT_RUNNER_MAX_RUN_TIME"),
+    ("runner.idle_timeout", "LAUNCH_AGENT_RUNNER_IDLE_TIMEOUT"),
+    ("runner.disable_auto_update", "LAUNCH_AGENT_RUNNER_DISABLE_AUTO_UPDATE"),
+    ("runner.command_prefix", "LAUNCH_AGENT_RUNNER_COMMAND_PREFIX"),
+    ("runner.user", "LAUNCH_AGENT_RUNNER_USER"),
+    ("runner.group", "LAUNCH_AGENT_RUNNER_GROUP"),
+    ("runner.task_agent_path", "LAUNCH_AGENT_RUNNER_TASK_AGENT_PATH"),
+    ("logging.file", "LAUNCH_AGENT_LOGGING_FILE"),
+];
+
+/// Loads the file (if given) and applies the environment overrides from `env`.
+pub fn load(
+    path: Option<&Path>,
+    env: impl Fn(&str) -> Option<String>,
+    running_as_root: bool,
+) -> anyhow::Result<Config> {
+    let mut warnings = Vec::new();
+    let mut pairs = match path {
+        Some(path) => read_file(path, &mut warnings)?,
+        None => Vec::new(),
+    };
+    for (name, _) in &pairs {
+        if !KEYS.iter().any(|(key, _)| key == name) {
+            warnings.push(format!("unknown key `{name}` in the config file is ignored"));
+        }
+    }
+    for (key, variable) in KEYS {
+        if let Some(value) = env(variable) {
+            pairs.retain(|(name, _)| name != key);
+            pairs.push(((*key).to_owned(), value));
+        }
+    }
+    let get = |key: &str| {
+        pairs
+            .iter()
+            .rev()
+            .find(|(name, _)| name == key)
+            .map(|(_, value)| value.clone())
+    };
+
+    let auth_token = get("api.auth_token")
+        .filter(|t| !t.is_empty())
+        .context("`api.auth_token` is required (or LAUNCH_AGENT_API_AUTH_TOKEN)")?;
+    let api_url = get("api.url").unwrap_or_else(|| "http://127.0.0.1:8730".into());
+    let runner_name = match get("runner.name") {
+        Some(name) => name,
+        None => nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .context("`runner.name` is required when the hostname is unreadable")?,
+    };
+    let name_ok = !runner_name.is_empty()
+        && runner_name.len() <= 128
+        && runner_name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || " .()-_".contains(c));
+    if !name_ok {
+        bail!("runner.name `{runner_name}` must contain only letters, numbers, .()_-, and spaces");
+    }
+    let working_directory = get("runner.working_directory").unwrap_or_else(|| {
+        if running_as_root {
+            "/var/opt/circleci/workdir/%s".into()
+        } else {
+            std::env::temp_dir()
+                .join("bosun-workdir/%s")
+                .to_string_lossy()
+                .into_owned()
+        }
+    });
+    if !working_directory.starts_with('/') {
+        bail!("runner.working_directory `{working_directory}` must be an absolute path");
+    }
+    let cleanup_working_directory = match get("runner.cleanup_working_directory") {
+        Some(text) => parse_bool(&text, "runner.cleanup_working_directory")?,
+        None => false,
+    };
+    let mode = match get("runner.mode").as_deref() {
+        None | Some("continuous") => Mode::Continuous,
+        Some("single-task") => Mode::SingleTask,
+        Some(other) => bail!("runner.mode `{other}` must be `continuous` or `single-task`"),
+    };
+    let max_run_time = match get("runner.max_run_time") {
+        Some(text) => parse_duration(&text).map_err(|err| anyhow::anyhow!("runner.max_run_time: {err}"))?,
+        None => Duration::from_secs(5 * 3600),
+    };
+    let idle_timeout = match get("runner.idle_timeout") {
+        Some(text) => Some(parse_duration(&text).map_err(|err| anyhow::anyhow!("runner.idle_timeout: {err}"))?),
+        None => None,
+    };
+    if get("runner.command_prefix").is_some_and(|p| !p.is_empty()) {
+        bail!(
+            "runner.command_prefix is not supported by this version of bosun's launch-agent: set `runner.user` to run jobs as another user"
+        );
+    }
+    let user = match get("runner.user") {
+        Some(user) if !user.is_empty() => {
+            if !running_as_root {
+                warnings.push(format!(
+                    "runner.user `{user}` is ignored: the launch-agent is not root, so jobs run as its own user"
+                ));
+                JobUser::Current
+            } else {
+                JobUser::Named(user)
+            }
+        }
+        _ => JobUser::Current,
+    };
+    if running_as_root && user == JobUser::Current {
+        bail!("the launch-agent runs as root: set `runner.user` to the unprivileged user jobs run as");
+    }
+    let task_agent_path = match get("runner.task_agent_path") {
+        Some(path) => PathBuf::from(path),
+        None => std::env::current_exe()
+            .context("locating the launch-agent binary")?
+            .with_file_name("task-agent"),
+    };
+    Ok(Config {
+        api_url,
+        auth_token,
+        runner_name,
+        working_directory,
+        cleanup_working_directory,
+        mode,
+        max_run_time,
+        idle_timeout,
+        user,
+        group: get("runner.group").filter(|g| !g.is_empty()),
+        task_agent_path,
+        logging_file: get("logging.file").map(PathBuf::from),
+        warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        file
+    }
+
+    #[test]
+    fn reads_circleci_keys_and_env_overrides_win() {
+        let file = write(
+            "api:\n  auth_token: from-file\n  url: http://127.0.0.1:1\nrunner:\n  name: box-1\n  working_directory: /tmp/w/%s\n  cleanup_working_directory: true\n  mode: single-task\n  max_run_time: 1h30m\n  surprise: 1\n",
+        );
+        let env = |name: &str| match name {
+            "LAUNCH_AGENT_RUNNER_NAME" => Some("from-env".to_owned()),
+            _ => None,
+        };
+        let config = load(Some(file.path()), env, false).unwrap();
+        assert_eq!(config.auth_token, "from-file");
+        assert_eq!(config.api_url, "http://127.0.0.1:1");
+        assert_eq!(config.runner_name, "from-env");
+        assert_eq!(config.working_directory, "/tmp/w/%s");
+        assert!(config.cleanup_working_directory);
+        assert_eq!(config.mode, Mode::SingleTask);
+        assert_eq!(config.max_run_time, Duration::from_secs(5400));
+        assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+        assert!(config.warnings[0].contains("runner.surprise"));
+        assert!(!format!("{config:?}").contains("from-file"));
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let file = write("api:\n  auth_token: t\nrunner:\n  mode: sometimes\n");
+        let err = load(Some(file.path()), |_| None, false).unwrap_err().to_string();
+        assert!(err.contains("runner.mode `sometimes`"), "{err}");
+        let err = load(None, |_| None, false).unwrap_err().to_string();
+        assert!(err.contains("api.auth_token"), "{err}");
+        let file = write("api:\n  auth_token: t\nrunner:\n  name: 'bad/name'\n");
+        let err = load(Some(file.path()), |_| None, false).unwrap_err().to_string();
+        assert!(err.contains("must contain only"), "{err}");
+    }
+
+    #[test]
+    fn root_needs_a_job_user() {
+        let file = write("api:\n  auth_token: t\nrunner:\n  name: r\n");
+        let err = load(Some(file.path()), |_| None, true).unwrap_err().to_string();
+        assert!(err.contains("runner.user"), "{err}");
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_duration("5h").unwrap(), Duration::from_secs(18000));
+        assert_eq!(parse_duration("1h30m20s").unwrap(), Duration::from_secs(5420));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+}

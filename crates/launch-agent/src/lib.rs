@@ -1,0 +1,147 @@
+//! bosun's `launch-agent`: the privileged half of a runner. It reads
+//! `launch-agent-config.yaml`, claims tasks of its resource class from the server, and for each
+//! one makes a working directory and starts `task-agent` as the unprivileged job user on a
+//! socketpair, relaying logs, step events and the result. Only this process holds the runner
+//! token and task tokens, and only it talks to the server.
+//!
+//! Root-only code lives in [`privileged`].
+
+pub mod config;
+pub mod privileged;
+mod task;
+mod upload;
+
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bosun_api::{Auth, ClaimRequest, ClaimResponse, Client, StatusCode};
+use tokio::sync::watch;
+
+use crate::config::{Config, Mode};
+use crate::privileged::Identity;
+pub use crate::task::StopLevel;
+
+/// How long one claim waits on the server for work.
+const CLAIM_WAIT_SECS: u64 = 30;
+
+/// What the main loop reacts to.
+enum Event {
+    Claimed(Box<ClaimResponse>),
+    NoWork,
+    ClaimFailed(bosun_api::ApiError),
+    Stop,
+}
+
+/// Claims and runs tasks until `stop` reaches 1 (drain) or, in single-task mode, after one task.
+pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
+    let identity = Identity::resolve(&config.user, config.group.as_deref())?;
+    let client = Client::new(&config.api_url)?;
+    let auth = Auth::Bearer(config.auth_token.clone());
+    let request = ClaimRequest {
+        name: config.runner_name.clone(),
+        hostname: nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_default(),
+        ip: local_ip(&config.api_url).unwrap_or_default(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let path = format!("/api/v3/runner/claim?wait={CLAIM_WAIT_SECS}s");
+    let mut backoff = Duration::from_millis(500);
+    let mut last_work = Instant::now();
+    tracing::info!(
+        name = %config.runner_name,
+        server = %config.api_url,
+        job_user = %identity.name,
+        "launch-agent {} claiming tasks",
+        env!("CARGO_PKG_VERSION")
+    );
+    loop {
+        if *stop.borrow() >= 1 {
+            tracing::info!("stopping: no new tasks will be claimed");
+            return Ok(());
+        }
+        let event = tokio::select! {
+            answer = client.send_json(bosun_api::Method::POST, &path, &auth, Some(&request), Some(Duration::from_secs(CLAIM_WAIT_SECS + 30))) => {
+                match answer {
+                    Ok(response) if response.status == StatusCode::NO_CONTENT => Event::NoWork,
+                    Ok(response) => match client.decode::<ClaimResponse>(bosun_api::Method::POST, &path, &response) {
+                        Ok(claim) => Event::Claimed(Box::new(claim)),
+                        Err(err) => Event::ClaimFailed(err),
+                    },
+                    Err(err) => Event::ClaimFailed(err),
+                }
+            }
+            _ = stop.changed() => Event::Stop,
+        };
+        match event {
+            Event::Stop => continue,
+            Event::NoWork => {
+                backoff = Duration::from_millis(500);
+                if let Some(idle) = config.idle_timeout {
+                    if last_work.elapsed() >= idle {
+                        tracing::info!("no task for {idle:?} (runner.idle_timeout): exiting");
+                        return Ok(());
+                    }
+                }
+            }
+            Event::ClaimFailed(err) => {
+                if err.status() == Some(StatusCode::UNAUTHORIZED) {
+                    return Err(err).context(
+                        "the server refused the runner token: check api.auth_token and the resource class",
+                    );
+                }
+                tracing::warn!("claim failed, retrying in {backoff:?}: {err}");
+                tokio::select! {
+                    _ = tokio::time::sleep(upload::jitter(backoff)) => {}
+                    _ = stop.changed() => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            Event::Claimed(claim) => {
+                backoff = Duration::from_millis(500);
+                if let Err(err) = task::run_task(&client, &config, &identity, *claim, stop.clone()).await {
+                    tracing::error!("task failed to run: {err:#}");
+                }
+                last_work = Instant::now();
+                if config.mode == Mode::SingleTask {
+                    tracing::info!("runner.mode is single-task: exiting after one task");
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// The local address used to reach the server (no packet is sent).
+fn local_ip(api_url: &str) -> Option<String> {
+    let host_port = api_url.strip_prefix("http://")?.split('/').next()?;
+    let socket = UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect(host_port).ok()?;
+    Some(socket.local_addr().ok()?.ip().to_string())
+}
+
+/// A stop channel driven by SIGTERM/SIGINT: the first asks to drain, the second cancels tasks.
+pub fn stop_on_signals() -> anyhow::Result<(watch::Sender<u8>, StopLevel)> {
+    let (tx, rx) = watch::channel(0u8);
+    let sender = tx.clone();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            let level = (*sender.borrow()).saturating_add(1).min(2);
+            if level == 1 {
+                tracing::info!("signal received: finishing the current task, then exiting (send again to cancel it)");
+            } else {
+                tracing::info!("second signal: canceling the running task");
+            }
+            let _ = sender.send(level);
+        }
+    });
+    Ok((tx, rx))
+}

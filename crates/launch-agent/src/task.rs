@@ -1,0 +1,299 @@
+//! Running one claimed task: fetch its spec, make its working directory, start the task-agent
+//! on a socketpair, relay logs and step events, heartbeat the lease, report completion, clean up.
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use bosun_api::{Auth, ClaimResponse, Client, CompleteRequest, HeartbeatResponse, StepEvent, TaskSpec};
+use bosun_protocol::{Connection, FrameCodec, Incoming, Message, StepStatus, TaskStatus};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::privileged::{self, Identity};
+use crate::upload::{LogUploader, with_retry};
+
+/// How long the task-agent gets to stop a step after a cancel, before SIGKILL.
+const CANCEL_GRACE: Duration = Duration::from_secs(10);
+/// How often buffered log bytes are sent even when less than a flush's worth.
+const FLUSH_PERIOD: Duration = Duration::from_millis(200);
+/// How long the task-agent has to say hello.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why the relay stopped.
+enum Outcome {
+    /// The task-agent reported its result.
+    Finished(TaskStatus),
+    /// The task-agent went away without a result.
+    AgentLost(String),
+}
+
+/// Shutdown levels the main loop hands to a running task: 0 run, 1 drain, 2 cancel tasks.
+pub type StopLevel = watch::Receiver<u8>;
+
+pub async fn run_task(
+    client: &Client,
+    config: &Config,
+    identity: &Identity,
+    claim: ClaimResponse,
+    mut stop: StopLevel,
+) -> anyhow::Result<()> {
+    let auth = Auth::Bearer(claim.task_token.clone());
+    let spec: TaskSpec = with_retry("task config", || client.get("/api/v2/task/config", &auth))
+        .await
+        .context("fetching the task config")?;
+    tracing::info!(task = %spec.task_id, job = %spec.job_name, "running task");
+    if !spec
+        .task_id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        let message = format!("task id `{}` is not safe as a directory name", spec.task_id);
+        complete(client, &auth, "infrastructure_fail", Some(message.clone())).await;
+        anyhow::bail!(message);
+    }
+    let work_dir = PathBuf::from(config.working_directory.replace("%s", &spec.task_id));
+
+    let result = run_in_dir(client, config, identity, &auth, &spec, &work_dir, &mut stop).await;
+    let (status, message) = match result {
+        Ok((status, message)) => (status, message),
+        Err(err) => ("infrastructure_fail", Some(format!("{err:#}"))),
+    };
+    if let Some(message) = &message {
+        tracing::warn!(task = %spec.task_id, status, "{message}");
+    }
+    complete(client, &auth, status, message).await;
+    if config.cleanup_working_directory {
+        let dir = work_dir.clone();
+        let removed = tokio::task::spawn_blocking(move || privileged::remove_work_dir(&dir)).await;
+        match removed {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!("{err:#}"),
+            Err(err) => tracing::warn!("cleanup of {} panicked: {err}", work_dir.display()),
+        }
+    }
+    tracing::info!(task = %spec.task_id, status, "task done");
+    Ok(())
+}
+
+async fn complete(client: &Client, auth: &Auth, status: &str, message: Option<String>) {
+    let body = CompleteRequest {
+        status: status.to_owned(),
+        message,
+    };
+    let result = with_retry("task completion", || {
+        client.post::<_, serde_json::Value>("/api/v2/task/complete", auth, &body)
+    })
+    .await;
+    if let Err(err) = result {
+        tracing::error!("could not report the task's result: {err}");
+    }
+}
+
+async fn run_in_dir(
+    client: &Client,
+    config: &Config,
+    identity: &Identity,
+    auth: &Auth,
+    spec: &TaskSpec,
+    work_dir: &std::path::Path,
+    stop: &mut StopLevel,
+) -> anyhow::Result<(&'static str, Option<String>)> {
+    {
+        let dir = work_dir.to_owned();
+        let identity = identity.clone();
+        tokio::task::spawn_blocking(move || privileged::create_work_dir(&dir, &identity))
+            .await
+            .context("creating the working directory")??;
+    }
+
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().context("creating the agent socketpair")?;
+    let theirs: OwnedFd = theirs.into();
+    let command = privileged::task_agent_command(&config.task_agent_path, work_dir, identity, &theirs);
+    let mut command = tokio::process::Command::from(command);
+    command.kill_on_drop(true);
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("starting {}", config.task_agent_path.display()))?;
+    // Our copy of the child's end must close, or we would never see the child hang up.
+    drop(theirs);
+    ours.set_nonblocking(true)?;
+    let mut conn = Connection::new(tokio::net::UnixStream::from_std(ours)?, FrameCodec::default());
+
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.handshake_as_launch_agent(spec)).await;
+    match handshake {
+        Ok(Ok(version)) => tracing::debug!(%version, "task-agent connected"),
+        Ok(Err(err)) => {
+            let _ = child.kill().await;
+            anyhow::bail!("task-agent handshake failed: {err}");
+        }
+        Err(_) => {
+            let _ = child.kill().await;
+            anyhow::bail!("task-agent did not say hello within {HANDSHAKE_TIMEOUT:?}");
+        }
+    }
+
+    let (cancel_tx, mut cancel_rx) = watch::channel(None::<String>);
+    let heartbeat = tokio::spawn(heartbeat_loop(client.clone(), auth.clone(), cancel_tx));
+    let outcome = relay(client, auth, config, &mut conn, &mut cancel_rx, stop).await;
+    heartbeat.abort();
+
+    // The task-agent exits after its last message; give it a moment, then make sure.
+    drop(conn);
+    let exit = match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
+        Ok(status) => status.ok(),
+        Err(_) => {
+            tracing::warn!("task-agent did not exit after the task: killing it");
+            let _ = child.kill().await;
+            None
+        }
+    };
+    let (outcome, reason) = outcome?;
+    Ok(match outcome {
+        Outcome::Finished(TaskStatus::Success) => ("success", None),
+        Outcome::Finished(TaskStatus::Failed) => ("failed", None),
+        Outcome::Finished(TaskStatus::Canceled) => match reason {
+            Some(reason) if reason.contains("max_run_time") => ("failed", Some(reason)),
+            other => ("canceled", other),
+        },
+        Outcome::AgentLost(why) => (
+            "infrastructure_fail",
+            Some(match exit {
+                Some(status) => format!("{why} (task-agent {status})"),
+                None => why,
+            }),
+        ),
+    })
+}
+
+/// Relays frames until the task-agent reports its result or goes away.
+async fn relay(
+    client: &Client,
+    auth: &Auth,
+    config: &Config,
+    conn: &mut Connection<tokio::net::UnixStream>,
+    cancel_rx: &mut watch::Receiver<Option<String>>,
+    stop: &mut StopLevel,
+) -> anyhow::Result<(Outcome, Option<String>)> {
+    let mut uploader = LogUploader::new(client.clone(), auth.clone());
+    let mut names: Vec<String> = Vec::new();
+    let mut flush = tokio::time::interval(FLUSH_PERIOD);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let deadline = tokio::time::Instant::now() + config.max_run_time;
+    let mut cancel_reason: Option<String> = None;
+    let outcome = loop {
+        tokio::select! {
+            incoming = conn.recv() => match incoming {
+                Ok(Some(Incoming::Data { stream, bytes })) => uploader.push(stream, bytes).await?,
+                Ok(Some(Incoming::Message(Message::StepStarted { step, name }))) => {
+                    if names.len() <= step as usize {
+                        names.resize(step as usize + 1, String::new());
+                    }
+                    names[step as usize] = name.clone();
+                    post_step(client, auth, StepEvent {
+                        step, name, status: "running".into(), exit_code: None, duration_ms: None,
+                    }).await?;
+                }
+                Ok(Some(Incoming::Message(Message::StepFinished { step, status, exit_code, duration_ms }))) => {
+                    uploader.flush(step).await?;
+                    let name = names.get(step as usize).cloned().unwrap_or_default();
+                    post_step(client, auth, StepEvent {
+                        step,
+                        name,
+                        status: step_status(status).into(),
+                        exit_code,
+                        duration_ms: Some(duration_ms),
+                    }).await?;
+                }
+                Ok(Some(Incoming::Message(Message::TaskFinished { status }))) => break Outcome::Finished(status),
+                Ok(Some(Incoming::Message(other))) => {
+                    break Outcome::AgentLost(format!("task-agent sent an unexpected `{}` message", other.kind()));
+                }
+                Ok(None) => break Outcome::AgentLost("task-agent exited before reporting a result".into()),
+                Err(err) => break Outcome::AgentLost(format!("task-agent socket: {err}")),
+            },
+            _ = flush.tick() => uploader.flush_all().await?,
+            changed = cancel_rx.changed(), if cancel_reason.is_none() => {
+                let reason = match changed {
+                    Ok(()) => cancel_rx.borrow().clone(),
+                    Err(_) => None,
+                };
+                if let Some(reason) = reason {
+                    cancel_reason = Some(reason.clone());
+                    send_cancel(conn, &reason).await;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline), if cancel_reason.is_none() => {
+                let reason = format!("the job exceeded runner.max_run_time ({:?})", config.max_run_time);
+                cancel_reason = Some(reason.clone());
+                send_cancel(conn, &reason).await;
+            }
+            changed = stop.changed(), if cancel_reason.is_none() => {
+                if changed.is_err() || *stop.borrow() >= 2 {
+                    let reason = "the launch-agent is shutting down".to_owned();
+                    cancel_reason = Some(reason.clone());
+                    send_cancel(conn, &reason).await;
+                }
+            }
+        }
+    };
+    uploader.flush_all().await?;
+    Ok((outcome, cancel_reason))
+}
+
+async fn send_cancel(conn: &mut Connection<tokio::net::UnixStream>, reason: &str) {
+    tracing::info!("canceling the task: {reason}");
+    let message = Message::Cancel {
+        reason: reason.to_owned(),
+        grace_ms: CANCEL_GRACE.as_millis() as u64,
+    };
+    if let Err(err) = conn.send(&message).await {
+        tracing::warn!("could not send cancel to the task-agent: {err}");
+    }
+}
+
+fn step_status(status: StepStatus) -> &'static str {
+    match status {
+        StepStatus::Success => "success",
+        StepStatus::Failed => "failed",
+        StepStatus::Canceled => "canceled",
+        StepStatus::Skipped => "skipped",
+    }
+}
+
+async fn post_step(client: &Client, auth: &Auth, event: StepEvent) -> anyhow::Result<()> {
+    with_retry("step event", || {
+        client.post::<_, serde_json::Value>("/api/v2/task/step", auth, &event)
+    })
+    .await?;
+    Ok(())
+}
+
+/// Renews the lease; reports a cancel request (or the loss of the task) through `cancel`.
+async fn heartbeat_loop(client: Client, auth: Auth, cancel: watch::Sender<Option<String>>) {
+    let mut period = Duration::from_secs(2);
+    loop {
+        let answer: Result<HeartbeatResponse, _> = client
+            .post("/api/v2/task/heartbeat", &auth, &serde_json::json!({}))
+            .await;
+        match answer {
+            Ok(answer) => {
+                if answer.cancel {
+                    let _ = cancel.send(Some("the job was canceled".into()));
+                }
+                // Three beats per lease, but at least every 10 s so cancels arrive quickly.
+                period = Duration::from_secs(answer.lease_secs.max(1))
+                    .div_f64(3.0)
+                    .min(Duration::from_secs(10))
+                    .max(Duration::from_millis(500));
+            }
+            Err(err) if err.status() == Some(bosun_api::StatusCode::CONFLICT) => {
+                let _ = cancel.send(Some(format!("the server ended the task: {err}")));
+                return;
+            }
+            Err(err) => tracing::warn!("heartbeat failed: {err}"),
+        }
+        tokio::time::sleep(period).await;
+    }
+}

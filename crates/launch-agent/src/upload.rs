@@ -1,0 +1,132 @@
+//! Relaying a task's results to the server: step logs appended by offset (zstd bodies), step
+//! events and completion, each retried with capped exponential backoff. The relay awaits each
+//! upload before reading more from the task-agent, so a slow server slows the job instead of
+//! growing memory (backpressure, not buffering).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use bosun_api::{ApiError, Auth, Client, LogAppendResponse, Method};
+use bytes::Bytes;
+
+/// Flush a step's buffered log once it holds this much.
+pub const FLUSH_BYTES: usize = 1 << 20;
+/// Give up on the server after this long of failed retries.
+const RETRY_BUDGET: Duration = Duration::from_secs(120);
+
+/// Runs `call` until it succeeds, fails for good, or the retry budget is spent.
+pub async fn with_retry<T, F, Fut>(what: &str, mut call: F) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ApiError>>,
+{
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match call().await {
+            Ok(value) => return Ok(value),
+            Err(err) if err.is_retryable() && started.elapsed() < RETRY_BUDGET => {
+                tracing::warn!("{what} failed, retrying in {delay:?}: {err}");
+                tokio::time::sleep(jitter(delay)).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// `delay` give or take 20 %, so many agents do not retry in lockstep.
+pub fn jitter(delay: Duration) -> Duration {
+    let mut byte = [0u8; 1];
+    let _ = getrandom::fill(&mut byte);
+    let factor = 0.8 + (f64::from(byte[0]) / 255.0) * 0.4;
+    delay.mul_f64(factor)
+}
+
+#[derive(Default)]
+struct StepLog {
+    /// Bytes of this step the server has stored.
+    offset: u64,
+    pending: Vec<u8>,
+}
+
+/// Buffers log bytes per step and appends them to the server by offset.
+pub struct LogUploader {
+    client: Client,
+    auth: Auth,
+    steps: HashMap<u32, StepLog>,
+}
+
+impl LogUploader {
+    pub fn new(client: Client, auth: Auth) -> LogUploader {
+        LogUploader {
+            client,
+            auth,
+            steps: HashMap::new(),
+        }
+    }
+
+    /// Adds bytes of `step`; uploads once enough are buffered.
+    pub async fn push(&mut self, step: u32, bytes: Bytes) -> Result<(), ApiError> {
+        let log = self.steps.entry(step).or_default();
+        log.pending.extend_from_slice(&bytes);
+        if log.pending.len() >= FLUSH_BYTES {
+            self.flush(step).await?;
+        }
+        Ok(())
+    }
+
+    /// Uploads what is buffered for `step`.
+    pub async fn flush(&mut self, step: u32) -> Result<(), ApiError> {
+        let Some(log) = self.steps.get_mut(&step) else {
+            return Ok(());
+        };
+        if log.pending.is_empty() {
+            return Ok(());
+        }
+        // Level 1: logs compress well even so, and the agent's CPU belongs to the job.
+        let body = Bytes::from(zstd::bulk::compress(&log.pending, 1).map_err(|err| {
+            ApiError::Transport {
+                method: Method::POST,
+                url: "zstd".into(),
+                message: err.to_string(),
+            }
+        })?);
+        let path = format!("/api/v2/task/log?step={step}&offset={}", log.offset);
+        let client = &self.client;
+        let auth = &self.auth;
+        let response = with_retry("log upload", || {
+            client.send(
+                Method::POST,
+                &path,
+                auth,
+                Some(("application/zstd", body.clone())),
+                None,
+            )
+        })
+        .await?;
+        let stored: LogAppendResponse =
+            client.decode(Method::POST, &path, &response)?;
+        log.offset += log.pending.len() as u64;
+        if stored.length != log.offset {
+            tracing::warn!(
+                step,
+                expected = log.offset,
+                stored = stored.length,
+                "the server's log length differs from what this agent sent"
+            );
+        }
+        log.pending.clear();
+        Ok(())
+    }
+
+    pub async fn flush_all(&mut self) -> Result<(), ApiError> {
+        let mut steps: Vec<u32> = self.steps.keys().copied().collect();
+        steps.sort_unstable();
+        for step in steps {
+            self.flush(step).await?;
+        }
+        Ok(())
+    }
+}

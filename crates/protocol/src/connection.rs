@@ -1,0 +1,270 @@
+//! A framed connection with typed send and receive methods and the handshake for each role.
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::codec::Framed;
+
+use crate::task::TaskSpec;
+use crate::{Frame, FrameCodec, Message, PROTOCOL_VERSION, ProtocolError};
+
+/// What arrives on a connection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    Message(Message),
+    Data { stream: u32, bytes: Bytes },
+}
+
+/// One end of the agent socket.
+#[derive(Debug)]
+pub struct Connection<T> {
+    framed: Framed<T, FrameCodec>,
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
+    pub fn new(io: T, codec: FrameCodec) -> Connection<T> {
+        Connection {
+            framed: Framed::new(io, codec),
+        }
+    }
+
+    /// The largest data chunk one [`Connection::send_data`] call accepts.
+    pub fn max_data_chunk(&self) -> usize {
+        self.framed.codec().max_data_chunk()
+    }
+
+    pub async fn send(&mut self, message: &Message) -> Result<(), ProtocolError> {
+        let json = serde_json::to_vec(message)?;
+        self.framed.send(Frame::Control(Bytes::from(json))).await
+    }
+
+    /// Sends raw bytes of `stream`, split into as many frames as needed.
+    pub async fn send_data(&mut self, stream: u32, mut bytes: Bytes) -> Result<(), ProtocolError> {
+        let chunk = self.max_data_chunk();
+        while !bytes.is_empty() {
+            let piece = bytes.split_to(bytes.len().min(chunk));
+            self.framed.feed(Frame::Data {
+                stream,
+                bytes: piece,
+            })
+            .await?;
+        }
+        self.framed.flush().await
+    }
+
+    /// The next frame, or `None` on a clean end of stream.
+    pub async fn recv(&mut self) -> Result<Option<Incoming>, ProtocolError> {
+        match self.framed.next().await {
+            None => Ok(None),
+            Some(Err(err)) => Err(err),
+            Some(Ok(Frame::Control(json))) => {
+                Ok(Some(Incoming::Message(serde_json::from_slice(&json)?)))
+            }
+            Some(Ok(Frame::Data { stream, bytes })) => Ok(Some(Incoming::Data { stream, bytes })),
+        }
+    }
+
+    async fn recv_message(&mut self, expected: &'static str) -> Result<Message, ProtocolError> {
+        match self.recv().await? {
+            None => Err(ProtocolError::Closed(expected)),
+            Some(Incoming::Message(message)) => Ok(message),
+            Some(Incoming::Data { stream, .. }) => Err(ProtocolError::UnexpectedMessage {
+                expected,
+                received: format!("data frame for stream {stream}"),
+            }),
+        }
+    }
+
+    /// task-agent side: say hello, get the task.
+    pub async fn handshake_as_task_agent(
+        &mut self,
+        agent_version: &str,
+    ) -> Result<TaskSpec, ProtocolError> {
+        self.send(&Message::Hello {
+            protocol_version: PROTOCOL_VERSION,
+            agent_version: agent_version.to_owned(),
+        })
+        .await?;
+        match self.recv_message("welcome").await? {
+            Message::Welcome { task } => Ok(*task),
+            Message::Refused { reason } => Err(ProtocolError::Refused(reason)),
+            other => Err(ProtocolError::UnexpectedMessage {
+                expected: "welcome",
+                received: other.kind().to_owned(),
+            }),
+        }
+    }
+
+    /// launch-agent side: check the hello and hand over the task. Returns the peer's agent version.
+    pub async fn handshake_as_launch_agent(
+        &mut self,
+        task: &TaskSpec,
+    ) -> Result<String, ProtocolError> {
+        match self.recv_message("hello").await? {
+            Message::Hello {
+                protocol_version,
+                agent_version,
+            } => {
+                if protocol_version != PROTOCOL_VERSION {
+                    let err = ProtocolError::WrongVersion {
+                        peer: protocol_version,
+                        ours: PROTOCOL_VERSION,
+                    };
+                    // Best effort: the peer may already be gone.
+                    let _ = self
+                        .send(&Message::Refused {
+                            reason: err.to_string(),
+                        })
+                        .await;
+                    return Err(err);
+                }
+                self.send(&Message::Welcome {
+                    task: Box::new(task.clone()),
+                })
+                .await?;
+                Ok(agent_version)
+            }
+            other => Err(ProtocolError::UnexpectedMessage {
+                expected: "hello",
+                received: other.kind().to_owned(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::UnixStream;
+
+    use super::*;
+    use crate::task::{RunStep, Step, When};
+
+    fn task() -> TaskSpec {
+        TaskSpec {
+            task_id: "t1".into(),
+            job_id: "j1".into(),
+            job_name: "build".into(),
+            build_num: 1,
+            pipeline_id: "p".into(),
+            pipeline_number: 1,
+            workflow_id: "w".into(),
+            project_slug: "local/org/repo".into(),
+            repository_url: "/tmp/repo".into(),
+            branch: Some("main".into()),
+            tag: None,
+            revision: "0".repeat(40),
+            parallel_index: 0,
+            parallel_total: 1,
+            environment: BTreeMap::new(),
+            working_directory: None,
+            shell: None,
+            steps: vec![Step::Run(RunStep {
+                name: "hi".into(),
+                command: "echo hi".into(),
+                shell: None,
+                environment: BTreeMap::new(),
+                working_directory: None,
+                background: false,
+                no_output_timeout_secs: None,
+                when: When::OnSuccess,
+            })],
+        }
+    }
+
+    #[tokio::test]
+    async fn handshake_then_data_over_a_real_socket() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut launch = Connection::new(a, FrameCodec::default());
+        let mut agent = Connection::new(b, FrameCodec::default());
+        let spec = task();
+        let expected = spec.clone();
+        let server = tokio::spawn(async move {
+            let version = launch.handshake_as_launch_agent(&spec).await.unwrap();
+            let mut got = Vec::new();
+            loop {
+                match launch.recv().await.unwrap() {
+                    Some(Incoming::Data { stream, bytes }) => {
+                        assert_eq!(stream, 3);
+                        got.extend_from_slice(&bytes);
+                    }
+                    Some(Incoming::Message(Message::TaskFinished { .. })) => break,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            (version, got)
+        });
+        assert_eq!(agent.handshake_as_task_agent("9.9.9").await.unwrap(), expected);
+        let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        agent.send_data(3, Bytes::from(payload.clone())).await.unwrap();
+        agent
+            .send(&Message::TaskFinished {
+                status: crate::TaskStatus::Success,
+            })
+            .await
+            .unwrap();
+        let (version, got) = server.await.unwrap();
+        assert_eq!(version, "9.9.9");
+        assert_eq!(got, payload);
+    }
+
+    #[tokio::test]
+    async fn a_frame_over_the_receivers_bound_is_refused() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut launch = Connection::new(a, FrameCodec::default());
+        let mut agent = Connection::new(b, FrameCodec::new(64));
+        let spec = task();
+        tokio::spawn(async move { launch.handshake_as_launch_agent(&spec).await });
+        assert!(matches!(
+            agent.handshake_as_task_agent("9.9.9").await,
+            Err(ProtocolError::FrameTooLarge { max: 64, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn wrong_version_is_refused_with_a_reason() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut launch = Connection::new(a, FrameCodec::default());
+        let mut agent = Connection::new(b, FrameCodec::default());
+        let server = tokio::spawn(async move { launch.handshake_as_launch_agent(&task()).await });
+        agent
+            .send(&Message::Hello {
+                protocol_version: PROTOCOL_VERSION + 1,
+                agent_version: "x".into(),
+            })
+            .await
+            .unwrap();
+        match agent.recv().await.unwrap() {
+            Some(Incoming::Message(Message::Refused { reason })) => {
+                assert!(reason.contains("protocol version 2"), "{reason}");
+            }
+            other => panic!("expected refused, got {other:?}"),
+        }
+        assert!(matches!(
+            server.await.unwrap(),
+            Err(ProtocolError::WrongVersion { peer: 2, ours: 1 })
+        ));
+    }
+
+    #[tokio::test]
+    async fn garbage_and_truncation_are_errors_not_panics() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut launch = Connection::new(a, FrameCodec::default());
+        b.write_all(&[0, 0, 0, 4, 1, b'{', b'x']).await.unwrap();
+        drop(b);
+        assert!(matches!(
+            launch.recv().await,
+            Err(ProtocolError::Truncated(7))
+        ));
+
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut launch = Connection::new(a, FrameCodec::default());
+        b.write_all(&[0, 0, 0, 3, 1, b'{', b'x']).await.unwrap();
+        assert!(matches!(
+            launch.recv().await,
+            Err(ProtocolError::BadMessage(_))
+        ));
+    }
+}

@@ -1,0 +1,96 @@
+//! The task spec: what a task-agent executes. The server compiles a job into it, the
+//! launch-agent forwards it unchanged, and the task-agent runs it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One task: a job (or one parallel index of it) ready to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub task_id: String,
+    pub job_id: String,
+    /// The job's name in its workflow (`CIRCLE_JOB`).
+    pub job_name: String,
+    /// The project's job number (`CIRCLE_BUILD_NUM`).
+    pub build_num: u64,
+    pub pipeline_id: String,
+    pub pipeline_number: u64,
+    pub workflow_id: String,
+    pub project_slug: String,
+    pub repository_url: String,
+    pub branch: Option<String>,
+    pub tag: Option<String>,
+    /// The full commit id the pipeline runs (`CIRCLE_SHA1`).
+    pub revision: String,
+    pub parallel_index: u32,
+    pub parallel_total: u32,
+    /// Job-level environment, already merged from the executor and the job.
+    pub environment: BTreeMap<String, String>,
+    /// The job's `working_directory`; `None` means the task's own directory.
+    pub working_directory: Option<String>,
+    /// The job's default shell for `run` steps; `None` means `/bin/bash -eo pipefail`.
+    pub shell: Option<String>,
+    pub steps: Vec<Step>,
+}
+
+/// One step of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Step {
+    Checkout(CheckoutStep),
+    Run(RunStep),
+}
+
+impl Step {
+    /// The name shown for the step.
+    pub fn name(&self) -> &str {
+        match self {
+            Step::Checkout(step) => &step.name,
+            Step::Run(step) => &step.name,
+        }
+    }
+
+    /// When the step runs with respect to earlier failures.
+    pub fn when(&self) -> When {
+        match self {
+            Step::Checkout(_) => When::OnSuccess,
+            Step::Run(step) => step.when,
+        }
+    }
+}
+
+/// `checkout`: clone the project's repository at the task's revision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckoutStep {
+    pub name: String,
+    /// Where to check out, relative to the job's working directory; `None` means `.`.
+    pub path: Option<String>,
+}
+
+/// `run`: one shell command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunStep {
+    pub name: String,
+    pub command: String,
+    pub shell: Option<String>,
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+    pub working_directory: Option<String>,
+    #[serde(default)]
+    pub background: bool,
+    /// Seconds without output before the step is stopped; `None` means the default (10 min).
+    pub no_output_timeout_secs: Option<u64>,
+    #[serde(default)]
+    pub when: When,
+}
+
+/// A step's `when` attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum When {
+    #[default]
+    OnSuccess,
+    OnFail,
+    Always,
+}

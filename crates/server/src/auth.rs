@@ -1,0 +1,192 @@
+//! Tokens: random 256-bit values shown once, stored only as SHA-256 hashes. Three kinds
+//! authenticate requests: the admin token (`Circle-Token`), resource-class runner tokens and
+//! per-task tokens (both `Authorization: Bearer`).
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use anyhow::Context;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use sha2::{Digest, Sha256};
+
+use crate::error::AppError;
+use crate::util::now_ms;
+use crate::{State, store::Db};
+
+/// Longest token we look at; anything longer is refused before hashing.
+const MAX_TOKEN_LEN: usize = 256;
+
+/// A fresh token: 32 random bytes, hex-encoded, with a prefix naming its kind.
+pub fn generate_token(prefix: &str) -> anyhow::Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|err| anyhow::anyhow!("no randomness: {err}"))?;
+    Ok(format!("{prefix}{}", hex(&bytes)))
+}
+
+pub fn hash_token(token: &str) -> String {
+    hex(&Sha256::digest(token.as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push_str(&format!("{byte:02x}"));
+    }
+    out
+}
+
+/// Makes sure an admin token exists: `BOSUN_ADMIN_TOKEN` if given, else one generated on first
+/// start, printed once and written to `DATA_DIR/admin-token` (mode 0600).
+pub async fn ensure_admin_token(
+    db: &Db,
+    data_dir: &Path,
+    from_env: Option<&str>,
+) -> anyhow::Result<()> {
+    if let Some(token) = from_env {
+        if token.len() < 16 || token.len() > MAX_TOKEN_LEN {
+            anyhow::bail!("BOSUN_ADMIN_TOKEN must be 16 to {MAX_TOKEN_LEN} characters long");
+        }
+        sqlx::query("INSERT OR IGNORE INTO admin_tokens (hash, created_at) VALUES (?, ?)")
+            .bind(hash_token(token))
+            .bind(now_ms())
+            .execute(db)
+            .await?;
+        return Ok(());
+    }
+    let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM admin_tokens")
+        .fetch_one(db)
+        .await?;
+    if existing > 0 {
+        return Ok(());
+    }
+    let token = generate_token("bosun_admin_")?;
+    let path = data_dir.join("admin-token");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(file, "{token}")?;
+    sqlx::query("INSERT INTO admin_tokens (hash, created_at) VALUES (?, ?)")
+        .bind(hash_token(&token))
+        .bind(now_ms())
+        .execute(db)
+        .await?;
+    println!(
+        "generated admin token (shown once, also in {}): {token}",
+        path.display()
+    );
+    Ok(())
+}
+
+fn header_token<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+    parts.headers.get(name)?.to_str().ok()
+}
+
+fn bearer(parts: &Parts) -> Result<&str, AppError> {
+    let value = header_token(parts, "authorization")
+        .ok_or_else(|| AppError::unauthorized("missing bearer token"))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .ok_or_else(|| AppError::unauthorized("invalid bearer token"))?
+        .trim();
+    if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+        return Err(AppError::unauthorized("invalid bearer token"));
+    }
+    Ok(token)
+}
+
+/// A request carrying the admin token in `Circle-Token`.
+pub struct Admin;
+
+impl FromRequestParts<State> for Admin {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Admin, AppError> {
+        let token = header_token(parts, "circle-token")
+            .ok_or_else(|| AppError::unauthorized("missing Circle-Token header"))?;
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(AppError::unauthorized("invalid token"));
+        }
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM admin_tokens WHERE hash = ?")
+            .bind(hash_token(token))
+            .fetch_optional(&state.db)
+            .await?;
+        match found {
+            Some(_) => Ok(Admin),
+            None => Err(AppError::unauthorized("invalid token")),
+        }
+    }
+}
+
+/// A request carrying a resource-class runner token.
+pub struct Runner {
+    pub resource_class: String,
+}
+
+impl FromRequestParts<State> for Runner {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Runner, AppError> {
+        let token = bearer(parts)?;
+        let resource_class: Option<String> = sqlx::query_scalar(
+            "SELECT rc.name FROM runner_tokens t JOIN resource_classes rc ON rc.id = t.resource_class_id
+             WHERE t.hash = ?",
+        )
+        .bind(hash_token(token))
+        .fetch_optional(&state.db)
+        .await?;
+        resource_class
+            .map(|resource_class| Runner { resource_class })
+            .ok_or_else(|| AppError::unauthorized("invalid bearer token"))
+    }
+}
+
+/// A request carrying a task token; `status` is the task's status now.
+pub struct TaskAuth {
+    pub task_id: String,
+    pub job_id: String,
+    pub status: String,
+}
+
+impl FromRequestParts<State> for TaskAuth {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<TaskAuth, AppError> {
+        let token = bearer(parts)?;
+        let row: Option<(String, String, String)> =
+            sqlx::query_as("SELECT id, job_id, status FROM tasks WHERE token_hash = ?")
+                .bind(hash_token(token))
+                .fetch_optional(&state.db)
+                .await?;
+        match row {
+            Some((task_id, job_id, status)) => Ok(TaskAuth {
+                task_id,
+                job_id,
+                status,
+            }),
+            None => Err(AppError::unauthorized("invalid bearer token")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_long_random_and_hash_to_fixed_vectors() {
+        let a = generate_token("x_").unwrap();
+        let b = generate_token("x_").unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 2 + 64);
+        assert_eq!(
+            hash_token("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,59 @@
+//! Errors answered as CircleCI does: a status and `{"message": "..."}`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+/// An error a handler answers with.
+#[derive(Debug)]
+pub struct AppError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl AppError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> AppError {
+        AppError {
+            status,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> AppError {
+        AppError::new(StatusCode::BAD_REQUEST, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> AppError {
+        AppError::new(StatusCode::NOT_FOUND, message)
+    }
+    pub fn conflict(message: impl Into<String>) -> AppError {
+        AppError::new(StatusCode::CONFLICT, message)
+    }
+    pub fn unauthorized(message: impl Into<String>) -> AppError {
+        AppError::new(StatusCode::UNAUTHORIZED, message)
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(serde_json::json!({ "message": self.message })),
+        )
+            .into_response()
+    }
+}
+
+impl From<sqlx::Error> for AppError {
+    fn from(err: sqlx::Error) -> AppError {
+        tracing::error!("database error: {err}");
+        AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal database error")
+    }
+}
+
+impl From<anyhow::Error> for AppError {
+    fn from(err: anyhow::Error) -> AppError {
+        tracing::error!("internal error: {err:#}");
+        AppError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{err:#}"))
+    }
+}
+
+pub type AppResult<T> = Result<T, AppError>;

@@ -1,0 +1,138 @@
+//! `bosun-server`: the control plane bosun's agents poll. It serves CircleCI's runner API shapes
+//! (claim, task config, heartbeats, logs), the admin API of `circleci runner`, projects and
+//! pipelines compiled from `.circleci/config.yml`, and keeps everything in SQLite plus a blob
+//! directory.
+//!
+//! Entry point: [`run`], which tests call in-process or through the `bosun-server` binary.
+
+mod admin;
+mod auth;
+mod error;
+mod git;
+mod logs;
+mod pipelines;
+mod runner;
+mod scheduler;
+mod store;
+mod util;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+pub use error::AppError;
+
+/// Everything `bosun-server` needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH`; `None` means `DATA_DIR/bosun.db`.
+    pub database_url: Option<String>,
+    /// `None` means `DATA_DIR/blobs`.
+    pub blob_dir: Option<PathBuf>,
+    /// The URL agents and users reach the server at; `None` means `http://LISTEN`.
+    pub public_url: Option<String>,
+    /// The admin token from `BOSUN_ADMIN_TOKEN`, if set.
+    pub admin_token: Option<String>,
+    /// How long a claimed task's lease lasts without a heartbeat.
+    pub task_lease: Duration,
+    /// Org-wide limit on running tasks.
+    pub max_running_tasks: u64,
+}
+
+impl Config {
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Config {
+        Config {
+            listen,
+            data_dir,
+            database_url: None,
+            blob_dir: None,
+            public_url: None,
+            admin_token: None,
+            task_lease: Duration::from_secs(60),
+            max_running_tasks: 100,
+        }
+    }
+}
+
+/// Shared state of the request handlers.
+pub(crate) struct AppState {
+    pub db: store::Db,
+    pub blob_dir: PathBuf,
+    pub repo_dir: PathBuf,
+    pub task_lease: Duration,
+    pub max_running_tasks: u64,
+    /// Woken whenever a task is queued, so long-polling claims answer at once.
+    pub queued: Notify,
+    /// Serializes log appends so the offset check and the write are one step.
+    pub log_lock: tokio::sync::Mutex<()>,
+}
+
+pub(crate) type State = Arc<AppState>;
+
+/// Starts the server and serves until `shutdown` resolves. `on_listening` gets the bound address
+/// (useful with port 0).
+pub async fn run(
+    config: Config,
+    on_listening: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let database_url = config.database_url.clone().unwrap_or_else(|| {
+        format!("sqlite://{}", config.data_dir.join("bosun.db").display())
+    });
+    let db = store::open(&database_url).await?;
+    let blob_dir = config
+        .blob_dir
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("blobs"));
+    std::fs::create_dir_all(&blob_dir)
+        .with_context(|| format!("creating blob directory {}", blob_dir.display()))?;
+    let repo_dir = config.data_dir.join("repos");
+    std::fs::create_dir_all(&repo_dir)
+        .with_context(|| format!("creating {}", repo_dir.display()))?;
+
+    auth::ensure_admin_token(&db, &config.data_dir, config.admin_token.as_deref()).await?;
+
+    let state: State = Arc::new(AppState {
+        db,
+        blob_dir,
+        repo_dir,
+        task_lease: config.task_lease,
+        max_running_tasks: config.max_running_tasks,
+        queued: Notify::new(),
+        log_lock: tokio::sync::Mutex::new(()),
+    });
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    on_listening(addr);
+
+    let reaper = tokio::spawn(scheduler::reap_expired_leases(state.clone()));
+    let app = router(state);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP");
+    reaper.abort();
+    result
+}
+
+fn router(state: State) -> Router {
+    Router::new()
+        .merge(admin::routes())
+        .merge(runner::routes())
+        .merge(pipelines::routes())
+        .with_state(state)
+}

@@ -1,0 +1,111 @@
+//! `bosun-server`: parse flags, set up logging, serve until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// bosun's control plane: runner API, admin API, pipelines, on SQLite and a blob directory.
+#[derive(Parser, Debug)]
+#[command(name = "bosun-server", version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8730")]
+    listen: SocketAddr,
+    /// Where the database, blobs, repository mirrors and the admin token live.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Database URL (`sqlite://PATH`); default `sqlite://DATA_DIR/bosun.db`.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Blob directory; default `DATA_DIR/blobs`.
+    #[arg(long)]
+    blob_dir: Option<PathBuf>,
+    /// URL agents and users reach this server at.
+    #[arg(long)]
+    public_url: Option<String>,
+    /// Seconds a claimed task lives without a heartbeat before it is marked infrastructure_fail.
+    #[arg(long, default_value_t = 60)]
+    task_lease_secs: u64,
+    /// Org-wide limit on concurrently running tasks.
+    #[arg(long, default_value_t = 100)]
+    max_running_tasks: u64,
+}
+
+fn default_data_dir() -> PathBuf {
+    if nix_is_root() {
+        PathBuf::from("/var/lib/bosun")
+    } else {
+        std::env::var_os("HOME")
+            .map(|home| PathBuf::from(home).join(".local/share/bosun"))
+            .unwrap_or_else(|| PathBuf::from("bosun-data"))
+    }
+}
+
+fn nix_is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BOSUN_LOG")
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut config = bosun_server::Config::new(args.listen, args.data_dir.unwrap_or_else(default_data_dir));
+    config.database_url = args.database_url;
+    config.blob_dir = args.blob_dir;
+    config.public_url = args.public_url;
+    config.admin_token = std::env::var("BOSUN_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
+    config.task_lease = Duration::from_secs(args.task_lease_secs.max(1));
+    config.max_running_tasks = args.max_running_tasks;
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("bosun-server: cannot start the async runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        let data_dir = config.data_dir.clone();
+        bosun_server::run(
+            config,
+            move |addr| {
+                let url = format!("http://{addr}");
+                // Tools that start the server with port 0 read the address from this file.
+                let _ = std::fs::write(data_dir.join("server-url"), format!("{url}\n"));
+                println!("bosun-server listening on {url}");
+            },
+            shutdown_signal(),
+        )
+        .await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("bosun-server: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down");
+}

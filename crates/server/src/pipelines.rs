@@ -1,0 +1,693 @@
+//! Projects, pipeline triggers (CircleCI's v2 shape) and the read side: pipelines, workflows,
+//! jobs, steps and logs.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State as StateExt};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bosun_api::types as api;
+use bosun_api::{Items, TaskSpec};
+use bosun_api::task as spec;
+use serde::Deserialize;
+
+use crate::State;
+use crate::auth::Admin;
+use crate::error::{AppError, AppResult};
+use crate::util::{new_id, now_ms, rfc3339};
+use crate::{git, logs, scheduler};
+
+const CONFIG_PATH: &str = ".circleci/config.yml";
+
+pub fn routes() -> Router<State> {
+    Router::new()
+        .route("/api/v2/project", post(create_project))
+        .route("/api/v2/project/{vcs}/{org}/{repo}", get(get_project))
+        .route(
+            "/api/v2/project/{vcs}/{org}/{repo}/pipeline",
+            post(trigger_pipeline),
+        )
+        .route("/api/v2/pipeline/{id}", get(get_pipeline))
+        .route("/api/v2/pipeline/{id}/workflow", get(pipeline_workflows))
+        .route("/api/v2/workflow/{id}/job", get(workflow_jobs))
+        .route("/api/v2/job/{id}", get(get_job))
+        .route("/api/v2/job/{id}/step/{index}/log", get(step_log))
+}
+
+/// `vcs/org/repo`, each part of letters, digits, `.`, `_`, `-`.
+fn validate_slug(slug: &str) -> Result<(), AppError> {
+    let parts: Vec<&str> = slug.split('/').collect();
+    let ok = parts.len() == 3
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.len() <= 100
+                && !p.starts_with('.')
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(AppError::bad_request(format!(
+            "project slug `{slug}` must look like `vcs/org/repo` (letters, digits, `.`, `_`, `-`)"
+        )))
+    }
+}
+
+async fn create_project(
+    _: Admin,
+    StateExt(state): StateExt<State>,
+    Json(body): Json<api::CreateProject>,
+) -> AppResult<(StatusCode, Json<api::Project>)> {
+    validate_slug(&body.slug)?;
+    git::validate_url(&body.git_url).map_err(AppError::bad_request)?;
+    let id = new_id();
+    let inserted = sqlx::query(
+        "INSERT INTO projects (id, slug, git_url, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (slug) DO NOTHING",
+    )
+    .bind(&id)
+    .bind(&body.slug)
+    .bind(&body.git_url)
+    .bind(now_ms())
+    .execute(&state.db)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Err(AppError::conflict(format!(
+            "project `{}` already exists",
+            body.slug
+        )));
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(api::Project {
+            id,
+            slug: body.slug,
+            git_url: body.git_url,
+        }),
+    ))
+}
+
+async fn find_project(state: &State, slug: &str) -> AppResult<api::Project> {
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT id, git_url FROM projects WHERE slug = ?")
+            .bind(slug)
+            .fetch_optional(&state.db)
+            .await?;
+    let (id, git_url) =
+        row.ok_or_else(|| AppError::not_found(format!("project `{slug}` not found")))?;
+    Ok(api::Project {
+        id,
+        slug: slug.to_owned(),
+        git_url,
+    })
+}
+
+async fn get_project(
+    _: Admin,
+    StateExt(state): StateExt<State>,
+    Path((vcs, org, repo)): Path<(String, String, String)>,
+) -> AppResult<Json<api::Project>> {
+    Ok(Json(find_project(&state, &format!("{vcs}/{org}/{repo}")).await?))
+}
+
+fn check_ref(kind: &str, name: &str) -> Result<(), AppError> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('-')
+        && !name.contains("..")
+        && !name.chars().any(|c| c.is_control() || c == ' ' || c == ':');
+    if ok {
+        Ok(())
+    } else {
+        Err(AppError::bad_request(format!("`{name}` is not a valid {kind} name")))
+    }
+}
+
+/// The commit a trigger asks for.
+struct Resolved {
+    branch: Option<String>,
+    tag: Option<String>,
+    revision: String,
+}
+
+async fn resolve_trigger(
+    state: &State,
+    project: &api::Project,
+    body: &api::TriggerPipeline,
+) -> AppResult<(std::path::PathBuf, Resolved)> {
+    if body.branch.is_some() && body.tag.is_some() {
+        return Err(AppError::bad_request("give either `branch` or `tag`, not both"));
+    }
+    let mirror = git::sync_mirror(&state.repo_dir, &project.id, &project.git_url)
+        .await
+        .map_err(|err| AppError::bad_request(format!("{err:#}")))?;
+    let (branch, tag, reference) = match (&body.branch, &body.tag) {
+        (_, Some(tag)) => {
+            check_ref("tag", tag)?;
+            (None, Some(tag.clone()), format!("refs/tags/{tag}"))
+        }
+        (Some(branch), None) => {
+            check_ref("branch", branch)?;
+            (Some(branch.clone()), None, format!("refs/heads/{branch}"))
+        }
+        (None, None) => {
+            let branch = git::default_branch(&mirror).await?.ok_or_else(|| {
+                AppError::bad_request(format!(
+                    "{} has no default branch: pass a branch",
+                    project.git_url
+                ))
+            })?;
+            let reference = format!("refs/heads/{branch}");
+            (Some(branch), None, reference)
+        }
+    };
+    let tip = git::resolve_commit(&mirror, &reference)
+        .await?
+        .ok_or_else(|| {
+            AppError::bad_request(format!(
+                "{} not found in {}",
+                reference.trim_start_matches("refs/"),
+                project.git_url
+            ))
+        })?;
+    let revision = match &body.revision {
+        None => tip,
+        Some(revision) => {
+            let valid = revision.len() >= 4
+                && revision.len() <= 64
+                && revision.bytes().all(|b| b.is_ascii_hexdigit());
+            if !valid {
+                return Err(AppError::bad_request(format!(
+                    "revision `{revision}` is not a commit id"
+                )));
+            }
+            let full = git::resolve_commit(&mirror, revision).await?.ok_or_else(|| {
+                AppError::bad_request(format!("revision {revision} not found in {}", project.git_url))
+            })?;
+            if !git::is_ancestor(&mirror, &full, &tip).await? {
+                return Err(AppError::bad_request(format!(
+                    "revision {full} is not on {}",
+                    reference.trim_start_matches("refs/")
+                )));
+            }
+            full
+        }
+    };
+    Ok((
+        mirror,
+        Resolved {
+            branch,
+            tag,
+            revision,
+        },
+    ))
+}
+
+async fn trigger_pipeline(
+    _: Admin,
+    StateExt(state): StateExt<State>,
+    Path((vcs, org, repo)): Path<(String, String, String)>,
+    Json(body): Json<api::TriggerPipeline>,
+) -> AppResult<(StatusCode, Json<api::PipelineCreated>)> {
+    let slug = format!("{vcs}/{org}/{repo}");
+    let project = find_project(&state, &slug).await?;
+    let (mirror, resolved) = resolve_trigger(&state, &project, &body).await?;
+
+    // Compile before writing anything; a config error still makes a pipeline, in state `errored`.
+    let compiled = match git::read_file(&mirror, &resolved.revision, CONFIG_PATH).await {
+        Ok(Some(text)) => bosun_config::compile(&text, CONFIG_PATH)
+            .map_err(|err| err.to_string())
+            .and_then(|pipeline| check_runnable(&pipeline).map(|()| pipeline)),
+        Ok(None) => Err(format!(
+            "{CONFIG_PATH} not found at revision {}",
+            resolved.revision
+        )),
+        Err(err) => Err(format!("{err:#}")),
+    };
+    let compiled = match compiled {
+        Ok(pipeline) => match check_resource_classes(&state, &pipeline).await {
+            Ok(()) => Ok(pipeline),
+            Err(message) => Err(message),
+        },
+        Err(message) => Err(message),
+    };
+
+    let now = now_ms();
+    let pipeline_id = new_id();
+    let mut tx = state.db.begin().await?;
+    let (number, mut next_job): (i64, i64) = sqlx::query_as(
+        "UPDATE projects SET next_pipeline_number = next_pipeline_number + 1 WHERE id = ?
+         RETURNING next_pipeline_number - 1, next_job_number",
+    )
+    .bind(&project.id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let (state_name, status, errors) = match &compiled {
+        Ok(_) => ("created", "running", "[]".to_owned()),
+        Err(message) => (
+            "errored",
+            "error",
+            serde_json::to_string(&[api::PipelineError {
+                kind: "config".into(),
+                message: message.clone(),
+            }])
+            .unwrap_or_default(),
+        ),
+    };
+    sqlx::query(
+        "INSERT INTO pipelines (id, project_id, number, branch, tag, revision, state, status, errors, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&pipeline_id)
+    .bind(&project.id)
+    .bind(number)
+    .bind(&resolved.branch)
+    .bind(&resolved.tag)
+    .bind(&resolved.revision)
+    .bind(state_name)
+    .bind(status)
+    .bind(&errors)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+
+    let mut queued = false;
+    if let Ok(pipeline) = &compiled {
+        for (position, workflow) in pipeline.workflows.iter().enumerate() {
+            let workflow_id = new_id();
+            sqlx::query(
+                "INSERT INTO workflows (id, pipeline_id, name, position, status, created_at) VALUES (?, ?, ?, ?, 'running', ?)",
+            )
+            .bind(&workflow_id)
+            .bind(&pipeline_id)
+            .bind(&workflow.name)
+            .bind(position as i64)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            for (job_position, entry) in workflow.jobs.iter().enumerate() {
+                let Some(job) = pipeline.jobs.get(&entry.job) else {
+                    continue; // The compiler checked every reference.
+                };
+                let job_id = new_id();
+                let job_number = next_job;
+                next_job += 1;
+                let task = task_spec(
+                    job,
+                    entry,
+                    &TaskContext {
+                        job_id: &job_id,
+                        job_number: job_number as u64,
+                        pipeline_id: &pipeline_id,
+                        pipeline_number: number as u64,
+                        workflow_id: &workflow_id,
+                        project: &project,
+                        resolved: &resolved,
+                    },
+                );
+                let resource_class = job.resource_class.clone().unwrap_or_default();
+                sqlx::query(
+                    "INSERT INTO jobs (id, workflow_id, pipeline_id, name, number, position, status, resource_class, requires, spec)
+                     VALUES (?, ?, ?, ?, ?, ?, 'blocked', ?, ?, ?)",
+                )
+                .bind(&job_id)
+                .bind(&workflow_id)
+                .bind(&pipeline_id)
+                .bind(&entry.name)
+                .bind(job_number)
+                .bind(job_position as i64)
+                .bind(&resource_class)
+                .bind(serde_json::to_string(&entry.requires).unwrap_or_else(|_| "[]".into()))
+                .bind(serde_json::to_string(&task).map_err(|err| anyhow::anyhow!(err))?)
+                .execute(&mut *tx)
+                .await?;
+            }
+            queued |= scheduler::advance_workflow(&mut tx, &workflow_id).await?;
+        }
+        if pipeline.workflows.is_empty() {
+            sqlx::query("UPDATE pipelines SET status = 'success' WHERE id = ?")
+                .bind(&pipeline_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    sqlx::query("UPDATE projects SET next_job_number = ? WHERE id = ?")
+        .bind(next_job)
+        .bind(&project.id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    if queued {
+        state.queued.notify_waiters();
+    }
+    tracing::info!(pipeline = %pipeline_id, project = %slug, number, state = state_name, "pipeline created");
+    Ok((
+        StatusCode::CREATED,
+        Json(api::PipelineCreated {
+            id: pipeline_id,
+            number: number as u64,
+            state: state_name.to_owned(),
+            created_at: rfc3339(now),
+        }),
+    ))
+}
+
+/// Machine runners run `machine` jobs of a runner resource class.
+fn check_runnable(pipeline: &bosun_config::Pipeline) -> Result<(), String> {
+    for workflow in &pipeline.workflows {
+        for entry in &workflow.jobs {
+            let Some(job) = pipeline.jobs.get(&entry.job) else {
+                return Err(format!("job `{}` is not defined", entry.job));
+            };
+            if let bosun_config::Executor::Docker { image } = &job.executor {
+                return Err(format!(
+                    "job `{}` uses the docker image `{image}`: bosun's machine runners run `machine: true` jobs",
+                    entry.job
+                ));
+            }
+            match &job.resource_class {
+                None => {
+                    return Err(format!(
+                        "job `{}` has no resource_class: runner jobs need `resource_class: namespace/name`",
+                        entry.job
+                    ));
+                }
+                Some(class) if !class.contains('/') => {
+                    return Err(format!(
+                        "job `{}` uses resource_class `{class}`: runner jobs need `namespace/name`",
+                        entry.job
+                    ));
+                }
+                Some(_) => {}
+            }
+            if job.parallelism > 1 {
+                return Err(format!(
+                    "job `{}` has parallelism {}: bosun does not split jobs yet",
+                    entry.job, job.parallelism
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn check_resource_classes(state: &State, pipeline: &bosun_config::Pipeline) -> Result<(), String> {
+    for workflow in &pipeline.workflows {
+        for entry in &workflow.jobs {
+            let Some(class) = pipeline.jobs.get(&entry.job).and_then(|j| j.resource_class.as_ref()) else {
+                continue;
+            };
+            let found: Result<Option<i64>, sqlx::Error> =
+                sqlx::query_scalar("SELECT 1 FROM resource_classes WHERE name = ?")
+                    .bind(class)
+                    .fetch_optional(&state.db)
+                    .await;
+            match found {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    return Err(format!(
+                        "job `{}` uses resource class `{class}`, which does not exist",
+                        entry.job
+                    ));
+                }
+                Err(err) => return Err(format!("checking resource class `{class}`: {err}")),
+            }
+        }
+    }
+    Ok(())
+}
+
+struct TaskContext<'a> {
+    job_id: &'a str,
+    job_number: u64,
+    pipeline_id: &'a str,
+    pipeline_number: u64,
+    workflow_id: &'a str,
+    project: &'a api::Project,
+    resolved: &'a Resolved,
+}
+
+/// Maps a compiled job to the task spec a task-agent runs.
+fn task_spec(job: &bosun_config::Job, entry: &bosun_config::WorkflowJob, ctx: &TaskContext<'_>) -> TaskSpec {
+    let steps = job
+        .steps
+        .iter()
+        .map(|step| match step {
+            bosun_config::Step::Checkout { path } => spec::Step::Checkout(spec::CheckoutStep {
+                name: "Checkout code".into(),
+                path: path.clone(),
+            }),
+            bosun_config::Step::Run(run) => spec::Step::Run(spec::RunStep {
+                name: run.name.clone().unwrap_or_else(|| default_step_name(&run.command)),
+                command: run.command.clone(),
+                shell: run.shell.clone(),
+                environment: run.environment.clone(),
+                working_directory: run.working_directory.clone(),
+                background: run.background,
+                no_output_timeout_secs: run.no_output_timeout_secs,
+                when: match run.when {
+                    bosun_config::When::OnSuccess => spec::When::OnSuccess,
+                    bosun_config::When::OnFail => spec::When::OnFail,
+                    bosun_config::When::Always => spec::When::Always,
+                },
+            }),
+        })
+        .collect();
+    TaskSpec {
+        task_id: String::new(),
+        job_id: ctx.job_id.to_owned(),
+        job_name: entry.name.clone(),
+        build_num: ctx.job_number,
+        pipeline_id: ctx.pipeline_id.to_owned(),
+        pipeline_number: ctx.pipeline_number,
+        workflow_id: ctx.workflow_id.to_owned(),
+        project_slug: ctx.project.slug.clone(),
+        repository_url: ctx.project.git_url.clone(),
+        branch: ctx.resolved.branch.clone(),
+        tag: ctx.resolved.tag.clone(),
+        revision: ctx.resolved.revision.clone(),
+        parallel_index: 0,
+        parallel_total: 1,
+        environment: job.environment.clone().into_iter().collect::<BTreeMap<_, _>>(),
+        working_directory: job.working_directory.clone(),
+        shell: job.shell.clone(),
+        steps,
+    }
+}
+
+/// CircleCI names an unnamed `run` step after its command.
+fn default_step_name(command: &str) -> String {
+    let first = command.trim().lines().next().unwrap_or("").trim();
+    let mut name: String = first.chars().take(80).collect();
+    if name.len() < first.len() || command.trim().lines().count() > 1 {
+        name.push('…');
+    }
+    if name.is_empty() { "run".into() } else { name }
+}
+
+type PipelineRow = (String, i64, String, String, String, String, Option<String>, Option<String>, String, i64);
+
+async fn get_pipeline(
+    _: Admin,
+    StateExt(state): StateExt<State>,
+    Path(id): Path<String>,
+) -> AppResult<Json<api::Pipeline>> {
+    let row: Option<PipelineRow> = sqlx::query_as(
+        "SELECT p.id, p.number, pr.slug, p.state, p.status, p.errors, p.branch, p.tag, p.revision, p.created_at
+         FROM pipelines p JOIN projects pr ON pr.id = p.project_id WHERE p.id = ?",
+    )
+    .bind(&id)
+    .fetch_optional(&state.db)
+    .await?;
+    let (id, number, slug, state_name, status, errors, branch, tag, revision, created_at) =
+        row.ok_or_else(|| AppError::not_found(format!("pipeline {id} not found")))?;
+    let git_url: String = sqlx::query_scalar("SELECT git_url FROM projects WHERE slug = ?")
+        .bind(&slug)
+        .fetch_one(&state.db)
+        .await?;
+    Ok(Json(api::Pipeline {
+        id,
+        number: number as u64,
+        project_slug: slug,
+        state: state_name,
+        status,
+        errors: serde_json::from_str(&errors).unwrap_or_default(),
+        vcs: Some(api::Vcs {
+            origin_repository_url: git_url,
+            branch,
+            tag,
+            revision,
+        }),
+        created_at: rfc3339(created_at),
+    }))
+}
+
+async fn pipeline_workflows(
+    _: Admin,
+    StateExt(state): StateExt<State>,
+    Path(id): Path<String>,
+) -> AppResult<Json<Items<api::Workflow>>> {
+    let rows: Vec<(String, String, i64, String, String, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT w.id, w.name, p.number, pr.slug, w.status, w.created_at, w.stopped_at
+         FROM workflows w JOIN pipelines p ON p.id = w.pipeline_id JOIN projects pr ON pr.id = p.project_id
+         WHERE w.pipeline_id = ? ORDER BY w.position",
+    )
+    .bind(&id)
+    .fetch_all(&state.db)
+    .await?;
+    if rows.is_empty() {
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM pipelines WHERE id = ?")
+            .bind(&id)
+            .fetch_optional(&state.db)
+            .await?;
+        if exists.is_none() {
+            return Err(AppError::not_found(format!("pipeline {id} not found")));
+        }
+    }
+    Ok(Json(Items {
+        items: rows
+            .into_iter()
+            .map(|(wid, name, number, slug, status, created, stopped)| api::Workflow {
+                id: wid,
+                name,
+                pipeline_id: id.clone(),
+                pipeline_number: number as u64,
+                project_slug: slug,
+                status,
+                created_at: rfc3339(created),
+                stopped_at: stopped.map(rfc3339),
+            })
+            .collect(),
+    }))
+}
+
+async fn workflow_jobs(
+    _: Admin,
+    StateExt(state): StateExt<State>,
+    Path(id): Path<String>,
+) -> AppResult<Json<Items<api::Job>>> {
+    let rows: Vec<(String, String, i64, String, Option<i64>, Option<i64>, String)> = sqlx::query_as(
+        "SELECT id, name, number, status, started_at, stopped_at, requires FROM jobs WHERE workflow_id = ? ORDER BY position",
+    )
+    .bind(&id)
+    .fetch_all(&state.db)
+    .await?;
+    if rows.is_empty() {
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM workflows WHERE id = ?")
+            .bind(&id)
+            .fetch_optional(&state.db)
+            .await?;
+        if exists.is_none() {
+            return Err(AppError::not_found(format!("workflow {id} not found")));
+        }
+    }
+    let ids: BTreeMap<String, String> = rows
+        .iter()
+        .map(|(id, name, ..)| (name.clone(), id.clone()))
+        .collect();
+    Ok(Json(Items {
+        items: rows
+            .into_iter()
+            .map(|(id, name, number, status, started, stopped, requires)| {
+                let requires: Vec<String> = serde_json::from_str(&requires).unwrap_or_default();
+                api::Job {
+                    id,
+                    name,
+                    job_number: number as u64,
+                    status,
+                    started_at: started.map(rfc3339),
+                    stopped_at: stopped.map(rfc3339),
+                    dependencies: requires.iter().filter_map(|r| ids.get(r).cloned()).collect(),
+                }
+            })
+            .collect(),
+    }))
+}
+
+type JobRow = (String, String, i64, String, String, String, String, Option<String>, String);
+
+async fn get_job(
+    _: Admin,
+    StateExt(state): StateExt<State>,
+    Path(id): Path<String>,
+) -> AppResult<Json<api::JobDetail>> {
+    let row: Option<JobRow> = sqlx::query_as(
+        "SELECT id, name, number, status, pipeline_id, workflow_id, resource_class, message, spec FROM jobs WHERE id = ?",
+    )
+    .bind(&id)
+    .fetch_optional(&state.db)
+    .await?;
+    let (id, name, number, status, pipeline_id, workflow_id, resource_class, message, spec) =
+        row.ok_or_else(|| AppError::not_found(format!("job {id} not found")))?;
+    let task_id: Option<String> =
+        sqlx::query_scalar("SELECT id FROM tasks WHERE job_id = ? ORDER BY created_at DESC LIMIT 1")
+            .bind(&id)
+            .fetch_optional(&state.db)
+            .await?;
+    let mut steps = Vec::new();
+    if let Some(task_id) = task_id {
+        let rows: Vec<(i64, String, String, Option<i32>, Option<i64>)> = sqlx::query_as(
+            "SELECT idx, name, status, exit_code, duration_ms FROM steps WHERE task_id = ? ORDER BY idx",
+        )
+        .bind(&task_id)
+        .fetch_all(&state.db)
+        .await?;
+        for (index, step_name, step_status, exit_code, duration) in rows {
+            steps.push(api::StepInfo {
+                index: index as u32,
+                name: step_name,
+                status: step_status,
+                exit_code,
+                duration_ms: duration.map(|d| d as u64),
+                log_length: logs::length(&state, &task_id, index as u32).await,
+            });
+        }
+    }
+    // The spec is stored for the task-agent; the job view only needs to know it parses.
+    let _: Option<TaskSpec> = serde_json::from_str(&spec).ok();
+    Ok(Json(api::JobDetail {
+        id,
+        name,
+        job_number: number as u64,
+        status,
+        pipeline_id,
+        workflow_id,
+        resource_class,
+        message,
+        steps,
+    }))
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    #[serde(default)]
+    offset: u64,
+    limit: Option<u64>,
+}
+
+async fn step_log(
+    _: Admin,
+    StateExt(state): StateExt<State>,
+    Path((id, index)): Path<(String, u32)>,
+    Query(query): Query<LogQuery>,
+) -> AppResult<impl IntoResponse> {
+    let task_id: Option<String> =
+        sqlx::query_scalar("SELECT id FROM tasks WHERE job_id = ? ORDER BY created_at DESC LIMIT 1")
+            .bind(&id)
+            .fetch_optional(&state.db)
+            .await?;
+    let Some(task_id) = task_id else {
+        return Err(AppError::not_found(format!("job {id} has no log yet")));
+    };
+    let bytes = logs::read(
+        &state,
+        &task_id,
+        index,
+        query.offset,
+        query.limit.unwrap_or(logs::MAX_LOG_PAGE),
+    )
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes))
+}

@@ -1,0 +1,184 @@
+//! The step loop.
+//!
+//! For each step in order: decide from its `when` whether it runs (`on_success` after no failure,
+//! `on_fail` after a failure, `always`), send `StepStarted`, run it (its log is data stream
+//! `index`), send `StepFinished`. A skipped step is still started and finished (status
+//! `skipped`) so the server records it. A canceled step ends the loop: the remaining steps are not
+//! started. Background steps run in their own tasks and send their own `StepFinished` when they
+//! end; when the loop is over they are stopped (SIGTERM, grace, SIGKILL) and awaited. Then every
+//! step's process group is swept and `TaskFinished` goes out.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bosun_protocol::task::{RunStep, Step, TaskSpec, When};
+use bosun_protocol::{Message, StepStatus, TaskStatus};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::link::{Control, Lost, Outbox};
+use crate::process::BACKGROUND_KILL_GRACE;
+use crate::steps::{Job, StepResult, checkout, run};
+
+/// A background step still (maybe) running.
+struct Background {
+    index: u32,
+    stop: watch::Sender<Control>,
+    handle: JoinHandle<Result<StepStatus, Lost>>,
+}
+
+#[derive(Default)]
+struct Progress {
+    failed: bool,
+    canceled: bool,
+    background: Vec<Background>,
+}
+
+/// Runs every step of `task` and sends `TaskFinished`. `Err(Lost)` when the launch-agent went away
+/// (every step process has been killed by then).
+pub async fn run_task(
+    task: TaskSpec,
+    task_dir: PathBuf,
+    scripts_dir: PathBuf,
+    out: Outbox,
+    mut control: watch::Receiver<Control>,
+) -> Result<TaskStatus, Lost> {
+    let job = Arc::new(Job::new(task, task_dir, scripts_dir, out));
+    if let Err(err) = std::fs::create_dir_all(&job.working_dir) {
+        // Each step reports it in its own log when it needs the directory.
+        tracing::warn!(dir = %job.working_dir.display(), %err, "cannot create the working directory");
+    }
+
+    let mut progress = Progress::default();
+    let outcome = run_steps(&job, &mut control, &mut progress).await;
+
+    // Stop the background steps the way the foreground ended.
+    let stop = match (&outcome, control.borrow().clone()) {
+        (Err(Lost), _) | (_, Control::Lost) => Control::Lost,
+        (Ok(()), cancel @ Control::Cancel { .. }) => cancel,
+        (Ok(()), _) => Control::Finish {
+            grace: BACKGROUND_KILL_GRACE,
+        },
+    };
+    for background in &progress.background {
+        background.stop.send_replace(stop.clone());
+    }
+    let mut lost = outcome.is_err();
+    for background in progress.background.drain(..) {
+        match background.handle.await {
+            Ok(Ok(StepStatus::Failed)) => progress.failed = true,
+            Ok(Ok(_)) => {}
+            Ok(Err(Lost)) => lost = true,
+            Err(err) => {
+                tracing::error!(step = background.index, %err, "background step task failed");
+                progress.failed = true;
+            }
+        }
+    }
+    // Containment: what the steps left behind in their process groups does not outlive the task.
+    job.sweep();
+    if lost {
+        return Err(Lost);
+    }
+
+    let status = if progress.canceled {
+        TaskStatus::Canceled
+    } else if progress.failed {
+        TaskStatus::Failed
+    } else {
+        TaskStatus::Success
+    };
+    job.out.message(Message::TaskFinished { status }).await?;
+    Ok(status)
+}
+
+async fn run_steps(
+    job: &Arc<Job>,
+    control: &mut watch::Receiver<Control>,
+    progress: &mut Progress,
+) -> Result<(), Lost> {
+    for (position, step) in job.task.steps.iter().enumerate() {
+        let index = u32::try_from(position).map_err(|_| Lost)?;
+        let state = control.borrow_and_update().clone();
+        match state {
+            Control::Run => {}
+            Control::Lost => return Err(Lost),
+            Control::Cancel { .. } | Control::Finish { .. } => {
+                progress.canceled = true;
+                return Ok(());
+            }
+        }
+        let runs = match step.when() {
+            When::OnSuccess => !progress.failed,
+            When::OnFail => progress.failed,
+            When::Always => true,
+        };
+        job.out
+            .message(Message::StepStarted {
+                step: index,
+                name: step.name().to_owned(),
+            })
+            .await?;
+        let started = Instant::now();
+        if !runs {
+            let skipped = StepResult {
+                status: StepStatus::Skipped,
+                exit_code: None,
+            };
+            finish(&job.out, index, skipped, started).await?;
+            continue;
+        }
+        let result = match step {
+            Step::Run(step) if step.background => {
+                progress
+                    .background
+                    .push(start_background(job, index, step.clone()));
+                continue;
+            }
+            Step::Run(step) => run::execute(job, index, step, control).await?,
+            Step::Checkout(step) => checkout::execute(job, index, step, control).await?,
+        };
+        finish(&job.out, index, result, started).await?;
+        match result.status {
+            StepStatus::Failed => progress.failed = true,
+            StepStatus::Canceled => {
+                progress.canceled = true;
+                return Ok(());
+            }
+            StepStatus::Success | StepStatus::Skipped => {}
+        }
+    }
+    Ok(())
+}
+
+fn start_background(job: &Arc<Job>, index: u32, step: RunStep) -> Background {
+    let (stop, mut control) = watch::channel(Control::Run);
+    let job = Arc::clone(job);
+    let handle = tokio::spawn(async move {
+        let started = Instant::now();
+        let result = run::execute(&job, index, &step, &mut control).await?;
+        finish(&job.out, index, result, started).await?;
+        Ok(result.status)
+    });
+    Background {
+        index,
+        stop,
+        handle,
+    }
+}
+
+async fn finish(
+    out: &Outbox,
+    index: u32,
+    result: StepResult,
+    started: Instant,
+) -> Result<(), Lost> {
+    out.message(Message::StepFinished {
+        step: index,
+        status: result.status,
+        exit_code: result.exit_code,
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    })
+    .await
+}

@@ -1,0 +1,186 @@
+//! bosun's task-agent: runs one task's steps as the job user and streams their output to the
+//! launch-agent that started it.
+//!
+//! The launch-agent starts `task-agent [--socket-fd N] [--allow-root]` with its working directory
+//! set to the task's directory and one end of a `socketpair()` on fd `N` (3 by default). The agent
+//! marks that fd close-on-exec (no step ever inherits it), says hello, receives the
+//! [`TaskSpec`](bosun_protocol::task::TaskSpec) and runs its steps in order:
+//!
+//! - [`link`]: the one task that owns the socket: it writes what the steps send (messages and log
+//!   data, through a bounded channel, so a slow launch-agent slows the job instead of growing
+//!   memory) and reads `Cancel` or the end of the connection into a [`link::Control`] state.
+//! - [`engine`]: the step loop: `when` conditions, `StepStarted`/`StepFinished`, background steps,
+//!   cancel, `TaskFinished`.
+//! - [`steps`]: one module per step type (`run`, `checkout`), plus the job's environment and
+//!   directories.
+//! - [`process`]: spawning a step process in its own process group, killing the group, and
+//!   supervising it (output, no-output timeout, cancel).
+//! - [`output`]: the one pipe that carries a step's stdout and stderr.
+
+pub mod engine;
+pub mod link;
+pub mod output;
+pub mod process;
+pub mod steps;
+
+use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use bosun_protocol::{Connection, FrameCodec, TaskStatus};
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use nix::sys::stat::{SFlag, fstat};
+
+/// Environment variable that has the same effect as `--allow-root`.
+pub const ALLOW_ROOT_ENV: &str = "BOSUN_TASK_AGENT_ALLOW_ROOT";
+
+/// How the task-agent was invoked.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The inherited socket to the launch-agent.
+    pub socket_fd: RawFd,
+    /// Run even as uid 0. Only for containers (where root may be the only user) and tests: on a
+    /// host the launch-agent always starts the task-agent as the unprivileged job user.
+    pub allow_root: bool,
+}
+
+/// Why the task-agent stopped without finishing its task.
+#[derive(Debug)]
+pub enum RunError {
+    /// Wrong invocation (no socket, running as root): exit code 2.
+    Usage(String),
+    /// Anything else, such as losing the launch-agent: exit code 1.
+    Internal(anyhow::Error),
+}
+
+impl RunError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunError::Usage(_) => 2,
+            RunError::Internal(_) => 1,
+        }
+    }
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::Usage(message) => f.write_str(message),
+            RunError::Internal(err) => write!(f, "{err:#}"),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+/// Runs the task-agent to completion: handshake, every step, `TaskFinished`.
+///
+/// Returns the task's status once the launch-agent has been told; the process should then exit 0
+/// whatever the status (the launch-agent reads it from the messages).
+pub fn run(options: Options) -> Result<TaskStatus, RunError> {
+    // First of all, so that nothing this process ever starts inherits the socket.
+    let socket = take_socket(options.socket_fd).map_err(RunError::Usage)?;
+    if !options.allow_root && running_as_root() {
+        return Err(RunError::Usage(format!(
+            "refusing to run as root (uid 0): the launch-agent starts task-agent as the job user; \
+             pass --allow-root or set {ALLOW_ROOT_ENV}=1 only inside containers and tests"
+        )));
+    }
+    let task_dir = std::env::current_dir()
+        .context("cannot read the current directory (the task's directory)")
+        .map_err(RunError::Internal)?;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .map_err(RunError::Internal)?;
+    runtime
+        .block_on(agent(socket, task_dir))
+        .map_err(RunError::Internal)
+}
+
+async fn agent(socket: OwnedFd, task_dir: PathBuf) -> anyhow::Result<TaskStatus> {
+    let stream = std::os::unix::net::UnixStream::from(socket);
+    stream.set_nonblocking(true)?;
+    let stream = tokio::net::UnixStream::from_std(stream)?;
+    let mut conn = Connection::new(stream, FrameCodec::default());
+    let task = conn
+        .handshake_as_task_agent(env!("CARGO_PKG_VERSION"))
+        .await
+        .context("handshake with the launch-agent failed")?;
+    tracing::info!(
+        task_id = %task.task_id,
+        job = %task.job_name,
+        steps = task.steps.len(),
+        "task received"
+    );
+
+    // Step scripts live outside the checkout, in a private (0700) directory removed at the end.
+    let scripts = tempfile::Builder::new()
+        .prefix("bosun-task-")
+        .tempdir()
+        .context("cannot create a temporary directory for step scripts")?;
+
+    let (outbox, control, link) = link::spawn(conn);
+    let result = engine::run_task(
+        task,
+        task_dir,
+        scripts.path().to_path_buf(),
+        outbox,
+        control,
+    )
+    .await;
+    // The engine dropped its outbox: the link flushes what is queued and ends.
+    let link_result = link.await.context("the socket task panicked")?;
+    match result {
+        Ok(status) => {
+            link_result.context("cannot send the task's end to the launch-agent")?;
+            tracing::info!(status = status.as_str(), "task finished");
+            Ok(status)
+        }
+        Err(link::Lost) => {
+            let reason = match link_result {
+                Ok(()) => "connection closed".to_owned(),
+                Err(err) => err.to_string(),
+            };
+            anyhow::bail!("lost the connection to the launch-agent ({reason}); stopped the task")
+        }
+    }
+}
+
+/// Marks `fd` close-on-exec, checks that it is a socket and takes ownership of it.
+fn take_socket(fd: RawFd) -> Result<OwnedFd, String> {
+    if fd < 3 {
+        return Err(format!(
+            "--socket-fd {fd}: the launch-agent's socket cannot be stdin, stdout or stderr"
+        ));
+    }
+    // SAFETY: `fd` is not -1 (checked above) and nothing in this process closes it while this
+    // borrow lives (it is used only for the probes below). If it is not open, fcntl reports EBADF.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let flags = fcntl(borrowed, FcntlArg::F_GETFD).map_err(|_| {
+        format!(
+            "file descriptor {fd} is not open: task-agent is started by launch-agent, \
+             with its socket on fd {fd}"
+        )
+    })?;
+    let flags = FdFlag::from_bits_retain(flags) | FdFlag::FD_CLOEXEC;
+    fcntl(borrowed, FcntlArg::F_SETFD(flags))
+        .map_err(|err| format!("cannot mark fd {fd} close-on-exec: {err}"))?;
+    let stat = fstat(borrowed.as_fd()).map_err(|err| format!("cannot stat fd {fd}: {err}"))?;
+    if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFSOCK {
+        return Err(format!(
+            "file descriptor {fd} is not a socket: task-agent is started by launch-agent"
+        ));
+    }
+    // SAFETY: `fd` is open (F_GETFD succeeded), it is the socket the launch-agent handed to this
+    // process, and nothing else in the process owns it: this is the one place that takes it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn running_as_root() -> bool {
+    nix::unistd::getuid().is_root() || nix::unistd::geteuid().is_root()
+}

@@ -1,0 +1,46 @@
+//! `task-agent`: started only by bosun's launch-agent, as the job user, in the task's directory,
+//! with the launch-agent's socket on fd 3.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Runs one CI task's steps and streams their output to the launch-agent that started it.
+#[derive(Debug, Parser)]
+#[command(name = "task-agent", version)]
+struct Args {
+    /// File descriptor of the socket shared with the launch-agent.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    socket_fd: i32,
+    /// Run even as root (uid 0). Only for containers, where root may be the only user, and for
+    /// tests; on a host the launch-agent starts task-agent as the unprivileged job user.
+    /// The environment variable takes 1/0, true/false, yes/no or on/off.
+    #[arg(
+        long,
+        env = bosun_task_agent::ALLOW_ROOT_ENV,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    allow_root: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let options = bosun_task_agent::Options {
+        socket_fd: args.socket_fd,
+        allow_root: args.allow_root,
+    };
+    match bosun_task_agent::run(options) {
+        Ok(_status) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("task-agent: error: {err}");
+            ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(1))
+        }
+    }
+}

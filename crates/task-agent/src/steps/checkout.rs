@@ -1,0 +1,194 @@
+//! `checkout`: the project's repository at the task's revision, with the real `git`.
+//!
+//! Into a missing or empty directory: `git clone --no-checkout`. Into a non-empty directory
+//! without `.git`: `git init` and a remote. An existing clone is fetched again. Then, if the
+//! revision is still missing, it is fetched by id, and checked out: on the task's branch
+//! (`checkout --force -B <branch> <revision>`) or detached (tags). Every git command runs like a
+//! step process (own process group, output into the step's log, cancel, no-output timeout).
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::Stdio;
+
+use bosun_protocol::StepStatus;
+use bosun_protocol::task::CheckoutStep;
+use tokio::sync::watch;
+
+use super::{DEFAULT_NO_OUTPUT_TIMEOUT, Job, StepResult, conclude};
+use crate::link::{Control, Lost};
+use crate::process::{CommandSpec, Ended, spawn, supervise};
+
+/// Options given to every git command. The repository may belong to another user than the job
+/// user (a root-owned local repository, or a checkout directory prepared by root), which git
+/// refuses by default ("dubious ownership"); the job user owns what it checks out anyway.
+/// Passed with `-c`, the setting also reaches the `git upload-pack` of a local clone.
+const GIT_OPTIONS: [&str; 2] = ["-c", "safe.directory=*"];
+
+/// Checks out the task's revision as step `index`.
+pub async fn execute(
+    job: &Job,
+    index: u32,
+    step: &CheckoutStep,
+    control: &mut watch::Receiver<Control>,
+) -> Result<StepResult, Lost> {
+    let task = &job.task;
+    let target = job.step_dir(step.path.as_deref());
+    let url = task.repository_url.as_str();
+    let revision = task.revision.as_str();
+
+    let at = match (&task.branch, &task.tag) {
+        (Some(branch), _) => format!(" (branch {branch})"),
+        (None, Some(tag)) => format!(" (tag {tag})"),
+        (None, None) => String::new(),
+    };
+    job.out
+        .text(index, format!("Cloning {url}{at} at {revision}\n"))
+        .await?;
+
+    let mut env = job.env.clone();
+    env.insert("GIT_TERMINAL_PROMPT".into(), "0".into());
+    let mut git = Git {
+        job,
+        index,
+        control,
+        env,
+    };
+
+    let mut fresh_clone = false;
+    if !target.join(".git").exists() {
+        if is_missing_or_empty(&target) {
+            let parent = target.parent().unwrap_or(&target).to_path_buf();
+            if let Err(err) = std::fs::create_dir_all(&parent) {
+                return job
+                    .fail(
+                        index,
+                        format!("task-agent: cannot create {}: {err}\n", parent.display()),
+                    )
+                    .await;
+            }
+            let target_arg = target.as_os_str().to_owned();
+            let args = vec![
+                "clone".into(),
+                "--no-checkout".into(),
+                // Through git's transport even for a local path: no hard links into the
+                // source repository's objects.
+                "--no-local".into(),
+                "--quiet".into(),
+                "--".into(),
+                url.into(),
+                target_arg,
+            ];
+            if let Some(result) = git.run(&parent, args).await? {
+                return Ok(result);
+            }
+            fresh_clone = true;
+        } else if let Some(result) = git.run(&target, os(&["init", "--quiet"])).await? {
+            return Ok(result);
+        }
+    }
+    if !fresh_clone {
+        let commands: [&[&str]; 3] = [
+            &["config", "remote.origin.url", url],
+            &[
+                "config",
+                "--replace-all",
+                "remote.origin.fetch",
+                "+refs/heads/*:refs/remotes/origin/*",
+            ],
+            &["fetch", "--quiet", "--force", "--tags", "origin"],
+        ];
+        for args in commands {
+            if let Some(result) = git.run(&target, os(args)).await? {
+                return Ok(result);
+            }
+        }
+    }
+    if !has_commit(&target, revision, &git.env).await {
+        let args = os(&["fetch", "--quiet", "--force", "origin", revision]);
+        if let Some(result) = git.run(&target, args).await? {
+            return Ok(result);
+        }
+    }
+    let args = match &task.branch {
+        Some(branch) => os(&["checkout", "--force", "-B", branch, revision]),
+        None => os(&["checkout", "--force", "--detach", revision]),
+    };
+    if let Some(result) = git.run(&target, args).await? {
+        return Ok(result);
+    }
+    Ok(StepResult {
+        status: StepStatus::Success,
+        exit_code: Some(0),
+    })
+}
+
+struct Git<'a> {
+    job: &'a Job,
+    index: u32,
+    control: &'a mut watch::Receiver<Control>,
+    env: BTreeMap<String, String>,
+}
+
+impl Git<'_> {
+    /// Runs one git command in `dir`. `Ok(None)` when it succeeded, `Ok(Some(result))` when the
+    /// step ends here (git failed, or the step was canceled or timed out).
+    async fn run(&mut self, dir: &Path, args: Vec<OsString>) -> Result<Option<StepResult>, Lost> {
+        let mut all: Vec<OsString> = GIT_OPTIONS.iter().map(OsString::from).collect();
+        all.extend(args);
+        let spec = CommandSpec {
+            program: "git",
+            args: all,
+            dir,
+            env: &self.env,
+        };
+        let process = match spawn(&spec) {
+            Ok(process) => process,
+            Err(err) => {
+                let message = format!("task-agent: cannot start git: {err}\n");
+                return self.job.fail(self.index, message).await.map(Some);
+            }
+        };
+        self.job.track(process.pgid());
+        let ended = supervise(
+            process,
+            self.index,
+            &self.job.out,
+            DEFAULT_NO_OUTPUT_TIMEOUT,
+            self.control,
+        )
+        .await;
+        if let Ended::Exited(status) = &ended {
+            if status.success() {
+                return Ok(None);
+            }
+        }
+        conclude(&self.job.out, self.index, ended).await.map(Some)
+    }
+}
+
+/// Whether the clone in `dir` already has `revision` (quietly: a miss is not an error).
+async fn has_commit(dir: &Path, revision: &str, env: &BTreeMap<String, String>) -> bool {
+    let status = tokio::process::Command::new("git")
+        .args(GIT_OPTIONS)
+        .args(["cat-file", "-e", &format!("{revision}^{{commit}}")])
+        .current_dir(dir)
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await;
+    matches!(status, Ok(status) if status.success())
+}
+
+fn is_missing_or_empty(dir: &Path) -> bool {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(err) => err.kind() == std::io::ErrorKind::NotFound,
+    }
+}
+
+fn os(args: &[&str]) -> Vec<OsString> {
+    args.iter().map(OsString::from).collect()
+}

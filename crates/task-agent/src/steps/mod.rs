@@ -1,0 +1,305 @@
+//! Step types and what they share: the job's environment and directories, and how a process's
+//! end becomes a step's status.
+//!
+//! Each step type is a module with an async `execute(job, index, step, control)` returning a
+//! [`StepResult`]; the [`crate::engine`] sends `StepStarted`/`StepFinished` around it. New step
+//! types (caches, workspaces, artifacts, test results) add a module here and a match arm there.
+
+pub mod checkout;
+pub mod run;
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bosun_protocol::StepStatus;
+use bosun_protocol::task::TaskSpec;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use crate::link::{Lost, Outbox};
+use crate::process::{Ended, Groups};
+
+/// Shell for `run` steps when neither the step nor the job names one (CircleCI's default).
+pub const DEFAULT_SHELL: &str = "/bin/bash -eo pipefail";
+
+/// `no_output_timeout` when the step does not set one: 10 minutes.
+pub const DEFAULT_NO_OUTPUT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Everything a step needs to know about its job. Shared (`Arc`) with background steps.
+#[derive(Debug)]
+pub struct Job {
+    pub task: TaskSpec,
+    /// The task's directory: the agent's working directory at start.
+    pub task_dir: PathBuf,
+    /// `$HOME`, for `~` in paths; the task directory if unset.
+    pub home: PathBuf,
+    /// The job's working directory, absolute.
+    pub working_dir: PathBuf,
+    /// Built-in CircleCI variables, then the task's `environment`.
+    pub env: BTreeMap<String, String>,
+    /// A private directory outside the checkout for step scripts.
+    pub scripts_dir: PathBuf,
+    pub out: Outbox,
+    /// Process groups of the steps started so far, swept at the end of the task.
+    pub groups: Mutex<Groups>,
+}
+
+impl Job {
+    /// Prepares the job: resolves its working directory and environment.
+    pub fn new(task: TaskSpec, task_dir: PathBuf, scripts_dir: PathBuf, out: Outbox) -> Job {
+        let home = std::env::var_os("HOME")
+            .filter(|home| !home.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| task_dir.clone());
+        let working_dir = match &task.working_directory {
+            None => task_dir.clone(),
+            Some(dir) => resolve_path(&task_dir, dir, &home),
+        };
+        let mut env = builtin_env(&task, &working_dir);
+        env.extend(
+            task.environment
+                .iter()
+                .map(|(name, value)| (name.clone(), value.clone())),
+        );
+        Job {
+            task,
+            task_dir,
+            home,
+            working_dir,
+            env,
+            scripts_dir,
+            out,
+            groups: Mutex::new(Groups::default()),
+        }
+    }
+
+    /// Remembers a step's process group for the sweep at the end of the task.
+    pub fn track(&self, pgid: Pid) {
+        self.groups
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .add(pgid);
+    }
+
+    /// Kills what is left in the process groups of every step.
+    pub fn sweep(&self) {
+        self.groups
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .sweep();
+    }
+
+    /// Fails step `index` before it could start a process, with `message` in its log.
+    pub async fn fail(&self, index: u32, message: String) -> Result<StepResult, Lost> {
+        self.out.text(index, message).await?;
+        Ok(StepResult::failed(None))
+    }
+
+    /// A directory named by a step (`working_directory`, `path`): relative to the job's working
+    /// directory, `~` is `$HOME`.
+    pub fn step_dir(&self, dir: Option<&str>) -> PathBuf {
+        match dir {
+            None => self.working_dir.clone(),
+            Some(dir) => resolve_path(&self.working_dir, dir, &self.home),
+        }
+    }
+
+    /// The job's environment with a step's `environment` on top.
+    pub fn step_env(&self, step_env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        let mut env = self.env.clone();
+        env.extend(
+            step_env
+                .iter()
+                .map(|(name, value)| (name.clone(), value.clone())),
+        );
+        env
+    }
+}
+
+/// How a step ended, for `StepFinished`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepResult {
+    pub status: StepStatus,
+    pub exit_code: Option<i32>,
+}
+
+impl StepResult {
+    pub fn failed(exit_code: Option<i32>) -> StepResult {
+        StepResult {
+            status: StepStatus::Failed,
+            exit_code,
+        }
+    }
+}
+
+/// Maps a supervised process's end to the step's result and writes CircleCI's closing line, if
+/// any, to the step's log.
+pub async fn conclude(out: &Outbox, stream: u32, ended: Ended) -> Result<StepResult, Lost> {
+    let (result, line) = match ended {
+        Ended::Exited(status) => match (status.code(), exit_signal(&status)) {
+            (Some(0), _) => (
+                StepResult {
+                    status: StepStatus::Success,
+                    exit_code: Some(0),
+                },
+                None,
+            ),
+            (Some(code), _) => (
+                StepResult::failed(Some(code)),
+                Some(format!("\nExited with code exit status {code}\n")),
+            ),
+            (None, signal) => (
+                StepResult::failed(None),
+                Some(format!("\nExited with signal {signal}\n")),
+            ),
+        },
+        Ended::TimedOut(after) => (
+            StepResult::failed(None),
+            Some(format!(
+                "\nToo long with no output (exceeded {}): context deadline exceeded\n",
+                go_duration(after)
+            )),
+        ),
+        Ended::Canceled(reason) => (
+            StepResult {
+                status: StepStatus::Canceled,
+                exit_code: None,
+            },
+            Some(format!("\nCanceled: {reason}\n")),
+        ),
+        // A background step still running when the job ended: stopping it is the normal end.
+        Ended::Finished => (
+            StepResult {
+                status: StepStatus::Success,
+                exit_code: None,
+            },
+            None,
+        ),
+        Ended::Lost => return Err(Lost),
+        Ended::WaitFailed(err) => (
+            StepResult::failed(None),
+            Some(format!(
+                "\ntask-agent: cannot wait for the step's process: {err}\n"
+            )),
+        ),
+    };
+    if let Some(line) = line {
+        out.text(stream, line).await?;
+    }
+    Ok(result)
+}
+
+fn exit_signal(status: &std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt as _;
+    match status.signal() {
+        Some(number) => match Signal::try_from(number) {
+            Ok(signal) => signal.as_str().to_owned(),
+            Err(_) => format!("{number}"),
+        },
+        None => "(unknown)".to_owned(),
+    }
+}
+
+/// CircleCI's built-in variables for a job.
+pub fn builtin_env(task: &TaskSpec, working_dir: &Path) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    let mut set = |name: &str, value: String| {
+        env.insert(name.to_owned(), value);
+    };
+    set("CI", "true".into());
+    set("CIRCLECI", "true".into());
+    if let Some(branch) = &task.branch {
+        set("CIRCLE_BRANCH", branch.clone());
+    }
+    if let Some(tag) = &task.tag {
+        set("CIRCLE_TAG", tag.clone());
+    }
+    set("CIRCLE_SHA1", task.revision.clone());
+    set("CIRCLE_JOB", task.job_name.clone());
+    set("CIRCLE_BUILD_NUM", task.build_num.to_string());
+    set(
+        "CIRCLE_WORKING_DIRECTORY",
+        working_dir.to_string_lossy().into_owned(),
+    );
+    set("CIRCLE_PIPELINE_ID", task.pipeline_id.clone());
+    set("CIRCLE_WORKFLOW_ID", task.workflow_id.clone());
+    set("CIRCLE_WORKFLOW_JOB_ID", task.job_id.clone());
+    set("CIRCLE_NODE_INDEX", task.parallel_index.to_string());
+    set("CIRCLE_NODE_TOTAL", task.parallel_total.to_string());
+    set("CIRCLE_REPOSITORY_URL", task.repository_url.clone());
+    let mut segments = task
+        .project_slug
+        .split('/')
+        .filter(|segment| !segment.is_empty())
+        .rev();
+    if let Some(repo) = segments.next() {
+        set("CIRCLE_PROJECT_REPONAME", repo.to_owned());
+    }
+    if let Some(user) = segments.next() {
+        set("CIRCLE_PROJECT_USERNAME", user.to_owned());
+    }
+    env
+}
+
+/// `path` resolved against `base`: `~` and `~/...` are under `home`, absolute paths stay, others
+/// are joined to `base`. `.` components are dropped so the result reads cleanly.
+pub fn resolve_path(base: &Path, path: &str, home: &Path) -> PathBuf {
+    let joined = if path == "~" {
+        home.to_path_buf()
+    } else if let Some(rest) = path.strip_prefix("~/") {
+        home.join(rest)
+    } else {
+        base.join(path)
+    };
+    joined
+        .components()
+        .filter(|component| !matches!(component, Component::CurDir))
+        .collect()
+}
+
+/// A duration as Go prints it (`1s`, `1m30s`, `10m0s`, `1h0m0s`), which is what CircleCI shows.
+pub fn go_duration(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    let (hours, minutes, seconds) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    if hours > 0 {
+        format!("{hours}h{minutes}m{seconds}s")
+    } else if minutes > 0 {
+        format!("{minutes}m{seconds}s")
+    } else {
+        format!("{seconds}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_print_like_go() {
+        assert_eq!(go_duration(Duration::from_secs(1)), "1s");
+        assert_eq!(go_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(go_duration(Duration::from_secs(600)), "10m0s");
+        assert_eq!(go_duration(Duration::from_secs(3600)), "1h0m0s");
+        assert_eq!(go_duration(Duration::from_secs(3725)), "1h2m5s");
+    }
+
+    #[test]
+    fn paths_resolve_like_circleci() {
+        let base = Path::new("/task");
+        let home = Path::new("/home/job");
+        assert_eq!(resolve_path(base, ".", home), PathBuf::from("/task"));
+        assert_eq!(
+            resolve_path(base, "a/./b", home),
+            PathBuf::from("/task/a/b")
+        );
+        assert_eq!(resolve_path(base, "~", home), PathBuf::from("/home/job"));
+        assert_eq!(
+            resolve_path(base, "~/project", home),
+            PathBuf::from("/home/job/project")
+        );
+        assert_eq!(resolve_path(base, "/abs", home), PathBuf::from("/abs"));
+        assert_eq!(resolve_path(base, "~x", home), PathBuf::from("/task/~x"));
+    }
+}

@@ -1,0 +1,84 @@
+//! `run`: the command goes into a script file, run as `<shell words...> <script>` (CircleCI's
+//! way, so shells such as `python3` work), in the step's working directory and environment.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use bosun_protocol::task::RunStep;
+use tokio::sync::watch;
+
+use super::{DEFAULT_NO_OUTPUT_TIMEOUT, DEFAULT_SHELL, Job, StepResult, conclude};
+use crate::link::{Control, Lost};
+use crate::process::{CommandSpec, spawn, supervise};
+
+/// Runs `step` (index `index`, whose log is stream `index`) to its end.
+///
+/// Background steps run through the same function, in their own task, with a `control` that the
+/// engine moves to [`Control::Finish`] when the job ends.
+pub async fn execute(
+    job: &Job,
+    index: u32,
+    step: &RunStep,
+    control: &mut watch::Receiver<Control>,
+) -> Result<StepResult, Lost> {
+    let dir = job.step_dir(step.working_directory.as_deref());
+    if let Err(err) = std::fs::create_dir_all(&dir) {
+        return job
+            .fail(
+                index,
+                format!(
+                    "task-agent: cannot create the working directory {}: {err}\n",
+                    dir.display()
+                ),
+            )
+            .await;
+    }
+    let script = job.scripts_dir.join(format!("step-{index}.sh"));
+    if let Err(err) = std::fs::write(&script, &step.command) {
+        return job
+            .fail(
+                index,
+                format!(
+                    "task-agent: cannot write the step's script {}: {err}\n",
+                    script.display()
+                ),
+            )
+            .await;
+    }
+    let shell = step
+        .shell
+        .as_deref()
+        .or(job.task.shell.as_deref())
+        .filter(|shell| !shell.trim().is_empty())
+        .unwrap_or(DEFAULT_SHELL);
+    let mut words = shell.split_whitespace();
+    let program = words.next().unwrap_or("/bin/bash");
+    let mut args: Vec<OsString> = words.map(OsString::from).collect();
+    args.push(script.into_os_string());
+    let env = job.step_env(&step.environment);
+
+    let spec = CommandSpec {
+        program,
+        args,
+        dir: &dir,
+        env: &env,
+    };
+    let process = match spawn(&spec) {
+        Ok(process) => process,
+        Err(err) => {
+            return job
+                .fail(
+                    index,
+                    format!("task-agent: cannot start `{shell}`: {err}\n"),
+                )
+                .await;
+        }
+    };
+    job.track(process.pgid());
+    let timeout = step
+        .no_output_timeout_secs
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_NO_OUTPUT_TIMEOUT);
+    let ended = supervise(process, index, &job.out, timeout, control).await;
+    conclude(&job.out, index, ended).await
+}

@@ -1,0 +1,84 @@
+//! bosun's development tasks (the cargo-xtask pattern): `cargo xtask <task>`.
+//!
+//! - `quickstart [ARGS...]`: build the binaries, then run `bosun quickstart ARGS...`.
+//! - `ci`: what `.ci/run` runs after installing tools: format check, clippy, the test suite.
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, bail};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("quickstart") => quickstart(&args[1..]),
+        Some("ci") => ci(),
+        Some("build-bins") => build_bins().map(|_| 0),
+        _ => {
+            eprintln!("usage: cargo xtask <quickstart [ARGS...] | ci | build-bins>");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.current_dir(root());
+    command
+}
+
+fn run(mut command: Command) -> anyhow::Result<()> {
+    let status = command.status().with_context(|| format!("running {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Builds every binary of the workspace into target/debug.
+fn build_bins() -> anyhow::Result<PathBuf> {
+    let mut command = cargo();
+    command.args(["build", "--quiet", "--bins", "-p", "bosun-server", "-p", "bosun-launch-agent", "-p", "bosun-task-agent", "-p", "bosun-cli"]);
+    run(command)?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    Ok(target.join("debug"))
+}
+
+fn quickstart(args: &[String]) -> anyhow::Result<u8> {
+    let bin_dir = build_bins()?;
+    let status = Command::new(bin_dir.join("bosun"))
+        .arg("quickstart")
+        .args(args)
+        .status()
+        .context("running bosun quickstart")?;
+    Ok(status.code().unwrap_or(1).clamp(0, 255) as u8)
+}
+
+fn ci() -> anyhow::Result<u8> {
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--", "--check"]);
+    run(fmt)?;
+    let mut clippy = cargo();
+    clippy.args(["clippy", "--workspace", "--all-targets", "--quiet", "--", "-D", "warnings"]);
+    run(clippy)?;
+    let mut test = cargo();
+    test.args(["test", "--workspace"]);
+    run(test)?;
+    Ok(0)
+}
