@@ -1,1 +1,374 @@
-//! e2e helpers.
+//! Harness for bosun's end-to-end tests: real `bosun-server`, `launch-agent` and `task-agent`
+//! processes on loopback, real git repositories, real SQLite files.
+//!
+//! The binaries are built once per test run with the same cargo and profile (`cargo build
+//! --bins`), so `cargo test` alone is enough.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use bosun_api::{
+    Auth, Client, CreateProject, CreateResourceClass, CreateToken, Items, Job, JobDetail, Method,
+    Pipeline, PipelineCreated, Token, TriggerPipeline, Workflow,
+};
+
+/// The unprivileged user end-to-end tests run jobs as when they run as root.
+pub const TEST_JOB_USER: &str = "bosun-test";
+
+/// Where the workspace's binaries are, after building them once.
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        // target/debug/deps/e2e-HASH -> target/debug
+        let exe = std::env::current_exe().expect("test binary path");
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test binary lives in target/PROFILE/deps")
+            .to_path_buf();
+        let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug").to_owned();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut command = Command::new(cargo);
+        command.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+        command.args(["build", "--quiet", "--bins", "-p", "bosun-server", "-p", "bosun-launch-agent", "-p", "bosun-task-agent", "-p", "bosun-cli"]);
+        if profile == "release" {
+            command.arg("--release");
+        }
+        let status = command.status().expect("running cargo build for the e2e binaries");
+        assert!(status.success(), "building the binaries failed: {status}");
+        dir
+    })
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
+
+/// As root, makes sure the throwaway job user exists and returns its name.
+pub fn job_user() -> Option<&'static str> {
+    static USER: OnceLock<Option<&'static str>> = OnceLock::new();
+    *USER.get_or_init(|| {
+        if !is_root() {
+            eprintln!("note: not root: jobs run as the current user (privilege drop not exercised)");
+            return None;
+        }
+        if nix::unistd::User::from_name(TEST_JOB_USER).ok().flatten().is_none() {
+            let status = Command::new("useradd")
+                .args(["--system", "--user-group", "--create-home", "--shell", "/bin/bash", TEST_JOB_USER])
+                .status()
+                .expect("running useradd");
+            // Another test process may have created it meanwhile.
+            assert!(
+                status.success() || nix::unistd::User::from_name(TEST_JOB_USER).ok().flatten().is_some(),
+                "useradd {TEST_JOB_USER} failed"
+            );
+        }
+        Some(TEST_JOB_USER)
+    })
+}
+
+/// A temporary directory every user may traverse (the job user must reach work dirs and repos).
+pub fn shared_tempdir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("bosun-e2e-").tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    dir
+}
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(mut command: Command, log: PathBuf) -> Proc {
+    let file = std::fs::File::create(&log).expect("log file");
+    command
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("log file"))
+        .stderr(file);
+    let child = command.spawn().unwrap_or_else(|err| panic!("starting {command:?}: {err}"));
+    Proc { child, log }
+}
+
+/// A running bosun-server with its admin client.
+pub struct Server {
+    pub proc: Proc,
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub client: Client,
+    pub admin: Auth,
+}
+
+impl Server {
+    pub fn start(dir: &Path) -> Server {
+        Server::start_with(dir, &[])
+    }
+
+    pub fn start_with(dir: &Path, extra: &[&str]) -> Server {
+        let data_dir = dir.join("server");
+        std::fs::create_dir_all(&data_dir).expect("server dir");
+        let token = "bosun-e2e-admin-token-0123456789";
+        let mut command = Command::new(bin_dir().join("bosun-server"));
+        command
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .args(extra)
+            .env("BOSUN_ADMIN_TOKEN", token);
+        let mut proc = spawn(command, dir.join("server.log"));
+        let url_file = data_dir.join("server-url");
+        let started = Instant::now();
+        let url = loop {
+            if let Ok(text) = std::fs::read_to_string(&url_file) {
+                if text.ends_with('\n') {
+                    break text.trim().to_owned();
+                }
+            }
+            if let Ok(Some(status)) = proc.child.try_wait() {
+                panic!("bosun-server exited ({status}):\n{}", proc.log_text());
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "server did not start:\n{}", proc.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let client = Client::new(&url).expect("client");
+        Server {
+            proc,
+            url,
+            data_dir,
+            client,
+            admin: Auth::CircleToken(token.into()),
+        }
+    }
+
+    pub async fn resource_class(&self, name: &str) {
+        let _: serde_json::Value = self
+            .client
+            .post(
+                "/api/v3/runner/resource",
+                &self.admin,
+                &CreateResourceClass { resource_class: name.into(), description: String::new() },
+            )
+            .await
+            .expect("create resource class");
+    }
+
+    pub async fn token(&self, resource_class: &str) -> String {
+        let token: Token = self
+            .client
+            .post(
+                "/api/v3/runner/token",
+                &self.admin,
+                &CreateToken { resource_class: resource_class.into(), nickname: "e2e".into() },
+            )
+            .await
+            .expect("create token");
+        token.token.expect("token shown at creation")
+    }
+
+    pub async fn project(&self, slug: &str, repo: &Path) {
+        let _: serde_json::Value = self
+            .client
+            .post(
+                "/api/v2/project",
+                &self.admin,
+                &CreateProject { slug: slug.into(), git_url: repo.to_string_lossy().into_owned() },
+            )
+            .await
+            .expect("create project");
+    }
+
+    pub async fn trigger(&self, slug: &str, branch: &str) -> String {
+        let created: PipelineCreated = self
+            .client
+            .post(
+                &format!("/api/v2/project/{slug}/pipeline"),
+                &self.admin,
+                &TriggerPipeline { branch: Some(branch.into()), ..TriggerPipeline::default() },
+            )
+            .await
+            .expect("trigger pipeline");
+        created.id
+    }
+
+    pub async fn pipeline(&self, id: &str) -> Pipeline {
+        self.client.get(&format!("/api/v2/pipeline/{id}"), &self.admin).await.expect("pipeline")
+    }
+
+    /// Polls until the pipeline is no longer running.
+    pub async fn wait_pipeline(&self, id: &str, limit: Duration) -> Pipeline {
+        let started = Instant::now();
+        loop {
+            let pipeline = self.pipeline(id).await;
+            if pipeline.status != "running" {
+                return pipeline;
+            }
+            assert!(started.elapsed() < limit, "pipeline {id} still running after {limit:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Every job of the pipeline, by name.
+    pub async fn jobs(&self, pipeline_id: &str) -> Vec<Job> {
+        let workflows: Items<Workflow> = self
+            .client
+            .get(&format!("/api/v2/pipeline/{pipeline_id}/workflow"), &self.admin)
+            .await
+            .expect("workflows");
+        let mut jobs = Vec::new();
+        for workflow in workflows.items {
+            let list: Items<Job> = self
+                .client
+                .get(&format!("/api/v2/workflow/{}/job", workflow.id), &self.admin)
+                .await
+                .expect("jobs");
+            jobs.extend(list.items);
+        }
+        jobs
+    }
+
+    pub async fn job(&self, id: &str) -> JobDetail {
+        self.client.get(&format!("/api/v2/job/{id}"), &self.admin).await.expect("job")
+    }
+
+    /// A step's whole log, read back through the API page by page.
+    pub async fn step_log(&self, job_id: &str, step: u32) -> Vec<u8> {
+        let mut log = Vec::new();
+        loop {
+            let response = self
+                .client
+                .send(
+                    Method::GET,
+                    &format!("/api/v2/job/{job_id}/step/{step}/log?offset={}", log.len()),
+                    &self.admin,
+                    None,
+                    None,
+                )
+                .await
+                .expect("step log");
+            if response.body.is_empty() {
+                return log;
+            }
+            log.extend_from_slice(&response.body);
+        }
+    }
+}
+
+/// Options for a launch-agent.
+pub struct AgentOptions {
+    pub cleanup: bool,
+    pub extra_config: String,
+}
+
+impl Default for AgentOptions {
+    fn default() -> AgentOptions {
+        AgentOptions { cleanup: true, extra_config: String::new() }
+    }
+}
+
+/// Starts a launch-agent for `token` whose tasks live under `dir/work`.
+pub fn launch_agent(server: &Server, token: &str, dir: &Path, name: &str, options: AgentOptions) -> Proc {
+    let config = dir.join(format!("{name}.yaml"));
+    let mut text = format!(
+        "api:\n  auth_token: {token}\n  url: {}\nrunner:\n  name: {name}\n  working_directory: {}/work/%s\n  cleanup_working_directory: {}\n  task_agent_path: {}\n",
+        server.url,
+        dir.display(),
+        options.cleanup,
+        bin_dir().join("task-agent").display()
+    );
+    if let Some(user) = job_user() {
+        text.push_str(&format!("  user: {user}\n"));
+    }
+    text.push_str(&options.extra_config);
+    std::fs::write(&config, text).expect("agent config");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let mut command = Command::new(bin_dir().join("launch-agent"));
+    command.arg("--config").arg(&config);
+    spawn(command, dir.join(format!("{name}.log")))
+}
+
+/// A git repository with `files` committed on branch `main`; returns its path.
+pub fn git_repo(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
+    let repo = dir.join("repo");
+    std::fs::create_dir_all(&repo).expect("repo dir");
+    git(&repo, &["init", "--quiet", "--initial-branch=main"]);
+    commit(&repo, files, "initial");
+    repo
+}
+
+/// Commits `files` (path, content) to the repository; returns the new commit id.
+pub fn commit(repo: &Path, files: &[(&str, &str)], message: &str) -> String {
+    for (path, content) in files {
+        let path = repo.join(path);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, content).expect("write");
+    }
+    git(repo, &["add", "."]);
+    git(repo, &["-c", "user.name=e2e", "-c", "user.email=e2e@bosun.invalid", "commit", "--quiet", "-m", message]);
+    git(repo, &["rev-parse", "HEAD"])
+}
+
+pub fn git(repo: &Path, args: &[&str]) -> String {
+    let output = Command::new("git").arg("-C").arg(repo).args(args).output().expect("git");
+    assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// Everything a test needs for one pipeline: a server, a resource class with a launch-agent,
+/// and a project on a fresh repository holding `config`.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub server: Server,
+    pub agent: Proc,
+    pub repo: PathBuf,
+    pub slug: String,
+    pub token: String,
+}
+
+impl Fixture {
+    pub async fn new(resource_class: &str, config: &str) -> Fixture {
+        Fixture::with_files(resource_class, &[(".circleci/config.yml", config)], AgentOptions::default()).await
+    }
+
+    pub async fn with_files(resource_class: &str, files: &[(&str, &str)], options: AgentOptions) -> Fixture {
+        let dir = shared_tempdir();
+        let server = Server::start(dir.path());
+        server.resource_class(resource_class).await;
+        let token = server.token(resource_class).await;
+        let agent = launch_agent(&server, &token, dir.path(), "agent", options);
+        let repo = git_repo(dir.path(), files);
+        let slug = "local/e2e/repo".to_owned();
+        server.project(&slug, &repo).await;
+        Fixture { dir, server, agent, repo, slug, token }
+    }
+
+    /// Triggers a pipeline on `main` and waits for it to end.
+    pub async fn run(&self) -> (Pipeline, Vec<Job>) {
+        let id = self.server.trigger(&self.slug, "main").await;
+        let pipeline = self.server.wait_pipeline(&id, Duration::from_secs(120)).await;
+        let jobs = self.server.jobs(&id).await;
+        (pipeline, jobs)
+    }
+
+    pub fn job<'a>(&self, jobs: &'a [Job], name: &str) -> &'a Job {
+        jobs.iter().find(|j| j.name == name).unwrap_or_else(|| panic!("no job `{name}` in {jobs:?}"))
+    }
+}

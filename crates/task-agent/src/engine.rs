@@ -56,7 +56,11 @@ pub async fn run_task(
     // Stop the background steps the way the foreground ended.
     let stop = match (&outcome, control.borrow().clone()) {
         (Err(Lost), _) | (_, Control::Lost) => Control::Lost,
-        (Ok(()), cancel @ Control::Cancel { .. }) => cancel,
+        (Ok(()), cancel @ Control::Cancel { .. }) => {
+            // Canceled during the last step or after it: the task reports the cancel.
+            progress.canceled = true;
+            cancel
+        }
         (Ok(()), _) => Control::Finish {
             grace: BACKGROUND_KILL_GRACE,
         },
@@ -98,8 +102,7 @@ async fn run_steps(
     control: &mut watch::Receiver<Control>,
     progress: &mut Progress,
 ) -> Result<(), Lost> {
-    for (position, step) in job.task.steps.iter().enumerate() {
-        let index = u32::try_from(position).map_err(|_| Lost)?;
+    for (index, step) in (0u32..).zip(&job.task.steps) {
         let state = control.borrow_and_update().clone();
         match state {
             Control::Run => {}

@@ -21,7 +21,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 
-use crate::link::{Control, Lost, Outbox};
+use crate::link::{Control, Outbox};
 use crate::output::{DRAIN_LIMIT, DRAIN_QUIET, OutputPipe, OutputReader};
 
 /// Grace between SIGTERM and SIGKILL when a step exceeds its no-output timeout.
@@ -197,12 +197,14 @@ pub async fn supervise(
         tokio::select! {
             chunk = output.next_chunk(), if !eof => match chunk {
                 Ok(Some(bytes)) => {
-                    last_output = Instant::now();
                     if out.data(stream, bytes).await.is_err() {
                         // Nobody to report to: stop reading and kill the step.
                         eof = true;
                         escalate(&mut stop, pgid, running, StopWhy::Lost, Duration::ZERO);
                     }
+                    // Counted after the send: time spent waiting for a slow launch-agent
+                    // (backpressure) is not silence.
+                    last_output = Instant::now();
                 }
                 Ok(None) => eof = true,
                 Err(err) => {
@@ -310,13 +312,5 @@ fn escalate(stop: &mut Option<Stop>, pgid: Pid, running: bool, why: StopWhy, gra
                 }
             }
         }
-    }
-}
-
-/// Helper for callers: turns a lost link into an error.
-pub fn lost_if(ended: &Ended) -> Result<(), Lost> {
-    match ended {
-        Ended::Lost => Err(Lost),
-        _ => Ok(()),
     }
 }

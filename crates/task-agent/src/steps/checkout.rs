@@ -19,11 +19,16 @@ use super::{DEFAULT_NO_OUTPUT_TIMEOUT, Job, StepResult, conclude};
 use crate::link::{Control, Lost};
 use crate::process::{CommandSpec, Ended, spawn, supervise};
 
-/// Options given to every git command. The repository may belong to another user than the job
-/// user (a root-owned local repository, or a checkout directory prepared by root), which git
-/// refuses by default ("dubious ownership"); the job user owns what it checks out anyway.
-/// Passed with `-c`, the setting also reaches the `git upload-pack` of a local clone.
+/// Options given to every git command: the checkout directory may have been prepared by another
+/// user (root), which git refuses by default ("dubious ownership").
 const GIT_OPTIONS: [&str; 2] = ["-c", "safe.directory=*"];
+
+/// The `upload-pack` command for a repository on this machine. It may belong to another user
+/// than the job user (a root-owned repository read by the job user); git refuses that unless
+/// `safe.directory` allows it, and git does not pass `-c` options on to the `upload-pack` it
+/// starts for a local clone or fetch, so the option goes into the command itself (run by `sh`,
+/// hence the quotes). Remote repositories are left alone.
+const LOCAL_UPLOAD_PACK: &str = "git -c safe.directory='*' upload-pack";
 
 /// Checks out the task's revision as step `index`.
 pub async fn execute(
@@ -68,22 +73,30 @@ pub async fn execute(
                     .await;
             }
             let target_arg = target.as_os_str().to_owned();
-            let args = vec![
+            let mut args: Vec<OsString> = vec![
                 "clone".into(),
                 "--no-checkout".into(),
                 // Through git's transport even for a local path: no hard links into the
                 // source repository's objects.
                 "--no-local".into(),
                 "--quiet".into(),
-                "--".into(),
-                url.into(),
-                target_arg,
             ];
+            if is_local(url) {
+                args.push(format!("--upload-pack={LOCAL_UPLOAD_PACK}").into());
+            }
+            args.extend(["--".into(), url.into(), target_arg]);
             if let Some(result) = git.run(&parent, args).await? {
                 return Ok(result);
             }
             fresh_clone = true;
         } else if let Some(result) = git.run(&target, os(&["init", "--quiet"])).await? {
+            return Ok(result);
+        }
+    }
+    if is_local(url) {
+        // Also for the job's own `git fetch` later.
+        let args = os(&["config", "remote.origin.uploadpack", LOCAL_UPLOAD_PACK]);
+        if let Some(result) = git.run(&target, args).await? {
             return Ok(result);
         }
     }
@@ -182,6 +195,23 @@ async fn has_commit(dir: &Path, revision: &str, env: &BTreeMap<String, String>) 
     matches!(status, Ok(status) if status.success())
 }
 
+/// Whether git reaches `url` through its local transport (a path or a `file://` URL), rather
+/// than over the network (`https://`, `ssh://`, scp-like `host:path`).
+fn is_local(url: &str) -> bool {
+    if url.starts_with("file://") {
+        return true;
+    }
+    if url.contains("://") {
+        return false;
+    }
+    // scp-like syntax: a colon before the first slash.
+    match (url.find(':'), url.find('/')) {
+        (Some(colon), Some(slash)) => colon > slash,
+        (Some(_), None) => false,
+        (None, _) => true,
+    }
+}
+
 fn is_missing_or_empty(dir: &Path) -> bool {
     match std::fs::read_dir(dir) {
         Ok(mut entries) => entries.next().is_none(),
@@ -191,4 +221,20 @@ fn is_missing_or_empty(dir: &Path) -> bool {
 
 fn os(args: &[&str]) -> Vec<OsString> {
     args.iter().map(OsString::from).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_local;
+
+    #[test]
+    fn local_urls_are_paths_and_file_urls() {
+        assert!(is_local("/srv/git/repo"));
+        assert!(is_local("./repo"));
+        assert!(is_local("file:///srv/git/repo"));
+        assert!(is_local("/srv/a:b/repo"));
+        assert!(!is_local("https://example.com/repo.git"));
+        assert!(!is_local("ssh://git@example.com/repo.git"));
+        assert!(!is_local("git@example.com:org/repo.git"));
+    }
 }

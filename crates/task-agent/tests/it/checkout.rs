@@ -3,10 +3,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use bosun_protocol::task::{CheckoutStep, Step};
+use bosun_protocol::task::{CheckoutStep, Step, TaskSpec};
 use bosun_protocol::{StepStatus, TaskStatus};
 
-use crate::harness::{run, run_task, step, task};
+use crate::harness::{Agent, Report, RootMode, is_root, run, run_task, step, task};
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
@@ -156,4 +156,67 @@ async fn a_git_failure_fails_the_step_with_gits_message() {
         report.log(0)
     );
     assert!(report.log(0).contains("no-such-repo"), "{}", report.log(0));
+}
+
+#[tokio::test]
+async fn the_job_user_checks_out_a_repository_owned_by_root() {
+    if !is_root() {
+        println!("skipped: not root");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    const NOBODY: u32 = 65534;
+    let origin = tempfile::tempdir().unwrap();
+    let (first, second) = repo(origin.path());
+    std::fs::set_permissions(origin.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    nix::unistd::chown(
+        work.path(),
+        Some(nix::unistd::Uid::from_raw(NOBODY)),
+        Some(nix::unistd::Gid::from_raw(NOBODY)),
+    )
+    .unwrap();
+    let mut task = task(vec![
+        checkout(None),
+        step(run("show", SHOW)),
+        // The job's own fetch from the root-owned repository works too.
+        step(run("fetch", "git fetch --quiet origin && echo fetched")),
+    ]);
+    task.repository_url = origin.path().display().to_string();
+    task.revision = first.clone();
+    let as_nobody = |task: TaskSpec| {
+        let dir = work.path().to_path_buf();
+        async move {
+            let mut agent = Agent::spawn_as(
+                &dir,
+                RootMode::Refuse,
+                &[("HOME", "/nonexistent")],
+                Some((NOBODY, NOBODY)),
+            );
+            agent.conn.handshake_as_launch_agent(&task).await.unwrap();
+            agent.finish(Report::default()).await
+        }
+    };
+    let report = as_nobody(task.clone()).await;
+    report.assert_clean_exit();
+    assert_eq!(
+        report.finished(0),
+        (StepStatus::Success, Some(0)),
+        "{}",
+        report.log(0)
+    );
+    assert_eq!(report.log(1), format!("first version\n{first}\nmain\n"));
+    assert_eq!(report.log(2), "fetched\n", "{}", report.log(2));
+
+    // Again, into the existing clone.
+    task.revision = second.clone();
+    let report = as_nobody(task).await;
+    assert_eq!(
+        report.finished(0),
+        (StepStatus::Success, Some(0)),
+        "{}",
+        report.log(0)
+    );
+    assert_eq!(report.log(1), format!("second version\n{second}\nmain\n"));
 }

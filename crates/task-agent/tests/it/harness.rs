@@ -88,6 +88,16 @@ pub struct Agent {
 impl Agent {
     /// Starts the binary in `dir` with `extra_env`, the child end of a socketpair on fd 3.
     pub fn spawn(dir: &Path, root: RootMode, extra_env: &[(&str, &str)]) -> Agent {
+        Agent::spawn_as(dir, root, extra_env, None)
+    }
+
+    /// Like [`Agent::spawn`], as user `uid` (group `gid`) when given (needs root).
+    pub fn spawn_as(
+        dir: &Path,
+        root: RootMode,
+        extra_env: &[(&str, &str)],
+        user: Option<(u32, u32)>,
+    ) -> Agent {
         let (parent, child_end) = std::os::unix::net::UnixStream::pair().unwrap();
         let socket_inode = nix::sys::stat::fstat(&child_end).unwrap().st_ino;
         let fd = child_end.as_raw_fd();
@@ -110,6 +120,9 @@ impl Agent {
         }
         for (name, value) in extra_env {
             command.env(name, value);
+        }
+        if let Some((uid, gid)) = user {
+            command.uid(uid).gid(gid);
         }
         // SAFETY: the closure runs in the forked child before exec and only calls fcntl/dup2
         // (async-signal-safe) on fds that are open in the child: `fd` (kept alive by `child_end`

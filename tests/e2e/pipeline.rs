@@ -1,0 +1,180 @@
+//! Pipelines run end to end and their logs come back exact.
+
+use std::time::{Duration, Instant};
+
+use bosun_tests::{AgentOptions, Fixture};
+use sha2::{Digest, Sha256};
+
+const TWO_JOBS: &str = r#"
+version: 2.1
+jobs:
+  build:
+    machine: true
+    resource_class: e2e/linux
+    environment:
+      WHO: builder
+    steps:
+      - checkout
+      - run:
+          name: Say who
+          command: echo "built by $WHO for $CIRCLE_JOB on $CIRCLE_BRANCH"
+      - run: printf 'no newline at the end'
+  test:
+    machine: true
+    resource_class: e2e/linux
+    steps:
+      - checkout
+      - run:
+          name: Read the repo
+          command: cat hello.txt
+      - run:
+          name: Sub dir
+          working_directory: sub
+          command: pwd | sed 's|.*/||'
+workflows:
+  main:
+    jobs:
+      - build
+      - test:
+          requires: [build]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_job_workflow_succeeds_and_every_step_log_reads_back_exactly() {
+    let fixture = Fixture::with_files(
+        "e2e/linux",
+        &[(".circleci/config.yml", TWO_JOBS), ("hello.txt", "hello from the repo\n"), ("sub/.keep", "")],
+        AgentOptions::default(),
+    )
+    .await;
+    let (pipeline, jobs) = fixture.run().await;
+    assert_eq!(pipeline.status, "success", "{pipeline:?}\n{}", fixture.agent.log_text());
+    assert_eq!(jobs.len(), 2);
+    for job in &jobs {
+        assert_eq!(job.status, "success", "{job:?}");
+    }
+    let build = fixture.job(&jobs, "build");
+    let test = fixture.job(&jobs, "test");
+    assert!(build.job_number < test.job_number);
+
+    let detail = fixture.server.job(&build.id).await;
+    let names: Vec<&str> = detail.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["Checkout code", "Say who", "printf 'no newline at the end'"]);
+    assert!(detail.steps.iter().all(|s| s.status == "success" && s.exit_code == Some(0)), "{detail:?}");
+    assert_eq!(
+        fixture.server.step_log(&build.id, 1).await,
+        b"built by builder for build on main\n"
+    );
+    assert_eq!(fixture.server.step_log(&build.id, 2).await, b"no newline at the end");
+
+    assert_eq!(fixture.server.step_log(&test.id, 1).await, b"hello from the repo\n");
+    assert_eq!(fixture.server.step_log(&test.id, 2).await, b"sub\n");
+}
+
+const FAILING: &str = r#"
+version: 2.1
+jobs:
+  build:
+    machine: true
+    resource_class: e2e/linux
+    steps:
+      - run: echo before
+      - run:
+          name: Fails
+          command: echo failing; exit 3
+      - run:
+          name: Never runs
+          command: echo SHOULD-NOT-RUN
+      - run:
+          name: Cleanup
+          when: always
+          command: echo cleanup ran
+  deploy:
+    machine: true
+    resource_class: e2e/linux
+    steps:
+      - run: echo SHOULD-NOT-DEPLOY
+workflows:
+  main:
+    jobs:
+      - build
+      - deploy:
+          requires: [build]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_step_fails_its_job_skips_later_steps_and_blocks_dependents() {
+    let fixture = Fixture::new("e2e/linux", FAILING).await;
+    let (pipeline, jobs) = fixture.run().await;
+    assert_eq!(pipeline.status, "failed");
+    let build = fixture.job(&jobs, "build");
+    let deploy = fixture.job(&jobs, "deploy");
+    assert_eq!(build.status, "failed");
+    assert_eq!(deploy.status, "not_run");
+
+    let detail = fixture.server.job(&build.id).await;
+    let summary: Vec<(&str, &str, Option<i32>)> = detail
+        .steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.status.as_str(), s.exit_code))
+        .collect();
+    assert_eq!(summary[0], ("echo before", "success", Some(0)));
+    assert_eq!(summary[1], ("Fails", "failed", Some(3)));
+    assert_eq!(summary[2].1, "skipped");
+    assert_eq!(summary[3], ("Cleanup", "success", Some(0)));
+    let failed_log = String::from_utf8(fixture.server.step_log(&build.id, 1).await).unwrap();
+    assert!(failed_log.starts_with("failing\n"), "{failed_log}");
+    assert!(failed_log.contains("Exited with code exit status 3"), "{failed_log}");
+    assert!(fixture.server.step_log(&build.id, 2).await.is_empty());
+    assert_eq!(fixture.server.step_log(&build.id, 3).await, b"cleanup ran\n");
+    // The dependent job never got a task, so it has no steps and no logs.
+    assert!(fixture.server.job(&deploy.id).await.steps.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_megabytes_of_output_arrive_byte_for_byte() {
+    // The step writes 50 MiB of random bytes to a file in its working directory, prints them,
+    // and a second step prints the file's SHA-256: the server's log must hash the same.
+    let config = r#"
+version: 2.1
+jobs:
+  build:
+    machine: true
+    resource_class: e2e/linux
+    steps:
+      - run:
+          name: Print 50 MB
+          command: head -c 52428800 /dev/urandom > out.bin && cat out.bin
+      - run:
+          name: Hash
+          command: sha256sum out.bin | cut -d' ' -f1
+"#;
+    let fixture = Fixture::new("e2e/linux", config).await;
+    let started = Instant::now();
+    let (pipeline, jobs) = fixture.run().await;
+    let elapsed = started.elapsed();
+    assert_eq!(pipeline.status, "success", "{}", fixture.agent.log_text());
+    let build = fixture.job(&jobs, "build");
+    let log = fixture.server.step_log(&build.id, 0).await;
+    assert_eq!(log.len(), 52_428_800);
+    let expected = String::from_utf8(fixture.server.step_log(&build.id, 1).await).unwrap();
+    let actual = format!("{:x}\n", Sha256::digest(&log));
+    assert_eq!(actual, expected);
+    eprintln!("50 MiB step: pipeline wall time {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(120));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_config_errors_the_pipeline_naming_line_and_column() {
+    let config = "version: 2.1\njobs:\n  build:\n    machine: true\n    resource_class: e2e/linux\n    stepz:\n      - run: echo hi\n";
+    let fixture = Fixture::new("e2e/linux", config).await;
+    let id = fixture.server.trigger(&fixture.slug, "main").await;
+    let pipeline = fixture.server.pipeline(&id).await;
+    assert_eq!(pipeline.state, "errored");
+    assert_eq!(pipeline.status, "error");
+    assert_eq!(pipeline.errors.len(), 1);
+    let message = &pipeline.errors[0].message;
+    assert!(message.starts_with(".circleci/config.yml:6:5: "), "{message}");
+    assert!(message.contains("stepz"), "{message}");
+    assert!(fixture.server.jobs(&id).await.is_empty());
+}
