@@ -29,15 +29,33 @@ pub fn bin_dir() -> &'static Path {
             .and_then(Path::parent)
             .expect("test binary lives in target/PROFILE/deps")
             .to_path_buf();
-        let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug").to_owned();
+        let profile = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("debug")
+            .to_owned();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut command = Command::new(cargo);
         command.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
-        command.args(["build", "--quiet", "--bins", "-p", "bosun-server", "-p", "bosun-launch-agent", "-p", "bosun-task-agent", "-p", "bosun-cli"]);
+        command.args([
+            "build",
+            "--quiet",
+            "--bins",
+            "-p",
+            "bosun-server",
+            "-p",
+            "bosun-launch-agent",
+            "-p",
+            "bosun-task-agent",
+            "-p",
+            "bosun-cli",
+        ]);
         if profile == "release" {
             command.arg("--release");
         }
-        let status = command.status().expect("running cargo build for the e2e binaries");
+        let status = command
+            .status()
+            .expect("running cargo build for the e2e binaries");
         assert!(status.success(), "building the binaries failed: {status}");
         dir
     })
@@ -52,17 +70,34 @@ pub fn job_user() -> Option<&'static str> {
     static USER: OnceLock<Option<&'static str>> = OnceLock::new();
     *USER.get_or_init(|| {
         if !is_root() {
-            eprintln!("note: not root: jobs run as the current user (privilege drop not exercised)");
+            eprintln!(
+                "note: not root: jobs run as the current user (privilege drop not exercised)"
+            );
             return None;
         }
-        if nix::unistd::User::from_name(TEST_JOB_USER).ok().flatten().is_none() {
+        if nix::unistd::User::from_name(TEST_JOB_USER)
+            .ok()
+            .flatten()
+            .is_none()
+        {
             let status = Command::new("useradd")
-                .args(["--system", "--user-group", "--create-home", "--shell", "/bin/bash", TEST_JOB_USER])
+                .args([
+                    "--system",
+                    "--user-group",
+                    "--create-home",
+                    "--shell",
+                    "/bin/bash",
+                    TEST_JOB_USER,
+                ])
                 .status()
                 .expect("running useradd");
             // Another test process may have created it meanwhile.
             assert!(
-                status.success() || nix::unistd::User::from_name(TEST_JOB_USER).ok().flatten().is_some(),
+                status.success()
+                    || nix::unistd::User::from_name(TEST_JOB_USER)
+                        .ok()
+                        .flatten()
+                        .is_some(),
                 "useradd {TEST_JOB_USER} failed"
             );
         }
@@ -72,7 +107,10 @@ pub fn job_user() -> Option<&'static str> {
 
 /// A temporary directory every user may traverse (the job user must reach work dirs and repos).
 pub fn shared_tempdir() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new().prefix("bosun-e2e-").tempdir().expect("tempdir");
+    let dir = tempfile::Builder::new()
+        .prefix("bosun-e2e-")
+        .tempdir()
+        .expect("tempdir");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     dir
 }
@@ -106,7 +144,9 @@ fn spawn(mut command: Command, log: PathBuf) -> Proc {
         .stdin(Stdio::null())
         .stdout(file.try_clone().expect("log file"))
         .stderr(file);
-    let child = command.spawn().unwrap_or_else(|err| panic!("starting {command:?}: {err}"));
+    let child = command
+        .spawn()
+        .unwrap_or_else(|err| panic!("starting {command:?}: {err}"));
     Proc { child, log }
 }
 
@@ -146,7 +186,11 @@ impl Server {
             if let Ok(Some(status)) = proc.child.try_wait() {
                 panic!("bosun-server exited ({status}):\n{}", proc.log_text());
             }
-            assert!(started.elapsed() < Duration::from_secs(30), "server did not start:\n{}", proc.log_text());
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "server did not start:\n{}",
+                proc.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
         let client = Client::new(&url).expect("client");
@@ -165,7 +209,10 @@ impl Server {
             .post(
                 "/api/v3/runner/resource",
                 &self.admin,
-                &CreateResourceClass { resource_class: name.into(), description: String::new() },
+                &CreateResourceClass {
+                    resource_class: name.into(),
+                    description: String::new(),
+                },
             )
             .await
             .expect("create resource class");
@@ -177,7 +224,10 @@ impl Server {
             .post(
                 "/api/v3/runner/token",
                 &self.admin,
-                &CreateToken { resource_class: resource_class.into(), nickname: "e2e".into() },
+                &CreateToken {
+                    resource_class: resource_class.into(),
+                    nickname: "e2e".into(),
+                },
             )
             .await
             .expect("create token");
@@ -190,7 +240,10 @@ impl Server {
             .post(
                 "/api/v2/project",
                 &self.admin,
-                &CreateProject { slug: slug.into(), git_url: repo.to_string_lossy().into_owned() },
+                &CreateProject {
+                    slug: slug.into(),
+                    git_url: repo.to_string_lossy().into_owned(),
+                },
             )
             .await
             .expect("create project");
@@ -202,7 +255,10 @@ impl Server {
             .post(
                 &format!("/api/v2/project/{slug}/pipeline"),
                 &self.admin,
-                &TriggerPipeline { branch: Some(branch.into()), ..TriggerPipeline::default() },
+                &TriggerPipeline {
+                    branch: Some(branch.into()),
+                    ..TriggerPipeline::default()
+                },
             )
             .await
             .expect("trigger pipeline");
@@ -210,7 +266,10 @@ impl Server {
     }
 
     pub async fn pipeline(&self, id: &str) -> Pipeline {
-        self.client.get(&format!("/api/v2/pipeline/{id}"), &self.admin).await.expect("pipeline")
+        self.client
+            .get(&format!("/api/v2/pipeline/{id}"), &self.admin)
+            .await
+            .expect("pipeline")
     }
 
     /// Polls until the pipeline is no longer running.
@@ -221,7 +280,10 @@ impl Server {
             if pipeline.status != "running" {
                 return pipeline;
             }
-            assert!(started.elapsed() < limit, "pipeline {id} still running after {limit:?}");
+            assert!(
+                started.elapsed() < limit,
+                "pipeline {id} still running after {limit:?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -230,14 +292,20 @@ impl Server {
     pub async fn jobs(&self, pipeline_id: &str) -> Vec<Job> {
         let workflows: Items<Workflow> = self
             .client
-            .get(&format!("/api/v2/pipeline/{pipeline_id}/workflow"), &self.admin)
+            .get(
+                &format!("/api/v2/pipeline/{pipeline_id}/workflow"),
+                &self.admin,
+            )
             .await
             .expect("workflows");
         let mut jobs = Vec::new();
         for workflow in workflows.items {
             let list: Items<Job> = self
                 .client
-                .get(&format!("/api/v2/workflow/{}/job", workflow.id), &self.admin)
+                .get(
+                    &format!("/api/v2/workflow/{}/job", workflow.id),
+                    &self.admin,
+                )
                 .await
                 .expect("jobs");
             jobs.extend(list.items);
@@ -246,7 +314,10 @@ impl Server {
     }
 
     pub async fn job(&self, id: &str) -> JobDetail {
-        self.client.get(&format!("/api/v2/job/{id}"), &self.admin).await.expect("job")
+        self.client
+            .get(&format!("/api/v2/job/{id}"), &self.admin)
+            .await
+            .expect("job")
     }
 
     /// A step's whole log, read back through the API page by page.
@@ -280,12 +351,21 @@ pub struct AgentOptions {
 
 impl Default for AgentOptions {
     fn default() -> AgentOptions {
-        AgentOptions { cleanup: true, extra_config: String::new() }
+        AgentOptions {
+            cleanup: true,
+            extra_config: String::new(),
+        }
     }
 }
 
 /// Starts a launch-agent for `token` whose tasks live under `dir/work`.
-pub fn launch_agent(server: &Server, token: &str, dir: &Path, name: &str, options: AgentOptions) -> Proc {
+pub fn launch_agent(
+    server: &Server,
+    token: &str,
+    dir: &Path,
+    name: &str,
+    options: AgentOptions,
+) -> Proc {
     let config = dir.join(format!("{name}.yaml"));
     let mut text = format!(
         "api:\n  auth_token: {token}\n  url: {}\nrunner:\n  name: {name}\n  working_directory: {}/work/%s\n  cleanup_working_directory: {}\n  task_agent_path: {}\n",
@@ -322,13 +402,34 @@ pub fn commit(repo: &Path, files: &[(&str, &str)], message: &str) -> String {
         std::fs::write(&path, content).expect("write");
     }
     git(repo, &["add", "."]);
-    git(repo, &["-c", "user.name=e2e", "-c", "user.email=e2e@bosun.invalid", "commit", "--quiet", "-m", message]);
+    git(
+        repo,
+        &[
+            "-c",
+            "user.name=e2e",
+            "-c",
+            "user.email=e2e@bosun.invalid",
+            "commit",
+            "--quiet",
+            "-m",
+            message,
+        ],
+    );
     git(repo, &["rev-parse", "HEAD"])
 }
 
 pub fn git(repo: &Path, args: &[&str]) -> String {
-    let output = Command::new("git").arg("-C").arg(repo).args(args).output().expect("git");
-    assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(args)
+        .output()
+        .expect("git");
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
@@ -345,10 +446,19 @@ pub struct Fixture {
 
 impl Fixture {
     pub async fn new(resource_class: &str, config: &str) -> Fixture {
-        Fixture::with_files(resource_class, &[(".circleci/config.yml", config)], AgentOptions::default()).await
+        Fixture::with_files(
+            resource_class,
+            &[(".circleci/config.yml", config)],
+            AgentOptions::default(),
+        )
+        .await
     }
 
-    pub async fn with_files(resource_class: &str, files: &[(&str, &str)], options: AgentOptions) -> Fixture {
+    pub async fn with_files(
+        resource_class: &str,
+        files: &[(&str, &str)],
+        options: AgentOptions,
+    ) -> Fixture {
         let dir = shared_tempdir();
         let server = Server::start(dir.path());
         server.resource_class(resource_class).await;
@@ -357,18 +467,30 @@ impl Fixture {
         let repo = git_repo(dir.path(), files);
         let slug = "local/e2e/repo".to_owned();
         server.project(&slug, &repo).await;
-        Fixture { dir, server, agent, repo, slug, token }
+        Fixture {
+            dir,
+            server,
+            agent,
+            repo,
+            slug,
+            token,
+        }
     }
 
     /// Triggers a pipeline on `main` and waits for it to end.
     pub async fn run(&self) -> (Pipeline, Vec<Job>) {
         let id = self.server.trigger(&self.slug, "main").await;
-        let pipeline = self.server.wait_pipeline(&id, Duration::from_secs(120)).await;
+        let pipeline = self
+            .server
+            .wait_pipeline(&id, Duration::from_secs(120))
+            .await;
         let jobs = self.server.jobs(&id).await;
         (pipeline, jobs)
     }
 
     pub fn job<'a>(&self, jobs: &'a [Job], name: &str) -> &'a Job {
-        jobs.iter().find(|j| j.name == name).unwrap_or_else(|| panic!("no job `{name}` in {jobs:?}"))
+        jobs.iter()
+            .find(|j| j.name == name)
+            .unwrap_or_else(|| panic!("no job `{name}` in {jobs:?}"))
     }
 }

@@ -6,7 +6,12 @@ use bosun_api::{Auth, ClaimRequest, Method, StatusCode, UnclaimedTaskCount};
 use bosun_tests::{Server, git_repo, shared_tempdir};
 
 fn claim_body() -> ClaimRequest {
-    ClaimRequest { name: "probe".into(), hostname: "h".into(), ip: "127.0.0.1".into(), version: "0".into() }
+    ClaimRequest {
+        name: "probe".into(),
+        hostname: "h".into(),
+        ip: "127.0.0.1".into(),
+        version: "0".into(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,7 +37,13 @@ async fn a_token_of_one_class_cannot_claim_another_class_and_bad_tokens_get_401(
     // Class a's token waits out its long-poll and gets nothing.
     let answer = server
         .client
-        .send_json(Method::POST, "/api/v3/runner/claim?wait=1s", &Auth::Bearer(token_a), Some(&claim_body()), None)
+        .send_json(
+            Method::POST,
+            "/api/v3/runner/claim?wait=1s",
+            &Auth::Bearer(token_a),
+            Some(&claim_body()),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(answer.status, StatusCode::NO_CONTENT);
@@ -41,7 +52,13 @@ async fn a_token_of_one_class_cannot_claim_another_class_and_bad_tokens_get_401(
     for auth in [Auth::Bearer("bosun_rc_00000000".into()), Auth::None] {
         let err = server
             .client
-            .send_json(Method::POST, "/api/v3/runner/claim", &auth, Some(&claim_body()), None)
+            .send_json(
+                Method::POST,
+                "/api/v3/runner/claim",
+                &auth,
+                Some(&claim_body()),
+                None,
+            )
             .await
             .unwrap_err();
         assert_eq!(err.status(), Some(StatusCode::UNAUTHORIZED), "{err}");
@@ -63,13 +80,23 @@ async fn a_token_of_one_class_cannot_claim_another_class_and_bad_tokens_get_401(
     // Class b's token gets the task, and with it a task token that reads only this task.
     let answer = server
         .client
-        .send_json(Method::POST, "/api/v3/runner/claim?wait=5s", &Auth::Bearer(token_b.clone()), Some(&claim_body()), Some(Duration::from_secs(10)))
+        .send_json(
+            Method::POST,
+            "/api/v3/runner/claim?wait=5s",
+            &Auth::Bearer(token_b.clone()),
+            Some(&claim_body()),
+            Some(Duration::from_secs(10)),
+        )
         .await
         .unwrap();
     assert_eq!(answer.status, StatusCode::OK);
     let claim: bosun_api::ClaimResponse = answer.json().unwrap();
     assert_eq!(claim.resource_class, "ns/b");
-    let spec: bosun_api::TaskSpec = server.client.get("/api/v2/task/config", &Auth::Bearer(claim.task_token)).await.unwrap();
+    let spec: bosun_api::TaskSpec = server
+        .client
+        .get("/api/v2/task/config", &Auth::Bearer(claim.task_token))
+        .await
+        .unwrap();
     assert_eq!(spec.job_name, "build");
     assert_eq!(spec.task_id, claim.allocation);
     // A runner token is not a task token.

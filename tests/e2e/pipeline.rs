@@ -43,12 +43,21 @@ workflows:
 async fn two_job_workflow_succeeds_and_every_step_log_reads_back_exactly() {
     let fixture = Fixture::with_files(
         "e2e/linux",
-        &[(".circleci/config.yml", TWO_JOBS), ("hello.txt", "hello from the repo\n"), ("sub/.keep", "")],
+        &[
+            (".circleci/config.yml", TWO_JOBS),
+            ("hello.txt", "hello from the repo\n"),
+            ("sub/.keep", ""),
+        ],
         AgentOptions::default(),
     )
     .await;
     let (pipeline, jobs) = fixture.run().await;
-    assert_eq!(pipeline.status, "success", "{pipeline:?}\n{}", fixture.agent.log_text());
+    assert_eq!(
+        pipeline.status,
+        "success",
+        "{pipeline:?}\n{}",
+        fixture.agent.log_text()
+    );
     assert_eq!(jobs.len(), 2);
     for job in &jobs {
         assert_eq!(job.status, "success", "{job:?}");
@@ -59,15 +68,30 @@ async fn two_job_workflow_succeeds_and_every_step_log_reads_back_exactly() {
 
     let detail = fixture.server.job(&build.id).await;
     let names: Vec<&str> = detail.steps.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["Checkout code", "Say who", "printf 'no newline at the end'"]);
-    assert!(detail.steps.iter().all(|s| s.status == "success" && s.exit_code == Some(0)), "{detail:?}");
+    assert_eq!(
+        names,
+        ["Checkout code", "Say who", "printf 'no newline at the end'"]
+    );
+    assert!(
+        detail
+            .steps
+            .iter()
+            .all(|s| s.status == "success" && s.exit_code == Some(0)),
+        "{detail:?}"
+    );
     assert_eq!(
         fixture.server.step_log(&build.id, 1).await,
         b"built by builder for build on main\n"
     );
-    assert_eq!(fixture.server.step_log(&build.id, 2).await, b"no newline at the end");
+    assert_eq!(
+        fixture.server.step_log(&build.id, 2).await,
+        b"no newline at the end"
+    );
 
-    assert_eq!(fixture.server.step_log(&test.id, 1).await, b"hello from the repo\n");
+    assert_eq!(
+        fixture.server.step_log(&test.id, 1).await,
+        b"hello from the repo\n"
+    );
     assert_eq!(fixture.server.step_log(&test.id, 2).await, b"sub\n");
 }
 
@@ -124,9 +148,15 @@ async fn a_failing_step_fails_its_job_skips_later_steps_and_blocks_dependents() 
     assert_eq!(summary[3], ("Cleanup", "success", Some(0)));
     let failed_log = String::from_utf8(fixture.server.step_log(&build.id, 1).await).unwrap();
     assert!(failed_log.starts_with("failing\n"), "{failed_log}");
-    assert!(failed_log.contains("Exited with code exit status 3"), "{failed_log}");
+    assert!(
+        failed_log.contains("Exited with code exit status 3"),
+        "{failed_log}"
+    );
     assert!(fixture.server.step_log(&build.id, 2).await.is_empty());
-    assert_eq!(fixture.server.step_log(&build.id, 3).await, b"cleanup ran\n");
+    assert_eq!(
+        fixture.server.step_log(&build.id, 3).await,
+        b"cleanup ran\n"
+    );
     // The dependent job never got a task, so it has no steps and no logs.
     assert!(fixture.server.job(&deploy.id).await.steps.is_empty());
 }
@@ -174,7 +204,10 @@ async fn a_malformed_config_errors_the_pipeline_naming_line_and_column() {
     assert_eq!(pipeline.status, "error");
     assert_eq!(pipeline.errors.len(), 1);
     let message = &pipeline.errors[0].message;
-    assert!(message.starts_with(".circleci/config.yml:6:5: "), "{message}");
+    assert!(
+        message.starts_with(".circleci/config.yml:6:5: "),
+        "{message}"
+    );
     assert!(message.contains("stepz"), "{message}");
     assert!(fixture.server.jobs(&id).await.is_empty());
 }

@@ -42,7 +42,9 @@ fn cargo() -> Command {
 }
 
 fn run(mut command: Command) -> anyhow::Result<()> {
-    let status = command.status().with_context(|| format!("running {command:?}"))?;
+    let status = command
+        .status()
+        .with_context(|| format!("running {command:?}"))?;
     if !status.success() {
         bail!("{command:?} failed ({status})");
     }
@@ -52,7 +54,19 @@ fn run(mut command: Command) -> anyhow::Result<()> {
 /// Builds every binary of the workspace into target/debug.
 fn build_bins() -> anyhow::Result<PathBuf> {
     let mut command = cargo();
-    command.args(["build", "--quiet", "--bins", "-p", "bosun-server", "-p", "bosun-launch-agent", "-p", "bosun-task-agent", "-p", "bosun-cli"]);
+    command.args([
+        "build",
+        "--quiet",
+        "--bins",
+        "-p",
+        "bosun-server",
+        "-p",
+        "bosun-launch-agent",
+        "-p",
+        "bosun-task-agent",
+        "-p",
+        "bosun-cli",
+    ]);
     run(command)?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -75,7 +89,15 @@ fn ci() -> anyhow::Result<u8> {
     fmt.args(["fmt", "--all", "--", "--check"]);
     run(fmt)?;
     let mut clippy = cargo();
-    clippy.args(["clippy", "--workspace", "--all-targets", "--quiet", "--", "-D", "warnings"]);
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--quiet",
+        "--",
+        "-D",
+        "warnings",
+    ]);
     run(clippy)?;
     let mut test = cargo();
     test.args(["test", "--workspace"]);

@@ -156,7 +156,10 @@ impl Client {
             }
             Auth::CircleToken(token) => builder = builder.header("Circle-Token", token.as_str()),
         }
-        builder = builder.header(header::USER_AGENT, concat!("bosun/", env!("CARGO_PKG_VERSION")));
+        builder = builder.header(
+            header::USER_AGENT,
+            concat!("bosun/", env!("CARGO_PKG_VERSION")),
+        );
         let body = match body {
             Some((content_type, bytes)) => {
                 builder = builder.header(header::CONTENT_TYPE, content_type);
@@ -229,7 +232,9 @@ impl Client {
         auth: &Auth,
         body: Option<&B>,
     ) -> Result<T, ApiError> {
-        let response = self.send_json(method.clone(), path, auth, body, None).await?;
+        let response = self
+            .send_json(method.clone(), path, auth, body, None)
+            .await?;
         self.decode(method, path, &response)
     }
 

@@ -19,7 +19,9 @@ pub async fn dispatch(cli: Cli) -> Result<u8, Failure> {
         Command::Quickstart(args) => crate::quickstart::run(args).await,
         command => {
             let token = cli.token.clone().ok_or_else(|| {
-                Failure::input("no token: pass --token or set BOSUN_TOKEN (the server's admin token)")
+                Failure::input(
+                    "no token: pass --token or set BOSUN_TOKEN (the server's admin token)",
+                )
             })?;
             let client = Client::new(&cli.host).map_err(|err| Failure::input(err.to_string()))?;
             let auth = Auth::CircleToken(token);
@@ -32,7 +34,9 @@ pub async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                     Ok(0)
                 }
                 Command::Pipeline(PipelineCommand::Run(args)) => pipeline_run(&ctx, args).await,
-                Command::Pipeline(PipelineCommand::Status { id }) => pipeline_status(&ctx, &id).await,
+                Command::Pipeline(PipelineCommand::Status { id }) => {
+                    pipeline_status(&ctx, &id).await
+                }
                 Command::Job(JobCommand::Logs { job }) => job_logs(&ctx, &job).await,
                 Command::Config(_) | Command::Quickstart(_) => unreachable!("handled above"),
             }
@@ -47,7 +51,11 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub async fn create_resource_class(&self, name: &str, description: &str) -> Result<ResourceClass, Failure> {
+    pub async fn create_resource_class(
+        &self,
+        name: &str,
+        description: &str,
+    ) -> Result<ResourceClass, Failure> {
         Ok(self
             .client
             .post(
@@ -61,7 +69,11 @@ impl Ctx {
             .await?)
     }
 
-    pub async fn create_token(&self, resource_class: &str, nickname: &str) -> Result<Token, Failure> {
+    pub async fn create_token(
+        &self,
+        resource_class: &str,
+        nickname: &str,
+    ) -> Result<Token, Failure> {
         Ok(self
             .client
             .post(
@@ -89,10 +101,18 @@ impl Ctx {
             .await?)
     }
 
-    pub async fn trigger(&self, slug: &str, body: &TriggerPipeline) -> Result<PipelineCreated, Failure> {
+    pub async fn trigger(
+        &self,
+        slug: &str,
+        body: &TriggerPipeline,
+    ) -> Result<PipelineCreated, Failure> {
         Ok(self
             .client
-            .post(&format!("/api/v2/project/{slug}/pipeline"), &self.auth, body)
+            .post(
+                &format!("/api/v2/project/{slug}/pipeline"),
+                &self.auth,
+                body,
+            )
             .await?)
     }
 }
@@ -115,14 +135,18 @@ fn validate(file: &std::path::Path) -> Result<u8, Failure> {
 }
 
 async fn find_resource_class(ctx: &Ctx, name: &str) -> Result<ResourceClass, Failure> {
-    let namespace = name
-        .split_once('/')
-        .map(|(ns, _)| ns)
-        .ok_or_else(|| Failure::input(format!("resource class `{name}` must look like `namespace/name`")))?;
+    let namespace = name.split_once('/').map(|(ns, _)| ns).ok_or_else(|| {
+        Failure::input(format!(
+            "resource class `{name}` must look like `namespace/name`"
+        ))
+    })?;
     let list: Items<ResourceClass> = ctx
         .client
         .get(
-            &format!("/api/v3/runner/resource?namespace={}", encode_component(namespace)),
+            &format!(
+                "/api/v3/runner/resource?namespace={}",
+                encode_component(namespace)
+            ),
             &ctx.auth,
         )
         .await?;
@@ -142,7 +166,10 @@ async fn runner(ctx: &Ctx, command: RunnerCommand) -> Result<u8, Failure> {
             let created = ctx
                 .create_resource_class(&resource_class, description.as_deref().unwrap_or(""))
                 .await?;
-            println!("created resource class {} (id {})", created.resource_class, created.id);
+            println!(
+                "created resource class {} (id {})",
+                created.resource_class, created.id
+            );
             if generate_token {
                 let token = ctx.create_token(&resource_class, "default").await?;
                 println!("token (shown once): {}", token.token.unwrap_or_default());
@@ -153,7 +180,10 @@ async fn runner(ctx: &Ctx, command: RunnerCommand) -> Result<u8, Failure> {
             let list: Items<ResourceClass> = ctx
                 .client
                 .get(
-                    &format!("/api/v3/runner/resource?namespace={}", encode_component(&namespace)),
+                    &format!(
+                        "/api/v3/runner/resource?namespace={}",
+                        encode_component(&namespace)
+                    ),
                     &ctx.auth,
                 )
                 .await?;
@@ -163,7 +193,10 @@ async fn runner(ctx: &Ctx, command: RunnerCommand) -> Result<u8, Failure> {
             }
             Ok(0)
         }
-        RunnerCommand::ResourceClass(ResourceClassCommand::Delete { resource_class, force }) => {
+        RunnerCommand::ResourceClass(ResourceClassCommand::Delete {
+            resource_class,
+            force,
+        }) => {
             let rc = find_resource_class(ctx, &resource_class).await?;
             let path = if force {
                 format!("/api/v3/runner/resource/{}/force", rc.id)
@@ -176,7 +209,10 @@ async fn runner(ctx: &Ctx, command: RunnerCommand) -> Result<u8, Failure> {
             println!("deleted resource class {resource_class}");
             Ok(0)
         }
-        RunnerCommand::Token(TokenCommand::Create { resource_class, nickname }) => {
+        RunnerCommand::Token(TokenCommand::Create {
+            resource_class,
+            nickname,
+        }) => {
             let token = ctx.create_token(&resource_class, &nickname).await?;
             println!("id:             {}", token.id);
             println!("resource class: {}", token.resource_class);
@@ -189,11 +225,17 @@ async fn runner(ctx: &Ctx, command: RunnerCommand) -> Result<u8, Failure> {
             let list: Items<Token> = ctx
                 .client
                 .get(
-                    &format!("/api/v3/runner/token?resource-class={}", encode_component(&resource_class)),
+                    &format!(
+                        "/api/v3/runner/token?resource-class={}",
+                        encode_component(&resource_class)
+                    ),
                     &ctx.auth,
                 )
                 .await?;
-            println!("{:<36} {:<24} {:<30} CREATED", "ID", "NICKNAME", "RESOURCE CLASS");
+            println!(
+                "{:<36} {:<24} {:<30} CREATED",
+                "ID", "NICKNAME", "RESOURCE CLASS"
+            );
             for token in list.items {
                 println!(
                     "{:<36} {:<24} {:<30} {}",
@@ -214,18 +256,35 @@ async fn runner(ctx: &Ctx, command: RunnerCommand) -> Result<u8, Failure> {
             println!("deleted token {id}");
             Ok(0)
         }
-        RunnerCommand::Instance(InstanceCommand::List { namespace, resource_class }) => {
+        RunnerCommand::Instance(InstanceCommand::List {
+            namespace,
+            resource_class,
+        }) => {
             let query = match (resource_class, namespace) {
                 (Some(rc), _) => format!("resource-class={}", encode_component(&rc)),
                 (None, Some(ns)) => format!("namespace={}", encode_component(&ns)),
-                (None, None) => return Err(Failure::input("give a NAMESPACE or --resource-class NS/NAME")),
+                (None, None) => {
+                    return Err(Failure::input(
+                        "give a NAMESPACE or --resource-class NS/NAME",
+                    ));
+                }
             };
-            let list: Items<RunnerInstance> = ctx.client.get(&format!("/api/v3/runner?{query}"), &ctx.auth).await?;
-            println!("{:<30} {:<24} {:<16} {:<10} LAST CONNECTED", "RESOURCE CLASS", "NAME", "IP", "VERSION");
+            let list: Items<RunnerInstance> = ctx
+                .client
+                .get(&format!("/api/v3/runner?{query}"), &ctx.auth)
+                .await?;
+            println!(
+                "{:<30} {:<24} {:<16} {:<10} LAST CONNECTED",
+                "RESOURCE CLASS", "NAME", "IP", "VERSION"
+            );
             for runner in list.items {
                 println!(
                     "{:<30} {:<24} {:<16} {:<10} {}",
-                    runner.resource_class, runner.name, runner.ip, runner.version, runner.last_connected
+                    runner.resource_class,
+                    runner.name,
+                    runner.ip,
+                    runner.version,
+                    runner.last_connected
                 );
             }
             Ok(0)
@@ -238,7 +297,11 @@ async fn pipeline_run(ctx: &Ctx, args: RunArgs) -> Result<u8, Failure> {
         Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
             Ok(serde_json::Value::Object(map)) => Some(map),
             Ok(_) => return Err(Failure::input("--parameters must be a JSON object")),
-            Err(err) => return Err(Failure::input(format!("--parameters is not valid JSON: {err}"))),
+            Err(err) => {
+                return Err(Failure::input(format!(
+                    "--parameters is not valid JSON: {err}"
+                )));
+            }
         },
         None => None,
     };
@@ -260,15 +323,24 @@ async fn pipeline_run(ctx: &Ctx, args: RunArgs) -> Result<u8, Failure> {
 async fn pipeline_status(ctx: &Ctx, id: &str) -> Result<u8, Failure> {
     let pipeline: Pipeline = ctx
         .client
-        .get(&format!("/api/v2/pipeline/{}", encode_component(id)), &ctx.auth)
+        .get(
+            &format!("/api/v2/pipeline/{}", encode_component(id)),
+            &ctx.auth,
+        )
         .await?;
-    println!("pipeline #{} {} ({}): {}", pipeline.number, pipeline.id, pipeline.project_slug, pipeline.status);
+    println!(
+        "pipeline #{} {} ({}): {}",
+        pipeline.number, pipeline.id, pipeline.project_slug, pipeline.status
+    );
     for error in &pipeline.errors {
         println!("  error ({}): {}", error.kind, error.message);
     }
     let workflows: Items<bosun_api::Workflow> = ctx
         .client
-        .get(&format!("/api/v2/pipeline/{}/workflow", encode_component(id)), &ctx.auth)
+        .get(
+            &format!("/api/v2/pipeline/{}/workflow", encode_component(id)),
+            &ctx.auth,
+        )
         .await?;
     for workflow in workflows.items {
         println!("  workflow {}: {}", workflow.name, workflow.status);
@@ -277,7 +349,10 @@ async fn pipeline_status(ctx: &Ctx, id: &str) -> Result<u8, Failure> {
             .get(&format!("/api/v2/workflow/{}/job", workflow.id), &ctx.auth)
             .await?;
         for job in jobs.items {
-            println!("    job {} #{} {}: {}", job.name, job.job_number, job.id, job.status);
+            println!(
+                "    job {} #{} {}: {}",
+                job.name, job.job_number, job.id, job.status
+            );
         }
     }
     Ok(match pipeline.status.as_str() {
@@ -305,6 +380,10 @@ async fn job_logs(ctx: &Ctx, job: &str) -> Result<u8, Failure> {
         }
         let _ = writeln!(out, "<== {}: {}", step.name, step.status);
     }
-    let _ = writeln!(out, "job {} #{}: {}", detail.name, detail.job_number, detail.status);
+    let _ = writeln!(
+        out,
+        "job {} #{}: {}",
+        detail.name, detail.job_number, detail.status
+    );
     Ok(if detail.status == "success" { 0 } else { 1 })
 }

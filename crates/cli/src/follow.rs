@@ -83,10 +83,16 @@ pub async fn follow(ctx: &Ctx, pipeline_id: &str) -> Result<String, Failure> {
     let mut workflows_seen: HashMap<String, String> = HashMap::new();
     let mut jobs: HashMap<String, JobView> = HashMap::new();
     loop {
-        let pipeline: Pipeline = ctx.client.get(&format!("/api/v2/pipeline/{pipeline_id}"), &ctx.auth).await?;
+        let pipeline: Pipeline = ctx
+            .client
+            .get(&format!("/api/v2/pipeline/{pipeline_id}"), &ctx.auth)
+            .await?;
         if pipeline.state == "errored" {
             for error in &pipeline.errors {
-                printer.line(&format!("pipeline error ({}): {}", error.kind, error.message));
+                printer.line(&format!(
+                    "pipeline error ({}): {}",
+                    error.kind, error.message
+                ));
             }
             printer.line(&format!("pipeline #{}: error", pipeline.number));
             return Ok("error".into());
@@ -94,16 +100,26 @@ pub async fn follow(ctx: &Ctx, pipeline_id: &str) -> Result<String, Failure> {
         let pipeline_final = pipeline.status != "running";
         let workflows: Items<Workflow> = ctx
             .client
-            .get(&format!("/api/v2/pipeline/{pipeline_id}/workflow"), &ctx.auth)
+            .get(
+                &format!("/api/v2/pipeline/{pipeline_id}/workflow"),
+                &ctx.auth,
+            )
             .await?;
         let mut pending_output = false;
         for workflow in &workflows.items {
-            let job_list: Items<Job> = ctx.client.get(&format!("/api/v2/workflow/{}/job", workflow.id), &ctx.auth).await?;
+            let job_list: Items<Job> = ctx
+                .client
+                .get(&format!("/api/v2/workflow/{}/job", workflow.id), &ctx.auth)
+                .await?;
             for job in &job_list.items {
                 let view = jobs.entry(job.id.clone()).or_default();
-                let has_steps = matches!(job.status.as_str(), "running") || job_status_is_final(&job.status);
+                let has_steps =
+                    matches!(job.status.as_str(), "running") || job_status_is_final(&job.status);
                 if has_steps && job.status != "not_run" {
-                    let detail: JobDetail = ctx.client.get(&format!("/api/v2/job/{}", job.id), &ctx.auth).await?;
+                    let detail: JobDetail = ctx
+                        .client
+                        .get(&format!("/api/v2/job/{}", job.id), &ctx.auth)
+                        .await?;
                     for step in &detail.steps {
                         let step_view = view.steps.entry(step.index).or_default();
                         if !step_view.started {
@@ -111,21 +127,30 @@ pub async fn follow(ctx: &Ctx, pipeline_id: &str) -> Result<String, Failure> {
                             step_view.started = true;
                         }
                         while step_view.offset < step.log_length {
-                            let bytes = read_log(ctx, &job.id, step.index, step_view.offset).await?;
+                            let bytes =
+                                read_log(ctx, &job.id, step.index, step_view.offset).await?;
                             if bytes.is_empty() {
                                 break;
                             }
                             step_view.offset += bytes.len() as u64;
                             printer.bytes(&job.id, &job.name, step.index, &step.name, &bytes);
                         }
-                        if step.status != "running" && !step_view.finished && step_view.offset >= step.log_length {
+                        if step.status != "running"
+                            && !step_view.finished
+                            && step_view.offset >= step.log_length
+                        {
                             step_view.finished = true;
                             let detail = match (step.exit_code, step.duration_ms) {
-                                (Some(code), Some(ms)) => format!(" (exit {code}, {:.2} s)", ms as f64 / 1000.0),
+                                (Some(code), Some(ms)) => {
+                                    format!(" (exit {code}, {:.2} s)", ms as f64 / 1000.0)
+                                }
                                 (None, Some(ms)) => format!(" ({:.2} s)", ms as f64 / 1000.0),
                                 _ => String::new(),
                             };
-                            printer.line(&format!("[{}] <== {}: {}{detail}", job.name, step.name, step.status));
+                            printer.line(&format!(
+                                "[{}] <== {}: {}{detail}",
+                                job.name, step.name, step.status
+                            ));
                         }
                         if step_view.offset < step.log_length {
                             pending_output = true;
@@ -140,7 +165,10 @@ pub async fn follow(ctx: &Ctx, pipeline_id: &str) -> Result<String, Failure> {
                     }
                 }
                 if view.status != job.status {
-                    printer.line(&format!("job {} #{}: {}", job.name, job.job_number, job.status));
+                    printer.line(&format!(
+                        "job {} #{}: {}",
+                        job.name, job.job_number, job.status
+                    ));
                     view.status = job.status.clone();
                 }
             }
@@ -150,7 +178,10 @@ pub async fn follow(ctx: &Ctx, pipeline_id: &str) -> Result<String, Failure> {
             }
         }
         if pipeline_final && !pending_output {
-            printer.line(&format!("pipeline #{}: {}", pipeline.number, pipeline.status));
+            printer.line(&format!(
+                "pipeline #{}: {}",
+                pipeline.number, pipeline.status
+            ));
             return Ok(pipeline.status);
         }
         tokio::time::sleep(POLL).await;

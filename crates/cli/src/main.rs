@@ -13,10 +13,19 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "bosun", version, about = "Self-hosted CircleCI-style runner: client of bosun-server")]
+#[command(
+    name = "bosun",
+    version,
+    about = "Self-hosted CircleCI-style runner: client of bosun-server"
+)]
 pub struct Cli {
     /// Server URL.
-    #[arg(long, global = true, env = "BOSUN_HOST", default_value = "http://127.0.0.1:8730")]
+    #[arg(
+        long,
+        global = true,
+        env = "BOSUN_HOST",
+        default_value = "http://127.0.0.1:8730"
+    )]
     pub host: String,
     /// Admin token (sent as Circle-Token).
     #[arg(long, global = true, env = "BOSUN_TOKEN", hide_env_values = true)]
@@ -79,7 +88,10 @@ pub enum ResourceClassCommand {
 #[derive(Subcommand, Debug)]
 pub enum TokenCommand {
     /// Create a runner token for NAMESPACE/NAME (printed once).
-    Create { resource_class: String, nickname: String },
+    Create {
+        resource_class: String,
+        nickname: String,
+    },
     /// List the tokens of NAMESPACE/NAME.
     List { resource_class: String },
     /// Delete a token by id.
@@ -154,10 +166,16 @@ pub struct Failure {
 
 impl Failure {
     pub fn input(message: impl Into<String>) -> Failure {
-        Failure { code: 2, message: message.into() }
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
     }
     pub fn failed(message: impl Into<String>) -> Failure {
-        Failure { code: 1, message: message.into() }
+        Failure {
+            code: 1,
+            message: message.into(),
+        }
     }
 }
 
@@ -168,7 +186,10 @@ impl From<bosun_api::ApiError> for Failure {
             Some(status) if status.is_client_error() => 2,
             _ => 1,
         };
-        Failure { code, message: err.to_string() }
+        Failure {
+            code,
+            message: err.to_string(),
+        }
     }
 }
 

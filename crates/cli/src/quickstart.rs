@@ -52,7 +52,10 @@ impl Services {
             }
         }
         for (name, child) in &mut self.children {
-            if tokio::time::timeout(Duration::from_secs(15), child.wait()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(15), child.wait())
+                .await
+                .is_err()
+            {
                 eprintln!("{name} did not stop within 15 s: killing it");
                 let _ = child.kill().await;
             }
@@ -94,7 +97,9 @@ pub async fn run(args: QuickstartArgs) -> Result<u8, Failure> {
             (std::fs::canonicalize(dir)?, None)
         }
         None => {
-            let temp = tempfile::Builder::new().prefix("bosun-quickstart-").tempdir()?;
+            let temp = tempfile::Builder::new()
+                .prefix("bosun-quickstart-")
+                .tempdir()?;
             (temp.path().to_path_buf(), Some(temp))
         }
     };
@@ -102,7 +107,9 @@ pub async fn run(args: QuickstartArgs) -> Result<u8, Failure> {
     std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755))?;
     say(&format!("data directory {}", data_dir.display()));
 
-    let mut services = Services { children: Vec::new() };
+    let mut services = Services {
+        children: Vec::new(),
+    };
     let result = run_in(&args, &bin_dir, &data_dir, &mut services).await;
     services.stop().await;
     match &result {
@@ -114,7 +121,10 @@ pub async fn run(args: QuickstartArgs) -> Result<u8, Failure> {
         _ => {
             if let Some(temp) = temp {
                 let kept = temp.keep();
-                say(&format!("kept {} (server.log and launch-agent logs are there)", kept.display()));
+                say(&format!(
+                    "kept {} (server.log and launch-agent logs are there)",
+                    kept.display()
+                ));
             }
         }
     }
@@ -143,14 +153,19 @@ async fn run_in(
                 .map_err(|err| Failure::input(format!("--repo {}: {err}", path.display())))?;
             let branch = current_branch(&repo)?;
             if is_dirty(&repo)? {
-                say("note: the repository has uncommitted changes; the pipeline runs the last commit");
+                say(
+                    "note: the repository has uncommitted changes; the pipeline runs the last commit",
+                );
             }
             (repo, branch)
         }
         None => {
             let repo = data_dir.join("demo-repo");
             make_demo_repo(&repo)?;
-            say(&format!("generated a demo repository at {}", repo.display()));
+            say(&format!(
+                "generated a demo repository at {}",
+                repo.display()
+            ));
             (repo, "main".to_owned())
         }
     };
@@ -176,7 +191,13 @@ async fn run_in(
         .kill_on_drop(true);
     let child = server.spawn().context("starting bosun-server")?;
     services.children.push(("bosun-server".into(), child));
-    let url = wait_for_file(&url_file, Duration::from_secs(30), services, &data_dir.join("server.log")).await?;
+    let url = wait_for_file(
+        &url_file,
+        Duration::from_secs(30),
+        services,
+        &data_dir.join("server.log"),
+    )
+    .await?;
     say(&format!("bosun-server listening on {url}"));
 
     let ctx = Ctx {
@@ -186,10 +207,23 @@ async fn run_in(
 
     // One resource class, token and launch-agent per class the config names.
     for (index, class) in classes.iter().enumerate() {
-        ctx.create_resource_class(class, "created by bosun quickstart").await?;
-        let token = ctx.create_token(class, "quickstart").await?.token.unwrap_or_default();
+        ctx.create_resource_class(class, "created by bosun quickstart")
+            .await?;
+        let token = ctx
+            .create_token(class, "quickstart")
+            .await?
+            .token
+            .unwrap_or_default();
         let config_path = data_dir.join(format!("launch-agent-{index}.yaml"));
-        write_agent_config(&config_path, &url, &token, index, data_dir, job_user, bin_dir)?;
+        write_agent_config(
+            &config_path,
+            &url,
+            &token,
+            index,
+            data_dir,
+            job_user,
+            bin_dir,
+        )?;
         let log = std::fs::File::create(data_dir.join(format!("launch-agent-{index}.log")))?;
         let mut agent = Command::new(bin_dir.join("launch-agent"));
         agent
@@ -200,10 +234,14 @@ async fn run_in(
             .stderr(log)
             .kill_on_drop(true);
         let child = agent.spawn().context("starting launch-agent")?;
-        services.children.push((format!("launch-agent ({class})"), child));
+        services
+            .children
+            .push((format!("launch-agent ({class})"), child));
         say(&format!(
             "resource class {class}: launch-agent started{}",
-            job_user.map(|u| format!(", jobs run as user `{u}`")).unwrap_or_default()
+            job_user
+                .map(|u| format!(", jobs run as user `{u}`"))
+                .unwrap_or_default()
         ));
     }
 
@@ -213,7 +251,13 @@ async fn run_in(
         .unwrap_or_else(|| "repo".into());
     let name: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     let slug = format!("local/quickstart/{}", name.trim_start_matches('.'));
     ctx.create_project(&slug, &repo.to_string_lossy()).await?;
@@ -226,7 +270,10 @@ async fn run_in(
             },
         )
         .await?;
-    say(&format!("pipeline #{} of {slug} on branch {branch}", created.number));
+    say(&format!(
+        "pipeline #{} of {slug} on branch {branch}",
+        created.number
+    ));
     let status = crate::follow::follow(&ctx, &created.id).await?;
     if status == "success" {
         println!("success");
@@ -242,13 +289,24 @@ fn ensure_job_user() -> anyhow::Result<()> {
         return Ok(());
     }
     let status = std::process::Command::new("useradd")
-        .args(["--system", "--user-group", "--create-home", "--home-dir", "/home/bosun", "--shell", "/bin/bash", JOB_USER])
+        .args([
+            "--system",
+            "--user-group",
+            "--create-home",
+            "--home-dir",
+            "/home/bosun",
+            "--shell",
+            "/bin/bash",
+            JOB_USER,
+        ])
         .status()
         .context("running useradd")?;
     if !status.success() {
         bail!("useradd {JOB_USER} failed ({status})");
     }
-    say(&format!("created system user `{JOB_USER}` to run jobs (running as root, jobs never run as root)"));
+    say(&format!(
+        "created system user `{JOB_USER}` to run jobs (running as root, jobs never run as root)"
+    ));
     Ok(())
 }
 
@@ -268,11 +326,16 @@ async fn wait_for_file(
         for (name, child) in &mut services.children {
             if let Ok(Some(status)) = child.try_wait() {
                 let tail = std::fs::read_to_string(log).unwrap_or_default();
-                return Err(Failure::failed(format!("{name} exited ({status}):\n{tail}")));
+                return Err(Failure::failed(format!(
+                    "{name} exited ({status}):\n{tail}"
+                )));
             }
         }
         if started.elapsed() > limit {
-            return Err(Failure::failed(format!("bosun-server did not start within {limit:?}; see {}", log.display())));
+            return Err(Failure::failed(format!(
+                "bosun-server did not start within {limit:?}; see {}",
+                log.display()
+            )));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -315,14 +378,22 @@ fn git(repo: &Path, args: &[&str]) -> anyhow::Result<String> {
         .output()
         .context("running git (is it installed?)")?;
     if !output.status.success() {
-        bail!("git {} in {}: {}", args.join(" "), repo.display(), String::from_utf8_lossy(&output.stderr).trim());
+        bail!(
+            "git {} in {}: {}",
+            args.join(" "),
+            repo.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
 fn current_branch(repo: &Path) -> Result<String, Failure> {
     git(repo, &["symbolic-ref", "--short", "HEAD"]).map_err(|err| {
-        Failure::input(format!("--repo {}: needs a checked-out branch: {err:#}", repo.display()))
+        Failure::input(format!(
+            "--repo {}: needs a checked-out branch: {err:#}",
+            repo.display()
+        ))
     })
 }
 
@@ -398,7 +469,8 @@ workflows:
           requires: [build]
 "#;
 
-const DEMO_BUILD: &str = "#!/bin/sh\n# A stand-in build: add the numbers 1 to 3.\necho $((1 + 2 + 3))\n";
+const DEMO_BUILD: &str =
+    "#!/bin/sh\n# A stand-in build: add the numbers 1 to 3.\necho $((1 + 2 + 3))\n";
 const DEMO_TEST: &str = "#!/bin/sh\nset -e\nresult=$(sh ../build.sh)\necho \"build printed $result, expected $EXPECTED\"\n[ \"$result\" = \"$EXPECTED\" ]\necho \"all tests passed\"\n";
 
 fn make_demo_repo(repo: &Path) -> anyhow::Result<()> {
@@ -417,7 +489,16 @@ fn make_demo_repo(repo: &Path) -> anyhow::Result<()> {
     git(repo, &["add", "."])?;
     git(
         repo,
-        &["-c", "user.name=bosun quickstart", "-c", "user.email=quickstart@bosun.invalid", "commit", "--quiet", "-m", "Demo project for bosun"],
+        &[
+            "-c",
+            "user.name=bosun quickstart",
+            "-c",
+            "user.email=quickstart@bosun.invalid",
+            "commit",
+            "--quiet",
+            "-m",
+            "Demo project for bosun",
+        ],
     )?;
     Ok(())
 }

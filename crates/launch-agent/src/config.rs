@@ -122,9 +122,14 @@ fn parse_bool(text: &str, key: &str) -> anyhow::Result<bool> {
 fn read_file(path: &Path, warnings: &mut Vec<String>) -> anyhow::Result<Vec<(String, String)>> {
     let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
     if meta.len() > MAX_CONFIG_BYTES {
-        bail!("{} is {} bytes; the limit is {MAX_CONFIG_BYTES}", path.display(), meta.len());
+        bail!(
+            "{} is {} bytes; the limit is {MAX_CONFIG_BYTES}",
+            path.display(),
+            meta.len()
+        );
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let docs = YamlLoader::load_from_str(&text)
         .map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
     let mut pairs = Vec::new();
@@ -135,7 +140,10 @@ fn read_file(path: &Path, warnings: &mut Vec<String>) -> anyhow::Result<Vec<(Str
         if matches!(doc, Yaml::Null) {
             return Ok(pairs);
         }
-        bail!("{}: the top level must be a map of sections (api, runner, logging)", path.display());
+        bail!(
+            "{}: the top level must be a map of sections (api, runner, logging)",
+            path.display()
+        );
     };
     for (section, body) in top {
         let section = scalar(&section, "section")?.unwrap_or_default();
@@ -162,9 +170,8 @@ fn read_file(path: &Path, warnings: &mut Vec<String>) -> anyhow::Result<Vec<(Str
                 warnings.push("`runner.ssh` is not supported yet: SSH reruns are off".into());
                 continue;
             }
-            match scalar(&value, &name)? {
-                Some(value) => pairs.push((name, value)),
-                None => {}
+            if let Some(value) = scalar(&value, &name)? {
+                pairs.push((name, value));
             }
         }
     }
@@ -177,15 +184,27 @@ const KEYS: &[(&str, &str)] = &[
     ("api.url", "LAUNCH_AGENT_API_URL"),
     ("runner.name", "LAUNCH_AGENT_RUNNER_NAME"),
     ("runner.working_directory", "LAUNCH_AGENT_RUNNER_WORK_DIR"),
-    ("runner.cleanup_working_directory", "LAUNCH_AGENT_RUNNER_CLEANUP_WORK_DIR"),
+    (
+        "runner.cleanup_working_directory",
+        "LAUNCH_AGENT_RUNNER_CLEANUP_WORK_DIR",
+    ),
     ("runner.mode", "LAUNCH_AGENT_RUNNER_MODE"),
     ("runner.max_run_time", "LAUNCH_AGENT_RUNNER_MAX_RUN_TIME"),
     ("runner.idle_timeout", "LAUNCH_AGENT_RUNNER_IDLE_TIMEOUT"),
-    ("runner.disable_auto_update", "LAUNCH_AGENT_RUNNER_DISABLE_AUTO_UPDATE"),
-    ("runner.command_prefix", "LAUNCH_AGENT_RUNNER_COMMAND_PREFIX"),
+    (
+        "runner.disable_auto_update",
+        "LAUNCH_AGENT_RUNNER_DISABLE_AUTO_UPDATE",
+    ),
+    (
+        "runner.command_prefix",
+        "LAUNCH_AGENT_RUNNER_COMMAND_PREFIX",
+    ),
     ("runner.user", "LAUNCH_AGENT_RUNNER_USER"),
     ("runner.group", "LAUNCH_AGENT_RUNNER_GROUP"),
-    ("runner.task_agent_path", "LAUNCH_AGENT_RUNNER_TASK_AGENT_PATH"),
+    (
+        "runner.task_agent_path",
+        "LAUNCH_AGENT_RUNNER_TASK_AGENT_PATH",
+    ),
     ("logging.file", "LAUNCH_AGENT_LOGGING_FILE"),
 ];
 
@@ -202,7 +221,9 @@ pub fn load(
     };
     for (name, _) in &pairs {
         if !KEYS.iter().any(|(key, _)| key == name) {
-            warnings.push(format!("unknown key `{name}` in the config file is ignored"));
+            warnings.push(format!(
+                "unknown key `{name}` in the config file is ignored"
+            ));
         }
     }
     for (key, variable) in KEYS {
@@ -261,11 +282,15 @@ pub fn load(
         Some(other) => bail!("runner.mode `{other}` must be `continuous` or `single-task`"),
     };
     let max_run_time = match get("runner.max_run_time") {
-        Some(text) => parse_duration(&text).map_err(|err| anyhow::anyhow!("runner.max_run_time: {err}"))?,
+        Some(text) => {
+            parse_duration(&text).map_err(|err| anyhow::anyhow!("runner.max_run_time: {err}"))?
+        }
         None => Duration::from_secs(5 * 3600),
     };
     let idle_timeout = match get("runner.idle_timeout") {
-        Some(text) => Some(parse_duration(&text).map_err(|err| anyhow::anyhow!("runner.idle_timeout: {err}"))?),
+        Some(text) => Some(
+            parse_duration(&text).map_err(|err| anyhow::anyhow!("runner.idle_timeout: {err}"))?,
+        ),
         None => None,
     };
     if get("runner.command_prefix").is_some_and(|p| !p.is_empty()) {
@@ -287,7 +312,9 @@ pub fn load(
         _ => JobUser::Current,
     };
     if running_as_root && user == JobUser::Current {
-        bail!("the launch-agent runs as root: set `runner.user` to the unprivileged user jobs run as");
+        bail!(
+            "the launch-agent runs as root: set `runner.user` to the unprivileged user jobs run as"
+        );
     }
     let task_agent_path = match get("runner.task_agent_path") {
         Some(path) => PathBuf::from(path),
@@ -347,26 +374,35 @@ mod tests {
     #[test]
     fn bad_values_name_the_key() {
         let file = write("api:\n  auth_token: t\nrunner:\n  mode: sometimes\n");
-        let err = load(Some(file.path()), |_| None, false).unwrap_err().to_string();
+        let err = load(Some(file.path()), |_| None, false)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("runner.mode `sometimes`"), "{err}");
         let err = load(None, |_| None, false).unwrap_err().to_string();
         assert!(err.contains("api.auth_token"), "{err}");
         let file = write("api:\n  auth_token: t\nrunner:\n  name: 'bad/name'\n");
-        let err = load(Some(file.path()), |_| None, false).unwrap_err().to_string();
+        let err = load(Some(file.path()), |_| None, false)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("must contain only"), "{err}");
     }
 
     #[test]
     fn root_needs_a_job_user() {
         let file = write("api:\n  auth_token: t\nrunner:\n  name: r\n");
-        let err = load(Some(file.path()), |_| None, true).unwrap_err().to_string();
+        let err = load(Some(file.path()), |_| None, true)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("runner.user"), "{err}");
     }
 
     #[test]
     fn go_durations() {
         assert_eq!(parse_duration("5h").unwrap(), Duration::from_secs(18000));
-        assert_eq!(parse_duration("1h30m20s").unwrap(), Duration::from_secs(5420));
+        assert_eq!(
+            parse_duration("1h30m20s").unwrap(),
+            Duration::from_secs(5420)
+        );
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("5x").is_err());

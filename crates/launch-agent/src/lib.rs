@@ -101,7 +101,9 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
             }
             Event::Claimed(claim) => {
                 backoff = Duration::from_millis(500);
-                if let Err(err) = task::run_task(&client, &config, &identity, *claim, stop.clone()).await {
+                if let Err(err) =
+                    task::run_task(&client, &config, &identity, *claim, stop.clone()).await
+                {
                     tracing::error!("task failed to run: {err:#}");
                 }
                 last_work = Instant::now();
@@ -136,7 +138,9 @@ pub fn stop_on_signals() -> anyhow::Result<(watch::Sender<u8>, StopLevel)> {
             }
             let level = (*sender.borrow()).saturating_add(1).min(2);
             if level == 1 {
-                tracing::info!("signal received: finishing the current task, then exiting (send again to cancel it)");
+                tracing::info!(
+                    "signal received: finishing the current task, then exiting (send again to cancel it)"
+                );
             } else {
                 tracing::info!("second signal: canceling the running task");
             }

@@ -26,13 +26,22 @@ fn main() -> ExitCode {
     let running_as_root = nix::unistd::Uid::effective().is_root();
     let path = match &args.config {
         Some(path) => Some(path.clone()),
-        None if std::path::Path::new(DEFAULT_CONFIG).exists() => Some(PathBuf::from(DEFAULT_CONFIG)),
+        None if std::path::Path::new(DEFAULT_CONFIG).exists() => {
+            Some(PathBuf::from(DEFAULT_CONFIG))
+        }
         None => None,
     };
-    let config = match config::load(path.as_deref(), |name| std::env::var(name).ok(), running_as_root) {
+    let config = match config::load(
+        path.as_deref(),
+        |name| std::env::var(name).ok(),
+        running_as_root,
+    ) {
         Ok(config) => config,
         Err(err) => {
-            let place = path.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "environment".into());
+            let place = path
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "environment".into());
             eprintln!("launch-agent: invalid configuration ({place}): {err:#}");
             return ExitCode::from(2);
         }
@@ -51,7 +60,10 @@ fn main() -> ExitCode {
         );
     }
     if args.check_config {
-        return match bosun_launch_agent::privileged::Identity::resolve(&config.user, config.group.as_deref()) {
+        return match bosun_launch_agent::privileged::Identity::resolve(
+            &config.user,
+            config.group.as_deref(),
+        ) {
             Ok(identity) => {
                 println!("configuration OK");
                 println!("  server:            {}", config.api_url);
@@ -90,7 +102,8 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(config: &config::Config) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BOSUN_LOG").unwrap_or_else(|_| "info".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("BOSUN_LOG").unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match &config.logging_file {
         Some(path) if path.as_os_str() != "-" => {
@@ -99,7 +112,10 @@ fn init_logging(config: &config::Config) -> anyhow::Result<()> {
                 .append(true)
                 .open(path)
                 .map_err(|err| anyhow::anyhow!("opening logging.file {}: {err}", path.display()))?;
-            builder.with_ansi(false).with_writer(std::sync::Mutex::new(file)).init();
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init();
         }
         _ => builder.with_writer(std::io::stderr).init(),
     }

@@ -158,9 +158,14 @@ pub fn task_agent_command(
             std::env::var("PATH")
                 .ok()
                 .filter(|_| identity.switch.is_none())
-                .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()),
+                .unwrap_or_else(|| {
+                    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
+                }),
         )
-        .env("LANG", std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".into()))
+        .env(
+            "LANG",
+            std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".into()),
+        )
         .stdin(Stdio::null());
     if let Ok(filter) = std::env::var("BOSUN_LOG") {
         command.env("BOSUN_LOG", filter);

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use bosun_api::{Auth, ClaimResponse, Client, CompleteRequest, HeartbeatResponse, StepEvent, TaskSpec};
+use bosun_api::{
+    Auth, ClaimResponse, Client, CompleteRequest, HeartbeatResponse, StepEvent, TaskSpec,
+};
 use bosun_protocol::{Connection, FrameCodec, Incoming, Message, StepStatus, TaskStatus};
 use tokio::sync::watch;
 
@@ -108,9 +110,11 @@ async fn run_in_dir(
             .context("creating the working directory")??;
     }
 
-    let (ours, theirs) = std::os::unix::net::UnixStream::pair().context("creating the agent socketpair")?;
+    let (ours, theirs) =
+        std::os::unix::net::UnixStream::pair().context("creating the agent socketpair")?;
     let theirs: OwnedFd = theirs.into();
-    let command = privileged::task_agent_command(&config.task_agent_path, work_dir, identity, &theirs);
+    let command =
+        privileged::task_agent_command(&config.task_agent_path, work_dir, identity, &theirs);
     let mut command = tokio::process::Command::from(command);
     command.kill_on_drop(true);
     let mut child = command
@@ -119,9 +123,13 @@ async fn run_in_dir(
     // Our copy of the child's end must close, or we would never see the child hang up.
     drop(theirs);
     ours.set_nonblocking(true)?;
-    let mut conn = Connection::new(tokio::net::UnixStream::from_std(ours)?, FrameCodec::default());
+    let mut conn = Connection::new(
+        tokio::net::UnixStream::from_std(ours)?,
+        FrameCodec::default(),
+    );
 
-    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.handshake_as_launch_agent(spec)).await;
+    let handshake =
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.handshake_as_launch_agent(spec)).await;
     match handshake {
         Ok(Ok(version)) => tracing::debug!(%version, "task-agent connected"),
         Ok(Err(err)) => {

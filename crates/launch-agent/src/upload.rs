@@ -106,8 +106,7 @@ impl LogUploader {
             )
         })
         .await?;
-        let stored: LogAppendResponse =
-            client.decode(Method::POST, &path, &response)?;
+        let stored: LogAppendResponse = client.decode(Method::POST, &path, &response)?;
         log.offset += log.pending.len() as u64;
         if stored.length != log.offset {
             tracing::warn!(

@@ -43,11 +43,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         let chunk = self.max_data_chunk();
         while !bytes.is_empty() {
             let piece = bytes.split_to(bytes.len().min(chunk));
-            self.framed.feed(Frame::Data {
-                stream,
-                bytes: piece,
-            })
-            .await?;
+            self.framed
+                .feed(Frame::Data {
+                    stream,
+                    bytes: piece,
+                })
+                .await?;
         }
         self.framed.flush().await
     }
@@ -196,9 +197,15 @@ mod tests {
             }
             (version, got)
         });
-        assert_eq!(agent.handshake_as_task_agent("9.9.9").await.unwrap(), expected);
+        assert_eq!(
+            agent.handshake_as_task_agent("9.9.9").await.unwrap(),
+            expected
+        );
         let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-        agent.send_data(3, Bytes::from(payload.clone())).await.unwrap();
+        agent
+            .send_data(3, Bytes::from(payload.clone()))
+            .await
+            .unwrap();
         agent
             .send(&Message::TaskFinished {
                 status: crate::TaskStatus::Success,

@@ -21,7 +21,10 @@ pub fn routes() -> Router<State> {
             "/api/v3/runner/resource",
             get(list_resource_classes).post(create_resource_class),
         )
-        .route("/api/v3/runner/resource/{id}", delete(delete_resource_class))
+        .route(
+            "/api/v3/runner/resource/{id}",
+            delete(delete_resource_class),
+        )
         .route(
             "/api/v3/runner/resource/{id}/force",
             delete(force_delete_resource_class),
@@ -102,7 +105,9 @@ async fn create_resource_class(
 ) -> AppResult<Json<ResourceClass>> {
     let (namespace, _) = validate_resource_class(&body.resource_class)?;
     if body.description.len() > 1024 {
-        return Err(AppError::bad_request("description is longer than 1024 bytes"));
+        return Err(AppError::bad_request(
+            "description is longer than 1024 bytes",
+        ));
     }
     let id = new_id();
     let inserted = sqlx::query(
@@ -151,12 +156,15 @@ async fn remove_resource_class(
     force: bool,
 ) -> AppResult<Json<serde_json::Value>> {
     let mut tx = state.db.begin().await?;
-    let exists: Option<String> = sqlx::query_scalar("SELECT name FROM resource_classes WHERE id = ?")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let exists: Option<String> =
+        sqlx::query_scalar("SELECT name FROM resource_classes WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
     let Some(name) = exists else {
-        return Err(AppError::not_found(format!("resource class {id} not found")));
+        return Err(AppError::not_found(format!(
+            "resource class {id} not found"
+        )));
     };
     let tokens: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM runner_tokens WHERE resource_class_id = ?")
@@ -223,7 +231,9 @@ async fn create_token(
     Json(body): Json<CreateToken>,
 ) -> AppResult<(StatusCode, Json<Token>)> {
     if body.nickname.is_empty() || body.nickname.len() > 128 {
-        return Err(AppError::bad_request("nickname must be 1 to 128 bytes long"));
+        return Err(AppError::bad_request(
+            "nickname must be 1 to 128 bytes long",
+        ));
     }
     let class_id: Option<String> =
         sqlx::query_scalar("SELECT id FROM resource_classes WHERE name = ?")
@@ -279,7 +289,16 @@ async fn delete_token(
 /// Runners silent for 3 days drop out of the listing.
 const INVENTORY_WINDOW_MS: i64 = 3 * 24 * 3600 * 1000;
 
-type InstanceRow = (String, String, String, String, String, i64, i64, Option<i64>);
+type InstanceRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    Option<i64>,
+);
 
 async fn list_instances(
     _: Admin,

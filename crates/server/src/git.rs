@@ -89,7 +89,9 @@ pub async fn resolve_commit(mirror: &Path, reference: &str) -> anyhow::Result<Op
     if !output.status.success() {
         return Ok(None);
     }
-    Ok(Some(String::from_utf8_lossy(&output.stdout).trim().to_owned()))
+    Ok(Some(
+        String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+    ))
 }
 
 /// Whether `ancestor` is reachable from `descendant`.
@@ -103,7 +105,11 @@ pub async fn is_ancestor(mirror: &Path, ancestor: &str, descendant: &str) -> any
 }
 
 /// Reads `path` at `revision`; `None` if the file does not exist there.
-pub async fn read_file(mirror: &Path, revision: &str, path: &str) -> anyhow::Result<Option<String>> {
+pub async fn read_file(
+    mirror: &Path,
+    revision: &str,
+    path: &str,
+) -> anyhow::Result<Option<String>> {
     let spec = format!("{revision}:{path}");
     let size = git(Some(mirror), &["cat-file", "-s", &spec]).await?;
     if !size.status.success() {

@@ -87,9 +87,10 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let database_url = config.database_url.clone().unwrap_or_else(|| {
-        format!("sqlite://{}", config.data_dir.join("bosun.db").display())
-    });
+    let database_url = config
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", config.data_dir.join("bosun.db").display()));
     let db = store::open(&database_url).await?;
     let blob_dir = config
         .blob_dir

@@ -59,11 +59,14 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let mut config = bosun_server::Config::new(args.listen, args.data_dir.unwrap_or_else(default_data_dir));
+    let mut config =
+        bosun_server::Config::new(args.listen, args.data_dir.unwrap_or_else(default_data_dir));
     config.database_url = args.database_url;
     config.blob_dir = args.blob_dir;
     config.public_url = args.public_url;
-    config.admin_token = std::env::var("BOSUN_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
+    config.admin_token = std::env::var("BOSUN_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
     config.task_lease = Duration::from_secs(args.task_lease_secs.max(1));
     config.max_running_tasks = args.max_running_tasks;
 

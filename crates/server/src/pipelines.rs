@@ -8,9 +8,9 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use bosun_api::task as spec;
 use bosun_api::types as api;
 use bosun_api::{Items, TaskSpec};
-use bosun_api::task as spec;
 use serde::Deserialize;
 
 use crate::State;
@@ -109,7 +109,9 @@ async fn get_project(
     StateExt(state): StateExt<State>,
     Path((vcs, org, repo)): Path<(String, String, String)>,
 ) -> AppResult<Json<api::Project>> {
-    Ok(Json(find_project(&state, &format!("{vcs}/{org}/{repo}")).await?))
+    Ok(Json(
+        find_project(&state, &format!("{vcs}/{org}/{repo}")).await?,
+    ))
 }
 
 fn check_ref(kind: &str, name: &str) -> Result<(), AppError> {
@@ -121,7 +123,9 @@ fn check_ref(kind: &str, name: &str) -> Result<(), AppError> {
     if ok {
         Ok(())
     } else {
-        Err(AppError::bad_request(format!("`{name}` is not a valid {kind} name")))
+        Err(AppError::bad_request(format!(
+            "`{name}` is not a valid {kind} name"
+        )))
     }
 }
 
@@ -138,7 +142,9 @@ async fn resolve_trigger(
     body: &api::TriggerPipeline,
 ) -> AppResult<(std::path::PathBuf, Resolved)> {
     if body.branch.is_some() && body.tag.is_some() {
-        return Err(AppError::bad_request("give either `branch` or `tag`, not both"));
+        return Err(AppError::bad_request(
+            "give either `branch` or `tag`, not both",
+        ));
     }
     let mirror = git::sync_mirror(&state.repo_dir, &project.id, &project.git_url)
         .await
@@ -183,9 +189,14 @@ async fn resolve_trigger(
                     "revision `{revision}` is not a commit id"
                 )));
             }
-            let full = git::resolve_commit(&mirror, revision).await?.ok_or_else(|| {
-                AppError::bad_request(format!("revision {revision} not found in {}", project.git_url))
-            })?;
+            let full = git::resolve_commit(&mirror, revision)
+                .await?
+                .ok_or_else(|| {
+                    AppError::bad_request(format!(
+                        "revision {revision} not found in {}",
+                        project.git_url
+                    ))
+                })?;
             if !git::is_ancestor(&mirror, &full, &tip).await? {
                 return Err(AppError::bad_request(format!(
                     "revision {full} is not on {}",
@@ -393,10 +404,17 @@ fn check_runnable(pipeline: &bosun_config::Pipeline) -> Result<(), String> {
     Ok(())
 }
 
-async fn check_resource_classes(state: &State, pipeline: &bosun_config::Pipeline) -> Result<(), String> {
+async fn check_resource_classes(
+    state: &State,
+    pipeline: &bosun_config::Pipeline,
+) -> Result<(), String> {
     for workflow in &pipeline.workflows {
         for entry in &workflow.jobs {
-            let Some(class) = pipeline.jobs.get(&entry.job).and_then(|j| j.resource_class.as_ref()) else {
+            let Some(class) = pipeline
+                .jobs
+                .get(&entry.job)
+                .and_then(|j| j.resource_class.as_ref())
+            else {
                 continue;
             };
             let found: Result<Option<i64>, sqlx::Error> =
@@ -430,7 +448,11 @@ struct TaskContext<'a> {
 }
 
 /// Maps a compiled job to the task spec a task-agent runs.
-fn task_spec(job: &bosun_config::Job, entry: &bosun_config::WorkflowJob, ctx: &TaskContext<'_>) -> TaskSpec {
+fn task_spec(
+    job: &bosun_config::Job,
+    entry: &bosun_config::WorkflowJob,
+    ctx: &TaskContext<'_>,
+) -> TaskSpec {
     let steps = job
         .steps
         .iter()
@@ -440,7 +462,10 @@ fn task_spec(job: &bosun_config::Job, entry: &bosun_config::WorkflowJob, ctx: &T
                 path: path.clone(),
             }),
             bosun_config::Step::Run(run) => spec::Step::Run(spec::RunStep {
-                name: run.name.clone().unwrap_or_else(|| default_step_name(&run.command)),
+                name: run
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| default_step_name(&run.command)),
                 command: run.command.clone(),
                 shell: run.shell.clone(),
                 environment: run.environment.clone(),
@@ -470,7 +495,11 @@ fn task_spec(job: &bosun_config::Job, entry: &bosun_config::WorkflowJob, ctx: &T
         revision: ctx.resolved.revision.clone(),
         parallel_index: 0,
         parallel_total: 1,
-        environment: job.environment.clone().into_iter().collect::<BTreeMap<_, _>>(),
+        environment: job
+            .environment
+            .clone()
+            .into_iter()
+            .collect::<BTreeMap<_, _>>(),
         working_directory: job.working_directory.clone(),
         shell: job.shell.clone(),
         steps,
@@ -487,7 +516,18 @@ fn default_step_name(command: &str) -> String {
     if name.is_empty() { "run".into() } else { name }
 }
 
-type PipelineRow = (String, i64, String, String, String, String, Option<String>, Option<String>, String, i64);
+type PipelineRow = (
+    String,
+    i64,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+    i64,
+);
 
 async fn get_pipeline(
     _: Admin,
@@ -529,7 +569,7 @@ async fn pipeline_workflows(
     StateExt(state): StateExt<State>,
     Path(id): Path<String>,
 ) -> AppResult<Json<Items<api::Workflow>>> {
-    let rows: Vec<(String, String, i64, String, String, i64, Option<i64>)> = sqlx::query_as(
+    let rows: Vec<WorkflowRow> = sqlx::query_as(
         "SELECT w.id, w.name, p.number, pr.slug, w.status, w.created_at, w.stopped_at
          FROM workflows w JOIN pipelines p ON p.id = w.pipeline_id JOIN projects pr ON pr.id = p.project_id
          WHERE w.pipeline_id = ? ORDER BY w.position",
@@ -549,16 +589,18 @@ async fn pipeline_workflows(
     Ok(Json(Items {
         items: rows
             .into_iter()
-            .map(|(wid, name, number, slug, status, created, stopped)| api::Workflow {
-                id: wid,
-                name,
-                pipeline_id: id.clone(),
-                pipeline_number: number as u64,
-                project_slug: slug,
-                status,
-                created_at: rfc3339(created),
-                stopped_at: stopped.map(rfc3339),
-            })
+            .map(
+                |(wid, name, number, slug, status, created, stopped)| api::Workflow {
+                    id: wid,
+                    name,
+                    pipeline_id: id.clone(),
+                    pipeline_number: number as u64,
+                    project_slug: slug,
+                    status,
+                    created_at: rfc3339(created),
+                    stopped_at: stopped.map(rfc3339),
+                },
+            )
             .collect(),
     }))
 }
@@ -568,7 +610,7 @@ async fn workflow_jobs(
     StateExt(state): StateExt<State>,
     Path(id): Path<String>,
 ) -> AppResult<Json<Items<api::Job>>> {
-    let rows: Vec<(String, String, i64, String, Option<i64>, Option<i64>, String)> = sqlx::query_as(
+    let rows: Vec<JobListRow> = sqlx::query_as(
         "SELECT id, name, number, status, started_at, stopped_at, requires FROM jobs WHERE workflow_id = ? ORDER BY position",
     )
     .bind(&id)
@@ -599,14 +641,38 @@ async fn workflow_jobs(
                     status,
                     started_at: started.map(rfc3339),
                     stopped_at: stopped.map(rfc3339),
-                    dependencies: requires.iter().filter_map(|r| ids.get(r).cloned()).collect(),
+                    dependencies: requires
+                        .iter()
+                        .filter_map(|r| ids.get(r).cloned())
+                        .collect(),
                 }
             })
             .collect(),
     }))
 }
 
-type JobRow = (String, String, i64, String, String, String, String, Option<String>, String);
+type WorkflowRow = (String, String, i64, String, String, i64, Option<i64>);
+type JobListRow = (
+    String,
+    String,
+    i64,
+    String,
+    Option<i64>,
+    Option<i64>,
+    String,
+);
+type StepRow = (i64, String, String, Option<i32>, Option<i64>);
+type JobRow = (
+    String,
+    String,
+    i64,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+);
 
 async fn get_job(
     _: Admin,
@@ -621,14 +687,15 @@ async fn get_job(
     .await?;
     let (id, name, number, status, pipeline_id, workflow_id, resource_class, message, spec) =
         row.ok_or_else(|| AppError::not_found(format!("job {id} not found")))?;
-    let task_id: Option<String> =
-        sqlx::query_scalar("SELECT id FROM tasks WHERE job_id = ? ORDER BY created_at DESC LIMIT 1")
-            .bind(&id)
-            .fetch_optional(&state.db)
-            .await?;
+    let task_id: Option<String> = sqlx::query_scalar(
+        "SELECT id FROM tasks WHERE job_id = ? ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(&id)
+    .fetch_optional(&state.db)
+    .await?;
     let mut steps = Vec::new();
     if let Some(task_id) = task_id {
-        let rows: Vec<(i64, String, String, Option<i32>, Option<i64>)> = sqlx::query_as(
+        let rows: Vec<StepRow> = sqlx::query_as(
             "SELECT idx, name, status, exit_code, duration_ms FROM steps WHERE task_id = ? ORDER BY idx",
         )
         .bind(&task_id)
@@ -673,11 +740,12 @@ async fn step_log(
     Path((id, index)): Path<(String, u32)>,
     Query(query): Query<LogQuery>,
 ) -> AppResult<impl IntoResponse> {
-    let task_id: Option<String> =
-        sqlx::query_scalar("SELECT id FROM tasks WHERE job_id = ? ORDER BY created_at DESC LIMIT 1")
-            .bind(&id)
-            .fetch_optional(&state.db)
-            .await?;
+    let task_id: Option<String> = sqlx::query_scalar(
+        "SELECT id FROM tasks WHERE job_id = ? ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(&id)
+    .fetch_optional(&state.db)
+    .await?;
     let Some(task_id) = task_id else {
         return Err(AppError::not_found(format!("job {id} has no log yet")));
     };

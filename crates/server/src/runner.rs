@@ -47,7 +47,9 @@ struct ClaimQuery {
 fn parse_wait(text: &str) -> Result<Duration, AppError> {
     let digits = text.strip_suffix('s').unwrap_or(text);
     let secs: u64 = digits.parse().map_err(|_| {
-        AppError::bad_request(format!("wait=`{text}` is not a number of seconds like `30s`"))
+        AppError::bad_request(format!(
+            "wait=`{text}` is not a number of seconds like `30s`"
+        ))
     })?;
     Ok(Duration::from_secs(secs).min(MAX_CLAIM_WAIT))
 }
@@ -165,14 +167,21 @@ fn require_running(task: &TaskAuth) -> Result<(), AppError> {
     Ok(())
 }
 
-async fn task_config(task: TaskAuth, StateExt(state): StateExt<State>) -> AppResult<Json<TaskSpec>> {
+async fn task_config(
+    task: TaskAuth,
+    StateExt(state): StateExt<State>,
+) -> AppResult<Json<TaskSpec>> {
     require_running(&task)?;
     let spec: String = sqlx::query_scalar("SELECT spec FROM jobs WHERE id = ?")
         .bind(&task.job_id)
         .fetch_one(&state.db)
         .await?;
-    let mut spec: TaskSpec = serde_json::from_str(&spec)
-        .map_err(|err| anyhow::anyhow!("stored task spec of job {} is unreadable: {err}", task.job_id))?;
+    let mut spec: TaskSpec = serde_json::from_str(&spec).map_err(|err| {
+        anyhow::anyhow!(
+            "stored task spec of job {} is unreadable: {err}",
+            task.job_id
+        )
+    })?;
     spec.task_id = task.task_id;
     Ok(Json(spec))
 }
@@ -294,7 +303,9 @@ async fn complete(
         return Ok(Json(serde_json::json!({ "message": "ok" })));
     }
     require_running(&task)?;
-    let message = body.message.map(|m| m.chars().take(4096).collect::<String>());
+    let message = body
+        .message
+        .map(|m| m.chars().take(4096).collect::<String>());
     scheduler::finish_task(&state, &task.task_id, &body.status, message.as_deref()).await?;
     Ok(Json(serde_json::json!({ "message": "ok" })))
 }

@@ -75,7 +75,11 @@ pub async fn finish_task(
         .await?;
     // A step still marked running when its task ended did not finish.
     sqlx::query("UPDATE steps SET status = ? WHERE task_id = ? AND status = 'running'")
-        .bind(if status == "canceled" { "canceled" } else { "failed" })
+        .bind(if status == "canceled" {
+            "canceled"
+        } else {
+            "failed"
+        })
         .bind(task_id)
         .execute(&mut *tx)
         .await?;
@@ -152,10 +156,11 @@ pub async fn advance_workflow(
             .bind(workflow_id)
             .execute(&mut **tx)
             .await?;
-        let pipeline_id: String = sqlx::query_scalar("SELECT pipeline_id FROM workflows WHERE id = ?")
-            .bind(workflow_id)
-            .fetch_one(&mut **tx)
-            .await?;
+        let pipeline_id: String =
+            sqlx::query_scalar("SELECT pipeline_id FROM workflows WHERE id = ?")
+                .bind(workflow_id)
+                .fetch_one(&mut **tx)
+                .await?;
         rollup_pipeline(tx, &pipeline_id).await?;
     }
     Ok(queued_any)
@@ -163,10 +168,11 @@ pub async fn advance_workflow(
 
 /// Sets the pipeline's status once every workflow is final.
 pub async fn rollup_pipeline(tx: &mut Transaction<'_, Sqlite>, pipeline_id: &str) -> AppResult<()> {
-    let statuses: Vec<String> = sqlx::query_scalar("SELECT status FROM workflows WHERE pipeline_id = ?")
-        .bind(pipeline_id)
-        .fetch_all(&mut **tx)
-        .await?;
+    let statuses: Vec<String> =
+        sqlx::query_scalar("SELECT status FROM workflows WHERE pipeline_id = ?")
+            .bind(pipeline_id)
+            .fetch_all(&mut **tx)
+            .await?;
     if statuses.iter().any(|s| s == "running") {
         return Ok(());
     }
