@@ -16,6 +16,11 @@ use crate::{
 pub async fn dispatch(cli: Cli) -> Result<u8, Failure> {
     match cli.command {
         Command::Config(ConfigCommand::Validate { file }) => validate(&file),
+        Command::Config(ConfigCommand::Process {
+            file,
+            pipeline_parameters,
+            orb_dir,
+        }) => process(&file, pipeline_parameters.as_deref(), orb_dir),
         Command::Quickstart(args) => crate::quickstart::run(args).await,
         command => {
             let token = cli.token.clone().ok_or_else(|| {
@@ -38,6 +43,22 @@ pub async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                     pipeline_status(&ctx, &id).await
                 }
                 Command::Job(JobCommand::Logs { job }) => job_logs(&ctx, &job).await,
+                Command::Job(JobCommand::Cancel { job }) => {
+                    let answer: serde_json::Value = ctx
+                        .client
+                        .json::<(), _>(
+                            Method::POST,
+                            &format!("/api/v2/job/{}/cancel", encode_component(&job)),
+                            &ctx.auth,
+                            None,
+                        )
+                        .await?;
+                    println!(
+                        "job {job}: {}",
+                        answer["message"].as_str().unwrap_or("canceled")
+                    );
+                    Ok(0)
+                }
                 Command::Config(_) | Command::Quickstart(_) => unreachable!("handled above"),
             }
         }
@@ -128,6 +149,43 @@ fn validate(file: &std::path::Path) -> Result<u8, Failure> {
                 pipeline.jobs.len(),
                 pipeline.workflows.len()
             );
+            Ok(0)
+        }
+        Err(err) => Err(Failure::input(err.to_string())),
+    }
+}
+
+fn process(
+    file: &std::path::Path,
+    parameters: Option<&str>,
+    orb_dir: Option<std::path::PathBuf>,
+) -> Result<u8, Failure> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|err| Failure::input(format!("reading {}: {err}", file.display())))?;
+    let parameters = match parameters {
+        None => serde_json::Map::new(),
+        Some(json) => match serde_json::from_str::<serde_json::Value>(json) {
+            Ok(serde_json::Value::Object(map)) => map,
+            Ok(_) => {
+                return Err(Failure::input(
+                    "--pipeline-parameters must be a JSON object, like '{\"deploy\": true}'",
+                ));
+            }
+            Err(err) => {
+                return Err(Failure::input(format!(
+                    "--pipeline-parameters is not valid JSON: {err}"
+                )));
+            }
+        },
+    };
+    let ctx = bosun_config::PipelineContext {
+        parameters,
+        orb_dir,
+        ..Default::default()
+    };
+    match bosun_config::process(&text, &file.display().to_string(), &ctx) {
+        Ok(yaml) => {
+            print!("{yaml}");
             Ok(0)
         }
         Err(err) => Err(Failure::input(err.to_string())),

@@ -149,12 +149,25 @@ pub enum PipelineCommand {
 pub enum JobCommand {
     /// Print a job's step logs.
     Logs { job: String },
+    /// Cancel a job: a running one is stopped (SIGTERM, grace, SIGKILL) and ends `canceled`.
+    Cancel { job: String },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum ConfigCommand {
     /// Check a config file; print the error with its line and column.
     Validate { file: std::path::PathBuf },
+    /// Print the config with 2.1 processing done (orbs, commands, executors, parameters,
+    /// matrices and `when` expanded), as 2.0-style YAML, like `circleci config process`.
+    Process {
+        file: std::path::PathBuf,
+        /// Pipeline parameters, as a JSON object: `{"deploy": true}`.
+        #[arg(long)]
+        pipeline_parameters: Option<String>,
+        /// A directory of vendored orbs, one `namespace/name@version.yml` each.
+        #[arg(long)]
+        orb_dir: Option<std::path::PathBuf>,
+    },
 }
 
 /// An error with the exit code it maps to.

@@ -6,14 +6,16 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
+use crate::expand::{self, Expander, PipelineContext, full_regex};
 use crate::model::{
     Executor, Job, MAX_PARALLELISM, Pipeline, Run, Step, When, Workflow, WorkflowJob,
 };
-use crate::yaml::{self, Limits, Mark, Node};
+use crate::yaml::{self, Limits, Mark, Node, ScalarStyle};
 use crate::{ConfigError, parse_duration};
 
 /// Compiles the text of a `.circleci/config.yml` into a [`Pipeline`]. `file` names the file in
-/// errors. Uses the default [`Limits`].
+/// errors. Uses the default [`Limits`] and an empty [`PipelineContext`] (no parameters given,
+/// filters not applied).
 pub fn compile(source: &str, file: &str) -> std::result::Result<Pipeline, ConfigError> {
     compile_with_limits(source, file, &Limits::DEFAULT)
 }
@@ -24,29 +26,79 @@ pub fn compile_with_limits(
     file: &str,
     limits: &Limits,
 ) -> std::result::Result<Pipeline, ConfigError> {
-    let cx = Cx { file };
+    compile_inner(source, file, &PipelineContext::default(), limits).map(|(_, p)| p)
+}
+
+/// Compiles a config for one pipeline: pipeline parameters and values are substituted,
+/// workflow `when`/`unless` decided, and, when the context names a branch or a tag, workflow
+/// jobs whose `filters` exclude it are left out (with the jobs that require them).
+pub fn compile_pipeline(
+    source: &str,
+    file: &str,
+    ctx: &PipelineContext,
+) -> std::result::Result<Pipeline, ConfigError> {
+    compile_inner(source, file, ctx, &Limits::DEFAULT).map(|(_, p)| p)
+}
+
+/// What `circleci config process` prints: the config with 2.1 processing done (orbs, commands,
+/// executors, parameters, matrices and `when` expanded), as 2.0-style YAML. The config is
+/// validated as [`compile_pipeline`] does.
+pub fn process(
+    source: &str,
+    file: &str,
+    ctx: &PipelineContext,
+) -> std::result::Result<String, ConfigError> {
+    compile_inner(source, file, ctx, &Limits::DEFAULT).map(|(root, _)| expand::to_yaml(&root))
+}
+
+/// [`process`], as a JSON value (for tools, and to check against CircleCI's JSON Schema).
+pub fn process_json(
+    source: &str,
+    file: &str,
+    ctx: &PipelineContext,
+) -> std::result::Result<serde_json::Value, ConfigError> {
+    compile_inner(source, file, ctx, &Limits::DEFAULT).map(|(root, _)| expand::to_json(&root))
+}
+
+fn compile_inner(
+    source: &str,
+    file: &str,
+    ctx: &PipelineContext,
+    limits: &Limits,
+) -> std::result::Result<(Node, Pipeline), ConfigError> {
+    let cx = Cx {
+        file,
+        ctx,
+        dropped_workflows: 0,
+    };
     let root = yaml::parse(source, limits).map_err(|e| cx.error(e.mark, "", e.message))?;
     let root = match root {
         Some(root) if !root.is_null() => root,
         _ => return Err(cx.error(Mark::START, "", "the config is empty")),
     };
-    cx.pipeline(&root)
+    let Some(entries) = root.as_map() else {
+        return Err(cx.error(
+            root.mark(),
+            "",
+            format!(
+                "the config must be a map with `version`, `jobs` and `workflows`, found {}",
+                root.describe()
+            ),
+        ));
+    };
+    let version = match entries.iter().find(|(k, _)| key_str(k) == "version") {
+        Some((_, node)) => cx.version(node)?,
+        None => return Err(cx.missing_key(&root, "", "version")),
+    };
+    let expanded = Expander::new(file, ctx, limits).expand(&root)?;
+    let cx = Cx {
+        dropped_workflows: expanded.dropped_workflows,
+        ..cx
+    };
+    let mut pipeline = cx.pipeline(&expanded.root)?;
+    pipeline.version = version;
+    Ok((expanded.root, pipeline))
 }
-
-/// Built-in CircleCI steps that bosun does not run yet.
-const UNSUPPORTED_STEPS: &[&str] = &[
-    "save_cache",
-    "restore_cache",
-    "store_artifacts",
-    "store_test_results",
-    "persist_to_workspace",
-    "attach_workspace",
-    "add_ssh_keys",
-    "setup_remote_docker",
-    "deploy",
-    "when",
-    "unless",
-];
 
 /// Keys of a `docker:` image that are accepted and not used (yet).
 const IGNORED_DOCKER_KEYS: &[&str] = &[
@@ -61,6 +113,9 @@ const IGNORED_DOCKER_KEYS: &[&str] = &[
 
 struct Cx<'a> {
     file: &'a str,
+    ctx: &'a PipelineContext,
+    /// Workflows that `when`/`unless` left out: then no workflow at all is fine.
+    dropped_workflows: usize,
 }
 
 /// `parent.key`, quoting keys that would make the path ambiguous.
@@ -110,6 +165,36 @@ fn is_env_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// A branch or tag pattern: `/regex/` (matching the whole name) or an exact name.
+enum Pattern {
+    Exact(String),
+    Regex(regex_lite::Regex),
+}
+
+impl Pattern {
+    fn matches(&self, name: &str) -> bool {
+        match self {
+            Pattern::Exact(text) => text == name,
+            Pattern::Regex(re) => re.is_match(name),
+        }
+    }
+}
+
+/// `only` / `ignore` of `filters.branches` or `filters.tags`.
+struct Filter {
+    only: Option<Vec<Pattern>>,
+    ignore: Vec<Pattern>,
+}
+
+impl Filter {
+    fn allows(&self, name: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|p| p.matches(name)))
+            && !self.ignore.iter().any(|p| p.matches(name))
+    }
+}
+
 /// A job entry of a workflow, with what errors about it need.
 struct Entry {
     name: String,
@@ -119,6 +204,10 @@ struct Entry {
     job: String,
     /// Required names, with the position and path of each item.
     requires: Vec<(String, Mark, String)>,
+    context: Vec<String>,
+    approval: bool,
+    /// Whether its `filters` let it run in this pipeline.
+    runs: bool,
 }
 
 type Result<T> = std::result::Result<T, ConfigError>;
@@ -245,6 +334,8 @@ impl Cx<'_> {
                         name: "build".to_owned(),
                         job: "build".to_owned(),
                         requires: Vec::new(),
+                        context: Vec::new(),
+                        approval: false,
                     }],
                 }]
             }
@@ -312,6 +403,22 @@ impl Cx<'_> {
             let this_executor = match key_name {
                 "machine" => Some(self.machine(v, &p)?),
                 "docker" => Some(self.docker(v, &p)?),
+                "macos" => Some(self.macos(v, &p)?),
+                "type" => match v.as_str() {
+                    Some("build") => None,
+                    Some(other) if !v.is_null() => {
+                        return Err(self.error(
+                            v.mark(),
+                            &p,
+                            format!("`type: {other}` jobs are not supported by bosun yet"),
+                        ));
+                    }
+                    _ => return Err(self.unsupported_key(k, &p)),
+                },
+                "circleci_ip_ranges" => {
+                    self.boolean(v, &p)?;
+                    None
+                }
                 "resource_class" => {
                     job.resource_class = Some(self.string(v, &p)?);
                     None
@@ -388,6 +495,13 @@ impl Cx<'_> {
                     "docker_layer_caching" => {
                         self.boolean(v, &p)?;
                     }
+                    "enabled" => {
+                        self.boolean(v, &p)?;
+                    }
+                    // A runner's resource class may be set on the machine map.
+                    "resource_class" => {
+                        self.string(v, &p)?;
+                    }
                     _ => return Err(self.unsupported_key(k, &p)),
                 }
             }
@@ -405,6 +519,24 @@ impl Cx<'_> {
                 path,
                 format!("expected `true` or a map, found {}", node.describe()),
             )),
+        }
+    }
+
+    fn macos(&self, node: &Node, path: &str) -> Result<Executor> {
+        let mut xcode = None;
+        for (k, v) in self.map(node, path)? {
+            let p = key_path(path, key_str(k));
+            match key_str(k) {
+                "xcode" => xcode = Some(self.string(v, &p)?),
+                "resource_class" => {
+                    self.string(v, &p)?;
+                }
+                _ => return Err(self.unsupported_key(k, &p)),
+            }
+        }
+        match xcode {
+            Some(xcode) => Ok(Executor::Macos { xcode }),
+            None => Err(self.missing_key(node, path, "xcode")),
         }
     }
 
@@ -509,7 +641,15 @@ impl Cx<'_> {
             let p = key_path(path, name);
             return match name {
                 "checkout" => self.checkout(value, &p),
-                "run" => self.run(value, &p).map(Step::Run),
+                "run" | "deploy" => self.run(value, &p).map(Step::Run),
+                "save_cache"
+                | "restore_cache"
+                | "persist_to_workspace"
+                | "attach_workspace"
+                | "store_artifacts"
+                | "store_test_results"
+                | "add_ssh_keys"
+                | "setup_remote_docker" => self.builtin(name, value, &p),
                 _ => Err(self.unknown_step(node, path, name)),
             };
         }
@@ -517,6 +657,10 @@ impl Cx<'_> {
             Some(s) if !s.is_null() => match s.value.as_str() {
                 "checkout" => Ok(Step::Checkout { path: None }),
                 "run" => Err(self.error(node.mark(), path, "step `run` needs a command")),
+                "add_ssh_keys" | "setup_remote_docker" => {
+                    let null = Node::new_scalar(node.mark(), String::new(), ScalarStyle::Plain);
+                    self.builtin(&s.value, &null, path)
+                }
                 name => Err(self.unknown_step(node, path, name)),
             },
             _ => Err(self.error(
@@ -531,12 +675,159 @@ impl Cx<'_> {
     }
 
     fn unknown_step(&self, node: &Node, path: &str, name: &str) -> ConfigError {
-        let message = if UNSUPPORTED_STEPS.contains(&name) {
-            format!("step `{name}` is not supported yet")
+        self.error(node.mark(), path, format!("unknown step `{name}`"))
+    }
+
+    /// A string, or a list of strings.
+    fn strings(&self, node: &Node, path: &str) -> Result<Vec<String>> {
+        match node.as_seq() {
+            Some(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, n)| self.string(n, &index_path(path, i)))
+                .collect(),
+            None => Ok(vec![self.string(node, path)?]),
+        }
+    }
+
+    fn when(&self, node: &Node, path: &str) -> Result<When> {
+        match node.as_str().filter(|_| !node.is_null()) {
+            Some("on_success") => Ok(When::OnSuccess),
+            Some("on_fail") => Ok(When::OnFail),
+            Some("always") => Ok(When::Always),
+            found => {
+                let found = match found {
+                    Some(text) => format!("`{text}`"),
+                    None => node.describe().to_owned(),
+                };
+                Err(self.error(
+                    node.mark(),
+                    path,
+                    format!("expected `on_success`, `on_fail` or `always`, found {found}"),
+                ))
+            }
+        }
+    }
+
+    /// The built-in steps other than `run` and `checkout`.
+    fn builtin(&self, kind: &str, node: &Node, path: &str) -> Result<Step> {
+        let empty: &[(Node, Node)] = &[];
+        let entries = if node.is_null() {
+            empty
         } else {
-            format!("unknown step `{name}`")
+            self.map(node, path)?
         };
-        self.error(node.mark(), path, message)
+        let mut name = None;
+        let mut when = When::OnSuccess;
+        let mut fields: HashMap<&str, (&Node, String)> = HashMap::new();
+        let allowed: &[&str] = match kind {
+            "save_cache" => &["key", "paths"],
+            "restore_cache" => &["key", "keys"],
+            "persist_to_workspace" => &["root", "paths"],
+            "attach_workspace" => &["at"],
+            "store_artifacts" => &["path", "destination"],
+            "store_test_results" => &["path"],
+            "add_ssh_keys" => &["fingerprints"],
+            _ => &["version", "docker_layer_caching"],
+        };
+        for (k, v) in entries {
+            let key = key_str(k);
+            let p = key_path(path, key);
+            match key {
+                "name" => name = Some(self.string(v, &p)?),
+                "when" => when = self.when(v, &p)?,
+                _ => match allowed.iter().find(|a| **a == key) {
+                    Some(a) => {
+                        fields.insert(a, (v, p));
+                    }
+                    None => return Err(self.unsupported_key(k, &p)),
+                },
+            }
+        }
+        let required = |key: &str| -> Result<(&Node, String)> {
+            fields
+                .get(key)
+                .map(|(n, p)| (*n, p.clone()))
+                .ok_or_else(|| self.missing_key(node, path, key))
+        };
+        let optional_string = |key: &str| -> Result<Option<String>> {
+            match fields.get(key) {
+                Some((n, p)) => self.string(n, p).map(Some),
+                None => Ok(None),
+            }
+        };
+        let step = match kind {
+            "save_cache" => {
+                let (k, kp) = required("key")?;
+                let (p, pp) = required("paths")?;
+                Step::SaveCache {
+                    name,
+                    key: self.string(k, &kp)?,
+                    paths: self.strings(p, &pp)?,
+                    when,
+                }
+            }
+            "restore_cache" => {
+                let mut keys = Vec::new();
+                if let Some((n, p)) = fields.get("key") {
+                    keys.push(self.string(n, p)?);
+                }
+                if let Some((n, p)) = fields.get("keys") {
+                    keys.extend(self.strings(n, p)?);
+                }
+                if keys.is_empty() {
+                    return Err(self.missing_key(node, path, "keys"));
+                }
+                Step::RestoreCache { name, keys }
+            }
+            "persist_to_workspace" => {
+                let (r, rp) = required("root")?;
+                let (p, pp) = required("paths")?;
+                Step::PersistToWorkspace {
+                    name,
+                    root: self.string(r, &rp)?,
+                    paths: self.strings(p, &pp)?,
+                }
+            }
+            "attach_workspace" => {
+                let (a, ap) = required("at")?;
+                Step::AttachWorkspace {
+                    name,
+                    at: self.string(a, &ap)?,
+                }
+            }
+            "store_artifacts" => {
+                let (p, pp) = required("path")?;
+                Step::StoreArtifacts {
+                    name,
+                    path: self.string(p, &pp)?,
+                    destination: optional_string("destination")?,
+                }
+            }
+            "store_test_results" => {
+                let (p, pp) = required("path")?;
+                Step::StoreTestResults {
+                    name,
+                    path: self.string(p, &pp)?,
+                }
+            }
+            "add_ssh_keys" => Step::AddSshKeys {
+                name,
+                fingerprints: match fields.get("fingerprints") {
+                    Some((n, p)) => self.strings(n, p)?,
+                    None => Vec::new(),
+                },
+            },
+            _ => Step::SetupRemoteDocker {
+                name,
+                version: optional_string("version")?,
+                docker_layer_caching: match fields.get("docker_layer_caching") {
+                    Some((n, p)) => self.boolean(n, p)?,
+                    None => false,
+                },
+            },
+        };
+        Ok(step)
     }
 
     fn checkout(&self, node: &Node, path: &str) -> Result<Step> {
@@ -548,6 +839,10 @@ impl Cx<'_> {
             let p = key_path(path, key_str(k));
             match key_str(k) {
                 "path" => checkout_path = Some(self.string(v, &p)?),
+                // `blobless` or `full`: how much history to fetch; bosun fetches what it needs.
+                "method" | "name" => {
+                    self.string(v, &p)?;
+                }
                 _ => return Err(self.unsupported_key(k, &p)),
             }
         }
@@ -596,26 +891,7 @@ impl Cx<'_> {
                     }
                     run.no_output_timeout_secs = Some(secs);
                 }
-                "when" => {
-                    run.when = match v.as_str().filter(|_| !v.is_null()) {
-                        Some("on_success") => When::OnSuccess,
-                        Some("on_fail") => When::OnFail,
-                        Some("always") => When::Always,
-                        found => {
-                            let found = match found {
-                                Some(text) => format!("`{text}`"),
-                                None => v.describe().to_owned(),
-                            };
-                            return Err(self.error(
-                                v.mark(),
-                                &p,
-                                format!(
-                                    "expected `on_success`, `on_fail` or `always`, found {found}"
-                                ),
-                            ));
-                        }
-                    }
-                }
+                "when" => run.when = self.when(v, &p)?,
                 _ => return Err(self.unsupported_key(k, &p)),
             }
         }
@@ -628,6 +904,7 @@ impl Cx<'_> {
 
     fn workflows(&self, node: &Node, jobs: &BTreeMap<String, Job>) -> Result<Vec<Workflow>> {
         let mut workflows = Vec::new();
+        let mut filtered = 0usize;
         for (key, value) in self.map(node, "workflows")? {
             if key_str(key) == "version" {
                 // `version: 2` inside `workflows` is a 2.0-era leftover.
@@ -635,14 +912,24 @@ impl Cx<'_> {
             }
             let path = key_path("workflows", key_str(key));
             let name = self.name(key, &path, "workflow")?;
-            workflows.push(self.workflow(&name, key, value, &path, jobs)?);
+            match self.workflow(&name, key, value, &path, jobs)? {
+                Some(workflow) => workflows.push(workflow),
+                None => filtered += 1,
+            }
         }
-        if workflows.is_empty() {
+        if workflows.is_empty() && filtered == 0 && self.dropped_workflows == 0 {
             return Err(self.error(node.mark(), "workflows", "`workflows` defines no workflow"));
         }
         Ok(workflows)
     }
 
+    /// Whether filters apply: only when the pipeline names a branch or a tag.
+    fn filtering(&self) -> bool {
+        self.ctx.branch.is_some() || self.ctx.tag.is_some()
+    }
+
+    /// `None` when the workflow does not run in this pipeline (scheduled `triggers`, or every
+    /// job filtered out).
     fn workflow(
         &self,
         name: &str,
@@ -650,12 +937,38 @@ impl Cx<'_> {
         node: &Node,
         path: &str,
         jobs: &BTreeMap<String, Job>,
-    ) -> Result<Workflow> {
+    ) -> Result<Option<Workflow>> {
         let mut jobs_node = None;
+        let mut scheduled = false;
         for (k, v) in self.map(node, path)? {
             let p = key_path(path, key_str(k));
             match key_str(k) {
                 "jobs" => jobs_node = Some((v, p)),
+                "triggers" => {
+                    for (i, t) in self.seq(v, &p)?.iter().enumerate() {
+                        let tp = index_path(&p, i);
+                        for (tk, tv) in self.map(t, &tp)? {
+                            let sp = key_path(&tp, key_str(tk));
+                            if key_str(tk) != "schedule" {
+                                return Err(self.unsupported_key(tk, &sp));
+                            }
+                            for (sk, sv) in self.map(tv, &sp)? {
+                                let skp = key_path(&sp, key_str(sk));
+                                match key_str(sk) {
+                                    "cron" => {
+                                        self.string(sv, &skp)?;
+                                    }
+                                    "filters" => {
+                                        self.filters(sv, &skp)?;
+                                    }
+                                    _ => return Err(self.unsupported_key(sk, &skp)),
+                                }
+                            }
+                            scheduled = true;
+                        }
+                    }
+                }
+                "max_auto_reruns" => {}
                 _ => return Err(self.unsupported_key(k, &p)),
             }
         }
@@ -710,11 +1023,37 @@ impl Cx<'_> {
             edges.push(required);
         }
         self.check_acyclic(name, &entries, &edges, &by_name)?;
-        Ok(Workflow {
+        let scheduled_run = matches!(
+            self.ctx.trigger_source.as_deref(),
+            Some("scheduled_pipeline" | "schedule")
+        );
+        if self.filtering() && scheduled != scheduled_run {
+            return Ok(None);
+        }
+        // A job whose filters exclude it does not run, nor does anything that requires it.
+        let mut runs: Vec<bool> = entries.iter().map(|e| e.runs).collect();
+        loop {
+            let mut changed = false;
+            for (i, required) in edges.iter().enumerate() {
+                if runs[i] && required.iter().any(|&j| !runs[j]) {
+                    runs[i] = false;
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        if !runs.iter().any(|r| *r) {
+            return Ok(None);
+        }
+        Ok(Some(Workflow {
             name: name.to_owned(),
             jobs: entries
                 .into_iter()
-                .map(|e| {
+                .zip(runs)
+                .filter(|(_, runs)| *runs)
+                .map(|(e, _)| {
                     let mut seen = HashSet::new();
                     WorkflowJob {
                         name: e.name,
@@ -725,10 +1064,73 @@ impl Cx<'_> {
                             .map(|(r, _, _)| r)
                             .filter(|r| seen.insert(r.clone()))
                             .collect(),
+                        context: e.context,
+                        approval: e.approval,
                     }
                 })
                 .collect(),
+        }))
+    }
+
+    /// Validates `filters` and says whether they let a job run in this pipeline.
+    fn filters(&self, node: &Node, path: &str) -> Result<bool> {
+        let mut branches = None;
+        let mut tags = None;
+        for (k, v) in self.map(node, path)? {
+            let p = key_path(path, key_str(k));
+            let parsed = self.filter(v, &p)?;
+            match key_str(k) {
+                "branches" => branches = Some(parsed),
+                "tags" => tags = Some(parsed),
+                _ => return Err(self.unsupported_key(k, &p)),
+            }
+        }
+        // Branch pipelines check `branches` (all by default); tag pipelines run a job only if
+        // its `tags` filter lets the tag through (none by default).
+        Ok(match (&self.ctx.tag, &self.ctx.branch) {
+            (Some(tag), _) => tags.is_some_and(|f| f.allows(tag)),
+            (None, Some(branch)) => branches.is_none_or(|f| f.allows(branch)),
+            (None, None) => true,
         })
+    }
+
+    fn filter(&self, node: &Node, path: &str) -> Result<Filter> {
+        let mut filter = Filter {
+            only: None,
+            ignore: Vec::new(),
+        };
+        for (k, v) in self.map(node, path)? {
+            let p = key_path(path, key_str(k));
+            let items: Vec<(&Node, String)> = match v.as_seq() {
+                Some(list) => list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| (n, index_path(&p, i)))
+                    .collect(),
+                None => vec![(v, p.clone())],
+            };
+            let mut patterns = Vec::new();
+            for (n, np) in items {
+                let text = self.string(n, &np)?;
+                let pattern = match text
+                    .strip_prefix('/')
+                    .and_then(|t| t.strip_suffix('/'))
+                    .filter(|_| text.len() >= 2)
+                {
+                    Some(re) => {
+                        Pattern::Regex(full_regex(re).map_err(|m| self.error(n.mark(), &np, m))?)
+                    }
+                    None => Pattern::Exact(text),
+                };
+                patterns.push(pattern);
+            }
+            match key_str(k) {
+                "only" => filter.only = Some(patterns),
+                "ignore" => filter.ignore = patterns,
+                _ => return Err(self.unsupported_key(k, &p)),
+            }
+        }
+        Ok(filter)
     }
 
     fn workflow_job(&self, node: &Node, path: &str, jobs: &BTreeMap<String, Job>) -> Result<Entry> {
@@ -757,7 +1159,11 @@ impl Cx<'_> {
             None => return Err(shape_error()),
         };
         let job = key_str(job_node).to_owned();
-        if !jobs.contains_key(&job) {
+        let approval = attributes
+            .and_then(Node::as_map)
+            .and_then(|a| a.iter().find(|(k, _)| key_str(k) == "type"))
+            .is_some_and(|(_, v)| v.as_str() == Some("approval"));
+        if !approval && !jobs.contains_key(&job) {
             return Err(self.error(
                 job_node.mark(),
                 &entry_path,
@@ -770,6 +1176,9 @@ impl Cx<'_> {
             name_path: entry_path.clone(),
             job,
             requires: Vec::new(),
+            context: Vec::new(),
+            approval,
+            runs: true,
         };
         let Some(attributes) = attributes.filter(|a| !a.is_null()) else {
             return Ok(entry);
@@ -789,6 +1198,25 @@ impl Cx<'_> {
                         entry.requires.push((required, item.mark(), ip));
                     }
                 }
+                "context" => entry.context = self.strings(v, &p)?,
+                "filters" => entry.runs = self.filters(v, &p)?,
+                "type" => match v.as_str() {
+                    Some("approval") => {}
+                    Some("build") if !v.is_null() => {}
+                    _ => {
+                        return Err(self.error(
+                            v.mark(),
+                            &p,
+                            format!(
+                                "expected `approval` (or `build`), found {}",
+                                match v.as_str() {
+                                    Some(t) if !v.is_null() => format!("`{t}`"),
+                                    _ => v.describe().to_owned(),
+                                }
+                            ),
+                        ));
+                    }
+                },
                 _ => return Err(self.unsupported_key(k, &p)),
             }
         }

@@ -11,6 +11,8 @@
 //! Layers:
 //! - [`yaml`] builds a YAML tree whose nodes carry their positions, resolving anchors, aliases
 //!   and merge keys, with hard bounds on input size, nesting depth and alias expansion.
+//! - `expand` does CircleCI's 2.1 processing (pipeline values and parameters, orbs, commands,
+//!   executors, matrices, `when`/`unless`) and yields a 2.0-style tree ([`process`] prints it).
 //! - `compile` walks that tree and validates it against the subset of CircleCI config that bosun
 //!   supports. Keys bosun does not support yet are refused, never silently ignored.
 //!
@@ -18,11 +20,13 @@
 
 mod compile;
 mod duration;
+mod expand;
 mod model;
 pub mod yaml;
 
-pub use compile::{compile, compile_with_limits};
+pub use compile::{compile, compile_pipeline, compile_with_limits, process, process_json};
 pub use duration::parse_duration;
+pub use expand::{MAX_INVOCATION_DEPTH, MAX_MATRIX_JOBS, MAX_OUTPUT_NODES, PipelineContext};
 pub use model::{Executor, Job, MAX_PARALLELISM, Pipeline, Run, Step, When, Workflow, WorkflowJob};
 pub use yaml::Limits;
 

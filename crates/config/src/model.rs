@@ -51,6 +51,11 @@ pub enum Executor {
         /// The primary container's image.
         image: String,
     },
+    /// `macos:`: a macOS machine with the given Xcode.
+    Macos {
+        /// `xcode`, as written.
+        xcode: String,
+    },
 }
 
 /// A step of a job.
@@ -64,6 +69,91 @@ pub enum Step {
     },
     /// `run`: run a command.
     Run(Run),
+    /// `save_cache`: archive `paths` under `key` (a template like `v1-{{ checksum "f" }}`).
+    SaveCache {
+        /// `name`, shown in the UI.
+        name: Option<String>,
+        /// `key` template.
+        key: String,
+        /// `paths` to archive.
+        paths: Vec<String>,
+        /// `when` it runs.
+        when: When,
+    },
+    /// `restore_cache`: restore the most recent cache matching the first key (by prefix) that
+    /// matches.
+    RestoreCache {
+        /// `name`, shown in the UI.
+        name: Option<String>,
+        /// `key` or `keys` templates, in order.
+        keys: Vec<String>,
+    },
+    /// `persist_to_workspace`: add `paths` (relative to `root`) to the workflow's workspace.
+    PersistToWorkspace {
+        /// `name`, shown in the UI.
+        name: Option<String>,
+        /// `root` directory.
+        root: String,
+        /// `paths`, relative to `root`.
+        paths: Vec<String>,
+    },
+    /// `attach_workspace`: extract the workflow's workspace at `at`.
+    AttachWorkspace {
+        /// `name`, shown in the UI.
+        name: Option<String>,
+        /// `at` directory.
+        at: String,
+    },
+    /// `store_artifacts`: upload `path` as artifacts.
+    StoreArtifacts {
+        /// `name`, shown in the UI.
+        name: Option<String>,
+        /// `path` to upload.
+        path: String,
+        /// `destination` prefix.
+        destination: Option<String>,
+    },
+    /// `store_test_results`: collect JUnit XML files under `path`.
+    StoreTestResults {
+        /// `name`, shown in the UI.
+        name: Option<String>,
+        /// `path` to a file or a directory.
+        path: String,
+    },
+    /// `add_ssh_keys`: install the project's SSH keys.
+    AddSshKeys {
+        /// `name`, shown in the UI.
+        name: Option<String>,
+        /// `fingerprints` to install (all keys if empty).
+        fingerprints: Vec<String>,
+    },
+    /// `setup_remote_docker`: a remote Docker engine for the job.
+    SetupRemoteDocker {
+        /// `name`, shown in the UI.
+        name: Option<String>,
+        /// `version`, as written.
+        version: Option<String>,
+        /// `docker_layer_caching`.
+        docker_layer_caching: bool,
+    },
+}
+
+impl Step {
+    /// The step's key in the config (`run`, `save_cache`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Step::Checkout { .. } => "checkout",
+            Step::Run(_) => "run",
+            Step::SaveCache { .. } => "save_cache",
+            Step::RestoreCache { .. } => "restore_cache",
+            Step::PersistToWorkspace { .. } => "persist_to_workspace",
+            Step::AttachWorkspace { .. } => "attach_workspace",
+            Step::StoreArtifacts { .. } => "store_artifacts",
+            Step::StoreTestResults { .. } => "store_test_results",
+            Step::AddSshKeys { .. } => "add_ssh_keys",
+            Step::SetupRemoteDocker { .. } => "setup_remote_docker",
+        }
+    }
 }
 
 /// A `run` step.
@@ -118,4 +208,11 @@ pub struct WorkflowJob {
     pub job: String,
     /// Names (in this workflow) of the entries that must succeed first.
     pub requires: Vec<String>,
+    /// `context`: the contexts whose environment variables the job gets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub context: Vec<String>,
+    /// `type: approval`: a manual approval gate, not a job (`job` is its name, not a key of
+    /// [`Pipeline::jobs`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub approval: bool,
 }

@@ -181,6 +181,38 @@ impl Node {
         }))
     }
 
+    /// A scalar node built by the 2.1 processor (a substituted value).
+    pub(crate) fn new_scalar(mark: Mark, value: String, style: ScalarStyle) -> Node {
+        Node::new(
+            mark,
+            Kind::Scalar(Scalar {
+                value,
+                style,
+                tag: None,
+            }),
+        )
+    }
+
+    /// A sequence node built by the 2.1 processor.
+    pub(crate) fn new_seq(mark: Mark, items: Vec<Node>) -> Node {
+        Node::new(mark, Kind::Seq(items))
+    }
+
+    /// A map node built by the 2.1 processor. Keys must be scalars and unique.
+    pub(crate) fn new_map(mark: Mark, entries: Vec<(Node, Node)>) -> Node {
+        Node::new(mark, Kind::Map(entries))
+    }
+
+    /// Whether both handles share one node (no copy was made).
+    pub(crate) fn same_handle(&self, other: &Node) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Nodes in this subtree, aliases expanded (saturating).
+    pub(crate) fn weight(&self) -> u64 {
+        self.0.weight
+    }
+
     /// Where the node starts in the source (for an alias: where the anchored node starts).
     pub fn mark(&self) -> Mark {
         self.0.mark

@@ -372,11 +372,36 @@ fn check_runnable(pipeline: &bosun_config::Pipeline) -> Result<(), String> {
             let Some(job) = pipeline.jobs.get(&entry.job) else {
                 return Err(format!("job `{}` is not defined", entry.job));
             };
+            if entry.approval {
+                return Err(format!(
+                    "workflow `{}` job `{}` is an approval job: bosun does not run approvals yet",
+                    workflow.name, entry.name
+                ));
+            }
             if let bosun_config::Executor::Docker { image } = &job.executor {
                 return Err(format!(
                     "job `{}` uses the docker image `{image}`: bosun's machine runners run `machine: true` jobs",
                     entry.job
                 ));
+            }
+            if let bosun_config::Executor::Macos { xcode } = &job.executor {
+                return Err(format!(
+                    "job `{}` uses a macOS executor (xcode {xcode}): bosun's machine runners run `machine: true` jobs",
+                    entry.job
+                ));
+            }
+            for (i, step) in job.steps.iter().enumerate() {
+                if !matches!(
+                    step,
+                    bosun_config::Step::Checkout { .. } | bosun_config::Step::Run(_)
+                ) {
+                    return Err(format!(
+                        "job `{}` step {} `{}` is not supported by bosun's task-agent yet",
+                        entry.job,
+                        i + 1,
+                        step.kind()
+                    ));
+                }
             }
             match &job.resource_class {
                 None => {
@@ -456,12 +481,15 @@ fn task_spec(
     let steps = job
         .steps
         .iter()
-        .map(|step| match step {
-            bosun_config::Step::Checkout { path } => spec::Step::Checkout(spec::CheckoutStep {
-                name: "Checkout code".into(),
-                path: path.clone(),
-            }),
-            bosun_config::Step::Run(run) => spec::Step::Run(spec::RunStep {
+        // `check_runnable` refused every other step before a task was made.
+        .filter_map(|step| match step {
+            bosun_config::Step::Checkout { path } => {
+                Some(spec::Step::Checkout(spec::CheckoutStep {
+                    name: "Checkout code".into(),
+                    path: path.clone(),
+                }))
+            }
+            bosun_config::Step::Run(run) => Some(spec::Step::Run(spec::RunStep {
                 name: run
                     .name
                     .clone()
@@ -477,7 +505,8 @@ fn task_spec(
                     bosun_config::When::OnFail => spec::When::OnFail,
                     bosun_config::When::Always => spec::When::Always,
                 },
-            }),
+            })),
+            _ => None,
         })
         .collect();
     TaskSpec {

@@ -85,11 +85,15 @@ workflows:
                     name: "build".to_owned(),
                     job: "build".to_owned(),
                     requires: vec![],
+                    context: vec![],
+                    approval: false,
                 },
                 WorkflowJob {
                     name: "test".to_owned(),
                     job: "test".to_owned(),
                     requires: vec!["build".to_owned()],
+                    context: vec![],
+                    approval: false,
                 },
             ],
         }],
@@ -401,6 +405,8 @@ jobs:
                 name: "build".to_owned(),
                 job: "build".to_owned(),
                 requires: vec![],
+                context: vec![],
+                approval: false,
             }],
         }]
     );
@@ -445,17 +451,23 @@ workflows:
                 name: "build".to_owned(),
                 job: "build".to_owned(),
                 requires: vec![],
+                context: vec![],
+                approval: false,
             },
             WorkflowJob {
                 name: "build-again".to_owned(),
                 job: "build".to_owned(),
                 requires: vec!["build".to_owned()],
+                context: vec![],
+                approval: false,
             },
             WorkflowJob {
                 name: "test".to_owned(),
                 job: "test".to_owned(),
                 // Duplicates are dropped, order kept.
                 requires: vec!["build-again".to_owned(), "build".to_owned()],
+                context: vec![],
+                approval: false,
             },
         ]
     );

@@ -27,38 +27,36 @@ jobs:
 
 #[test]
 fn display_and_fields() {
-    let e = err("version: 2.1\norbs:\n  node: circleci/node@5\njobs: {}\n");
+    let e = err(
+        "version: 2.1\norbs:\n  node: circleci/node@5\njobs:\n  b:\n    machine: true\n    \
+                 steps: [node/install]\n",
+    );
     assert_eq!(e.file, "config.yml");
-    assert_eq!((e.line, e.column), (2, 1));
-    assert_eq!(e.path, "orbs");
+    assert_eq!((e.line, e.column), (3, 9));
+    assert_eq!(e.path, "orbs.node");
     assert_eq!(
         e.message,
-        "unsupported key `orbs` (bosun does not support it yet)"
+        "registry orbs cannot be fetched by bosun: `node` (circleci/node@5) used at \
+         jobs.b.steps[0] (7:13); vendor them as `namespace/name@version.yml` files in an orb \
+         directory (--orb-dir)"
     );
-    assert_eq!(
-        e.to_string(),
-        "config.yml:2:1: orbs: unsupported key `orbs` (bosun does not support it yet)"
+    assert!(
+        e.to_string()
+            .starts_with("config.yml:3:9: orbs.node: registry orbs")
     );
 }
 
 #[test]
-fn unsupported_top_level_keys() {
-    for key in [
-        "orbs",
-        "commands",
-        "executors",
-        "parameters",
-        "setup",
-        "defaults",
-    ] {
+fn top_level_keys_circleci_ignores_are_accepted() {
+    for key in ["defaults", "aliases", "references", "x-anything"] {
         let src = format!("{HEAD}{key}: {{}}\n");
-        assert_eq!(
-            err_text(&src),
-            format!(
-                "config.yml:7:1: {key}: unsupported key `{key}` (bosun does not support it yet)"
-            )
-        );
+        crate::ok(&src);
     }
+    assert_eq!(
+        err_text(&format!("{HEAD}setup: true\n")),
+        "config.yml:7:1: setup: dynamic configuration (`setup: true`) is not supported by bosun \
+         yet"
+    );
 }
 
 #[test]
@@ -157,8 +155,7 @@ fn no_workflows_needs_a_build_job() {
 fn job_errors() {
     assert_eq!(
         err_text(&format!("{HEAD}    executor: linux\n")),
-        "config.yml:7:5: jobs.build.executor: unsupported key `executor` (bosun does not support \
-         it yet)"
+        "config.yml:7:15: jobs.build.executor: executor `linux` is not defined in `executors`"
     );
     assert_eq!(
         err_text("version: 2.1\njobs:\n  build:\n    steps: [checkout]\n"),
@@ -246,19 +243,24 @@ fn step_errors() {
     let step = |s: &str| err_text(&format!("{HEAD}{s}"));
     assert_eq!(
         step("      - foo\n"),
-        "config.yml:7:9: jobs.build.steps[1]: unknown step `foo`"
+        "config.yml:7:9: jobs.build.steps[1]: unknown step or command `foo`"
     );
     assert_eq!(
         step("      - foo:\n          x: 1\n"),
-        "config.yml:7:9: jobs.build.steps[1]: unknown step `foo`"
+        "config.yml:7:9: jobs.build.steps[1]: unknown step or command `foo`"
     );
     assert_eq!(
-        step("      - save_cache:\n          key: k\n          paths: [x]\n"),
-        "config.yml:7:9: jobs.build.steps[1]: step `save_cache` is not supported yet"
+        step("      - save_cache:\n          key: k\n"),
+        "config.yml:8:11: jobs.build.steps[1].save_cache: missing required key `paths`"
     );
     assert_eq!(
-        step("      - setup_remote_docker\n"),
-        "config.yml:7:9: jobs.build.steps[1]: step `setup_remote_docker` is not supported yet"
+        step("      - store_artifacts:\n          path: x\n          dest: y\n"),
+        "config.yml:9:11: jobs.build.steps[1].store_artifacts.dest: unsupported key `dest` \
+         (bosun does not support it yet)"
+    );
+    assert_eq!(
+        step("      - restore_cache: {}\n"),
+        "config.yml:7:24: jobs.build.steps[1].restore_cache: missing required key `keys`"
     );
     assert_eq!(
         step("      - run\n"),
@@ -304,8 +306,8 @@ fn step_errors() {
          `max_auto_reruns` (bosun does not support it yet)"
     );
     assert_eq!(
-        step("      - checkout:\n          method: blobless\n"),
-        "config.yml:8:11: jobs.build.steps[1].checkout.method: unsupported key `method` (bosun \
+        step("      - checkout:\n          depth: 1\n"),
+        "config.yml:8:11: jobs.build.steps[1].checkout.depth: unsupported key `depth` (bosun \
          does not support it yet)"
     );
     assert_eq!(
@@ -399,13 +401,43 @@ fn workflow_job_errors() {
         "config.yml:15:17: workflows.main.jobs[1].build.name: workflow `main` already has a job \
          named `build`; give one of them a distinct `name:`"
     );
-    for key in ["context", "filters", "type", "matrix", "pre-steps"] {
-        assert_eq!(
-            wf(&format!("      - build:\n          {key}: x\n")),
-            format!(
-                "config.yml:14:11: workflows.main.jobs[0].build.{key}: unsupported key `{key}` \
-                 (bosun does not support it yet)"
-            )
+    for (attribute, expected) in [
+        (
+            "context: {a: b}",
+            "14:20: workflows.main.jobs[0].build.context: expected a string, found a map",
+        ),
+        (
+            "filters: x",
+            "14:20: workflows.main.jobs[0].build.filters: expected a map, found a string",
+        ),
+        (
+            "filters: {branches: {only: '/[/'}}",
+            "14:38: workflows.main.jobs[0].build.filters.branches.only: invalid regular \
+             expression `[`",
+        ),
+        (
+            "type: x",
+            "14:17: workflows.main.jobs[0].build.type: expected `approval` (or `build`), found `x`",
+        ),
+        (
+            "matrix: x",
+            "14:19: workflows.main.jobs[0].build.matrix: expected a map, found a string",
+        ),
+        (
+            "pre-steps: x",
+            "14:22: workflows.main.jobs[0].build.pre-steps: expected a list of steps, found a \
+             string",
+        ),
+        (
+            "unknown: 1",
+            "14:11: workflows.main.jobs[0].build.unknown: job `build` has no parameter \
+             `unknown` (it declares none)",
+        ),
+    ] {
+        let e = wf(&format!("      - build:\n          {attribute}\n"));
+        assert!(
+            e.starts_with(&format!("config.yml:{expected}")),
+            "{attribute}: {e}"
         );
     }
     assert_eq!(
@@ -433,14 +465,14 @@ fn workflow_job_errors() {
 fn workflow_errors() {
     let src = |s: &str| err_text(&format!("{TWO_JOBS}workflows:\n{s}"));
     assert_eq!(
-        src("  main:\n    triggers: []\n    jobs: [build]\n"),
-        "config.yml:12:5: workflows.main.triggers: unsupported key `triggers` (bosun does not \
-         support it yet)"
+        src("  main:\n    triggers: [{nightly: {}}]\n    jobs: [build]\n"),
+        "config.yml:12:17: workflows.main.triggers[0].nightly: unsupported key `nightly` (bosun \
+         does not support it yet)"
     );
     assert_eq!(
-        src("  main:\n    when: false\n    jobs: [build]\n"),
-        "config.yml:12:5: workflows.main.when: unsupported key `when` (bosun does not support it \
-         yet)"
+        src("  main:\n    when: {xor: [a]}\n    jobs: [build]\n"),
+        "config.yml:12:12: workflows.main.when.xor: unknown logic operator `xor` (expected \
+         `and`, `or`, `not`, `equal` or `matches`)"
     );
     assert_eq!(
         src("  main: {}\n"),

@@ -4,6 +4,7 @@ mod compile;
 mod corpus;
 mod errors;
 mod limits;
+mod process;
 
 use bosun_config::{ConfigError, Pipeline};
 
