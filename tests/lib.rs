@@ -494,3 +494,99 @@ impl Fixture {
             .unwrap_or_else(|| panic!("no job `{name}` in {jobs:?}"))
     }
 }
+
+/// Pids of live processes whose environment carries `BOSUN_TASK_ID=<task_id>` (the marker the
+/// task-agent gives every step). Zombies have an empty environment and do not count.
+pub fn marked_processes(task_id: &str) -> Vec<i32> {
+    let marker = format!("BOSUN_TASK_ID={task_id}");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) {
+            if environ
+                .split(|b| *b == 0)
+                .any(|var| var == marker.as_bytes())
+            {
+                found.push(pid);
+            }
+        }
+    }
+    found
+}
+
+impl Server {
+    /// The id of the first job of the pipeline named `name`, once it exists.
+    pub async fn job_id(&self, pipeline_id: &str, name: &str) -> String {
+        let started = Instant::now();
+        loop {
+            if let Some(job) = self
+                .jobs(pipeline_id)
+                .await
+                .into_iter()
+                .find(|j| j.name == name)
+            {
+                return job.id;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "no job {name}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until step `step` of `job_id` has logged `needle`; returns the log so far.
+    pub async fn wait_for_log(
+        &self,
+        job_id: &str,
+        step: u32,
+        needle: &str,
+        limit: Duration,
+    ) -> String {
+        let started = Instant::now();
+        loop {
+            let log = String::from_utf8_lossy(&self.step_log(job_id, step).await).into_owned();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "step {step} of job {job_id} never printed {needle:?}; log: {log:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the job's status is final; returns it.
+    pub async fn wait_job(&self, job_id: &str, limit: Duration) -> JobDetail {
+        let started = Instant::now();
+        loop {
+            let job = self.job(job_id).await;
+            if bosun_api::job_status_is_final(&job.status) {
+                return job;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "job {job_id} still {} after {limit:?}",
+                job.status
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn cancel(&self, job_id: &str) {
+        let _: serde_json::Value = self
+            .client
+            .json::<(), _>(
+                Method::POST,
+                &format!("/api/v2/job/{job_id}/cancel"),
+                &self.admin,
+                None,
+            )
+            .await
+            .expect("cancel job");
+    }
+}

@@ -35,8 +35,13 @@ pub struct Config {
     pub cleanup_working_directory: bool,
     pub mode: Mode,
     pub max_run_time: Duration,
+    /// Between SIGTERM and SIGKILL when a step is canceled or times out.
+    pub termination_grace_period: Duration,
     pub idle_timeout: Option<Duration>,
     pub user: JobUser,
+    /// CircleCI's `runner.command_prefix` (e.g. `["sudo", "-niHu", "circleci", "--"]`): the
+    /// task-agent is started through it instead of by bosun's own privilege drop.
+    pub command_prefix: Vec<String>,
     pub group: Option<String>,
     pub task_agent_path: PathBuf,
     pub logging_file: Option<PathBuf>,
@@ -55,6 +60,7 @@ impl std::fmt::Debug for Config {
             .field("cleanup_working_directory", &self.cleanup_working_directory)
             .field("mode", &self.mode)
             .field("max_run_time", &self.max_run_time)
+            .field("termination_grace_period", &self.termination_grace_period)
             .field("idle_timeout", &self.idle_timeout)
             .field("user", &self.user)
             .field("group", &self.group)
@@ -192,6 +198,10 @@ const KEYS: &[(&str, &str)] = &[
     ("runner.max_run_time", "LAUNCH_AGENT_RUNNER_MAX_RUN_TIME"),
     ("runner.idle_timeout", "LAUNCH_AGENT_RUNNER_IDLE_TIMEOUT"),
     (
+        "runner.termination_grace_period",
+        "LAUNCH_AGENT_RUNNER_TERMINATION_GRACE_PERIOD",
+    ),
+    (
         "runner.disable_auto_update",
         "LAUNCH_AGENT_RUNNER_DISABLE_AUTO_UPDATE",
     ),
@@ -287,17 +297,24 @@ pub fn load(
         }
         None => Duration::from_secs(5 * 3600),
     };
+    let termination_grace_period = match get("runner.termination_grace_period") {
+        Some(text) => parse_duration(&text)
+            .map_err(|err| anyhow::anyhow!("runner.termination_grace_period: {err}"))?,
+        None => Duration::from_secs(10),
+    };
     let idle_timeout = match get("runner.idle_timeout") {
         Some(text) => Some(
             parse_duration(&text).map_err(|err| anyhow::anyhow!("runner.idle_timeout: {err}"))?,
         ),
         None => None,
     };
-    if get("runner.command_prefix").is_some_and(|p| !p.is_empty()) {
-        bail!(
-            "runner.command_prefix is not supported by this version of bosun's launch-agent: set `runner.user` to run jobs as another user"
-        );
-    }
+    let command_prefix: Vec<String> = match get("runner.command_prefix") {
+        // From the file: words joined by U+001F; from LAUNCH_AGENT_RUNNER_COMMAND_PREFIX: words
+        // separated by spaces.
+        Some(text) if text.contains('\u{1f}') => text.split('\u{1f}').map(str::to_owned).collect(),
+        Some(text) => text.split_whitespace().map(str::to_owned).collect(),
+        None => Vec::new(),
+    };
     let user = match get("runner.user") {
         Some(user) if !user.is_empty() => {
             if !running_as_root {
@@ -312,8 +329,15 @@ pub fn load(
         _ => JobUser::Current,
     };
     if running_as_root && user == JobUser::Current {
+        if command_prefix.is_empty() {
+            bail!(
+                "the launch-agent runs as root: set `runner.user` to the unprivileged user jobs run as"
+            );
+        }
         bail!(
-            "the launch-agent runs as root: set `runner.user` to the unprivileged user jobs run as"
+            "runner.command_prefix needs `runner.user` too when the launch-agent runs as root: \
+             the user the prefix switches to, who owns the task's directory and must be the one \
+             connecting back"
         );
     }
     let task_agent_path = match get("runner.task_agent_path") {
@@ -330,8 +354,10 @@ pub fn load(
         cleanup_working_directory,
         mode,
         max_run_time,
+        termination_grace_period,
         idle_timeout,
         user,
+        command_prefix,
         group: get("runner.group").filter(|g| !g.is_empty()),
         task_agent_path,
         logging_file: get("logging.file").map(PathBuf::from),

@@ -48,6 +48,28 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };
     let path = format!("/api/v3/runner/claim?wait={CLAIM_WAIT_SECS}s");
+    let ledger = privileged::Ledger::for_working_directory(&config.working_directory);
+    // A crash or kill -9 of an earlier run may have left tasks behind: end them first.
+    privileged::sweep_leftovers(&ledger, config.cleanup_working_directory);
+    let cgroup_root = match privileged::cgroup_root() {
+        Ok(root) => {
+            tracing::info!("each task runs in its own cgroup under {}", root.display());
+            Some(root)
+        }
+        Err(why) => {
+            tracing::warn!(
+                "no cgroup v2 for tasks ({why}): containment relies on the task-agent's subreaper"
+            );
+            None
+        }
+    };
+    let host = task::Host {
+        client: &client,
+        config: &config,
+        identity: &identity,
+        ledger: &ledger,
+        cgroup_root: cgroup_root.as_deref(),
+    };
     let mut backoff = Duration::from_millis(500);
     let mut last_work = Instant::now();
     tracing::info!(
@@ -101,9 +123,7 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
             }
             Event::Claimed(claim) => {
                 backoff = Duration::from_millis(500);
-                if let Err(err) =
-                    task::run_task(&client, &config, &identity, *claim, stop.clone()).await
-                {
+                if let Err(err) = task::run_task(&host, *claim, stop.clone()).await {
                     tracing::error!("task failed to run: {err:#}");
                 }
                 last_work = Instant::now();

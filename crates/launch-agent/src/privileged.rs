@@ -1,10 +1,22 @@
 //! Everything the launch-agent does with root's power, in one place to audit:
-//! creating and removing a task's working directory, and starting the task-agent as the job
-//! user. Nothing else in the launch-agent needs root.
+//!
+//! 1. [`create_work_dir`] / [`remove_work_dir`]: a task's working directory, made for the job
+//!    user and removed without ever following a symlink the job planted.
+//! 2. [`task_agent_command`]: the task-agent's process, set up in the forked child before exec,
+//!    in this order: socket on fd 3, every other fd closed, join the task's cgroup, umask 022,
+//!    supplementary groups, gid, uid, parent-death signal, no new privileges, and a check that
+//!    root cannot be regained. The environment is rebuilt from scratch.
+//! 3. [`TaskCgroup`]: a cgroup v2 per task where the host offers one, killed whole at the end.
+//! 4. [`Ledger`] and [`sweep_leftovers`]: a root-only record of running tasks, so that after a
+//!    crash the next start kills what the tasks left and removes their directories.
+//!
+//! Nothing else in the launch-agent needs root.
 
 use std::ffi::CString;
+use std::io::Write as _;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -144,6 +156,7 @@ pub fn task_agent_command(
     work_dir: &Path,
     identity: &Identity,
     socket: &OwnedFd,
+    cgroup: Option<&TaskCgroup>,
 ) -> Command {
     let mut command = Command::new(binary);
     command
@@ -172,9 +185,12 @@ pub fn task_agent_command(
     }
     let switch = identity.switch.clone();
     let raw_socket = socket.as_raw_fd();
+    let cgroup_procs = cgroup.map(|cgroup| cgroup.procs_path.clone());
+    let parent = nix::unistd::getpid();
     // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
-    // syscalls (dup2, fcntl, setgroups, setgid, setuid, getuid); every value it needs (the
-    // group list, the ids) was computed before the fork, so it neither allocates nor locks.
+    // syscalls (dup2, fcntl, close_range/close, open, write, umask, setgroups, setgid, setuid,
+    // prctl, getppid); every value it needs (the group list, the ids, the cgroup path as a C
+    // string) was computed before the fork, so it neither allocates nor takes a lock.
     unsafe {
         command.pre_exec(move || {
             // Move the socket to fd 3 with close-on-exec cleared, so it survives exec.
@@ -184,20 +200,78 @@ pub fn task_agent_command(
             } else if nix::libc::dup2(raw_socket, TASK_AGENT_SOCKET_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // Nothing of the launch-agent but stdio and the socket crosses into the job, even a
+            // descriptor someone forgot to open close-on-exec.
+            close_fds_from(TASK_AGENT_SOCKET_FD + 1);
+            // Join the task's cgroup while still root (the cgroup belongs to root).
+            if let Some(procs) = &cgroup_procs {
+                write_c_file(procs, b"0")?;
+            }
+            nix::libc::umask(0o022);
             if let Some(switch) = &switch {
                 // Order matters: groups and gid while still root, uid last.
                 nix::unistd::setgroups(&switch.groups).map_err(std::io::Error::from)?;
                 nix::unistd::setgid(switch.gid).map_err(std::io::Error::from)?;
                 nix::unistd::setuid(switch.uid).map_err(std::io::Error::from)?;
                 // Regaining root must now fail; if it does not, refuse to run the job.
-                if nix::libc::setuid(0) == 0 {
+                if nix::libc::setuid(0) == 0 || nix::libc::setgid(0) == 0 {
                     return Err(std::io::Error::other("could regain root after dropping it"));
                 }
+            }
+            // Set after the uid change, which clears it: if the launch-agent dies, the
+            // task-agent dies too instead of running on unsupervised.
+            if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if nix::libc::getppid() != parent.as_raw() {
+                return Err(std::io::Error::other(
+                    "the launch-agent exited during the spawn",
+                ));
+            }
+            // No setuid binary (sudo, su, ping) can raise the job's privileges.
+            if nix::libc::prctl(nix::libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
     }
     command
+}
+
+/// Closes every descriptor from `first` up. Called between fork and exec.
+fn close_fds_from(first: i32) {
+    // SAFETY: close_range only closes descriptors; in the single-threaded child nothing else
+    // uses them.
+    let done =
+        unsafe { nix::libc::syscall(nix::libc::SYS_close_range, first as u32, u32::MAX, 0u32) }
+            == 0;
+    if !done {
+        // Kernels before 5.9: close them one by one, up to a generous bound.
+        for fd in first..65_536 {
+            // SAFETY: as above; closing a descriptor that is not open is harmless (EBADF).
+            unsafe {
+                nix::libc::close(fd);
+            }
+        }
+    }
+}
+
+/// Writes `bytes` to the file at `path` with raw syscalls. Called between fork and exec.
+fn write_c_file(path: &CString, bytes: &[u8]) -> std::io::Result<()> {
+    // SAFETY: `path` is a valid NUL-terminated string built before the fork; open, write and
+    // close are async-signal-safe and touch no memory but the buffer passed.
+    unsafe {
+        let fd = nix::libc::open(path.as_ptr(), nix::libc::O_WRONLY | nix::libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let written = nix::libc::write(fd, bytes.as_ptr().cast(), bytes.len());
+        nix::libc::close(fd);
+        if written < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 fn libc_fcntl_getfd(fd: i32) -> std::io::Result<i32> {
@@ -217,4 +291,437 @@ fn libc_fcntl_setfd(fd: i32, flags: i32) -> std::io::Result<()> {
     } else {
         Ok(())
     }
+}
+
+/// Where the cgroup v2 hierarchy is mounted, from `/proc/self/mountinfo` (hosts in hybrid mode
+/// mount it at `/sys/fs/cgroup/unified`, not `/sys/fs/cgroup`).
+fn cgroup2_mount() -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        if right.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        left.split_whitespace().nth(4).map(PathBuf::from)
+    })
+}
+
+/// The parent of all task cgroups: `<cgroup2 mount>/bosun`, if root can create and use it.
+/// `None` (said once in the log by the caller) means tasks rely on the task-agent's subreaper.
+pub fn cgroup_root() -> Result<PathBuf, String> {
+    if !Uid::effective().is_root() {
+        return Err("the launch-agent is not root".into());
+    }
+    let mount = cgroup2_mount().ok_or("no cgroup2 hierarchy is mounted")?;
+    let root = mount.join("bosun");
+    match std::fs::create_dir(&root) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(err) => return Err(format!("cannot create {}: {err}", root.display())),
+    }
+    if !root.join("cgroup.procs").exists() {
+        return Err(format!("{} is not a cgroup", root.display()));
+    }
+    Ok(root)
+}
+
+/// A task's own cgroup v2.
+#[derive(Debug)]
+pub struct TaskCgroup {
+    pub path: PathBuf,
+    procs_path: CString,
+}
+
+impl TaskCgroup {
+    pub fn create(root: &Path, task_id: &str) -> anyhow::Result<TaskCgroup> {
+        let path = root.join(task_id);
+        match std::fs::create_dir(&path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(err) => return Err(err).with_context(|| format!("creating {}", path.display())),
+        }
+        let procs_path = CString::new(path.join("cgroup.procs").as_os_str().as_encoded_bytes())?;
+        Ok(TaskCgroup { path, procs_path })
+    }
+
+    /// Kills every process in the cgroup and removes it. Returns how many were killed.
+    pub fn kill_and_remove(&self) -> usize {
+        kill_cgroup(&self.path)
+    }
+}
+
+fn cgroup_pids(path: &Path) -> Vec<i32> {
+    std::fs::read_to_string(path.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.trim().parse().ok())
+        .collect()
+}
+
+/// `cgroup.kill` where the kernel has it (5.14+), else SIGKILL to each member until it is empty;
+/// then removes the cgroup.
+fn kill_cgroup(path: &Path) -> usize {
+    let mut killed = cgroup_pids(path).len();
+    let kill_file = path.join("cgroup.kill");
+    let has_kill = kill_file.exists() && std::fs::write(&kill_file, b"1").is_ok();
+    for _ in 0..500 {
+        let pids = cgroup_pids(path);
+        if pids.is_empty() {
+            break;
+        }
+        if !has_kill {
+            for pid in &pids {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(*pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            killed = killed.max(pids.len());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    if let Err(err) = std::fs::remove_dir(path) {
+        if err.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!("cannot remove cgroup {}: {err}", path.display());
+        }
+    }
+    killed
+}
+
+/// SIGKILLs every process whose environment carries the task's marker `BOSUN_TASK_ID=<id>`
+/// (set by the task-agent for every step). Returns how many were killed.
+pub fn kill_marked_processes(task_id: &str) -> usize {
+    let marker = format!("BOSUN_TASK_ID={task_id}");
+    let mut killed = 0;
+    for _ in 0..20 {
+        let mut found = 0;
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return killed;
+        };
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+                continue;
+            };
+            if environ
+                .split(|b| *b == 0)
+                .any(|var| var == marker.as_bytes())
+            {
+                found += 1;
+                if nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                )
+                .is_ok()
+                {
+                    killed += 1;
+                }
+            }
+        }
+        if found == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    killed
+}
+
+/// A root-only record (`<dir>/<task id>`, mode 0600 in a 0700 directory) of each running task's
+/// working directory and cgroup, so a restart after a crash can clean up after it.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    dir: PathBuf,
+}
+
+/// One task in the ledger.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerEntry {
+    pub task_id: String,
+    pub work_dir: PathBuf,
+    pub cgroup: Option<PathBuf>,
+}
+
+impl Ledger {
+    /// The ledger beside the task directories: `<parent of the first %s component>/.bosun-tasks`.
+    pub fn for_working_directory(template: &str) -> Ledger {
+        // The directory that holds the per-task directories: the parent of the path component
+        // with `%s` (or of the fixed working directory).
+        let prefix = match template.find("%s") {
+            Some(at) => &template[..at],
+            None => template,
+        };
+        let base = match prefix.rfind('/') {
+            Some(0) | None => PathBuf::from("/"),
+            Some(slash) => PathBuf::from(&prefix[..slash]),
+        };
+        Ledger {
+            dir: base.join(".bosun-tasks"),
+        }
+    }
+
+    /// Creates the directory if needed and checks nobody else could have planted it.
+    fn ensure(&self) -> anyhow::Result<()> {
+        // The parent also holds the task directories, which the job user must reach: 0755.
+        if let Some(parent) = self.dir.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        match std::fs::DirBuilder::new().mode(0o700).create(&self.dir) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(err) => {
+                return Err(err).with_context(|| format!("creating {}", self.dir.display()));
+            }
+        }
+        let meta = std::fs::symlink_metadata(&self.dir)?;
+        if !meta.is_dir() || meta.uid() != Uid::effective().as_raw() || meta.mode() & 0o077 != 0 {
+            bail!(
+                "{} must be a directory owned by the launch-agent's user with mode 0700",
+                self.dir.display()
+            );
+        }
+        Ok(())
+    }
+
+    pub fn record(&self, entry: &LedgerEntry) -> anyhow::Result<()> {
+        self.ensure()?;
+        let mut text = format!("{}\n", entry.work_dir.display());
+        if let Some(cgroup) = &entry.cgroup {
+            text.push_str(&format!("{}\n", cgroup.display()));
+        }
+        let path = self.dir.join(&entry.task_id);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        file.write_all(text.as_bytes())?;
+        Ok(())
+    }
+
+    pub fn forget(&self, task_id: &str) {
+        let _ = std::fs::remove_file(self.dir.join(task_id));
+    }
+
+    pub fn entries(&self) -> Vec<LedgerEntry> {
+        if self.ensure().is_err() {
+            return Vec::new();
+        }
+        let Ok(list) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        list.flatten()
+            .filter_map(|entry| {
+                let task_id = entry.file_name().to_str()?.to_owned();
+                if !task_id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                {
+                    return None;
+                }
+                let text = std::fs::read_to_string(entry.path()).ok()?;
+                let mut lines = text.lines();
+                let work_dir = PathBuf::from(lines.next()?);
+                let cgroup = lines.next().map(PathBuf::from);
+                Some(LedgerEntry {
+                    task_id,
+                    work_dir,
+                    cgroup,
+                })
+            })
+            .collect()
+    }
+}
+
+/// After a crash: kills what each recorded task left running (its cgroup, then every process with
+/// its marker), removes its working directory if `cleanup`, and forgets it.
+pub fn sweep_leftovers(ledger: &Ledger, cleanup: bool) {
+    for entry in ledger.entries() {
+        let mut killed = 0;
+        if let Some(cgroup) = &entry.cgroup {
+            if cgroup.exists() {
+                killed += kill_cgroup(cgroup);
+            }
+        }
+        killed += kill_marked_processes(&entry.task_id);
+        let mut removed = false;
+        if cleanup {
+            match remove_work_dir(&entry.work_dir) {
+                Ok(()) => removed = true,
+                Err(err) => tracing::warn!("{err:#}"),
+            }
+        }
+        tracing::warn!(
+            task = %entry.task_id,
+            killed,
+            removed_dir = removed,
+            "swept a task left over from an earlier run of the launch-agent"
+        );
+        ledger.forget(&entry.task_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ledger_sits_beside_the_task_directories() {
+        let ledger = |t: &str| Ledger::for_working_directory(t).dir;
+        assert_eq!(
+            ledger("/var/opt/circleci/workdir/%s"),
+            PathBuf::from("/var/opt/circleci/workdir/.bosun-tasks")
+        );
+        assert_eq!(ledger("/w/%s/x"), PathBuf::from("/w/.bosun-tasks"));
+        assert_eq!(ledger("/w/job-%s"), PathBuf::from("/w/.bosun-tasks"));
+        assert_eq!(ledger("/w/fixed"), PathBuf::from("/w/.bosun-tasks"));
+    }
+
+    #[test]
+    fn ledger_round_trips_and_forgets() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::for_working_directory(&format!("{}/work/%s", dir.path().display()));
+        let entry = LedgerEntry {
+            task_id: "abc-123".into(),
+            work_dir: dir.path().join("work/abc-123"),
+            cgroup: Some(PathBuf::from("/sys/fs/cgroup/bosun/abc-123")),
+        };
+        ledger.record(&entry).unwrap();
+        assert_eq!(ledger.entries(), vec![entry]);
+        ledger.forget("abc-123");
+        assert!(ledger.entries().is_empty());
+    }
+}
+
+/// Command-prefix mode (`sudo -niHu USER --` and the like, which close inherited descriptors):
+/// a listening socket in a fresh 0700 directory owned by the job user, accepting exactly one
+/// connection, from the expected uid, presenting a one-time token the task-agent reads on stdin.
+#[derive(Debug)]
+pub struct Rendezvous {
+    dir: PathBuf,
+    pub socket_path: PathBuf,
+    pub listener: std::os::unix::net::UnixListener,
+    pub token: String,
+    /// The uid the connecting task-agent must run as.
+    pub expected_uid: Uid,
+}
+
+impl Rendezvous {
+    pub fn create(identity: &Identity) -> anyhow::Result<Rendezvous> {
+        let mut random = [0u8; 32];
+        getrandom::fill(&mut random).map_err(|err| anyhow::anyhow!("no randomness: {err}"))?;
+        let token: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        // A fresh, unpredictable name: created by us (mkdir fails if anything is there).
+        let dir = std::env::temp_dir().join(format!("bosun-rendezvous-{}", &token[..16]));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+        let socket_path = dir.join("agent.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket_path)
+            .with_context(|| format!("listening on {}", socket_path.display()))?;
+        let expected_uid = match &identity.switch {
+            Some(switch) => {
+                // Socket first, then the directory: once the job user owns the directory it
+                // could only swap the socket for its own, which gains it nothing.
+                nix::unistd::chown(&socket_path, Some(switch.uid), Some(switch.gid))?;
+                nix::unistd::chown(&dir, Some(switch.uid), Some(switch.gid))?;
+                switch.uid
+            }
+            None => Uid::effective(),
+        };
+        Ok(Rendezvous {
+            dir,
+            socket_path,
+            listener,
+            token,
+            expected_uid,
+        })
+    }
+
+    /// Checks the peer of an accepted connection is the job user.
+    pub fn check_peer(&self, stream: &std::os::unix::net::UnixStream) -> anyhow::Result<()> {
+        let creds =
+            nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
+                .context("reading the peer's credentials")?;
+        if creds.uid() != self.expected_uid.as_raw() {
+            bail!(
+                "a process of uid {} connected instead of the task-agent (uid {})",
+                creds.uid(),
+                self.expected_uid
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Rendezvous {
+    fn drop(&mut self) {
+        let _ = remove_work_dir(&self.dir);
+    }
+}
+
+/// The task-agent started through `prefix` (which switches users itself, so no uid change and
+/// no `PR_SET_NO_NEW_PRIVS` here: sudo must be able to raise and drop). It connects back to
+/// `socket_path` and reads its token on stdin.
+pub fn prefixed_command(
+    prefix: &[String],
+    binary: &Path,
+    work_dir: &Path,
+    identity: &Identity,
+    socket_path: &Path,
+    cgroup: Option<&TaskCgroup>,
+) -> Command {
+    let mut command = Command::new(&prefix[0]);
+    command
+        .args(&prefix[1..])
+        .arg(binary)
+        .arg("--connect")
+        .arg(socket_path)
+        .arg("--work-dir")
+        .arg(work_dir)
+        .current_dir(work_dir)
+        .env_clear()
+        .env("HOME", &identity.home)
+        .env("USER", &identity.name)
+        .env("LOGNAME", &identity.name)
+        .env("SHELL", &identity.shell)
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .env(
+            "LANG",
+            std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".into()),
+        )
+        .stdin(std::process::Stdio::piped());
+    let cgroup_procs = cgroup.map(|cgroup| cgroup.procs_path.clone());
+    // SAFETY: as in `task_agent_command`: only async-signal-safe syscalls on values prepared
+    // before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            close_fds_from(3);
+            if let Some(procs) = &cgroup_procs {
+                write_c_file(procs, b"0")?;
+            }
+            nix::libc::umask(0o022);
+            if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
 }

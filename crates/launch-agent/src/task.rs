@@ -13,11 +13,9 @@ use bosun_protocol::{Connection, FrameCodec, Incoming, Message, StepStatus, Task
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::privileged::{self, Identity};
+use crate::privileged::{self, Identity, Ledger, LedgerEntry, TaskCgroup};
 use crate::upload::{LogUploader, with_retry};
 
-/// How long the task-agent gets to stop a step after a cancel, before SIGKILL.
-const CANCEL_GRACE: Duration = Duration::from_secs(10);
 /// How often buffered log bytes are sent even when less than a flush's worth.
 const FLUSH_PERIOD: Duration = Duration::from_millis(200);
 /// How long the task-agent has to say hello.
@@ -34,13 +32,22 @@ enum Outcome {
 /// Shutdown levels the main loop hands to a running task: 0 run, 1 drain, 2 cancel tasks.
 pub type StopLevel = watch::Receiver<u8>;
 
+/// What every task of this launch-agent shares.
+pub struct Host<'a> {
+    pub client: &'a Client,
+    pub config: &'a Config,
+    pub identity: &'a Identity,
+    pub ledger: &'a Ledger,
+    /// Where task cgroups go, when the host offers cgroup v2.
+    pub cgroup_root: Option<&'a std::path::Path>,
+}
+
 pub async fn run_task(
-    client: &Client,
-    config: &Config,
-    identity: &Identity,
+    host: &Host<'_>,
     claim: ClaimResponse,
     mut stop: StopLevel,
 ) -> anyhow::Result<()> {
+    let Host { client, config, .. } = *host;
     let auth = Auth::Bearer(claim.task_token.clone());
     let spec: TaskSpec = with_retry("task config", || client.get("/api/v2/task/config", &auth))
         .await
@@ -56,8 +63,33 @@ pub async fn run_task(
         anyhow::bail!(message);
     }
     let work_dir = PathBuf::from(config.working_directory.replace("%s", &spec.task_id));
+    let cgroup = match host.cgroup_root {
+        Some(root) => match TaskCgroup::create(root, &spec.task_id) {
+            Ok(cgroup) => Some(cgroup),
+            Err(err) => {
+                tracing::warn!("no cgroup for this task: {err:#}");
+                None
+            }
+        },
+        None => None,
+    };
+    // Recorded before anything runs, forgotten after cleanup: a crash in between leaves the entry
+    // for the next start's sweep.
+    host.ledger.record(&LedgerEntry {
+        task_id: spec.task_id.clone(),
+        work_dir: work_dir.clone(),
+        cgroup: cgroup.as_ref().map(|c| c.path.clone()),
+    })?;
 
-    let result = run_in_dir(client, config, identity, &auth, &spec, &work_dir, &mut stop).await;
+    let result = run_in_dir(host, &auth, &spec, &work_dir, cgroup.as_ref(), &mut stop).await;
+    // Whatever the steps left, in the cgroup, goes now (the task-agent already swept its own
+    // descendants; this also catches processes that escaped its subreaper).
+    if let Some(cgroup) = &cgroup {
+        let killed = tokio::task::block_in_place(|| cgroup.kill_and_remove());
+        if killed > 0 {
+            tracing::info!(task = %spec.task_id, killed, "killed processes left in the task's cgroup");
+        }
+    }
     let (status, message) = match result {
         Ok((status, message)) => (status, message),
         Err(err) => ("infrastructure_fail", Some(format!("{err:#}"))),
@@ -75,6 +107,7 @@ pub async fn run_task(
             Err(err) => tracing::warn!("cleanup of {} panicked: {err}", work_dir.display()),
         }
     }
+    host.ledger.forget(&spec.task_id);
     tracing::info!(task = %spec.task_id, status, "task done");
     Ok(())
 }
@@ -94,14 +127,19 @@ async fn complete(client: &Client, auth: &Auth, status: &str, message: Option<St
 }
 
 async fn run_in_dir(
-    client: &Client,
-    config: &Config,
-    identity: &Identity,
+    host: &Host<'_>,
     auth: &Auth,
     spec: &TaskSpec,
     work_dir: &std::path::Path,
+    cgroup: Option<&TaskCgroup>,
     stop: &mut StopLevel,
 ) -> anyhow::Result<(&'static str, Option<String>)> {
+    let Host {
+        client,
+        config,
+        identity,
+        ..
+    } = *host;
     {
         let dir = work_dir.to_owned();
         let identity = identity.clone();
@@ -110,37 +148,11 @@ async fn run_in_dir(
             .context("creating the working directory")??;
     }
 
-    let (ours, theirs) =
-        std::os::unix::net::UnixStream::pair().context("creating the agent socketpair")?;
-    let theirs: OwnedFd = theirs.into();
-    let command =
-        privileged::task_agent_command(&config.task_agent_path, work_dir, identity, &theirs);
-    let mut command = tokio::process::Command::from(command);
-    command.kill_on_drop(true);
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("starting {}", config.task_agent_path.display()))?;
-    // Our copy of the child's end must close, or we would never see the child hang up.
-    drop(theirs);
-    ours.set_nonblocking(true)?;
-    let mut conn = Connection::new(
-        tokio::net::UnixStream::from_std(ours)?,
-        FrameCodec::default(),
-    );
-
-    let handshake =
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.handshake_as_launch_agent(spec)).await;
-    match handshake {
-        Ok(Ok(version)) => tracing::debug!(%version, "task-agent connected"),
-        Ok(Err(err)) => {
-            let _ = child.kill().await;
-            anyhow::bail!("task-agent handshake failed: {err}");
-        }
-        Err(_) => {
-            let _ = child.kill().await;
-            anyhow::bail!("task-agent did not say hello within {HANDSHAKE_TIMEOUT:?}");
-        }
-    }
+    let (mut child, mut conn) = if config.command_prefix.is_empty() {
+        start_with_socketpair(config, identity, spec, work_dir, cgroup).await?
+    } else {
+        start_with_prefix(config, identity, spec, work_dir, cgroup).await?
+    };
 
     let (cancel_tx, mut cancel_rx) = watch::channel(None::<String>);
     let heartbeat = tokio::spawn(heartbeat_loop(client.clone(), auth.clone(), cancel_tx));
@@ -173,6 +185,146 @@ async fn run_in_dir(
             }),
         ),
     })
+}
+
+fn grace_arg(config: &Config) -> String {
+    format!(
+        "--kill-grace-ms={}",
+        config.termination_grace_period.as_millis()
+    )
+}
+
+/// Starts the task-agent with bosun's own privilege drop, its socket inherited as fd 3.
+async fn start_with_socketpair(
+    config: &Config,
+    identity: &Identity,
+    spec: &TaskSpec,
+    work_dir: &std::path::Path,
+    cgroup: Option<&TaskCgroup>,
+) -> anyhow::Result<(tokio::process::Child, Connection<tokio::net::UnixStream>)> {
+    let (ours, theirs) =
+        std::os::unix::net::UnixStream::pair().context("creating the agent socketpair")?;
+    let theirs: OwnedFd = theirs.into();
+    let mut command = privileged::task_agent_command(
+        &config.task_agent_path,
+        work_dir,
+        identity,
+        &theirs,
+        cgroup,
+    );
+    command.arg(grace_arg(config));
+    let mut command = tokio::process::Command::from(command);
+    command.kill_on_drop(true);
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("starting {}", config.task_agent_path.display()))?;
+    // Our copy of the child's end must close, or we would never see the child hang up.
+    drop(theirs);
+    ours.set_nonblocking(true)?;
+    let mut conn = Connection::new(
+        tokio::net::UnixStream::from_std(ours)?,
+        FrameCodec::default(),
+    );
+    let handshake =
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.handshake_as_launch_agent(spec)).await;
+    check_handshake(&mut child, handshake).await?;
+    Ok((child, conn))
+}
+
+/// Starts the task-agent through `runner.command_prefix` (sudo and friends close inherited
+/// descriptors): it connects back to a one-connection listening socket with a one-time token.
+async fn start_with_prefix(
+    config: &Config,
+    identity: &Identity,
+    spec: &TaskSpec,
+    work_dir: &std::path::Path,
+    cgroup: Option<&TaskCgroup>,
+) -> anyhow::Result<(tokio::process::Child, Connection<tokio::net::UnixStream>)> {
+    let rendezvous = privileged::Rendezvous::create(identity)?;
+    let mut command = privileged::prefixed_command(
+        &config.command_prefix,
+        &config.task_agent_path,
+        work_dir,
+        identity,
+        &rendezvous.socket_path,
+        cgroup,
+    );
+    command.arg(grace_arg(config));
+    let mut command = tokio::process::Command::from(command);
+    command.kill_on_drop(true);
+    let mut child = command.spawn().with_context(|| {
+        format!(
+            "starting {} through {:?}",
+            config.task_agent_path.display(),
+            config.command_prefix
+        )
+    })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        use tokio::io::AsyncWriteExt as _;
+        stdin
+            .write_all(format!("{}\n", rendezvous.token).as_bytes())
+            .await?;
+    }
+    let listener = rendezvous.listener.try_clone()?;
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::UnixListener::from_std(listener)?;
+    let accepted = tokio::select! {
+        accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, listener.accept()) => accepted,
+        exited = child.wait() => {
+            anyhow::bail!("{:?} exited before the task-agent connected ({})", config.command_prefix, exited?);
+        }
+    };
+    let stream = match accepted {
+        Ok(Ok((stream, _))) => stream,
+        Ok(Err(err)) => {
+            let _ = child.kill().await;
+            return Err(err).context("accepting the task-agent's connection");
+        }
+        Err(_) => {
+            let _ = child.kill().await;
+            anyhow::bail!("the task-agent did not connect within {HANDSHAKE_TIMEOUT:?}");
+        }
+    };
+    // Exactly one connection: stop listening before anything else can connect.
+    drop(listener);
+    let stream = stream.into_std()?;
+    if let Err(err) = rendezvous.check_peer(&stream) {
+        let _ = child.kill().await;
+        return Err(err);
+    }
+    stream.set_nonblocking(true)?;
+    let mut conn = Connection::new(
+        tokio::net::UnixStream::from_std(stream)?,
+        FrameCodec::default(),
+    );
+    let handshake = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        conn.handshake_as_launch_agent_expecting(spec, Some(&rendezvous.token)),
+    )
+    .await;
+    check_handshake(&mut child, handshake).await?;
+    drop(rendezvous);
+    Ok((child, conn))
+}
+
+async fn check_handshake(
+    child: &mut tokio::process::Child,
+    handshake: Result<Result<String, bosun_protocol::ProtocolError>, tokio::time::error::Elapsed>,
+) -> anyhow::Result<()> {
+    match handshake {
+        Ok(Ok(version)) => {
+            tracing::debug!(%version, "task-agent connected");
+            Ok(())
+        }
+        Ok(Err(err)) => {
+            let _ = child.kill().await;
+            anyhow::bail!("task-agent handshake failed: {err}");
+        }
+        Err(_) => {
+            let _ = child.kill().await;
+            anyhow::bail!("task-agent did not say hello within {HANDSHAKE_TIMEOUT:?}");
+        }
+    }
 }
 
 /// Relays frames until the task-agent reports its result or goes away.
@@ -229,19 +381,19 @@ async fn relay(
                 };
                 if let Some(reason) = reason {
                     cancel_reason = Some(reason.clone());
-                    send_cancel(conn, &reason).await;
+                    send_cancel(conn, &reason, config.termination_grace_period).await;
                 }
             }
             _ = tokio::time::sleep_until(deadline), if cancel_reason.is_none() => {
                 let reason = format!("the job exceeded runner.max_run_time ({:?})", config.max_run_time);
                 cancel_reason = Some(reason.clone());
-                send_cancel(conn, &reason).await;
+                send_cancel(conn, &reason, config.termination_grace_period).await;
             }
             changed = stop.changed(), if cancel_reason.is_none() => {
                 if changed.is_err() || *stop.borrow() >= 2 {
                     let reason = "the launch-agent is shutting down".to_owned();
                     cancel_reason = Some(reason.clone());
-                    send_cancel(conn, &reason).await;
+                    send_cancel(conn, &reason, config.termination_grace_period).await;
                 }
             }
         }
@@ -250,11 +402,11 @@ async fn relay(
     Ok((outcome, cancel_reason))
 }
 
-async fn send_cancel(conn: &mut Connection<tokio::net::UnixStream>, reason: &str) {
+async fn send_cancel(conn: &mut Connection<tokio::net::UnixStream>, reason: &str, grace: Duration) {
     tracing::info!("canceling the task: {reason}");
     let message = Message::Cancel {
         reason: reason.to_owned(),
-        grace_ms: CANCEL_GRACE.as_millis() as u64,
+        grace_ms: grace.as_millis() as u64,
     };
     if let Err(err) = conn.send(&message).await {
         tracing::warn!("could not send cancel to the task-agent: {err}");
@@ -280,17 +432,20 @@ async fn post_step(client: &Client, auth: &Auth, event: StepEvent) -> anyhow::Re
 
 /// Renews the lease; reports a cancel request (or the loss of the task) through `cancel`.
 async fn heartbeat_loop(client: Client, auth: Auth, cancel: watch::Sender<Option<String>>) {
+    // The server holds each heartbeat up to `period` and answers at once on a cancel, so a cancel
+    // reaches the task within a round trip while the request rate stays at one per period.
     let mut period = Duration::from_secs(2);
     loop {
-        let answer: Result<HeartbeatResponse, _> = client
-            .post("/api/v2/task/heartbeat", &auth, &serde_json::json!({}))
-            .await;
+        let started = tokio::time::Instant::now();
+        let path = format!("/api/v2/task/heartbeat?wait={}s", period.as_secs().max(1));
+        let answer: Result<HeartbeatResponse, _> =
+            client.post(&path, &auth, &serde_json::json!({})).await;
         match answer {
             Ok(answer) => {
                 if answer.cancel {
                     let _ = cancel.send(Some("the job was canceled".into()));
                 }
-                // Three beats per lease, but at least every 10 s so cancels arrive quickly.
+                // Three beats per lease, each held at most 10 s.
                 period = Duration::from_secs(answer.lease_secs.max(1))
                     .div_f64(3.0)
                     .min(Duration::from_secs(10))
@@ -302,6 +457,7 @@ async fn heartbeat_loop(client: Client, auth: Auth, cancel: watch::Sender<Option
             }
             Err(err) => tracing::warn!("heartbeat failed: {err}"),
         }
-        tokio::time::sleep(period).await;
+        // A held heartbeat already waited; an early answer (error, old server) must not spin.
+        tokio::time::sleep_until(started + Duration::from_millis(500)).await;
     }
 }

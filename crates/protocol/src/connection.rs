@@ -81,9 +81,20 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         &mut self,
         agent_version: &str,
     ) -> Result<TaskSpec, ProtocolError> {
+        self.handshake_as_task_agent_with_token(agent_version, None)
+            .await
+    }
+
+    /// task-agent side, presenting the one-time `token` it was given (command-prefix mode).
+    pub async fn handshake_as_task_agent_with_token(
+        &mut self,
+        agent_version: &str,
+        token: Option<&str>,
+    ) -> Result<TaskSpec, ProtocolError> {
         self.send(&Message::Hello {
             protocol_version: PROTOCOL_VERSION,
             agent_version: agent_version.to_owned(),
+            token: token.map(str::to_owned),
         })
         .await?;
         match self.recv_message("welcome").await? {
@@ -101,11 +112,33 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         &mut self,
         task: &TaskSpec,
     ) -> Result<String, ProtocolError> {
+        self.handshake_as_launch_agent_expecting(task, None).await
+    }
+
+    /// launch-agent side; with `expected_token`, the hello must carry exactly that token.
+    pub async fn handshake_as_launch_agent_expecting(
+        &mut self,
+        task: &TaskSpec,
+        expected_token: Option<&str>,
+    ) -> Result<String, ProtocolError> {
         match self.recv_message("hello").await? {
             Message::Hello {
                 protocol_version,
                 agent_version,
+                token,
             } => {
+                if let Some(expected) = expected_token {
+                    let presented = token.as_deref().unwrap_or("");
+                    if !constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
+                        let reason = "the task-agent did not present this task's token".to_owned();
+                        let _ = self
+                            .send(&Message::Refused {
+                                reason: reason.clone(),
+                            })
+                            .await;
+                        return Err(ProtocolError::Refused(reason));
+                    }
+                }
                 if protocol_version != PROTOCOL_VERSION {
                     let err = ProtocolError::WrongVersion {
                         peer: protocol_version,
@@ -131,6 +164,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             }),
         }
     }
+}
+
+/// Compares without an early exit, so timing does not tell how much of a token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
@@ -240,6 +281,7 @@ mod tests {
             .send(&Message::Hello {
                 protocol_version: PROTOCOL_VERSION + 1,
                 agent_version: "x".into(),
+                token: None,
             })
             .await
             .unwrap();
@@ -273,5 +315,28 @@ mod tests {
             launch.recv().await,
             Err(ProtocolError::BadMessage(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_wrong_one_time_token_is_refused() {
+        for (presented, accepted) in [
+            (Some("s3cret"), true),
+            (Some("guess!"), false),
+            (None, false),
+        ] {
+            let (a, b) = UnixStream::pair().unwrap();
+            let mut launch = Connection::new(a, FrameCodec::default());
+            let mut agent = Connection::new(b, FrameCodec::default());
+            let server = tokio::spawn(async move {
+                launch
+                    .handshake_as_launch_agent_expecting(&task(), Some("s3cret"))
+                    .await
+            });
+            let got = agent
+                .handshake_as_task_agent_with_token("1", presented)
+                .await;
+            assert_eq!(got.is_ok(), accepted, "{presented:?}: {got:?}");
+            assert_eq!(server.await.unwrap().is_ok(), accepted);
+        }
     }
 }

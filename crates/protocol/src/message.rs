@@ -12,6 +12,10 @@ pub enum Message {
     Hello {
         protocol_version: u32,
         agent_version: String,
+        /// The one-time token a task-agent started through `runner.command_prefix` read on its
+        /// stdin: it proves the connection on the listening socket comes from that task-agent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
     },
     /// launch-agent -> task-agent: the task to run.
     Welcome { task: Box<TaskSpec> },

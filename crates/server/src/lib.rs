@@ -9,6 +9,7 @@ mod admin;
 mod auth;
 mod error;
 mod git;
+mod jobs;
 mod logs;
 mod pipelines;
 mod runner;
@@ -72,6 +73,8 @@ pub(crate) struct AppState {
     pub max_running_tasks: u64,
     /// Woken whenever a task is queued, so long-polling claims answer at once.
     pub queued: Notify,
+    /// Woken whenever a running task is asked to cancel, so long-polling heartbeats answer at once.
+    pub cancels: Notify,
     /// Serializes log appends so the offset check and the write are one step.
     pub log_lock: tokio::sync::Mutex<()>,
 }
@@ -111,6 +114,7 @@ pub async fn run(
         task_lease: config.task_lease,
         max_running_tasks: config.max_running_tasks,
         queued: Notify::new(),
+        cancels: Notify::new(),
         log_lock: tokio::sync::Mutex::new(()),
     });
 
@@ -135,5 +139,6 @@ fn router(state: State) -> Router {
         .merge(admin::routes())
         .merge(runner::routes())
         .merge(pipelines::routes())
+        .merge(jobs::routes())
         .with_state(state)
 }

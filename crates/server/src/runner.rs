@@ -186,11 +186,35 @@ async fn task_config(
     Ok(Json(spec))
 }
 
+#[derive(Deserialize)]
+struct HeartbeatQuery {
+    wait: Option<String>,
+}
+
+/// Renews the lease. With `?wait=Ns` the answer is held up to N seconds (at most a third of the
+/// lease) or until someone cancels the job, so a cancel reaches the runner at once while the
+/// heartbeat rate stays low.
 async fn heartbeat(
     task: TaskAuth,
     StateExt(state): StateExt<State>,
+    Query(query): Query<HeartbeatQuery>,
 ) -> AppResult<Json<HeartbeatResponse>> {
     require_running(&task)?;
+    let wait = match query.wait.as_deref() {
+        Some(text) => parse_wait(text)?.min(state.task_lease / 3),
+        None => Duration::ZERO,
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let canceled = state.cancels.notified();
+        let answer = renew_lease(&state, &task).await?;
+        if answer.cancel || tokio::time::timeout_at(deadline, canceled).await.is_err() {
+            return Ok(Json(renew_lease(&state, &task).await?));
+        }
+    }
+}
+
+async fn renew_lease(state: &State, task: &TaskAuth) -> AppResult<HeartbeatResponse> {
     let lease = now_ms() + state.task_lease.as_millis() as i64;
     let cancel: Option<i64> = sqlx::query_scalar(
         "UPDATE tasks SET lease_expires = ? WHERE id = ? AND status = 'running' RETURNING cancel_requested",
@@ -205,10 +229,10 @@ async fn heartbeat(
             task.task_id
         )));
     };
-    Ok(Json(HeartbeatResponse {
+    Ok(HeartbeatResponse {
         cancel: cancel != 0,
         lease_secs: state.task_lease.as_secs(),
-    }))
+    })
 }
 
 #[derive(Deserialize)]

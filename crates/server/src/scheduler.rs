@@ -223,3 +223,51 @@ pub async fn reap_expired_leases(state: State) {
         }
     }
 }
+
+/// Cancels job `job_id`; returns what happened, for the answer.
+pub async fn cancel_job(state: &State, job_id: &str) -> AppResult<&'static str> {
+    let now = now_ms();
+    let mut tx = state.db.begin().await?;
+    // Not claimed yet: the queued task (if any) and the job end here.
+    sqlx::query(
+        "UPDATE tasks SET status = 'canceled', finished_at = ? WHERE job_id = ? AND status = 'queued'",
+    )
+    .bind(now)
+    .bind(job_id)
+    .execute(&mut *tx)
+    .await?;
+    let waiting = sqlx::query(
+        "UPDATE jobs SET status = 'canceled', stopped_at = ?, message = 'canceled before it ran'
+         WHERE id = ? AND status IN ('blocked', 'queued')
+         RETURNING workflow_id",
+    )
+    .bind(now)
+    .bind(job_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(row) = waiting {
+        let workflow_id: String = sqlx::Row::get(&row, 0);
+        let queued = advance_workflow(&mut tx, &workflow_id).await?;
+        tx.commit().await?;
+        if queued {
+            state.queued.notify_waiters();
+        }
+        return Ok("canceled");
+    }
+    // Running: ask its runner, through the heartbeat.
+    let asked = sqlx::query(
+        "UPDATE tasks SET cancel_requested = 1 WHERE job_id = ? AND status = 'running'",
+    )
+    .bind(job_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    if asked > 0 {
+        state.cancels.notify_waiters();
+        return Ok("canceling");
+    }
+    Err(crate::error::AppError::conflict(format!(
+        "job {job_id} is not running any more"
+    )))
+}

@@ -43,8 +43,9 @@ pub async fn run_task(
     scripts_dir: PathBuf,
     out: Outbox,
     mut control: watch::Receiver<Control>,
+    kill_grace: std::time::Duration,
 ) -> Result<TaskStatus, Lost> {
-    let job = Arc::new(Job::new(task, task_dir, scripts_dir, out));
+    let job = Arc::new(Job::new(task, task_dir, scripts_dir, out, kill_grace));
     if let Err(err) = std::fs::create_dir_all(&job.working_dir) {
         // Each step reports it in its own log when it needs the directory.
         tracing::warn!(dir = %job.working_dir.display(), %err, "cannot create the working directory");

@@ -17,6 +17,7 @@
 //!   supervising it (output, no-output timeout, cancel).
 //! - [`output`]: the one pipe that carries a step's stdout and stderr.
 
+pub mod containment;
 pub mod engine;
 pub mod link;
 pub mod output;
@@ -40,9 +41,18 @@ pub const ALLOW_ROOT_ENV: &str = "BOSUN_TASK_AGENT_ALLOW_ROOT";
 pub struct Options {
     /// The inherited socket to the launch-agent.
     pub socket_fd: RawFd,
+    /// Command-prefix mode (`sudo -u job-user -- task-agent --connect PATH`): sudo closes
+    /// inherited descriptors, so connect to the launch-agent's listening socket at this path
+    /// instead, presenting the one-time token read from stdin.
+    pub connect: Option<PathBuf>,
+    /// The task's directory, when the current directory is not it (`sudo -i` starts in HOME).
+    pub work_dir: Option<PathBuf>,
     /// Run even as uid 0. Only for containers (where root may be the only user) and tests: on a
     /// host the launch-agent always starts the task-agent as the unprivileged job user.
     pub allow_root: bool,
+    /// Grace between SIGTERM and SIGKILL when a step is stopped for its no-output timeout
+    /// (cancels carry their own grace).
+    pub kill_grace: std::time::Duration,
 }
 
 /// Why the task-agent stopped without finishing its task.
@@ -81,12 +91,31 @@ impl std::error::Error for RunError {}
 /// whatever the status (the launch-agent reads it from the messages).
 pub fn run(options: Options) -> Result<TaskStatus, RunError> {
     // First of all, so that nothing this process ever starts inherits the socket.
-    let socket = take_socket(options.socket_fd).map_err(RunError::Usage)?;
+    let (socket, token) = match &options.connect {
+        None => (
+            take_socket(options.socket_fd).map_err(RunError::Usage)?,
+            None,
+        ),
+        Some(path) => {
+            let (socket, token) = connect(path).map_err(RunError::Usage)?;
+            (socket, Some(token))
+        }
+    };
     if !options.allow_root && running_as_root() {
         return Err(RunError::Usage(format!(
             "refusing to run as root (uid 0): the launch-agent starts task-agent as the job user; \
              pass --allow-root or set {ALLOW_ROOT_ENV}=1 only inside containers and tests"
         )));
+    }
+    // Daemons a step leaves behind are re-parented here, not to init, so the end-of-task sweep
+    // finds them (see `containment`).
+    containment::become_subreaper()
+        .context("cannot become a child subreaper")
+        .map_err(RunError::Internal)?;
+    if let Some(dir) = &options.work_dir {
+        std::env::set_current_dir(dir)
+            .with_context(|| format!("cannot enter the task's directory {}", dir.display()))
+            .map_err(RunError::Internal)?;
     }
     let task_dir = std::env::current_dir()
         .context("cannot read the current directory (the task's directory)")
@@ -98,17 +127,22 @@ pub fn run(options: Options) -> Result<TaskStatus, RunError> {
         .context("cannot start the async runtime")
         .map_err(RunError::Internal)?;
     runtime
-        .block_on(agent(socket, task_dir))
+        .block_on(agent(socket, token, task_dir, options.kill_grace))
         .map_err(RunError::Internal)
 }
 
-async fn agent(socket: OwnedFd, task_dir: PathBuf) -> anyhow::Result<TaskStatus> {
+async fn agent(
+    socket: OwnedFd,
+    token: Option<String>,
+    task_dir: PathBuf,
+    kill_grace: std::time::Duration,
+) -> anyhow::Result<TaskStatus> {
     let stream = std::os::unix::net::UnixStream::from(socket);
     stream.set_nonblocking(true)?;
     let stream = tokio::net::UnixStream::from_std(stream)?;
     let mut conn = Connection::new(stream, FrameCodec::default());
     let task = conn
-        .handshake_as_task_agent(env!("CARGO_PKG_VERSION"))
+        .handshake_as_task_agent_with_token(env!("CARGO_PKG_VERSION"), token.as_deref())
         .await
         .context("handshake with the launch-agent failed")?;
     tracing::info!(
@@ -131,6 +165,7 @@ async fn agent(socket: OwnedFd, task_dir: PathBuf) -> anyhow::Result<TaskStatus>
         scripts.path().to_path_buf(),
         outbox,
         control,
+        kill_grace,
     )
     .await;
     // The engine dropped its outbox: the link flushes what is queued and ends.
@@ -149,6 +184,32 @@ async fn agent(socket: OwnedFd, task_dir: PathBuf) -> anyhow::Result<TaskStatus>
             anyhow::bail!("lost the connection to the launch-agent ({reason}); stopped the task")
         }
     }
+}
+
+/// Reads the one-time token (one line, at most 256 bytes) from stdin and connects to the
+/// launch-agent's socket at `path`. The socket is opened close-on-exec.
+fn connect(path: &std::path::Path) -> Result<(OwnedFd, String), String> {
+    use std::io::Read as _;
+    let mut token = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(257)
+        .read_to_end(&mut token)
+        .map_err(|err| format!("cannot read the task token from stdin: {err}"))?;
+    let token = String::from_utf8(token)
+        .map_err(|_| "the task token on stdin is not text".to_owned())?
+        .trim()
+        .to_owned();
+    if token.is_empty() || token.len() > 256 {
+        return Err("--connect needs the one-time task token (1 to 256 bytes) on stdin".into());
+    }
+    let stream = std::os::unix::net::UnixStream::connect(path).map_err(|err| {
+        format!(
+            "cannot connect to the launch-agent at {}: {err}",
+            path.display()
+        )
+    })?;
+    Ok((OwnedFd::from(stream), token))
 }
 
 /// Marks `fd` close-on-exec, checks that it is a socket and takes ownership of it.

@@ -21,6 +21,16 @@ struct Args {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     allow_root: bool,
+    /// Connect to the launch-agent's socket at PATH (command-prefix mode), reading the one-time
+    /// task token from stdin, instead of using an inherited descriptor.
+    #[arg(long, value_name = "PATH", conflicts_with = "socket_fd")]
+    connect: Option<std::path::PathBuf>,
+    /// The task's directory (default: the current directory).
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<std::path::PathBuf>,
+    /// Milliseconds between SIGTERM and SIGKILL when a step exceeds its no-output timeout.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    kill_grace_ms: u64,
 }
 
 fn main() -> ExitCode {
@@ -34,7 +44,10 @@ fn main() -> ExitCode {
         .init();
     let options = bosun_task_agent::Options {
         socket_fd: args.socket_fd,
+        connect: args.connect,
+        work_dir: args.work_dir,
         allow_root: args.allow_root,
+        kill_grace: std::time::Duration::from_millis(args.kill_grace_ms),
     };
     match bosun_task_agent::run(options) {
         Ok(_status) => ExitCode::SUCCESS,

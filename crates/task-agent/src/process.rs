@@ -24,7 +24,8 @@ use tokio::time::{Instant, sleep_until};
 use crate::link::{Control, Outbox};
 use crate::output::{DRAIN_LIMIT, DRAIN_QUIET, OutputPipe, OutputReader};
 
-/// Grace between SIGTERM and SIGKILL when a step exceeds its no-output timeout.
+/// Default grace between SIGTERM and SIGKILL when a step exceeds its no-output timeout; the
+/// launch-agent passes its `runner.termination_grace_period` instead.
 pub const TIMEOUT_KILL_GRACE: Duration = Duration::from_secs(10);
 
 /// Grace between SIGTERM and SIGKILL for background steps still running when the task ends.
@@ -103,10 +104,16 @@ impl Groups {
         self.pgids.push(pgid);
     }
 
-    /// SIGKILLs whatever is left in every group (such as `server &` started by a step).
+    /// SIGKILLs whatever is left in every group (such as `server &` started by a step), then
+    /// every other descendant of the task-agent: daemons that left their group were re-parented
+    /// here, since the task-agent is a child subreaper (see [`crate::containment`]).
     pub fn sweep(&mut self) {
         for pgid in self.pgids.drain(..) {
             signal_group(pgid, Signal::SIGKILL);
+        }
+        let killed = crate::containment::kill_descendants();
+        if killed > 0 {
+            tracing::info!(killed, "killed processes the task left behind");
         }
     }
 }
@@ -165,6 +172,7 @@ pub async fn supervise(
     stream: u32,
     out: &Outbox,
     no_output_timeout: Duration,
+    kill_grace: Duration,
     control: &mut watch::Receiver<Control>,
 ) -> Ended {
     let StepProcess {
@@ -223,7 +231,7 @@ pub async fn supervise(
                 // descendants that left the process group.
             },
             () = sleep_until(idle_deadline), if running && stop.is_none() => {
-                escalate(&mut stop, pgid, running, StopWhy::TimedOut, TIMEOUT_KILL_GRACE);
+                escalate(&mut stop, pgid, running, StopWhy::TimedOut, kill_grace);
             },
             () = sleep_until(kill_at.unwrap_or(far_future)), if running && kill_at.is_some() => {
                 signal_group(pgid, Signal::SIGKILL);

@@ -168,6 +168,7 @@ impl Git<'_> {
             self.index,
             &self.job.out,
             DEFAULT_NO_OUTPUT_TIMEOUT,
+            self.job.kill_grace,
             self.control,
         )
         .await;

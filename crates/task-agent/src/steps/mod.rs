@@ -42,13 +42,21 @@ pub struct Job {
     /// A private directory outside the checkout for step scripts.
     pub scripts_dir: PathBuf,
     pub out: Outbox,
+    /// Grace between SIGTERM and SIGKILL when a step is stopped for its no-output timeout.
+    pub kill_grace: Duration,
     /// Process groups of the steps started so far, swept at the end of the task.
     pub groups: Mutex<Groups>,
 }
 
 impl Job {
     /// Prepares the job: resolves its working directory and environment.
-    pub fn new(task: TaskSpec, task_dir: PathBuf, scripts_dir: PathBuf, out: Outbox) -> Job {
+    pub fn new(
+        task: TaskSpec,
+        task_dir: PathBuf,
+        scripts_dir: PathBuf,
+        out: Outbox,
+        kill_grace: Duration,
+    ) -> Job {
         let home = std::env::var_os("HOME")
             .filter(|home| !home.is_empty())
             .map(PathBuf::from)
@@ -71,6 +79,7 @@ impl Job {
             env,
             scripts_dir,
             out,
+            kill_grace,
             groups: Mutex::new(Groups::default()),
         }
     }
@@ -229,6 +238,9 @@ pub fn builtin_env(task: &TaskSpec, working_dir: &Path) -> BTreeMap<String, Stri
     set("CIRCLE_NODE_INDEX", task.parallel_index.to_string());
     set("CIRCLE_NODE_TOTAL", task.parallel_total.to_string());
     set("CIRCLE_REPOSITORY_URL", task.repository_url.clone());
+    // The task's marker: the launch-agent's startup sweep and the tests find a task's processes
+    // by it in /proc/<pid>/environ.
+    set("BOSUN_TASK_ID", task.task_id.clone());
     let mut segments = task
         .project_slug
         .split('/')

@@ -79,6 +79,6 @@ pub async fn execute(
         .no_output_timeout_secs
         .map(Duration::from_secs)
         .unwrap_or(DEFAULT_NO_OUTPUT_TIMEOUT);
-    let ended = supervise(process, index, &job.out, timeout, control).await;
+    let ended = supervise(process, index, &job.out, timeout, job.kill_grace, control).await;
     conclude(&job.out, index, ended).await
 }
