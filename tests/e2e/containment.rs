@@ -150,7 +150,8 @@ async fn daemons_nohup_and_setsid_children_do_not_outlive_the_job() {
 }
 
 /// A step that ignores SIGTERM, so only SIGKILL after the grace ends it.
-const STUBBORN: &str = "trap 'echo got TERM' TERM; echo started; while true; do sleep 0.1; done";
+const STUBBORN: &str =
+    "trap 'echo got TERM' TERM; echo started; while true; do sleep 0.1 || true; done";
 
 fn grace_config(grace: &str, extra: &str) -> AgentOptions {
     AgentOptions {
@@ -202,6 +203,11 @@ async fn cancel_reaches_the_step_and_ends_the_job_canceled_within_grace() {
     assert!(
         term_after < Duration::from_secs(2),
         "cancel took {term_after:?} to reach the step"
+    );
+    // The step ignores SIGTERM: only the SIGKILL after the 2 s grace ends it.
+    assert!(
+        ended_after >= Duration::from_secs(2),
+        "ended before the grace: {ended_after:?}"
     );
     assert!(
         ended_after < Duration::from_secs(2 + 2),
@@ -277,6 +283,10 @@ async fn max_run_time_stops_the_job_within_grace() {
             .unwrap_or("")
             .contains("max_run_time"),
         "{job:?}"
+    );
+    assert!(
+        elapsed >= Duration::from_secs(3),
+        "stopped before max_run_time: {elapsed:?}"
     );
     assert!(elapsed < Duration::from_secs(3 + 1 + 2), "took {elapsed:?}");
 }
@@ -404,4 +414,44 @@ async fn a_launch_agent_killed_mid_task_cleans_up_on_restart_and_the_task_fails_
     eprintln!("restart swept the leftover task in {swept:?}");
     let job = server.wait_job(&job_id, Duration::from_secs(20)).await;
     assert_eq!(job.status, "infrastructure_fail");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_prefix_with_sudo_runs_the_job_as_the_prefixed_user() {
+    if !is_root() {
+        eprintln!("skipped: needs root (sudo -n as root is what the command_prefix mode is for)");
+        return;
+    }
+    if std::process::Command::new("sudo")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        panic!("sudo is not installed: .ci/run installs it (apt-get install sudo)");
+    }
+    let user = bosun_tests::job_user().expect("root has a job user");
+    let steps = format!(
+        "      - run: {PRINT_MARKER}\n      - run: id -un; pwd\n      - run: |\n          setsid sleep 1000 &\n          echo ok\n"
+    );
+    let config = job("e2e/linux", &steps);
+    let options = AgentOptions {
+        cleanup: true,
+        extra_config: format!("  command_prefix: [\"sudo\", \"-niHu\", \"{user}\", \"--\"]\n"),
+    };
+    let fixture =
+        Fixture::with_files("e2e/linux", &[(".circleci/config.yml", &config)], options).await;
+    let (pipeline, jobs) = fixture.run().await;
+    assert_eq!(pipeline.status, "success", "{}", fixture.agent.log_text());
+    let id = &fixture.job(&jobs, "build").id;
+    let marker = marker_from(&String::from_utf8_lossy(
+        &fixture.server.step_log(id, 0).await,
+    ));
+    let ids = String::from_utf8_lossy(&fixture.server.step_log(id, 1).await).into_owned();
+    let mut lines = ids.lines();
+    assert_eq!(lines.next(), Some(user));
+    assert!(
+        lines.next().unwrap().ends_with(&marker),
+        "the job ran in its task directory: {ids}"
+    );
+    assert!(marked_processes(&marker).is_empty());
 }
