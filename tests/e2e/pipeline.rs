@@ -211,3 +211,99 @@ async fn a_malformed_config_errors_the_pipeline_naming_line_and_column() {
     assert!(message.contains("stepz"), "{message}");
     assert!(fixture.server.jobs(&id).await.is_empty());
 }
+
+const PARAMETERIZED: &str = r#"
+version: 2.1
+parameters:
+  greeting:
+    type: string
+    default: hello
+commands:
+  say:
+    parameters:
+      text: {type: string}
+    steps:
+      - run: echo "<< parameters.text >>"
+jobs:
+  build:
+    machine: true
+    resource_class: e2e/linux
+    parameters:
+      who: {type: string}
+    steps:
+      - say:
+          text: << pipeline.parameters.greeting >> << parameters.who >> on << pipeline.git.branch >>, pipeline << pipeline.number >>
+workflows:
+  main:
+    jobs:
+      - build:
+          who: world
+      - build:
+          name: release-only
+          who: release
+          filters:
+            branches:
+              only: release
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_parameters_commands_and_branch_filters_reach_the_job() {
+    let fixture = Fixture::new("e2e/linux", PARAMETERIZED).await;
+    let mut parameters = serde_json::Map::new();
+    parameters.insert("greeting".into(), serde_json::Value::String("hi".into()));
+    let created: bosun_api::PipelineCreated = fixture
+        .server
+        .client
+        .post(
+            &format!("/api/v2/project/{}/pipeline", fixture.slug),
+            &fixture.server.admin,
+            &bosun_api::TriggerPipeline {
+                branch: Some("main".into()),
+                parameters: Some(parameters),
+                ..bosun_api::TriggerPipeline::default()
+            },
+        )
+        .await
+        .unwrap();
+    let pipeline = fixture
+        .server
+        .wait_pipeline(&created.id, Duration::from_secs(60))
+        .await;
+    assert_eq!(pipeline.status, "success", "{pipeline:?}");
+    let jobs = fixture.server.jobs(&created.id).await;
+    let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["build"],
+        "the release-only job is filtered out on main"
+    );
+    assert_eq!(
+        fixture.server.step_log(&jobs[0].id, 0).await,
+        format!("hi world on main, pipeline {}\n", created.number).as_bytes()
+    );
+
+    // An undeclared parameter is a config error of the pipeline, naming it.
+    let mut bad = serde_json::Map::new();
+    bad.insert("nope".into(), serde_json::Value::Bool(true));
+    let created: bosun_api::PipelineCreated = fixture
+        .server
+        .client
+        .post(
+            &format!("/api/v2/project/{}/pipeline", fixture.slug),
+            &fixture.server.admin,
+            &bosun_api::TriggerPipeline {
+                branch: Some("main".into()),
+                parameters: Some(bad),
+                ..bosun_api::TriggerPipeline::default()
+            },
+        )
+        .await
+        .unwrap();
+    let pipeline = fixture.server.pipeline(&created.id).await;
+    assert_eq!(pipeline.state, "errored");
+    assert!(
+        pipeline.errors[0].message.contains("nope"),
+        "{:?}",
+        pipeline.errors
+    );
+}

@@ -226,9 +226,32 @@ async fn trigger_pipeline(
     let project = find_project(&state, &slug).await?;
     let (mirror, resolved) = resolve_trigger(&state, &project, &body).await?;
 
-    // Compile before writing anything; a config error still makes a pipeline, in state `errored`.
+    // The number first: the config may use `<< pipeline.number >>`. A number lost to a failed
+    // request leaves a gap, as on CircleCI.
+    let pipeline_id = new_id();
+    let number: i64 = sqlx::query_scalar(
+        "UPDATE projects SET next_pipeline_number = next_pipeline_number + 1 WHERE id = ?
+         RETURNING next_pipeline_number - 1",
+    )
+    .bind(&project.id)
+    .fetch_one(&state.db)
+    .await?;
+    let context = bosun_config::PipelineContext {
+        parameters: body.parameters.clone().unwrap_or_default(),
+        branch: resolved.branch.clone(),
+        tag: resolved.tag.clone(),
+        revision: Some(resolved.revision.clone()),
+        number: Some(number as u64),
+        id: Some(pipeline_id.clone()),
+        git_url: Some(project.git_url.clone()),
+        trigger_source: Some("api".into()),
+        project_slug: Some(project.slug.clone()),
+        orb_dir: None,
+    };
+
+    // Compile before writing the pipeline; a config error still makes one, in state `errored`.
     let compiled = match git::read_file(&mirror, &resolved.revision, CONFIG_PATH).await {
-        Ok(Some(text)) => bosun_config::compile(&text, CONFIG_PATH)
+        Ok(Some(text)) => bosun_config::compile_pipeline(&text, CONFIG_PATH, &context)
             .map_err(|err| err.to_string())
             .and_then(|pipeline| check_runnable(&pipeline).map(|()| pipeline)),
         Ok(None) => Err(format!(
@@ -246,15 +269,15 @@ async fn trigger_pipeline(
     };
 
     let now = now_ms();
-    let pipeline_id = new_id();
     let mut tx = state.db.begin().await?;
-    let (number, mut next_job): (i64, i64) = sqlx::query_as(
-        "UPDATE projects SET next_pipeline_number = next_pipeline_number + 1 WHERE id = ?
-         RETURNING next_pipeline_number - 1, next_job_number",
+    // A write first, so this transaction holds SQLite's write lock from its start and two
+    // triggers of one project never read the same job number.
+    let mut next_job: i64 = sqlx::query_scalar(
+        "UPDATE projects SET next_job_number = next_job_number WHERE id = ? RETURNING next_job_number",
     )
-    .bind(&project.id)
-    .fetch_one(&mut *tx)
-    .await?;
+            .bind(&project.id)
+            .fetch_one(&mut *tx)
+            .await?;
     let (state_name, status, errors) = match &compiled {
         Ok(_) => ("created", "running", "[]".to_owned()),
         Err(message) => (
