@@ -113,6 +113,11 @@ pub async fn follow(ctx: &Ctx, pipeline_id: &str) -> Result<String, Failure> {
                 .await?;
             for job in &job_list.items {
                 let view = jobs.entry(job.id.clone()).or_default();
+                // A job starting is said before its steps; a job ending, after them.
+                if view.status != job.status && !job_status_is_final(&job.status) {
+                    printer.line(&format!("job {} #{}: {}", job.name, job.job_number, job.status));
+                    view.status = job.status.clone();
+                }
                 let has_steps =
                     matches!(job.status.as_str(), "running") || job_status_is_final(&job.status);
                 if has_steps && job.status != "not_run" {
