@@ -148,6 +148,31 @@ pub fn remove_work_dir(path: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// The task-agent's whole environment: who it is and where programs are, nothing of the
+/// launch-agent's own (tokens may be there). `keep_path`: without a user switch the job runs with
+/// the launch-agent's `PATH`; the job user gets the system's.
+fn clean_environment(command: &mut Command, identity: &Identity, keep_path: bool) {
+    let system_path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    let path = match std::env::var("PATH") {
+        Ok(path) if keep_path => path,
+        _ => system_path.to_owned(),
+    };
+    command
+        .env_clear()
+        .env("HOME", &identity.home)
+        .env("USER", &identity.name)
+        .env("LOGNAME", &identity.name)
+        .env("SHELL", &identity.shell)
+        .env("PATH", path)
+        .env(
+            "LANG",
+            std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".into()),
+        );
+    if let Ok(filter) = std::env::var("BOSUN_LOG") {
+        command.env("BOSUN_LOG", filter);
+    }
+}
+
 /// Builds the task-agent command: a clean environment, the task directory as cwd, `socket` as
 /// fd 3, and (as root) the job user's groups, gid and uid set in the child before exec.
 /// The caller keeps `socket` open until the spawn and closes its copy right after.
@@ -159,30 +184,8 @@ pub fn task_agent_command(
     cgroup: Option<&TaskCgroup>,
 ) -> Command {
     let mut command = Command::new(binary);
-    command
-        .current_dir(work_dir)
-        .env_clear()
-        .env("HOME", &identity.home)
-        .env("USER", &identity.name)
-        .env("LOGNAME", &identity.name)
-        .env("SHELL", &identity.shell)
-        .env(
-            "PATH",
-            std::env::var("PATH")
-                .ok()
-                .filter(|_| identity.switch.is_none())
-                .unwrap_or_else(|| {
-                    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
-                }),
-        )
-        .env(
-            "LANG",
-            std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".into()),
-        )
-        .stdin(Stdio::null());
-    if let Ok(filter) = std::env::var("BOSUN_LOG") {
-        command.env("BOSUN_LOG", filter);
-    }
+    clean_environment(&mut command, identity, identity.switch.is_none());
+    command.current_dir(work_dir).stdin(Stdio::null());
     let switch = identity.switch.clone();
     let raw_socket = socket.as_raw_fd();
     let cgroup_procs = cgroup.map(|cgroup| cgroup.procs_path.clone());
@@ -685,6 +688,7 @@ pub fn prefixed_command(
     cgroup: Option<&TaskCgroup>,
 ) -> Command {
     let mut command = Command::new(&prefix[0]);
+    clean_environment(&mut command, identity, false);
     command
         .args(&prefix[1..])
         .arg(binary)
@@ -693,19 +697,6 @@ pub fn prefixed_command(
         .arg("--work-dir")
         .arg(work_dir)
         .current_dir(work_dir)
-        .env_clear()
-        .env("HOME", &identity.home)
-        .env("USER", &identity.name)
-        .env("LOGNAME", &identity.name)
-        .env("SHELL", &identity.shell)
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
-        .env(
-            "LANG",
-            std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".into()),
-        )
         .stdin(std::process::Stdio::piped());
     let cgroup_procs = cgroup.map(|cgroup| cgroup.procs_path.clone());
     // SAFETY: as in `task_agent_command`: only async-signal-safe syscalls on values prepared
