@@ -593,6 +593,33 @@ mod tests {
     }
 
     #[test]
+    fn the_rendezvous_refuses_a_peer_of_another_uid() {
+        if !Uid::effective().is_root() {
+            eprintln!("skipped: needs root to hand the rendezvous to another user");
+            return;
+        }
+        let Some(nobody) = User::from_name("nobody").ok().flatten() else {
+            eprintln!("skipped: no `nobody` user");
+            return;
+        };
+        let identity = Identity::resolve(&JobUser::Named("nobody".into()), None).unwrap();
+        let rendezvous = Rendezvous::create(&identity).unwrap();
+        // The directory and socket now belong to the job user, 0700.
+        let meta = std::fs::symlink_metadata(rendezvous.socket_path.parent().unwrap()).unwrap();
+        assert_eq!(meta.uid(), nobody.uid.as_raw());
+        assert_eq!(meta.mode() & 0o777, 0o700);
+        // Root connects: not the expected uid, so refused.
+        let stream = std::os::unix::net::UnixStream::connect(&rendezvous.socket_path).unwrap();
+        let (accepted, _) = rendezvous.listener.accept().unwrap();
+        let err = rendezvous.check_peer(&accepted).unwrap_err().to_string();
+        assert!(err.contains("uid 0 connected instead"), "{err}");
+        drop(stream);
+        let dir = rendezvous.socket_path.parent().unwrap().to_path_buf();
+        drop(rendezvous);
+        assert!(!dir.exists(), "the rendezvous directory is removed");
+    }
+
+    #[test]
     fn ledger_round_trips_and_forgets() {
         let dir = tempfile::tempdir().unwrap();
         let ledger = Ledger::for_working_directory(&format!("{}/work/%s", dir.path().display()));
