@@ -307,3 +307,100 @@ async fn pipeline_parameters_commands_and_branch_filters_reach_the_job() {
         pipeline.errors
     );
 }
+
+/// Dynamic configuration: the setup job writes a config, continues the pipeline with it through
+/// `POST /api/v2/pipeline/continue` (the key alone authenticates), and a second use of the key
+/// is refused with a 409; an unknown key is a 404.
+const SETUP: &str = r#"
+version: 2.1
+setup: true
+jobs:
+  setup:
+    machine: true
+    resource_class: e2e/linux
+    steps:
+      - run:
+          name: Continue
+          command: |
+            # The setup config is 2.1 itself: spell the continued config's `<< ... >>` so
+            # that it is not substituted here.
+            LT='<' GT='>'
+            cat > continued.yml <<EOF
+            version: 2.1
+            jobs:
+              generated:
+                machine: true
+                resource_class: e2e/linux
+                steps:
+                  - run: echo generated job ran on \$CIRCLE_BRANCH, greeting \$GREETING
+                environment:
+                  GREETING: ${LT}${LT} pipeline.parameters.greeting ${GT}${GT}
+            parameters:
+              greeting:
+                type: string
+                default: none
+            workflows:
+              continued:
+                jobs:
+                  - generated
+            EOF
+            printf '{"continuation-key": "%s", "configuration": "%s", "parameters": {"greeting": "hello"}}' \
+              "$CIRCLE_CONTINUATION_KEY" "$(awk '{printf "%s\\n", $0}' continued.yml)" > body.json
+            post() {
+              curl -s -o "$2" -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
+                --data-binary "@$1" "$BOSUN_API_URL/api/v2/pipeline/continue"
+            }
+            first=$(post body.json first.json)
+            second=$(post body.json second.json)
+            sed 's/"continuation-key": "[^"]*"/"continuation-key": "nope"/' body.json > bogus.json
+            unknown=$(post bogus.json unknown.json)
+            echo "first: $first"
+            echo "second: $second $(cat second.json)"
+            echo "unknown: $unknown"
+            test "$first" = 200 && test "$second" = 409 && test "$unknown" = 404
+workflows:
+  setup:
+    jobs:
+      - setup
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setup_workflow_continues_the_pipeline_once_with_a_generated_config() {
+    let fixture = Fixture::new("e2e/linux", SETUP).await;
+    let (pipeline, jobs) = fixture.run().await;
+    let setup = fixture.job(&jobs, "setup");
+    let setup_log =
+        String::from_utf8_lossy(&fixture.server.step_log(&setup.id, 0).await).into_owned();
+    assert_eq!(
+        pipeline.status,
+        "success",
+        "{pipeline:?}\n{jobs:?}\n{setup_log}\n{}",
+        fixture.agent.log_text()
+    );
+    assert!(setup_log.contains("first: 200"), "{setup_log}");
+    assert!(
+        setup_log.contains("second: 409") && setup_log.contains("already used"),
+        "{setup_log}"
+    );
+    assert!(setup_log.contains("unknown: 404"), "{setup_log}");
+    let generated = fixture.job(&jobs, "generated");
+    assert_eq!(generated.status, "success", "{generated:?}");
+    assert_eq!(
+        fixture.server.step_log(&generated.id, 0).await,
+        b"generated job ran on main, greeting hello\n"
+    );
+    let workflows: Vec<String> = fixture
+        .server
+        .client
+        .get::<bosun_api::Items<bosun_api::types::Workflow>>(
+            &format!("/api/v2/pipeline/{}/workflow", pipeline.id),
+            &fixture.server.admin,
+        )
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|w| w.name)
+        .collect();
+    assert_eq!(workflows, ["setup", "continued"]);
+}

@@ -301,9 +301,11 @@ impl Cx<'_> {
             )
         })?;
         let (mut version, mut jobs, mut workflows) = (None, None, None);
+        let mut setup = false;
         for (key, value) in entries {
             match key_str(key) {
                 "version" => version = Some(value),
+                "setup" => setup = value.as_scalar().and_then(|s| s.as_bool()) == Some(true),
                 "jobs" => jobs = Some((key, value)),
                 "workflows" => workflows = Some(value),
                 other => return Err(self.unsupported_key(key, &key_path("", other))),
@@ -342,6 +344,7 @@ impl Cx<'_> {
         };
         Ok(Pipeline {
             version,
+            setup,
             jobs,
             workflows,
         })

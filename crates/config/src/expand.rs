@@ -370,17 +370,25 @@ impl<'a> Expander<'a> {
         let version_21 = get(entries, "version")
             .and_then(Node::as_str)
             .is_some_and(|v| v == "2.1");
-        if let Some((k, v)) = entries.iter().find(|(k, _)| key_str(k) == "setup") {
-            if v.as_scalar().and_then(|s| s.as_bool()) == Some(true) {
-                return Err(self.error(
-                    k.mark(),
-                    "setup",
-                    "dynamic configuration (`setup: true`) is not supported by bosun yet",
-                ));
+        // Dynamic configuration: a setup config runs its workflows, whose jobs continue the
+        // pipeline with a generated config (`POST /api/v2/pipeline/continue`).
+        let mut setup = false;
+        if let Some((_, v)) = entries.iter().find(|(k, _)| key_str(k) == "setup") {
+            match v.as_scalar().and_then(|s| s.as_bool()) {
+                Some(b) => setup = b,
+                None => {
+                    return Err(self.error(
+                        v.mark(),
+                        "setup",
+                        format!("`setup` must be `true` or `false`, found {}", v.describe()),
+                    ));
+                }
             }
         }
         // Pipeline values and parameters, substituted everywhere first.
         self.pipeline = self.pipeline_values();
+        self.pipeline
+            .insert("in_setup".to_owned(), Value::Bool(setup));
         if let Some(defs) = get(entries, "parameters") {
             let args: Vec<(Node, Node)> = self
                 .ctx
@@ -451,6 +459,12 @@ impl<'a> Expander<'a> {
             scalar_key(Mark::START, "version"),
             Node::new_scalar(Mark::START, "2".to_owned(), ScalarStyle::Plain),
         ));
+        if setup {
+            out.push((
+                scalar_key(Mark::START, "setup"),
+                Node::new_scalar(Mark::START, "true".to_owned(), ScalarStyle::Plain),
+            ));
+        }
         let mut jobs_out: Vec<(String, (Mark, Node))> = Vec::new();
         let jobs_entry = entries.iter().find(|(k, _)| key_str(k) == "jobs");
         match get(entries, "workflows") {

@@ -12,6 +12,10 @@ pub const MAX_PARALLELISM: u32 = 1000;
 pub struct Pipeline {
     /// The `version` key exactly as written: `2`, `2.0` or `2.1`.
     pub version: String,
+    /// `setup: true`: a dynamic-configuration setup config. Its workflows run first; a job of
+    /// theirs continues the pipeline with a generated config (which must not be a setup config).
+    #[serde(default)]
+    pub setup: bool,
     /// Every job of the `jobs` map, by key.
     pub jobs: BTreeMap<String, Job>,
     /// Workflows in document order. A config without `workflows` has a single workflow

@@ -257,6 +257,13 @@ impl Node {
         self.as_scalar().is_some_and(Scalar::is_null)
     }
 
+    /// The subtree as JSON, scalars typed as YAML's core schema would type them (plain `1` is a
+    /// number, plain `true` a boolean, quoted text a string). Used to check configs against
+    /// CircleCI's JSON Schema.
+    pub fn to_json(&self) -> serde_json::Value {
+        crate::expand::to_json(self)
+    }
+
     /// A short description of what the node is, for error messages: "a string", "a number",
     /// "a boolean", "null", "a sequence" or "a map".
     pub fn describe(&self) -> &'static str {

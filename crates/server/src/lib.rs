@@ -7,6 +7,7 @@
 
 mod admin;
 mod auth;
+mod continuation;
 mod error;
 mod git;
 mod jobs;
@@ -77,6 +78,9 @@ pub(crate) struct AppState {
     pub cancels: Notify,
     /// Serializes log appends so the offset check and the write are one step.
     pub log_lock: tokio::sync::Mutex<()>,
+    /// The server's URL as jobs reach it (`public_url`, else `http://<bound address>`), set once
+    /// bound; given to setup-workflow jobs as `BOSUN_API_URL`.
+    pub api_url: std::sync::OnceLock<String>,
 }
 
 pub(crate) type State = Arc<AppState>;
@@ -116,12 +120,20 @@ pub async fn run(
         queued: Notify::new(),
         cancels: Notify::new(),
         log_lock: tokio::sync::Mutex::new(()),
+        api_url: std::sync::OnceLock::new(),
     });
 
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let _ = state.api_url.set(
+        config
+            .public_url
+            .clone()
+            .map(|url| url.trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| format!("http://{addr}")),
+    );
     on_listening(addr);
 
     let reaper = tokio::spawn(scheduler::reap_expired_leases(state.clone()));
@@ -140,5 +152,6 @@ fn router(state: State) -> Router {
         .merge(runner::routes())
         .merge(pipelines::routes())
         .merge(jobs::routes())
+        .merge(continuation::routes())
         .with_state(state)
 }

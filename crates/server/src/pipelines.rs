@@ -19,7 +19,7 @@ use crate::error::{AppError, AppResult};
 use crate::util::{new_id, now_ms, rfc3339};
 use crate::{git, logs, scheduler};
 
-const CONFIG_PATH: &str = ".circleci/config.yml";
+pub(crate) const CONFIG_PATH: &str = ".circleci/config.yml";
 
 pub fn routes() -> Router<State> {
     Router::new()
@@ -89,7 +89,7 @@ async fn create_project(
     ))
 }
 
-async fn find_project(state: &State, slug: &str) -> AppResult<api::Project> {
+pub(crate) async fn find_project(state: &State, slug: &str) -> AppResult<api::Project> {
     let row: Option<(String, String)> =
         sqlx::query_as("SELECT id, git_url FROM projects WHERE slug = ?")
             .bind(slug)
@@ -130,10 +130,10 @@ fn check_ref(kind: &str, name: &str) -> Result<(), AppError> {
 }
 
 /// The commit a trigger asks for.
-struct Resolved {
-    branch: Option<String>,
-    tag: Option<String>,
-    revision: String,
+pub(crate) struct Resolved {
+    pub branch: Option<String>,
+    pub tag: Option<String>,
+    pub revision: String,
 }
 
 async fn resolve_trigger(
@@ -309,57 +309,40 @@ async fn trigger_pipeline(
 
     let mut queued = false;
     if let Ok(pipeline) = &compiled {
-        for (position, workflow) in pipeline.workflows.iter().enumerate() {
-            let workflow_id = new_id();
+        // A setup config's jobs get a one-use key to continue the pipeline with, and the URL
+        // to post it to. Only its hash is stored.
+        let mut environment = BTreeMap::new();
+        if pipeline.setup {
+            let key = crate::auth::generate_token("bosun_ck_")?;
             sqlx::query(
-                "INSERT INTO workflows (id, pipeline_id, name, position, status, created_at) VALUES (?, ?, ?, ?, 'running', ?)",
+                "INSERT INTO continuations (key_hash, pipeline_id, created_at) VALUES (?, ?, ?)",
             )
-            .bind(&workflow_id)
+            .bind(crate::auth::hash_token(&key))
             .bind(&pipeline_id)
-            .bind(&workflow.name)
-            .bind(position as i64)
             .bind(now)
             .execute(&mut *tx)
             .await?;
-            for (job_position, entry) in workflow.jobs.iter().enumerate() {
-                let Some(job) = pipeline.jobs.get(&entry.job) else {
-                    continue; // The compiler checked every reference.
-                };
-                let job_id = new_id();
-                let job_number = next_job;
-                next_job += 1;
-                let task = task_spec(
-                    job,
-                    entry,
-                    &TaskContext {
-                        job_id: &job_id,
-                        job_number: job_number as u64,
-                        pipeline_id: &pipeline_id,
-                        pipeline_number: number as u64,
-                        workflow_id: &workflow_id,
-                        project: &project,
-                        resolved: &resolved,
-                    },
-                );
-                let resource_class = job.resource_class.clone().unwrap_or_default();
-                sqlx::query(
-                    "INSERT INTO jobs (id, workflow_id, pipeline_id, name, number, position, status, resource_class, requires, spec)
-                     VALUES (?, ?, ?, ?, ?, ?, 'blocked', ?, ?, ?)",
-                )
-                .bind(&job_id)
-                .bind(&workflow_id)
-                .bind(&pipeline_id)
-                .bind(&entry.name)
-                .bind(job_number)
-                .bind(job_position as i64)
-                .bind(&resource_class)
-                .bind(serde_json::to_string(&entry.requires).unwrap_or_else(|_| "[]".into()))
-                .bind(serde_json::to_string(&task).map_err(|err| anyhow::anyhow!(err))?)
-                .execute(&mut *tx)
-                .await?;
-            }
-            queued |= scheduler::advance_workflow(&mut tx, &workflow_id).await?;
+            environment.insert("CIRCLE_CONTINUATION_KEY".to_owned(), key);
+            environment.insert(
+                "BOSUN_API_URL".to_owned(),
+                state.api_url.get().cloned().unwrap_or_default(),
+            );
         }
+        queued = add_workflows(
+            &mut tx,
+            pipeline,
+            &AddWorkflows {
+                pipeline_id: &pipeline_id,
+                pipeline_number: number,
+                first_position: 0,
+                project: &project,
+                resolved: &resolved,
+                environment: &environment,
+            },
+            &mut next_job,
+            now,
+        )
+        .await?;
         if pipeline.workflows.is_empty() {
             sqlx::query("UPDATE pipelines SET status = 'success' WHERE id = ?")
                 .bind(&pipeline_id)
@@ -388,8 +371,86 @@ async fn trigger_pipeline(
     ))
 }
 
+/// Where [`add_workflows`] adds a compiled config's workflows.
+pub(crate) struct AddWorkflows<'a> {
+    pub pipeline_id: &'a str,
+    pub pipeline_number: i64,
+    /// Position of the first workflow added (after the pipeline's existing ones).
+    pub first_position: i64,
+    pub project: &'a api::Project,
+    pub resolved: &'a Resolved,
+    /// Added to every job's environment (continuation key and API URL of setup configs).
+    pub environment: &'a BTreeMap<String, String>,
+}
+
+/// Inserts a compiled (and checked) config's workflows and jobs into a pipeline, numbering jobs
+/// from `next_job`, and queues what can start. Returns whether a job was queued.
+pub(crate) async fn add_workflows(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    pipeline: &bosun_config::Pipeline,
+    add: &AddWorkflows<'_>,
+    next_job: &mut i64,
+    now: i64,
+) -> AppResult<bool> {
+    let mut queued = false;
+    for (position, workflow) in pipeline.workflows.iter().enumerate() {
+        let workflow_id = new_id();
+        sqlx::query(
+                "INSERT INTO workflows (id, pipeline_id, name, position, status, created_at) VALUES (?, ?, ?, ?, 'running', ?)",
+            )
+            .bind(&workflow_id)
+            .bind(add.pipeline_id)
+            .bind(&workflow.name)
+            .bind(add.first_position + position as i64)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        for (job_position, entry) in workflow.jobs.iter().enumerate() {
+            let Some(job) = pipeline.jobs.get(&entry.job) else {
+                continue; // The compiler checked every reference.
+            };
+            let job_id = new_id();
+            let job_number = *next_job;
+            *next_job += 1;
+            let mut task = task_spec(
+                job,
+                entry,
+                &TaskContext {
+                    job_id: &job_id,
+                    job_number: job_number as u64,
+                    pipeline_id: add.pipeline_id,
+                    pipeline_number: add.pipeline_number as u64,
+                    workflow_id: &workflow_id,
+                    project: add.project,
+                    resolved: add.resolved,
+                },
+            );
+            task.environment
+                .extend(add.environment.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let resource_class = job.resource_class.clone().unwrap_or_default();
+            sqlx::query(
+                    "INSERT INTO jobs (id, workflow_id, pipeline_id, name, number, position, status, resource_class, requires, spec)
+                     VALUES (?, ?, ?, ?, ?, ?, 'blocked', ?, ?, ?)",
+                )
+                .bind(&job_id)
+                .bind(&workflow_id)
+                .bind(add.pipeline_id)
+                .bind(&entry.name)
+                .bind(job_number)
+                .bind(job_position as i64)
+                .bind(&resource_class)
+                .bind(serde_json::to_string(&entry.requires).unwrap_or_else(|_| "[]".into()))
+                .bind(serde_json::to_string(&task).map_err(|err| anyhow::anyhow!(err))?)
+                .execute(&mut **tx)
+                .await?;
+        }
+        queued |= scheduler::advance_workflow(tx, &workflow_id).await?;
+    }
+    Ok(queued)
+}
+
 /// Machine runners run `machine` jobs of a runner resource class.
-fn check_runnable(pipeline: &bosun_config::Pipeline) -> Result<(), String> {
+pub(crate) fn check_runnable(pipeline: &bosun_config::Pipeline) -> Result<(), String> {
     for workflow in &pipeline.workflows {
         for entry in &workflow.jobs {
             let Some(job) = pipeline.jobs.get(&entry.job) else {
@@ -452,7 +513,7 @@ fn check_runnable(pipeline: &bosun_config::Pipeline) -> Result<(), String> {
     Ok(())
 }
 
-async fn check_resource_classes(
+pub(crate) async fn check_resource_classes(
     state: &State,
     pipeline: &bosun_config::Pipeline,
 ) -> Result<(), String> {

@@ -50,6 +50,7 @@ workflows:
 ");
     let expected = Pipeline {
         version: "2.1".to_owned(),
+        setup: false,
         jobs: BTreeMap::from([
             (
                 "build".to_owned(),

@@ -53,9 +53,27 @@ fn top_level_keys_circleci_ignores_are_accepted() {
         crate::ok(&src);
     }
     assert_eq!(
-        err_text(&format!("{HEAD}setup: true\n")),
-        "config.yml:7:1: setup: dynamic configuration (`setup: true`) is not supported by bosun \
-         yet"
+        err_text(&format!("{HEAD}setup: maybe\n")),
+        "config.yml:7:8: setup: `setup` must be `true` or `false`, found a string"
+    );
+}
+
+#[test]
+fn setup_configs_are_accepted_and_flagged() {
+    let setup = crate::ok(&format!("{HEAD}setup: true\n"));
+    assert!(setup.setup);
+    assert!(!crate::ok(&format!("{HEAD}setup: false\n")).setup);
+    assert!(!crate::ok(HEAD).setup);
+    // `process` keeps the flag, as `circleci config process` does, and `pipeline.in_setup`
+    // says whether this is the setup phase.
+    let src = "version: 2.1\nsetup: true\njobs:\n  build:\n    machine: true\n    steps:\n      - run: echo << pipeline.in_setup >>\n";
+    let out = bosun_config::process(src, "c.yml", &Default::default()).expect("processes");
+    assert!(out.contains("setup: true"), "{out}");
+    assert!(out.contains("echo true"), "{out}");
+    assert!(
+        bosun_config::compile(&out, "p.yml")
+            .expect("compiles")
+            .setup
     );
 }
 

@@ -3,8 +3,10 @@
 mod compile;
 mod corpus;
 mod errors;
+mod fuzz;
 mod limits;
 mod process;
+mod schema;
 
 use bosun_config::{ConfigError, Pipeline};
 

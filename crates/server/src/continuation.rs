@@ -1,0 +1,164 @@
+//! Dynamic configuration: `POST /api/v2/pipeline/continue`, CircleCI's continuation API.
+//!
+//! A pipeline whose config says `setup: true` runs its setup workflows; their jobs get a
+//! one-use key (`CIRCLE_CONTINUATION_KEY`) and bosun's URL (`BOSUN_API_URL`). A job posts
+//! `{"continuation-key", "configuration", "parameters"}`; the key alone authenticates it (no
+//! `Circle-Token`). The configuration is compiled with the pipeline's context (branch, tag,
+//! revision, number, id; the posted `parameters` as pipeline parameters), must not itself be a
+//! setup config, and its workflows join the same pipeline. A key works once: a second use is a
+//! 409. A configuration that does not compile is a 400 and leaves the key unused, so the job
+//! can fix it and post again.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State as StateExt;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use crate::State;
+use crate::error::{AppError, AppResult};
+use crate::pipelines::{self, AddWorkflows, Resolved};
+use crate::util::{now_ms, rfc3339};
+
+pub fn routes() -> Router<State> {
+    Router::new().route("/api/v2/pipeline/continue", post(continue_pipeline))
+}
+
+#[derive(Deserialize)]
+struct ContinueBody {
+    #[serde(rename = "continuation-key")]
+    continuation_key: String,
+    configuration: String,
+    #[serde(default)]
+    parameters: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+async fn continue_pipeline(
+    StateExt(state): StateExt<State>,
+    Json(body): Json<ContinueBody>,
+) -> AppResult<(StatusCode, Json<serde_json::Value>)> {
+    let key_hash = crate::auth::hash_token(&body.continuation_key);
+    let found: Option<(String, Option<i64>)> =
+        sqlx::query_as("SELECT pipeline_id, used_at FROM continuations WHERE key_hash = ?")
+            .bind(&key_hash)
+            .fetch_optional(&state.db)
+            .await?;
+    let Some((pipeline_id, used_at)) = found else {
+        return Err(AppError::not_found("unknown continuation key"));
+    };
+    if let Some(used_at) = used_at {
+        return Err(already_used(used_at));
+    }
+    type Row = (String, i64, Option<String>, Option<String>, String);
+    let (project_id, number, branch, tag, revision): Row = sqlx::query_as(
+        "SELECT project_id, number, branch, tag, revision FROM pipelines WHERE id = ?",
+    )
+    .bind(&pipeline_id)
+    .fetch_one(&state.db)
+    .await?;
+    let slug: String = sqlx::query_scalar("SELECT slug FROM projects WHERE id = ?")
+        .bind(&project_id)
+        .fetch_one(&state.db)
+        .await?;
+    let project = pipelines::find_project(&state, &slug).await?;
+    let resolved = Resolved {
+        branch,
+        tag,
+        revision,
+    };
+    let context = bosun_config::PipelineContext {
+        parameters: body.parameters.clone().unwrap_or_default(),
+        branch: resolved.branch.clone(),
+        tag: resolved.tag.clone(),
+        revision: Some(resolved.revision.clone()),
+        number: Some(number as u64),
+        id: Some(pipeline_id.clone()),
+        git_url: Some(project.git_url.clone()),
+        trigger_source: Some("api".into()),
+        project_slug: Some(project.slug.clone()),
+        orb_dir: None,
+    };
+    let compiled =
+        bosun_config::compile_pipeline(&body.configuration, "continuation configuration", &context)
+            .map_err(|err| AppError::bad_request(err.to_string()))?;
+    if compiled.setup {
+        return Err(AppError::bad_request(
+            "the continuation configuration is itself a setup configuration (`setup: true`): \
+             a pipeline is continued once, with a regular config",
+        ));
+    }
+    pipelines::check_runnable(&compiled).map_err(AppError::bad_request)?;
+    pipelines::check_resource_classes(&state, &compiled)
+        .await
+        .map_err(AppError::bad_request)?;
+
+    let now = now_ms();
+    let mut tx = state.db.begin().await?;
+    // Claim the key first: this write takes SQLite's write lock, so of two concurrent posts
+    // exactly one sees `used_at IS NULL`.
+    let claimed =
+        sqlx::query("UPDATE continuations SET used_at = ? WHERE key_hash = ? AND used_at IS NULL")
+            .bind(now)
+            .bind(&key_hash)
+            .execute(&mut *tx)
+            .await?;
+    if claimed.rows_affected() == 0 {
+        return Err(already_used(now));
+    }
+    let mut next_job: i64 = sqlx::query_scalar(
+        "UPDATE projects SET next_job_number = next_job_number WHERE id = ? RETURNING next_job_number",
+    )
+    .bind(&project.id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM workflows WHERE pipeline_id = ?")
+        .bind(&pipeline_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let queued = pipelines::add_workflows(
+        &mut tx,
+        &compiled,
+        &AddWorkflows {
+            pipeline_id: &pipeline_id,
+            pipeline_number: number,
+            first_position: existing,
+            project: &project,
+            resolved: &resolved,
+            environment: &BTreeMap::new(),
+        },
+        &mut next_job,
+        now,
+    )
+    .await?;
+    sqlx::query("UPDATE projects SET next_job_number = ? WHERE id = ?")
+        .bind(next_job)
+        .bind(&project.id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    if queued {
+        state.queued.notify_waiters();
+    }
+    tracing::info!(
+        pipeline = %pipeline_id,
+        workflows = compiled.workflows.len(),
+        "pipeline continued"
+    );
+    Ok((
+        StatusCode::OK,
+        Json(serde_json::json!({
+            "message": "Pipeline continued.",
+            "pipeline_id": pipeline_id,
+            "workflows": compiled.workflows.iter().map(|w| w.name.clone()).collect::<Vec<_>>(),
+        })),
+    ))
+}
+
+fn already_used(used_at: i64) -> AppError {
+    AppError::conflict(format!(
+        "this continuation key was already used (at {}): a pipeline is continued once",
+        rfc3339(used_at)
+    ))
+}
