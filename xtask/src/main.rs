@@ -2,11 +2,19 @@
 //!
 //! - `quickstart [ARGS...]`: build the binaries, then run `bosun quickstart ARGS...`.
 //! - `ci`: what `.ci/run` runs after installing tools: format check, clippy, the test suite.
+//! - `cross setup|build|test`: cross-compile for s390x, ppc64le and aarch64 with Debian's Rust and
+//!   test under qemu-user (see `cross.rs`).
+//! - `package [--target T]... [--no-rpm] [--no-server]`: .deb/.rpm and release artefacts in
+//!   `target/dist/linux-<arch>/` (see `package.rs`, docs/deployment.md).
+//! - `package-test [DEB]`: `dpkg -i` the amd64 runner package, check it, remove it (root).
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, bail};
+
+mod cross;
+mod package;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -14,8 +22,13 @@ fn main() -> ExitCode {
         Some("quickstart") => quickstart(&args[1..]),
         Some("ci") => ci(),
         Some("build-bins") => build_bins().map(|_| 0),
+        Some("cross") => cross::main(&args[1..]),
+        Some("package") => package::main(&args[1..]),
+        Some("package-test") => package::install_test(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <quickstart [ARGS...] | ci | build-bins>");
+            eprintln!(
+                "usage: cargo xtask <quickstart [ARGS...] | ci | build-bins | cross setup|build|test ... | package ... | package-test [DEB]>"
+            );
             return ExitCode::from(2);
         }
     };

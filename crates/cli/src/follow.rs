@@ -115,7 +115,10 @@ pub async fn follow(ctx: &Ctx, pipeline_id: &str) -> Result<String, Failure> {
                 let view = jobs.entry(job.id.clone()).or_default();
                 // A job starting is said before its steps; a job ending, after them.
                 if view.status != job.status && !job_status_is_final(&job.status) {
-                    printer.line(&format!("job {} #{}: {}", job.name, job.job_number, job.status));
+                    printer.line(&format!(
+                        "job {} #{}: {}",
+                        job.name, job.job_number, job.status
+                    ));
                     view.status = job.status.clone();
                 }
                 let has_steps =

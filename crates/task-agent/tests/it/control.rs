@@ -213,7 +213,7 @@ async fn refuses_to_run_as_root_without_allow_root() {
 #[tokio::test]
 async fn without_the_socket_the_agent_explains_itself() {
     let dir = tempfile::tempdir().unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_task-agent"))
+    let output = crate::harness::std_bin_command(env!("CARGO_BIN_EXE_task-agent"))
         .args(["--socket-fd", "97", "--allow-root"])
         .current_dir(dir.path())
         .output()

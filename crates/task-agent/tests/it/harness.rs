@@ -101,7 +101,7 @@ impl Agent {
         let (parent, child_end) = std::os::unix::net::UnixStream::pair().unwrap();
         let socket_inode = nix::sys::stat::fstat(&child_end).unwrap().st_ino;
         let fd = child_end.as_raw_fd();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_task-agent"));
+        let mut command = bin_command(env!("CARGO_BIN_EXE_task-agent"));
         command
             .current_dir(dir)
             .env_remove(ALLOW_ROOT_ENV)
@@ -223,6 +223,41 @@ impl Agent {
         drop(conn);
         wait(child, stderr).await
     }
+}
+
+/// A command that starts our binary `path`, through the cross-test runner when there is one
+/// (`qemu-s390x -L /usr/s390x-linux-gnu PATH` when the tests run under qemu-user, as
+/// `cargo xtask cross test` arranges; binfmt handlers are not registered on purpose).
+pub fn bin_command(path: &str) -> Command {
+    Command::from(std_bin_command(path))
+}
+
+/// [`bin_command`] for `std::process`.
+pub fn std_bin_command(path: &str) -> std::process::Command {
+    match cross_runner() {
+        Some(mut runner) => {
+            let mut command = std::process::Command::new(runner.remove(0));
+            command.args(runner).arg(path);
+            command
+        }
+        None => std::process::Command::new(path),
+    }
+}
+
+/// The runner cargo uses for this test binary's target: `CARGO_TARGET_<TRIPLE>_RUNNER`, which
+/// `cargo xtask cross test` exports with the value of `.cargo/config.toml`. Matched by the
+/// architecture this binary was compiled for, so a runner for another target is ignored.
+fn cross_runner() -> Option<Vec<String>> {
+    let arch = match std::env::consts::ARCH {
+        "powerpc64" => "POWERPC64LE".to_string(),
+        arch => arch.to_uppercase(),
+    };
+    let prefix = format!("CARGO_TARGET_{arch}_");
+    std::env::vars().find_map(|(name, value)| {
+        let words: Vec<String> = value.split_whitespace().map(str::to_string).collect();
+        (name.starts_with(&prefix) && name.ends_with("_RUNNER") && !words.is_empty())
+            .then_some(words)
+    })
 }
 
 async fn wait(mut child: Child, stderr: JoinHandle<String>) -> (ExitStatus, String) {
