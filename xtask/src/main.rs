@@ -6,7 +6,8 @@
 //!   test under qemu-user (see `cross.rs`).
 //! - `package [--target T]... [--no-rpm] [--no-server]`: .deb/.rpm and release artefacts in
 //!   `target/dist/linux-<arch>/` (see `package.rs`, docs/deployment.md).
-//! - `package-test [DEB]`: `dpkg -i` the amd64 runner package, check it, remove it (root).
+//! - `package-test [DEB | --debug]`: `dpkg -i` the amd64 runner package (with `--debug`: one
+//!   made from the debug build, as CI does), check it, remove it (root).
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};

@@ -282,9 +282,10 @@ pub fn install_test(args: &[String]) -> anyhow::Result<u8> {
                 })
                 .context("no bosun-launch-agent amd64 .deb in target/dist/linux-x86_64")?
         }
+        [flag] if flag == "--debug" => debug_deb()?,
         [deb] => PathBuf::from(deb),
         _ => {
-            eprintln!("usage: cargo xtask package-test [DEB]");
+            eprintln!("usage: cargo xtask package-test [DEB | --debug]");
             return Ok(2);
         }
     };
@@ -306,6 +307,37 @@ pub fn install_test(args: &[String]) -> anyhow::Result<u8> {
         deb.display()
     );
     Ok(0)
+}
+
+/// CI's variant: the runner .deb made with cargo-deb from the debug binaries the test run
+/// already built in target/debug, so CI checks the packaging without a second, release build.
+fn debug_deb() -> anyhow::Result<PathBuf> {
+    ensure_tool("deb", "cargo-deb")?;
+    let mut build = cargo();
+    build.args([
+        "build",
+        "--quiet",
+        "-p",
+        "bosun-launch-agent",
+        "-p",
+        "bosun-task-agent",
+    ]);
+    run(build)?;
+    let out = root().join("target/dist/ci");
+    if out.exists() {
+        std::fs::remove_dir_all(&out)?;
+    }
+    std::fs::create_dir_all(&out)?;
+    let mut deb = cargo();
+    deb.args(["deb", "--no-build", "--no-strip", "--profile", "dev"])
+        .args(["-p", "bosun-launch-agent", "-o"])
+        .arg(&out);
+    run(deb)?;
+    std::fs::read_dir(&out)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .context("cargo deb wrote no .deb")
 }
 
 fn check_installed() -> anyhow::Result<()> {
