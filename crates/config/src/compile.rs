@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
-use crate::expand::{self, Expander, PipelineContext, full_regex};
+use crate::expand::{self, EntrySource, Expander, PipelineContext, Sources, full_regex};
 use crate::model::{
     Executor, Job, MAX_PARALLELISM, Pipeline, Run, Step, When, Workflow, WorkflowJob,
 };
@@ -70,6 +70,7 @@ fn compile_inner(
         file,
         ctx,
         dropped_workflows: 0,
+        sources: None,
     };
     let root = yaml::parse(source, limits).map_err(|e| cx.error(e.mark, "", e.message))?;
     let root = match root {
@@ -93,6 +94,7 @@ fn compile_inner(
     let expanded = Expander::new(file, ctx, limits).expand(&root)?;
     let cx = Cx {
         dropped_workflows: expanded.dropped_workflows,
+        sources: Some(&expanded.sources),
         ..cx
     };
     let mut pipeline = cx.pipeline(&expanded.root)?;
@@ -116,6 +118,8 @@ struct Cx<'a> {
     ctx: &'a PipelineContext,
     /// Workflows that `when`/`unless` left out: then no workflow at all is fine.
     dropped_workflows: usize,
+    /// Where the processed workflow entries are written in the source, for error paths.
+    sources: Option<&'a Sources>,
 }
 
 /// `parent.key`, quoting keys that would make the path ambiguous.
@@ -989,7 +993,11 @@ impl Cx<'_> {
         let mut entries: Vec<Entry> = Vec::with_capacity(items.len());
         let mut by_name: HashMap<String, usize> = HashMap::new();
         for (i, item) in items.iter().enumerate() {
-            let entry = self.workflow_job(item, &index_path(&jobs_path, i), jobs)?;
+            let source = self
+                .sources
+                .and_then(|s| s.get(name))
+                .and_then(|entries| entries.get(i));
+            let entry = self.workflow_job(item, &index_path(&jobs_path, i), source, jobs)?;
             if by_name.insert(entry.name.clone(), i).is_some() {
                 return Err(self.error(
                     entry.name_mark,
@@ -1136,7 +1144,15 @@ impl Cx<'_> {
         Ok(filter)
     }
 
-    fn workflow_job(&self, node: &Node, path: &str, jobs: &BTreeMap<String, Job>) -> Result<Entry> {
+    /// `source`: where the entry is written, when 2.1 processing moved or renamed it.
+    fn workflow_job(
+        &self,
+        node: &Node,
+        path: &str,
+        source: Option<&EntrySource>,
+        jobs: &BTreeMap<String, Job>,
+    ) -> Result<Entry> {
+        let path = source.map_or(path, |s| s.item.as_str());
         let shape_error = || {
             let found = match node.as_map() {
                 Some(entries) => format!(
@@ -1161,6 +1177,7 @@ impl Cx<'_> {
             None if node.as_scalar().is_some() && !node.is_null() => (node, path.to_owned(), None),
             None => return Err(shape_error()),
         };
+        let entry_path = source.map_or(entry_path, |s| s.entry.clone());
         let job = key_str(job_node).to_owned();
         let approval = attributes
             .and_then(Node::as_map)
@@ -1196,7 +1213,9 @@ impl Cx<'_> {
                 }
                 "requires" => {
                     for (i, item) in self.seq(v, &p)?.iter().enumerate() {
-                        let ip = index_path(&p, i);
+                        let ip = source
+                            .and_then(|s| s.requires.get(i).cloned())
+                            .unwrap_or_else(|| index_path(&p, i));
                         let required = self.string(item, &ip)?;
                         entry.requires.push((required, item.mark(), ip));
                     }

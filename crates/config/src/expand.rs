@@ -72,6 +72,17 @@ pub(crate) const BUILTIN_STEPS: &[&str] = &[
     "deploy",
 ];
 
+/// The types a parameter may declare.
+const PARAM_TYPES: &[&str] = &[
+    "string",
+    "boolean",
+    "integer",
+    "enum",
+    "steps",
+    "executor",
+    "env_var_name",
+];
+
 /// Attributes of a workflow job entry that are not job parameters.
 const ENTRY_KEYS: &[&str] = &[
     "requires",
@@ -130,6 +141,25 @@ impl Value {
 
 /// A generated workflow entry: job key in `jobs`, entry name, attributes, position.
 type Generated = (String, String, Vec<(Node, Node)>, Mark);
+
+/// A workflow entry of the output: generated, or kept as written for the compiler to refuse.
+enum Pending {
+    Job(Generated),
+    Raw(Node),
+}
+
+/// Where a workflow entry of the processed config is written in the source: its list item,
+/// the entry (`item.job` in the map form) and each of its `requires`. Matrices and
+/// parameterized jobs change entries' indices and keys; the compiler names the source paths.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EntrySource {
+    pub(crate) item: String,
+    pub(crate) entry: String,
+    pub(crate) requires: Vec<String>,
+}
+
+/// For each workflow, where each of its processed entries is written.
+pub(crate) type Sources = HashMap<String, Vec<EntrySource>>;
 
 /// Concrete jobs of the output: key, where the job's name is written, body.
 type JobsOut = Vec<(String, (Mark, Node))>;
@@ -190,6 +220,23 @@ impl Lookup<'_> {
         let name = reference.strip_prefix(prefix)?;
         Some(match values.get(name) {
             Some(v) => Ok(v.clone()),
+            None if matches!(self, Lookup::Pipeline(_)) && name.starts_with("parameters.") => {
+                // An undeclared pipeline parameter: list the declared ones, not every value.
+                let mut declared: Vec<String> = values
+                    .keys()
+                    .filter_map(|k| k.strip_prefix("parameters."))
+                    .map(|k| format!("`{k}`"))
+                    .collect();
+                declared.sort_unstable();
+                let declared = if declared.is_empty() {
+                    "the config declares no `parameters`".to_owned()
+                } else {
+                    format!("declared: {}", declared.join(", "))
+                };
+                Err(format!(
+                    "unknown pipeline parameter `{reference}` ({declared})"
+                ))
+            }
             None => {
                 let mut known: Vec<&str> = values.keys().map(String::as_str).collect();
                 known.sort_unstable();
@@ -215,6 +262,7 @@ impl Lookup<'_> {
 pub(crate) struct Expanded {
     pub(crate) root: Node,
     pub(crate) dropped_workflows: usize,
+    pub(crate) sources: Sources,
 }
 
 pub(crate) struct Expander<'a> {
@@ -225,6 +273,7 @@ pub(crate) struct Expander<'a> {
     pipeline: HashMap<String, Value>,
     defs: Defs,
     produced: Cell<u64>,
+    version_21: bool,
 }
 
 /// `parent.key`.
@@ -313,6 +362,7 @@ impl<'a> Expander<'a> {
             pipeline: HashMap::new(),
             defs: Defs::default(),
             produced: Cell::new(0),
+            version_21: false,
         }
     }
 
@@ -370,6 +420,7 @@ impl<'a> Expander<'a> {
         let version_21 = get(entries, "version")
             .and_then(Node::as_str)
             .is_some_and(|v| v == "2.1");
+        self.version_21 = version_21;
         // Dynamic configuration: a setup config runs its workflows, whose jobs continue the
         // pipeline with a generated config (`POST /api/v2/pipeline/continue`).
         let mut setup = false;
@@ -466,10 +517,12 @@ impl<'a> Expander<'a> {
             ));
         }
         let mut jobs_out: Vec<(String, (Mark, Node))> = Vec::new();
+        let mut sources = Sources::new();
         let jobs_entry = entries.iter().find(|(k, _)| key_str(k) == "jobs");
         match get(entries, "workflows") {
             Some(wf) => {
-                let workflows = self.workflows(wf, &mut jobs_out)?;
+                let workflows;
+                (workflows, sources) = self.workflows(wf, &mut jobs_out)?;
                 // Jobs no workflow runs are kept (and checked) when they take no parameters,
                 // unless a workflow was left out by `when`/`unless` (its jobs stay out too).
                 if self.dropped.get() == 0 {
@@ -540,9 +593,16 @@ impl<'a> Expander<'a> {
                 }
             }
         }
+        let root = Node::new_map(root.mark(), out);
+        let root = if version_21 {
+            unescape(&root).unwrap_or(root)
+        } else {
+            root
+        };
         Ok(Expanded {
-            root: Node::new_map(root.mark(), out),
+            root,
             dropped_workflows: self.dropped.get(),
+            sources,
         })
     }
 
@@ -649,12 +709,24 @@ impl<'a> Expander<'a> {
                 format!("`{alias}` ({reference}) used at {}{more}", shown.join(", "))
             })
             .collect();
+        // With an orb directory given, say which files it lacks.
+        let looked = match &self.ctx.orb_dir {
+            Some(dir) => format!(
+                "; {} has no {}",
+                dir.display(),
+                used.iter()
+                    .map(|(_, reference, _, _)| format!("`{reference}.yml`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => String::new(),
+        };
         Err(self.error(
             first_mark,
             &key_path("orbs", first_alias),
             format!(
                 "registry orbs cannot be fetched by bosun: {}; vendor them as \
-                 `namespace/name@version.yml` files in an orb directory (--orb-dir)",
+                 `namespace/name@version.yml` files in an orb directory (--orb-dir{looked})",
                 described.join("; ")
             ),
         ))
@@ -797,7 +869,27 @@ impl<'a> Expander<'a> {
             let dp = key_path(&decls_path, name);
             let decl_entries = self.map(file, decl, &dp)?;
             let ty = match get(decl_entries, "type") {
-                Some(t) => t.as_str().unwrap_or("").to_owned(),
+                Some(t) => match t
+                    .as_str()
+                    .filter(|ty| !t.is_null() && PARAM_TYPES.contains(ty))
+                {
+                    Some(ty) => ty.to_owned(),
+                    None => {
+                        let found = match t.as_str() {
+                            Some(text) if !t.is_null() => format!("`{text}`"),
+                            _ => t.describe().to_owned(),
+                        };
+                        return Err(self.error_in(
+                            file,
+                            t.mark(),
+                            &key_path(&dp, "type"),
+                            format!(
+                                "unknown parameter type {found} (expected string, boolean, \
+                                 integer, enum, steps, executor or env_var_name)"
+                            ),
+                        ));
+                    }
+                },
                 None => {
                     return Err(self.error_in(
                         file,
@@ -807,15 +899,19 @@ impl<'a> Expander<'a> {
                     ));
                 }
             };
-            let enum_values: Vec<String> = match get(decl_entries, "enum") {
-                Some(e) => e
-                    .as_seq()
-                    .unwrap_or(&[])
-                    .iter()
-                    .filter_map(|n| n.as_str().map(str::to_owned))
-                    .collect(),
-                None => Vec::new(),
-            };
+            let enum_values = enum_values(decl_entries);
+            if ty == "enum" && enum_values.is_empty() {
+                let (mark, at) = match get(decl_entries, "enum") {
+                    Some(e) => (e.mark(), key_path(&dp, "enum")),
+                    None => (decl.mark(), dp.clone()),
+                };
+                return Err(self.error_in(
+                    file,
+                    mark,
+                    &at,
+                    format!("parameter `{name}` of type enum needs an `enum` list of its values"),
+                ));
+            }
             let arg = args.iter().find(|(ak, _)| key_str(ak) == name);
             let (node, node_file, node_path, is_arg) = match arg {
                 Some((ak, v)) => (v, arg_file, key_path(call_path, key_str(ak)), true),
@@ -828,6 +924,14 @@ impl<'a> Expander<'a> {
                         );
                         continue;
                     }
+                    None if args_from_pipeline => {
+                        return Err(self.error_in(
+                            file,
+                            k.mark(),
+                            &dp,
+                            format!("{what} needs a value for its parameter `{name}`"),
+                        ));
+                    }
                     None => {
                         return Err(self.error_in(
                             arg_file,
@@ -838,8 +942,9 @@ impl<'a> Expander<'a> {
                     }
                 },
             };
+            // A value given by the trigger has no position: point at the declaration.
             let mark = if is_arg && args_from_pipeline {
-                call_mark
+                k.mark()
             } else {
                 node.mark()
             };
@@ -866,7 +971,14 @@ impl<'a> Expander<'a> {
             match node.as_scalar() {
                 Some(s) if s.is_null() => Ok(String::new()),
                 Some(s) => Ok(s.value.clone()),
-                None => Err(format!("expected a {ty}, found {}", node.describe())),
+                None => {
+                    let a = if ty.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                        "an"
+                    } else {
+                        "a"
+                    };
+                    Err(format!("expected {a} {ty}, found {}", node.describe()))
+                }
             }
         };
         match ty {
@@ -937,8 +1049,12 @@ impl<'a> Expander<'a> {
         }
     }
 
-    /// Replaces `<< ... >>` references throughout `node`.
+    /// Replaces `<< ... >>` references throughout `node` (in a 2.1 config; before 2.1,
+    /// `<<` is plain text).
     fn subst(&self, node: &Node, lookup: &Lookup<'_>, file: &str, path: &str) -> Result<Node> {
+        if !self.version_21 {
+            return Ok(node.clone());
+        }
         let out = match node.kind() {
             Kind::Scalar(s) => {
                 if !s.value.contains("<<") {
@@ -1016,11 +1132,10 @@ impl<'a> Expander<'a> {
         let mut changed = false;
         while let Some(at) = rest.find("<<") {
             if at > 0 && rest.as_bytes()[at - 1] == b'\\' {
-                // `\<<` is a literal `<<`.
-                out.push_str(&rest[..at - 1]);
-                out.push_str("<<");
+                // `\<<` is a literal `<<`: kept escaped through every substitution (pipeline,
+                // then parameters, then matrix), unescaped once at the end.
+                out.push_str(&rest[..at + 2]);
                 rest = &rest[at + 2..];
-                changed = true;
                 continue;
             }
             let Some(end) = rest[at + 2..].find(">>") else {
@@ -1288,12 +1403,17 @@ impl<'a> Expander<'a> {
             _ => empty,
         };
         let body = self.map(&def.file, &def.node, &def.path)?;
+        let decls_path = key_path(&def.path, "parameters");
         let params = self.bind(
             &def.file,
-            get(body, "parameters").map(|n| (n, def.path.as_str())),
+            get(body, "parameters").map(|n| (n, decls_path.as_str())),
             arg_entries,
             item.mark(),
-            &key_path(path, name),
+            // `- name` has no arguments map: the step itself is the invocation.
+            &match args {
+                Some(_) => key_path(path, name),
+                None => path.to_owned(),
+            },
             &format!("command `{full}`"),
             Some(file),
         )?;
@@ -1323,9 +1443,10 @@ impl<'a> Expander<'a> {
         call_path: &str,
     ) -> Result<Node> {
         let body = self.map(&def.file, &def.node, &def.path)?;
+        let decls_path = key_path(&def.path, "parameters");
         let params = self.bind(
             &def.file,
-            get(body, "parameters").map(|n| (n, def.path.as_str())),
+            get(body, "parameters").map(|n| (n, decls_path.as_str())),
             args,
             call_mark,
             call_path,
@@ -1456,9 +1577,10 @@ impl<'a> Expander<'a> {
         };
         let _ = mark;
         let body = self.map(&def.file, &def.node, &def.path)?;
+        let decls_path = key_path(&def.path, "parameters");
         let params = self.bind(
             &def.file,
-            get(body, "parameters").map(|n| (n, def.path.as_str())),
+            get(body, "parameters").map(|n| (n, decls_path.as_str())),
             &args,
             node.mark(),
             path,
@@ -1482,10 +1604,11 @@ impl<'a> Expander<'a> {
 
     // ---------------------------------------------------------------- workflows
 
-    fn workflows(&self, node: &Node, jobs_out: &mut JobsOut) -> Result<Node> {
+    fn workflows(&self, node: &Node, jobs_out: &mut JobsOut) -> Result<(Node, Sources)> {
         let Some(entries) = node.as_map() else {
-            return Ok(node.clone());
+            return Ok((node.clone(), Sources::new()));
         };
+        let mut sources = Sources::new();
         let mut out = Vec::new();
         for (key, wf) in entries {
             let name = key_str(key);
@@ -1517,7 +1640,12 @@ impl<'a> Expander<'a> {
                     "jobs" => {
                         let jp = key_path(&path, "jobs");
                         let items = match v.as_seq() {
-                            Some(items) => self.workflow_jobs(v, items, &jp, jobs_out)?,
+                            Some(items) => {
+                                let (items, entries) =
+                                    self.workflow_jobs(v, items, &jp, jobs_out)?;
+                                sources.insert(name.to_owned(), entries);
+                                items
+                            }
                             None => v.clone(),
                         };
                         wf_out.push((k.clone(), items));
@@ -1527,7 +1655,7 @@ impl<'a> Expander<'a> {
             }
             out.push((key.clone(), Node::new_map(wf.mark(), wf_out)));
         }
-        Ok(Node::new_map(node.mark(), out))
+        Ok((Node::new_map(node.mark(), out), sources))
     }
 
     fn workflow_jobs(
@@ -1536,13 +1664,19 @@ impl<'a> Expander<'a> {
         items: &[Node],
         path: &str,
         jobs_out: &mut JobsOut,
-    ) -> Result<Node> {
-        // Each generated entry: (job key in `jobs`, entry name, attributes, mark).
-        let mut generated: Vec<Generated> = Vec::new();
+    ) -> Result<(Node, Vec<EntrySource>)> {
+        // Each output entry in source order, with its item path and entry path.
+        let mut generated: Vec<(Pending, String, String)> = Vec::new();
         let mut aliases: HashMap<String, Vec<String>> = HashMap::new();
-        let mut passthrough = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let ip = index_path(path, i);
+            let raw = |ip: &String| {
+                let ep = match item.as_map() {
+                    Some([(k, _)]) => key_path(ip, key_str(k)),
+                    _ => ip.clone(),
+                };
+                (Pending::Raw(item.clone()), ip.clone(), ep)
+            };
             let (job_node, attrs): (&Node, &[(Node, Node)]) = match item.kind() {
                 Kind::Scalar(s) if !s.is_null() => (item, &[]),
                 Kind::Map(entries) if entries.len() == 1 => {
@@ -1551,14 +1685,14 @@ impl<'a> Expander<'a> {
                         Kind::Map(a) => (k, a.as_slice()),
                         Kind::Scalar(s) if s.is_null() => (k, &[]),
                         _ => {
-                            passthrough.push(item.clone());
+                            generated.push(raw(&ip));
                             continue;
                         }
                     }
                 }
                 _ => {
                     // Shape errors are the compiler's to report.
-                    passthrough.push(item.clone());
+                    generated.push(raw(&ip));
                     continue;
                 }
             };
@@ -1571,7 +1705,13 @@ impl<'a> Expander<'a> {
             let approval = get(attrs, "type").and_then(Node::as_str) == Some("approval");
             let matrix = get(attrs, "matrix");
             let combos: Vec<HashMap<String, Value>> = match matrix {
-                Some(m) => self.matrix(m, &key_path(&ep, "matrix"))?,
+                Some(m) => {
+                    let combos = self.matrix(m, &key_path(&ep, "matrix"))?;
+                    if !approval {
+                        self.matrix_arguments(m, &key_path(&ep, "matrix"), &job)?;
+                    }
+                    combos
+                }
                 None => vec![HashMap::new()],
             };
             let alias = match matrix
@@ -1643,7 +1783,11 @@ impl<'a> Expander<'a> {
                             str_node(item.mark(), &entry_name),
                         ));
                     }
-                    generated.push((job.clone(), entry_name, kept, item.mark()));
+                    generated.push((
+                        Pending::Job((job.clone(), entry_name, kept, item.mark())),
+                        ip.clone(),
+                        ep.clone(),
+                    ));
                     continue;
                 }
                 let Some((def, full)) = Defs::find(&self.defs.jobs, "", &job) else {
@@ -1691,12 +1835,31 @@ impl<'a> Expander<'a> {
                         ),
                     );
                 }
-                generated.push((key, entry_name, kept, item.mark()));
+                generated.push((
+                    Pending::Job((key, entry_name, kept, item.mark())),
+                    ip.clone(),
+                    ep.clone(),
+                ));
             }
         }
         // `requires` may name a matrix alias: it stands for every job the matrix generated.
         let mut out = Vec::new();
-        for (key, _name, mut attrs, mark) in generated {
+        let mut sources = Vec::new();
+        for (pending, ip, ep) in generated {
+            let (key, _name, mut attrs, mark) = match pending {
+                Pending::Job(job) => job,
+                Pending::Raw(node) => {
+                    out.push(node);
+                    sources.push(EntrySource {
+                        item: ip,
+                        entry: ep,
+                        requires: Vec::new(),
+                    });
+                    continue;
+                }
+            };
+            let mut requires = Vec::new();
+            let rp = key_path(&ep, "requires");
             for (k, v) in attrs.iter_mut() {
                 if key_str(k) != "requires" {
                     continue;
@@ -1704,24 +1867,31 @@ impl<'a> Expander<'a> {
                 let Some(reqs) = v.as_seq() else { continue };
                 let mut expanded = Vec::new();
                 let mut seen = HashSet::new();
-                for r in reqs {
+                for (j, r) in reqs.iter().enumerate() {
                     match r.as_str().and_then(|t| aliases.get(t)) {
                         Some(names) => {
                             for n in names {
                                 if seen.insert(n.clone()) {
                                     expanded.push(str_node(r.mark(), n));
+                                    requires.push(index_path(&rp, j));
                                 }
                             }
                         }
                         None => {
                             if r.as_str().is_none_or(|t| seen.insert(t.to_owned())) {
                                 expanded.push(r.clone());
+                                requires.push(index_path(&rp, j));
                             }
                         }
                     }
                 }
                 *v = Node::new_seq(v.mark(), expanded);
             }
+            sources.push(EntrySource {
+                item: ip,
+                entry: ep,
+                requires,
+            });
             let entry = if attrs.is_empty() {
                 str_node(mark, &key)
             } else {
@@ -1732,8 +1902,75 @@ impl<'a> Expander<'a> {
             };
             out.push(entry);
         }
-        out.extend(passthrough);
-        Ok(Node::new_seq(list.mark(), out))
+        Ok((Node::new_seq(list.mark(), out), sources))
+    }
+
+    /// Checks a matrix's parameters against the job's declarations, reporting a problem at the
+    /// matrix parameter or value rather than at the generated invocation.
+    fn matrix_arguments(&self, matrix: &Node, path: &str, job: &str) -> Result<()> {
+        let Some((def, full)) = Defs::find(&self.defs.jobs, "", job) else {
+            // An undefined job is reported with the entry.
+            return Ok(());
+        };
+        let Some(params) = matrix
+            .as_map()
+            .and_then(|m| get(m, "parameters"))
+            .and_then(Node::as_map)
+        else {
+            return Ok(());
+        };
+        let decls: &[(Node, Node)] = def
+            .node
+            .as_map()
+            .and_then(|b| get(b, "parameters"))
+            .and_then(Node::as_map)
+            .unwrap_or(&[]);
+        let pp = key_path(path, "parameters");
+        for (k, values) in params {
+            let name = key_str(k);
+            let p = key_path(&pp, name);
+            let Some(decl) = get(decls, name) else {
+                let known = if decls.is_empty() {
+                    "it declares none".to_owned()
+                } else {
+                    format!(
+                        "it declares {}",
+                        decls
+                            .iter()
+                            .map(|(d, _)| format!("`{}`", key_str(d)))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
+                return Err(self.error(
+                    k.mark(),
+                    &p,
+                    format!("job `{full}` has no parameter `{name}` ({known})"),
+                ));
+            };
+            // A malformed declaration is reported when the job is bound.
+            let Some(decl) = decl.as_map() else { continue };
+            let Some(ty) = get(decl, "type")
+                .and_then(Node::as_str)
+                .filter(|t| PARAM_TYPES.contains(t))
+            else {
+                continue;
+            };
+            let allowed = enum_values(decl);
+            if ty == "enum" && allowed.is_empty() {
+                continue;
+            }
+            for (i, value) in values.as_seq().unwrap_or(&[]).iter().enumerate() {
+                self.typed(ty, &allowed, value).map_err(|m| {
+                    self.error(
+                        value.mark(),
+                        &index_path(&p, i),
+                        format!("parameter `{name}` of job `{full}`: {m}"),
+                    )
+                })?;
+            }
+        }
+        Ok(())
     }
 
     fn matrix(&self, node: &Node, path: &str) -> Result<Vec<HashMap<String, Value>>> {
@@ -1787,9 +2024,33 @@ impl<'a> Expander<'a> {
                 let Some(list) = e.as_seq() else {
                     return Err(self.error(e.mark(), &ep, "`exclude` takes a list of maps"));
                 };
+                let names = self.map(self.file, params, &pp)?;
                 let mut out = Vec::new();
                 for (i, x) in list.iter().enumerate() {
-                    out.push(self.map(self.file, x, &index_path(&ep, i))?);
+                    let xp = index_path(&ep, i);
+                    let entries = self.map(self.file, x, &xp)?;
+                    // A misspelt parameter would silently run the jobs it meant to leave
+                    // out. (A value the matrix does not list is fine: real configs exclude
+                    // values they have commented out of the matrix.)
+                    for (k, _) in entries {
+                        if get(names, key_str(k)).is_none() {
+                            return Err(self.error(
+                                k.mark(),
+                                &key_path(&xp, key_str(k)),
+                                format!(
+                                    "`exclude` names `{}`, which is not a parameter of the \
+                                     matrix (it has {})",
+                                    key_str(k),
+                                    names
+                                        .iter()
+                                        .map(|(n, _)| format!("`{}`", key_str(n)))
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                ),
+                            ));
+                        }
+                    }
+                    out.push(entries);
                 }
                 out
             }
@@ -1797,13 +2058,7 @@ impl<'a> Expander<'a> {
         };
         let mut out = Vec::new();
         for combo in combos {
-            let excluded = excludes.iter().any(|x| {
-                x.iter().all(|(k, v)| {
-                    combo
-                        .iter()
-                        .any(|(name, value)| name == key_str(k) && same_value(value, v))
-                })
-            });
+            let excluded = excludes.iter().any(|x| excludes_combo(x, &combo));
             if excluded {
                 continue;
             }
@@ -1825,6 +2080,69 @@ impl<'a> Expander<'a> {
         }
         Ok(out)
     }
+}
+
+/// `\<<` as `<<` throughout `node`; `None` when there is none.
+fn unescape(node: &Node) -> Option<Node> {
+    match node.kind() {
+        Kind::Scalar(s) => {
+            if !s.value.contains("\\<<") {
+                return None;
+            }
+            let style = match s.style {
+                ScalarStyle::Literal | ScalarStyle::Folded => s.style,
+                _ => ScalarStyle::DoubleQuoted,
+            };
+            Some(Node::new_scalar(
+                node.mark(),
+                s.value.replace("\\<<", "<<"),
+                style,
+            ))
+        }
+        Kind::Seq(items) => {
+            let changed: Vec<Option<Node>> = items.iter().map(unescape).collect();
+            if changed.iter().all(Option::is_none) {
+                return None;
+            }
+            let items = items
+                .iter()
+                .zip(changed)
+                .map(|(old, new)| new.unwrap_or_else(|| old.clone()))
+                .collect();
+            Some(Node::new_seq(node.mark(), items))
+        }
+        Kind::Map(entries) => {
+            let changed: Vec<Option<Node>> = entries.iter().map(|(_, v)| unescape(v)).collect();
+            if changed.iter().all(Option::is_none) {
+                return None;
+            }
+            let entries = entries
+                .iter()
+                .zip(changed)
+                .map(|((k, old), new)| (k.clone(), new.unwrap_or_else(|| old.clone())))
+                .collect();
+            Some(Node::new_map(node.mark(), entries))
+        }
+    }
+}
+
+/// Whether an `exclude` entry covers a matrix combination.
+fn excludes_combo(exclude: &[(Node, Node)], combo: &[(String, Node)]) -> bool {
+    exclude.iter().all(|(k, v)| {
+        combo
+            .iter()
+            .any(|(name, value)| name == key_str(k) && same_value(value, v))
+    })
+}
+
+/// The values an `enum` parameter declaration lists.
+fn enum_values(decl: &[(Node, Node)]) -> Vec<String> {
+    get(decl, "enum")
+        .and_then(Node::as_seq)
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(|n| n.as_str().map(str::to_owned))
+        .collect()
 }
 
 fn str_node(mark: Mark, text: &str) -> Node {

@@ -3,6 +3,7 @@
 mod compile;
 mod corpus;
 mod errors;
+mod errors21;
 mod fuzz;
 mod limits;
 mod process;
