@@ -58,9 +58,9 @@ pub fn main(args: &[String]) -> anyhow::Result<u8> {
             return Ok(2);
         }
     };
-    ensure_tool("deb", "cargo-deb")?;
+    ensure_tool("deb", "cargo-deb@3.8.0")?;
     if options.rpm {
-        ensure_tool("generate-rpm", "cargo-generate-rpm")?;
+        ensure_tool("generate-rpm", "cargo-generate-rpm@0.21.1")?;
     }
     for t in &options.targets {
         package(t, &options)?;
@@ -69,6 +69,8 @@ pub fn main(args: &[String]) -> anyhow::Result<u8> {
 }
 
 /// Installs `cargo <subcommand>` with the project's (rustup) toolchain when it is missing.
+/// `krate` carries a pinned version (`name@x.y.z`): CI packages the debug build with
+/// `--profile dev`, which cargo-deb 3.8 accepts with a warning and later versions may refuse.
 fn ensure_tool(subcommand: &str, krate: &str) -> anyhow::Result<()> {
     let present = cargo()
         .args([subcommand, "--version"])
@@ -312,7 +314,7 @@ pub fn install_test(args: &[String]) -> anyhow::Result<u8> {
 /// CI's variant: the runner .deb made with cargo-deb from the debug binaries the test run
 /// already built in target/debug, so CI checks the packaging without a second, release build.
 fn debug_deb() -> anyhow::Result<PathBuf> {
-    ensure_tool("deb", "cargo-deb")?;
+    ensure_tool("deb", "cargo-deb@3.8.0")?;
     let mut build = cargo();
     build.args([
         "build",
