@@ -68,18 +68,13 @@ async fn continue_pipeline(
         tag,
         revision,
     };
-    let context = bosun_config::PipelineContext {
-        parameters: body.parameters.clone().unwrap_or_default(),
-        branch: resolved.branch.clone(),
-        tag: resolved.tag.clone(),
-        revision: Some(resolved.revision.clone()),
-        number: Some(number as u64),
-        id: Some(pipeline_id.clone()),
-        git_url: Some(project.git_url.clone()),
-        trigger_source: Some("api".into()),
-        project_slug: Some(project.slug.clone()),
-        orb_dir: None,
-    };
+    let context = pipelines::pipeline_context(
+        &project,
+        &resolved,
+        &pipeline_id,
+        number,
+        body.parameters.clone().unwrap_or_default(),
+    );
     let compiled =
         bosun_config::compile_pipeline(&body.configuration, "continuation configuration", &context)
             .map_err(|err| AppError::bad_request(err.to_string()))?;

@@ -236,18 +236,13 @@ async fn trigger_pipeline(
     .bind(&project.id)
     .fetch_one(&state.db)
     .await?;
-    let context = bosun_config::PipelineContext {
-        parameters: body.parameters.clone().unwrap_or_default(),
-        branch: resolved.branch.clone(),
-        tag: resolved.tag.clone(),
-        revision: Some(resolved.revision.clone()),
-        number: Some(number as u64),
-        id: Some(pipeline_id.clone()),
-        git_url: Some(project.git_url.clone()),
-        trigger_source: Some("api".into()),
-        project_slug: Some(project.slug.clone()),
-        orb_dir: None,
-    };
+    let context = pipeline_context(
+        &project,
+        &resolved,
+        &pipeline_id,
+        number,
+        body.parameters.clone().unwrap_or_default(),
+    );
 
     // Compile before writing the pipeline; a config error still makes one, in state `errored`.
     let compiled = match git::read_file(&mirror, &resolved.revision, CONFIG_PATH).await {
@@ -447,6 +442,28 @@ pub(crate) async fn add_workflows(
         queued |= scheduler::advance_workflow(tx, &workflow_id).await?;
     }
     Ok(queued)
+}
+
+/// What `<< pipeline.* >>` means for one pipeline (a trigger or its continuation).
+pub(crate) fn pipeline_context(
+    project: &api::Project,
+    resolved: &Resolved,
+    pipeline_id: &str,
+    number: i64,
+    parameters: serde_json::Map<String, serde_json::Value>,
+) -> bosun_config::PipelineContext {
+    bosun_config::PipelineContext {
+        parameters,
+        branch: resolved.branch.clone(),
+        tag: resolved.tag.clone(),
+        revision: Some(resolved.revision.clone()),
+        number: Some(number as u64),
+        id: Some(pipeline_id.to_owned()),
+        git_url: Some(project.git_url.clone()),
+        trigger_source: Some("api".into()),
+        project_slug: Some(project.slug.clone()),
+        orb_dir: None,
+    }
 }
 
 /// Machine runners run `machine` jobs of a runner resource class.
