@@ -250,19 +250,23 @@ impl Server {
     }
 
     pub async fn trigger(&self, slug: &str, branch: &str) -> String {
-        let created: PipelineCreated = self
-            .client
+        let body = TriggerPipeline {
+            branch: Some(branch.into()),
+            ..TriggerPipeline::default()
+        };
+        self.trigger_with(slug, &body).await.id
+    }
+
+    /// Triggers a pipeline with a whole request body (parameters, tag, revision).
+    pub async fn trigger_with(&self, slug: &str, body: &TriggerPipeline) -> PipelineCreated {
+        self.client
             .post(
                 &format!("/api/v2/project/{slug}/pipeline"),
                 &self.admin,
-                &TriggerPipeline {
-                    branch: Some(branch.into()),
-                    ..TriggerPipeline::default()
-                },
+                body,
             )
             .await
-            .expect("trigger pipeline");
-        created.id
+            .expect("trigger pipeline")
     }
 
     pub async fn pipeline(&self, id: &str) -> Pipeline {

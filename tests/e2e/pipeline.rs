@@ -251,20 +251,12 @@ async fn pipeline_parameters_commands_and_branch_filters_reach_the_job() {
     let fixture = Fixture::new("e2e/linux", PARAMETERIZED).await;
     let mut parameters = serde_json::Map::new();
     parameters.insert("greeting".into(), serde_json::Value::String("hi".into()));
-    let created: bosun_api::PipelineCreated = fixture
-        .server
-        .client
-        .post(
-            &format!("/api/v2/project/{}/pipeline", fixture.slug),
-            &fixture.server.admin,
-            &bosun_api::TriggerPipeline {
-                branch: Some("main".into()),
-                parameters: Some(parameters),
-                ..bosun_api::TriggerPipeline::default()
-            },
-        )
-        .await
-        .unwrap();
+    let body = bosun_api::TriggerPipeline {
+        branch: Some("main".into()),
+        parameters: Some(parameters),
+        ..bosun_api::TriggerPipeline::default()
+    };
+    let created = fixture.server.trigger_with(&fixture.slug, &body).await;
     let pipeline = fixture
         .server
         .wait_pipeline(&created.id, Duration::from_secs(60))
@@ -285,20 +277,12 @@ async fn pipeline_parameters_commands_and_branch_filters_reach_the_job() {
     // An undeclared parameter is a config error of the pipeline, naming it.
     let mut bad = serde_json::Map::new();
     bad.insert("nope".into(), serde_json::Value::Bool(true));
-    let created: bosun_api::PipelineCreated = fixture
-        .server
-        .client
-        .post(
-            &format!("/api/v2/project/{}/pipeline", fixture.slug),
-            &fixture.server.admin,
-            &bosun_api::TriggerPipeline {
-                branch: Some("main".into()),
-                parameters: Some(bad),
-                ..bosun_api::TriggerPipeline::default()
-            },
-        )
-        .await
-        .unwrap();
+    let body = bosun_api::TriggerPipeline {
+        branch: Some("main".into()),
+        parameters: Some(bad),
+        ..bosun_api::TriggerPipeline::default()
+    };
+    let created = fixture.server.trigger_with(&fixture.slug, &body).await;
     let pipeline = fixture.server.pipeline(&created.id).await;
     assert_eq!(pipeline.state, "errored");
     assert!(

@@ -127,15 +127,7 @@ async fn continue_pipeline(
         now,
     )
     .await?;
-    sqlx::query("UPDATE projects SET next_job_number = ? WHERE id = ?")
-        .bind(next_job)
-        .bind(&project.id)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    if queued {
-        state.queued.notify_waiters();
-    }
+    pipelines::commit_jobs(&state, tx, &project.id, next_job, queued).await?;
     tracing::info!(
         pipeline = %pipeline_id,
         workflows = compiled.workflows.len(),

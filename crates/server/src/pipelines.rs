@@ -345,15 +345,7 @@ async fn trigger_pipeline(
                 .await?;
         }
     }
-    sqlx::query("UPDATE projects SET next_job_number = ? WHERE id = ?")
-        .bind(next_job)
-        .bind(&project.id)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    if queued {
-        state.queued.notify_waiters();
-    }
+    commit_jobs(&state, tx, &project.id, next_job, queued).await?;
     tracing::info!(pipeline = %pipeline_id, project = %slug, number, state = state_name, "pipeline created");
     Ok((
         StatusCode::CREATED,
@@ -442,6 +434,27 @@ pub(crate) async fn add_workflows(
         queued |= scheduler::advance_workflow(tx, &workflow_id).await?;
     }
     Ok(queued)
+}
+
+/// Ends a transaction that added jobs: advances the project's job counter, commits, and wakes
+/// long-polling claims when a job was queued.
+pub(crate) async fn commit_jobs(
+    state: &State,
+    mut tx: sqlx::Transaction<'_, sqlx::Sqlite>,
+    project_id: &str,
+    next_job: i64,
+    queued: bool,
+) -> AppResult<()> {
+    sqlx::query("UPDATE projects SET next_job_number = ? WHERE id = ?")
+        .bind(next_job)
+        .bind(project_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    if queued {
+        state.queued.notify_waiters();
+    }
+    Ok(())
 }
 
 /// What `<< pipeline.* >>` means for one pipeline (a trigger or its continuation).
