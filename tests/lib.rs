@@ -18,10 +18,14 @@ use bosun_api::{
 /// The unprivileged user end-to-end tests run jobs as when they run as root.
 pub const TEST_JOB_USER: &str = "bosun-test";
 
-/// Where the workspace's binaries are, after building them once.
+/// Where the workspace's binaries are, after building them once. `cargo xtask test` builds them
+/// before the suite and says where in `BOSUN_TEST_BIN_DIR`, so no test process runs cargo.
 pub fn bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("BOSUN_TEST_BIN_DIR") {
+            return PathBuf::from(dir);
+        }
         // target/debug/deps/e2e-HASH -> target/debug
         let exe = std::env::current_exe().expect("test binary path");
         let dir = exe
@@ -61,6 +65,19 @@ pub fn bin_dir() -> &'static Path {
     })
 }
 
+/// Fails the test with a message naming the missing system program, where the list of the
+/// tests' prerequisites lives and the command that installs them.
+pub fn require_program(program: &str, why: &str) {
+    let found =
+        std::env::split_paths("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .any(|dir| dir.join(program).is_file());
+    assert!(
+        found,
+        "`{program}` is not installed ({why}): it is a test prerequisite listed in \
+         xtask/src/prereqs.rs; `cargo xtask test` installs it (as root)"
+    );
+}
+
 pub fn is_root() -> bool {
     nix::unistd::Uid::effective().is_root()
 }
@@ -80,6 +97,10 @@ pub fn job_user() -> Option<&'static str> {
             .flatten()
             .is_none()
         {
+            require_program(
+                "useradd",
+                "as root the harness creates the throwaway job user",
+            );
             let status = Command::new("useradd")
                 .args([
                     "--system",

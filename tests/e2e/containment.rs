@@ -422,13 +422,10 @@ async fn command_prefix_with_sudo_runs_the_job_as_the_prefixed_user() {
         eprintln!("skipped: needs root (sudo -n as root is what the command_prefix mode is for)");
         return;
     }
-    if std::process::Command::new("sudo")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        panic!("sudo is not installed: .ci/run installs it (apt-get install sudo)");
-    }
+    bosun_tests::require_program(
+        "sudo",
+        "runner.command_prefix runs the task-agent through sudo",
+    );
     let user = bosun_tests::job_user().expect("root has a job user");
     let steps = format!(
         "      - run: {PRINT_MARKER}\n      - run: id -un; pwd\n      - run: |\n          setsid sleep 1000 &\n          echo ok\n"

@@ -1,7 +1,9 @@
 //! bosun's development tasks (the cargo-xtask pattern): `cargo xtask <task>`.
 //!
 //! - `quickstart [ARGS...]`: build the binaries, then run `bosun quickstart ARGS...`.
-//! - `ci`: what `.ci/run` runs after installing tools: format check, clippy, the test suite.
+//! - `test [ARGS...]`: the README's test command: installs the tests' system prerequisites
+//!   (`prereqs.rs`), builds once, runs the whole suite (`test.rs`) and reports its wall time.
+//! - `ci`: what `.ci/run` runs before its CI-only stages: format check, clippy, `test`.
 //! - `cross setup|build|test`: cross-compile for s390x, ppc64le and aarch64 with Debian's Rust and
 //!   test under qemu-user (see `cross.rs`).
 //! - `package [--target T]... [--no-rpm] [--no-server]`: .deb/.rpm and release artefacts in
@@ -16,11 +18,14 @@ use anyhow::{Context, bail};
 
 mod cross;
 mod package;
+mod prereqs;
+mod test;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("quickstart") => quickstart(&args[1..]),
+        Some("test") => test::main(&args[1..]),
         Some("ci") => ci(),
         Some("build-bins") => build_bins().map(|_| 0),
         Some("cross") => cross::main(&args[1..]),
@@ -28,7 +33,7 @@ fn main() -> ExitCode {
         Some("package-test") => package::install_test(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <quickstart [ARGS...] | ci | build-bins | cross setup|build|test ... | package ... | package-test [DEB]>"
+                "usage: cargo xtask <quickstart [ARGS...] | test [ARGS...] | ci | build-bins | cross setup|build|test ... | package ... | package-test [DEB]>"
             );
             return ExitCode::from(2);
         }
@@ -113,8 +118,5 @@ fn ci() -> anyhow::Result<u8> {
         "warnings",
     ]);
     run(clippy)?;
-    let mut test = cargo();
-    test.args(["test", "--workspace"]);
-    run(test)?;
-    Ok(0)
+    test::main(&[])
 }
