@@ -46,9 +46,14 @@ pub struct HeartbeatResponse {
 }
 
 /// `POST /api/v2/task/log` answer: the stored length of the step's log after the append.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogAppendResponse {
     pub length: u64,
+    /// Set once the task's log reached one of the server's limits (`--max-step-log`,
+    /// `--max-job-log`): the sentence to end the job with. The server stores nothing more of this
+    /// task and the launch-agent stops it. Absent from older servers' answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<String>,
 }
 
 /// `POST /api/v2/task/step` body: a step started or finished.

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::privileged::{self, Identity, Ledger, LedgerEntry, TaskCgroup};
-use crate::upload::{LogUploader, with_retry};
+use crate::upload::{LogStop, LogUploader, with_retry};
 
 /// How often buffered log bytes are sent even when less than a flush's worth.
 const FLUSH_PERIOD: Duration = Duration::from_millis(200);
@@ -169,7 +169,12 @@ async fn run_in_dir(
             None
         }
     };
-    let (outcome, reason) = outcome?;
+    let (outcome, reason, log_stop) = outcome?;
+    // The server stopped storing the log (a limit, or its disk): the job ends with that reason
+    // whatever the task-agent reported, since its log is incomplete.
+    if let Some(stop) = log_stop {
+        return Ok((stop.status, Some(stop.message)));
+    }
     Ok(match outcome {
         Outcome::Finished(TaskStatus::Success) => ("success", None),
         Outcome::Finished(TaskStatus::Failed) => ("failed", None),
@@ -327,7 +332,8 @@ async fn check_handshake(
     }
 }
 
-/// Relays frames until the task-agent reports its result or goes away.
+/// Relays frames until the task-agent reports its result or goes away. Returns the outcome, why
+/// the task was canceled, and why the server stopped storing its log, if it did.
 async fn relay(
     client: &Client,
     auth: &Auth,
@@ -335,13 +341,14 @@ async fn relay(
     conn: &mut Connection<tokio::net::UnixStream>,
     cancel_rx: &mut watch::Receiver<Option<String>>,
     stop: &mut StopLevel,
-) -> anyhow::Result<(Outcome, Option<String>)> {
+) -> anyhow::Result<(Outcome, Option<String>, Option<LogStop>)> {
     let mut uploader = LogUploader::new(client.clone(), auth.clone());
     let mut names: Vec<String> = Vec::new();
     let mut flush = tokio::time::interval(FLUSH_PERIOD);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let deadline = tokio::time::Instant::now() + config.max_run_time;
     let mut cancel_reason: Option<String> = None;
+    let mut log_stop: Option<LogStop> = None;
     let outcome = loop {
         tokio::select! {
             incoming = conn.recv() => match incoming {
@@ -361,7 +368,13 @@ async fn relay(
                     post_step(client, auth, StepEvent {
                         step,
                         name,
-                        status: step_status(status).into(),
+                        // The step whose log the server stopped storing failed, whether it was
+                        // stopped for it or ended first.
+                        status: if uploader.stopped().is_some_and(|s| s.step == step) {
+                            "failed".into()
+                        } else {
+                            step_status(status).into()
+                        },
                         exit_code,
                         duration_ms: Some(duration_ms),
                     }).await?;
@@ -397,9 +410,21 @@ async fn relay(
                 }
             }
         }
+        // The server keeps no more of this task's log: stop the task (unless it is already
+        // stopping) and end it with the server's reason.
+        if cancel_reason.is_none() {
+            if let Some(stopped) = uploader.stopped() {
+                cancel_reason = Some(stopped.message.clone());
+                log_stop = Some(stopped.clone());
+                send_cancel(conn, &stopped.message, config.termination_grace_period).await;
+            }
+        }
     };
     uploader.flush_all().await?;
-    Ok((outcome, cancel_reason))
+    if cancel_reason.is_none() {
+        log_stop = uploader.stopped().cloned();
+    }
+    Ok((outcome, cancel_reason, log_stop))
 }
 
 async fn send_cancel(conn: &mut Connection<tokio::net::UnixStream>, reason: &str, grace: Duration) {

@@ -16,7 +16,20 @@ pub const FLUSH_BYTES: usize = 1 << 20;
 const RETRY_BUDGET: Duration = Duration::from_secs(120);
 
 /// Runs `call` until it succeeds, fails for good, or the retry budget is spent.
-pub async fn with_retry<T, F, Fut>(what: &str, mut call: F) -> Result<T, ApiError>
+pub async fn with_retry<T, F, Fut>(what: &str, call: F) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ApiError>>,
+{
+    with_retry_if(what, ApiError::is_retryable, call).await
+}
+
+/// [`with_retry`], retrying only the errors `retryable` accepts.
+async fn with_retry_if<T, F, Fut>(
+    what: &str,
+    retryable: impl Fn(&ApiError) -> bool,
+    mut call: F,
+) -> Result<T, ApiError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, ApiError>>,
@@ -26,7 +39,7 @@ where
     loop {
         match call().await {
             Ok(value) => return Ok(value),
-            Err(err) if err.is_retryable() && started.elapsed() < RETRY_BUDGET => {
+            Err(err) if retryable(&err) && started.elapsed() < RETRY_BUDGET => {
                 tracing::warn!("{what} failed, retrying in {delay:?}: {err}");
                 tokio::time::sleep(jitter(delay)).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
@@ -51,11 +64,25 @@ struct StepLog {
     pending: Vec<u8>,
 }
 
+/// Why the server stores no more of this task's log: the task must stop, and ends with this
+/// status and message.
+#[derive(Debug, Clone)]
+pub struct LogStop {
+    /// `failed` when the job's log passed a limit (the job's doing), `infrastructure_fail` when
+    /// the server is out of disk space (the server's).
+    pub status: &'static str,
+    pub message: String,
+    /// The step whose upload was refused or truncated.
+    pub step: u32,
+}
+
 /// Buffers log bytes per step and appends them to the server by offset.
 pub struct LogUploader {
     client: Client,
     auth: Auth,
     steps: HashMap<u32, StepLog>,
+    /// Set once the server refused to store more; later bytes are dropped here.
+    stopped: Option<LogStop>,
 }
 
 impl LogUploader {
@@ -64,11 +91,21 @@ impl LogUploader {
             client,
             auth,
             steps: HashMap::new(),
+            stopped: None,
         }
+    }
+
+    /// Why the server stopped storing this task's log, once it did.
+    pub fn stopped(&self) -> Option<&LogStop> {
+        self.stopped.as_ref()
     }
 
     /// Adds bytes of `step`; uploads once enough are buffered.
     pub async fn push(&mut self, step: u32, bytes: Bytes) -> Result<(), ApiError> {
+        if self.stopped.is_some() {
+            // The server keeps nothing more of this task; the relay is stopping it.
+            return Ok(());
+        }
         let log = self.steps.entry(step).or_default();
         log.pending.extend_from_slice(&bytes);
         if log.pending.len() >= FLUSH_BYTES {
@@ -85,6 +122,10 @@ impl LogUploader {
         if log.pending.is_empty() {
             return Ok(());
         }
+        if self.stopped.is_some() {
+            log.pending.clear();
+            return Ok(());
+        }
         // Level 1: logs compress well even so, and the agent's CPU belongs to the job.
         let body = Bytes::from(zstd::bulk::compress(&log.pending, 1).map_err(|err| {
             ApiError::Transport {
@@ -96,17 +137,49 @@ impl LogUploader {
         let path = format!("/api/v2/task/log?step={step}&offset={}", log.offset);
         let client = &self.client;
         let auth = &self.auth;
-        let response = with_retry("log upload", || {
-            client.send(
-                Method::POST,
-                &path,
-                auth,
-                Some(("application/zstd", body.clone())),
-                None,
-            )
-        })
-        .await?;
+        // A server out of disk space (507) stays so for longer than a retry budget is worth
+        // waiting: the task ends at once with the server's message, and what is stored stays.
+        let answer = with_retry_if(
+            "log upload",
+            |err| err.is_retryable() && !is_out_of_space(err),
+            || {
+                client.send(
+                    Method::POST,
+                    &path,
+                    auth,
+                    Some(("application/zstd", body.clone())),
+                    None,
+                )
+            },
+        )
+        .await;
+        let response = match answer {
+            Ok(response) => response,
+            Err(ApiError::Status {
+                status, message, ..
+            }) if status == bosun_api::StatusCode::INSUFFICIENT_STORAGE => {
+                tracing::warn!(step, "the server refused log bytes: {message}");
+                log.pending.clear();
+                self.stopped = Some(LogStop {
+                    status: "infrastructure_fail",
+                    message,
+                    step,
+                });
+                return Ok(());
+            }
+            Err(err) => return Err(err),
+        };
         let stored: LogAppendResponse = client.decode(Method::POST, &path, &response)?;
+        if let Some(message) = stored.truncated {
+            tracing::warn!(step, "the server truncated the log: {message}");
+            log.pending.clear();
+            self.stopped = Some(LogStop {
+                status: "failed",
+                message,
+                step,
+            });
+            return Ok(());
+        }
         log.offset += log.pending.len() as u64;
         if stored.length != log.offset {
             tracing::warn!(
@@ -128,4 +201,8 @@ impl LogUploader {
         }
         Ok(())
     }
+}
+
+fn is_out_of_space(err: &ApiError) -> bool {
+    err.status() == Some(bosun_api::StatusCode::INSUFFICIENT_STORAGE)
 }

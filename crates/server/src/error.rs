@@ -49,10 +49,15 @@ impl From<sqlx::Error> for AppError {
     }
 }
 
+/// Internal failures carry paths, SQL and OS errors meant for the operator: they go to the
+/// server's log, and the client learns only that something broke on the server's side.
 impl From<anyhow::Error> for AppError {
     fn from(err: anyhow::Error) -> AppError {
         tracing::error!("internal error: {err:#}");
-        AppError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{err:#}"))
+        AppError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error (the server's log has the details)",
+        )
     }
 }
 

@@ -48,6 +48,12 @@ pub struct Config {
     pub task_lease: Duration,
     /// Org-wide limit on running tasks.
     pub max_running_tasks: u64,
+    /// Bytes of one step's log kept; the rest is dropped and the job stopped.
+    pub max_step_log: u64,
+    /// Bytes of one task's logs (all its steps) kept; the rest is dropped and the job stopped.
+    pub max_job_log: u64,
+    /// Free bytes the blob directory's file system keeps: below it new log bytes are refused.
+    pub min_free_space: u64,
 }
 
 impl Config {
@@ -61,6 +67,9 @@ impl Config {
             admin_token: None,
             task_lease: Duration::from_secs(60),
             max_running_tasks: 100,
+            max_step_log: logs::DEFAULT_MAX_STEP_LOG,
+            max_job_log: logs::DEFAULT_MAX_JOB_LOG,
+            min_free_space: logs::DEFAULT_MIN_FREE_SPACE,
         }
     }
 }
@@ -78,6 +87,8 @@ pub(crate) struct AppState {
     pub cancels: Notify,
     /// Serializes log appends so the offset check and the write are one step.
     pub log_lock: tokio::sync::Mutex<()>,
+    /// Log size limits and the free-space floor.
+    pub log_limits: logs::Limits,
     /// The server's URL as jobs reach it (`public_url`, else `http://<bound address>`), set once
     /// bound; given to setup-workflow jobs as `BOSUN_API_URL`.
     pub api_url: std::sync::OnceLock<String>,
@@ -120,6 +131,11 @@ pub async fn run(
         queued: Notify::new(),
         cancels: Notify::new(),
         log_lock: tokio::sync::Mutex::new(()),
+        log_limits: logs::Limits::new(
+            config.max_step_log,
+            config.max_job_log,
+            config.min_free_space,
+        ),
         api_url: std::sync::OnceLock::new(),
     });
 

@@ -32,6 +32,52 @@ struct Args {
     /// Org-wide limit on concurrently running tasks.
     #[arg(long, default_value_t = 100)]
     max_running_tasks: u64,
+    /// Largest log one step keeps (`1GiB`, `512MiB`, `100M`, bytes): past it the log says it was
+    /// truncated and the job fails.
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
+    max_step_log: u64,
+    /// Largest log one job keeps, all its steps together: past it the log says it was truncated
+    /// and the job fails.
+    #[arg(long, value_name = "SIZE", default_value = "4GiB", value_parser = parse_size)]
+    max_job_log: u64,
+    /// Free space to keep on the blob directory's file system: below it new log bytes are
+    /// refused (507) and the jobs writing them fail; `0` turns the check off.
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
+    min_free_space: u64,
+}
+
+/// Reads a size as people write it: `4096`, `100K`, `512MiB`, `1GiB`, `10GB`, `1 TiB`.
+/// `K`, `M`, `G`, `T` alone and with `iB` are powers of 1024 (as `ls -h`, systemd and most
+/// tools mean them); `KB`, `MB`, `GB`, `TB` are powers of 1000.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (digits, unit) = trimmed.split_at(split);
+    let unit = unit.trim();
+    let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => {
+            return Err(format!(
+                "`{text}` is not a size: use bytes or a unit such as 512MiB, 1GiB, 100M or 10GB"
+            ));
+        }
+    };
+    let number: u64 = digits.parse().map_err(|_| {
+        format!("`{text}` is not a size: use a whole number with an optional unit, such as 1GiB")
+    })?;
+    number
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("`{text}` is more bytes than bosun can count"))
 }
 
 fn default_data_dir() -> PathBuf {
@@ -69,6 +115,9 @@ fn main() -> ExitCode {
         .filter(|t| !t.is_empty());
     config.task_lease = Duration::from_secs(args.task_lease_secs.max(1));
     config.max_running_tasks = args.max_running_tasks;
+    config.max_step_log = args.max_step_log;
+    config.max_job_log = args.max_job_log;
+    config.min_free_space = args.min_free_space;
 
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -111,4 +160,27 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_as_people_write_them() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("4gib"), Ok(4 << 30));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("100M"), Ok(100 << 20));
+        assert_eq!(parse_size("10GB"), Ok(10_000_000_000));
+        assert_eq!(parse_size("1 TiB"), Ok(1 << 40));
+        assert_eq!(parse_size("0"), Ok(0));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("GiB").is_err());
+        assert!(parse_size("1.5GiB").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("1PiB").is_err());
+        assert!(parse_size("99999999999TiB").is_err());
+    }
 }

@@ -256,8 +256,11 @@ async fn append_log(
         )));
     }
     let bytes = logs::decompress(&body)?;
-    let length = logs::append(&state, &task.task_id, query.step, query.offset, &bytes).await?;
-    Ok(Json(LogAppendResponse { length }))
+    let appended = logs::append(&state, &task.task_id, query.step, query.offset, &bytes).await?;
+    Ok(Json(LogAppendResponse {
+        length: appended.length,
+        truncated: appended.truncated,
+    }))
 }
 
 /// How many steps the job has. Called for every log chunk, so SQLite reads the count out of the
