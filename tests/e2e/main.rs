@@ -3,3 +3,4 @@
 mod auth;
 mod containment;
 mod pipeline;
+mod server_hardening;
