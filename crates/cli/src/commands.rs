@@ -41,10 +41,15 @@ pub async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                     let project = ctx
                         .create_project(&slug, &git_url, namespace.as_deref())
                         .await?;
-                    println!(
-                        "created project {} ({}) in namespace {}",
-                        project.slug, project.git_url, project.namespace
-                    );
+                    // Servers before namespaces answer without one.
+                    if project.namespace.is_empty() {
+                        println!("created project {} ({})", project.slug, project.git_url);
+                    } else {
+                        println!(
+                            "created project {} ({}) in namespace {}",
+                            project.slug, project.git_url, project.namespace
+                        );
+                    }
                     if let Some(warning) = &project.warning {
                         eprintln!("warning: {warning}");
                     }

@@ -35,5 +35,13 @@ pub async fn open(url: &str) -> anyhow::Result<Db> {
         .run(&db)
         .await
         .with_context(|| format!("migrating database {url}"))?;
+    // Fold the WAL into the database and empty it, so that pages written before a migration
+    // scrubbed them (older versions' continuation keys) are not left in old WAL frames.
+    if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&db)
+        .await
+    {
+        tracing::warn!("checkpointing database {url}: {err}");
+    }
     Ok(db)
 }
