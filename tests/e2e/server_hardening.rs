@@ -471,3 +471,68 @@ async fn a_finished_tasks_token_is_refused_without_naming_the_task() {
     );
     assert_eq!(status, 200, "{body}");
 }
+
+/// The server ends a task whose launch-agent went silent (stopped with SIGSTOP past its lease);
+/// when the agent comes back, its heartbeat gets the 401 of an ended task's token, and the agent
+/// stops the task at once instead of letting the job run on unsupervised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_stops_a_task_the_server_ended_when_its_token_is_refused() {
+    let dir = shared_tempdir();
+    let server = Server::start_with(dir.path(), &["--task-lease-secs", "2"]);
+    server.resource_class("e2e/linux").await;
+    let token = server.token("e2e/linux").await;
+    let agent = launch_agent(
+        &server,
+        &token,
+        dir.path(),
+        "agent",
+        AgentOptions {
+            extra_config: "  termination_grace_period: 1s\n".into(),
+            ..AgentOptions::default()
+        },
+    );
+    let repo = git_repo(
+        dir.path(),
+        &[(
+            ".circleci/config.yml",
+            &deploy_config(
+                "e2e/linux",
+                "echo \"marker=$BOSUN_TASK_ID\"; sleep 60; echo survived",
+            ),
+        )],
+    );
+    server.project("local/e2e/lapse", &repo).await;
+    let pipeline = server.trigger("local/e2e/lapse", "main").await;
+    let job = server.job_id(&pipeline, "deploy").await;
+    let log = server
+        .wait_for_log(&job, 0, "marker=", Duration::from_secs(30))
+        .await;
+    let task = log
+        .lines()
+        .find_map(|line| line.strip_prefix("marker="))
+        .expect("marker")
+        .trim()
+        .to_owned();
+    assert!(!bosun_tests::marked_processes(&task).is_empty());
+
+    let agent_pid = nix::unistd::Pid::from_raw(agent.pid());
+    nix::sys::signal::kill(agent_pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+    let ended = server.wait_job(&job, Duration::from_secs(15)).await;
+    nix::sys::signal::kill(agent_pid, nix::sys::signal::Signal::SIGCONT).expect("SIGCONT");
+    assert_eq!(ended.status, "infrastructure_fail", "{ended:?}");
+
+    let started = Instant::now();
+    while !bosun_tests::marked_processes(&task).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the job still runs after the server ended its task:\n{}",
+            agent.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        agent.log_text().contains("the server ended the task"),
+        "{}",
+        agent.log_text()
+    );
+}
