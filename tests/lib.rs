@@ -264,6 +264,7 @@ impl Server {
                 &CreateProject {
                     slug: slug.into(),
                     git_url: repo.to_string_lossy().into_owned(),
+                    namespace: None,
                 },
             )
             .await
@@ -613,5 +614,49 @@ impl Server {
             )
             .await
             .expect("cancel job");
+    }
+}
+
+// ---- server hardening (issue 8: the data directory, namespaces, ended tasks' tokens) ----
+
+impl Server {
+    /// Starts a server as a first start by hand does: without `BOSUN_ADMIN_TOKEN`, so it
+    /// generates the admin token and writes it to `DATA_DIR/admin-token`, read back here (the
+    /// tests run as the server's own user). The data directory is made beforehand with the
+    /// umask's usual 0755, as `Server::start` does.
+    pub fn start_generating_admin_token(dir: &Path) -> Server {
+        let data_dir = dir.join("server");
+        std::fs::create_dir_all(&data_dir).expect("server dir");
+        let mut command = Command::new(bin_dir().join("bosun-server"));
+        command
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .env_remove("BOSUN_ADMIN_TOKEN");
+        let mut proc = spawn(command, dir.join("server.log"));
+        let started = Instant::now();
+        let (url, token) = loop {
+            let url = std::fs::read_to_string(data_dir.join("server-url")).unwrap_or_default();
+            let token = std::fs::read_to_string(data_dir.join("admin-token")).unwrap_or_default();
+            if url.ends_with('\n') && token.ends_with('\n') {
+                break (url.trim().to_owned(), token.trim().to_owned());
+            }
+            if let Ok(Some(status)) = proc.child.try_wait() {
+                panic!("bosun-server exited ({status}):\n{}", proc.log_text());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "server did not start:\n{}",
+                proc.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let client = Client::new(&url).expect("client");
+        Server {
+            proc,
+            url,
+            data_dir,
+            client,
+            admin: Auth::CircleToken(token),
+        }
     }
 }

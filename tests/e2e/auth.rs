@@ -24,8 +24,8 @@ async fn a_token_of_one_class_cannot_claim_another_class_and_bad_tokens_get_401(
     let token_b = server.token("ns/b").await;
     let config = "version: 2.1\njobs:\n  build:\n    machine: true\n    resource_class: ns/b\n    steps:\n      - run: echo hi\n";
     let repo = git_repo(dir.path(), &[(".circleci/config.yml", config)]);
-    server.project("local/e2e/auth", &repo).await;
-    let _pipeline = server.trigger("local/e2e/auth", "main").await;
+    server.project("local/ns/auth", &repo).await;
+    let _pipeline = server.trigger("local/ns/auth", "main").await;
 
     let unclaimed: UnclaimedTaskCount = server
         .client

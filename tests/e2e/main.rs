@@ -4,3 +4,4 @@ mod auth;
 mod containment;
 mod log_limits;
 mod pipeline;
+mod server_hardening;

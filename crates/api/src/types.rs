@@ -143,6 +143,10 @@ pub struct CreateProject {
     /// `vcs/org/repo`, e.g. `local/acme/widgets`.
     pub slug: String,
     pub git_url: String,
+    /// The namespace whose resource classes the project's jobs may use; the slug's organization
+    /// (lower-cased) when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -150,6 +154,12 @@ pub struct Project {
     pub id: String,
     pub slug: String,
     pub git_url: String,
+    /// The one namespace whose resource classes the project's jobs run on.
+    #[serde(default)]
+    pub namespace: String,
+    /// Set at creation when the namespace has no resource class yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// `POST /api/v2/project/{slug}/pipeline` body, as CircleCI's v2 API takes it.

@@ -33,9 +33,26 @@ pub async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             let ctx = Ctx { client, auth };
             match command {
                 Command::Runner(command) => runner(&ctx, command).await,
-                Command::Project(ProjectCommand::Create { slug, git_url }) => {
-                    let project = ctx.create_project(&slug, &git_url).await?;
-                    println!("created project {} ({})", project.slug, project.git_url);
+                Command::Project(ProjectCommand::Create {
+                    slug,
+                    git_url,
+                    namespace,
+                }) => {
+                    let project = ctx
+                        .create_project(&slug, &git_url, namespace.as_deref())
+                        .await?;
+                    // Servers before namespaces answer without one.
+                    if project.namespace.is_empty() {
+                        println!("created project {} ({})", project.slug, project.git_url);
+                    } else {
+                        println!(
+                            "created project {} ({}) in namespace {}",
+                            project.slug, project.git_url, project.namespace
+                        );
+                    }
+                    if let Some(warning) = &project.warning {
+                        eprintln!("warning: {warning}");
+                    }
                     Ok(0)
                 }
                 Command::Pipeline(PipelineCommand::Run(args)) => pipeline_run(&ctx, args).await,
@@ -108,7 +125,12 @@ impl Ctx {
             .await?)
     }
 
-    pub async fn create_project(&self, slug: &str, git_url: &str) -> Result<Project, Failure> {
+    pub async fn create_project(
+        &self,
+        slug: &str,
+        git_url: &str,
+        namespace: Option<&str>,
+    ) -> Result<Project, Failure> {
         Ok(self
             .client
             .post(
@@ -117,6 +139,7 @@ impl Ctx {
                 &CreateProject {
                     slug: slug.to_owned(),
                     git_url: git_url.to_owned(),
+                    namespace: namespace.map(str::to_owned),
                 },
             )
             .await?)

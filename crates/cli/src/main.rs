@@ -115,6 +115,10 @@ pub enum ProjectCommand {
         slug: String,
         #[arg(long)]
         git_url: String,
+        /// The namespace whose resource classes the project's jobs run on (default: the slug's
+        /// organization, lower-cased).
+        #[arg(long)]
+        namespace: Option<String>,
     },
 }
 

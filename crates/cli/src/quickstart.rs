@@ -170,11 +170,29 @@ async fn run_in(
         }
     };
     let classes = resource_classes_of(&repo, &branch);
+    // A project runs on the resource classes of one namespace: the quickstart's project gets
+    // the one its config names.
+    let namespaces: BTreeSet<&str> = classes
+        .iter()
+        .filter_map(|class| class.split_once('/').map(|(ns, _)| ns))
+        .collect();
+    let namespace = match namespaces.iter().next() {
+        Some(namespace) if namespaces.len() == 1 => namespace.to_string(),
+        _ => {
+            return Err(Failure::input(format!(
+                "the config's resource classes are of several namespaces ({}): a project runs on \
+                 one namespace's resource classes",
+                namespaces.iter().copied().collect::<Vec<_>>().join(", ")
+            )));
+        }
+    };
 
     // The server.
     let admin_token = random_token()?;
     let server_dir = data_dir.join("server");
-    std::fs::create_dir_all(&server_dir)?;
+    // The server keeps its data private (0700); creating the directory so saves it a warning.
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(&server_dir)?;
     let url_file = server_dir.join("server-url");
     let _ = std::fs::remove_file(&url_file);
     let log = std::fs::File::create(data_dir.join("server.log"))?;
@@ -260,7 +278,8 @@ async fn run_in(
         })
         .collect();
     let slug = format!("local/quickstart/{}", name.trim_start_matches('.'));
-    ctx.create_project(&slug, &repo.to_string_lossy()).await?;
+    ctx.create_project(&slug, &repo.to_string_lossy(), Some(&namespace))
+        .await?;
     let created = ctx
         .trigger(
             &slug,

@@ -476,7 +476,14 @@ async fn heartbeat_loop(client: Client, auth: Auth, cancel: watch::Sender<Option
                     .min(Duration::from_secs(10))
                     .max(Duration::from_millis(500));
             }
-            Err(err) if err.status() == Some(bosun_api::StatusCode::CONFLICT) => {
+            // The server refuses the token of a task that ended (it timed out, or someone ended
+            // it): 401 today, 409 from older servers. Either way the task is over.
+            Err(err)
+                if matches!(
+                    err.status(),
+                    Some(bosun_api::StatusCode::UNAUTHORIZED | bosun_api::StatusCode::CONFLICT)
+                ) =>
+            {
                 let _ = cancel.send(Some(format!("the server ended the task: {err}")));
                 return;
             }

@@ -36,6 +36,15 @@ pub fn routes() -> Router<State> {
         .route("/api/v3/runner/tasks/running", get(running_tasks))
 }
 
+/// A namespace as CircleCI spells one: 1 to 64 lowercase letters, digits, `_`, `-`.
+pub fn valid_namespace(namespace: &str) -> bool {
+    !namespace.is_empty()
+        && namespace.len() <= 64
+        && namespace
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
 /// Checks `namespace/name` as CircleCI does: namespace of lowercase letters, digits, `_`, `-`;
 /// name of letters, digits, `:`, `_`, `-`, `+`.
 pub fn validate_resource_class(name: &str) -> Result<(&str, &str), AppError> {
@@ -44,11 +53,7 @@ pub fn validate_resource_class(name: &str) -> Result<(&str, &str), AppError> {
             "resource class `{name}` must look like `namespace/name`"
         ))
     })?;
-    let namespace_ok = !namespace.is_empty()
-        && namespace.len() <= 64
-        && namespace
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    let namespace_ok = valid_namespace(namespace);
     let class_ok = !class.is_empty()
         && class.len() <= 128
         && class

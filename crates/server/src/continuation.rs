@@ -1,13 +1,16 @@
 //! Dynamic configuration: `POST /api/v2/pipeline/continue`, CircleCI's continuation API.
 //!
-//! A pipeline whose config says `setup: true` runs its setup workflows; their jobs get a
-//! one-use key (`CIRCLE_CONTINUATION_KEY`) and bosun's URL (`BOSUN_API_URL`). A job posts
-//! `{"continuation-key", "configuration", "parameters"}`; the key alone authenticates it (no
-//! `Circle-Token`). The configuration is compiled with the pipeline's context (branch, tag,
-//! revision, number, id; the posted `parameters` as pipeline parameters), must not itself be a
-//! setup config, and its workflows join the same pipeline. A key works once: a second use is a
-//! 409. A configuration that does not compile is a 400 and leaves the key unused, so the job
-//! can fix it and post again.
+//! A pipeline whose config says `setup: true` runs its setup workflows; their jobs are marked
+//! `continuation`, and each of their tasks gets a fresh one-use key (`CIRCLE_CONTINUATION_KEY`)
+//! and bosun's URL (`BOSUN_API_URL`) in the config it fetches ([`issue_key`]). The key itself is
+//! never stored, only its SHA-256 and the task it was given to, and it works only while that task
+//! runs. A job posts `{"continuation-key", "configuration", "parameters"}`; the key alone
+//! authenticates it (no `Circle-Token`). The configuration is compiled with the pipeline's
+//! context (branch, tag, revision, number, id; the posted `parameters` as pipeline parameters),
+//! must not itself be a setup config, must use only the project's namespace's resource classes,
+//! and its workflows join the same pipeline. A pipeline is continued once, whichever of its keys
+//! is used (a retried setup task has a key of its own): a second use is a 409. A configuration
+//! that does not compile is a 400 and leaves the key unused, so the job can fix it and post again.
 
 use std::collections::BTreeMap;
 
@@ -40,16 +43,40 @@ async fn continue_pipeline(
     Json(body): Json<ContinueBody>,
 ) -> AppResult<(StatusCode, Json<serde_json::Value>)> {
     let key_hash = crate::auth::hash_token(&body.continuation_key);
-    let found: Option<(String, Option<i64>)> =
-        sqlx::query_as("SELECT pipeline_id, used_at FROM continuations WHERE key_hash = ?")
+    let found: Option<(String, Option<String>)> =
+        sqlx::query_as("SELECT pipeline_id, task_id FROM continuations WHERE key_hash = ?")
             .bind(&key_hash)
             .fetch_optional(&state.db)
             .await?;
-    let Some((pipeline_id, used_at)) = found else {
+    let Some((pipeline_id, task_id)) = found else {
         return Err(AppError::not_found("unknown continuation key"));
     };
-    if let Some(used_at) = used_at {
+    if let Some(used_at) = continued_at(&state, &pipeline_id).await? {
         return Err(already_used(used_at));
+    }
+    // A key works only while the task it was given to runs; keys from before keys were per task
+    // (no task) while any task of their pipeline runs.
+    let running: Option<i64> = match &task_id {
+        Some(task_id) => {
+            sqlx::query_scalar("SELECT 1 FROM tasks WHERE id = ? AND status = 'running'")
+                .bind(task_id)
+                .fetch_optional(&state.db)
+                .await?
+        }
+        None => {
+            sqlx::query_scalar(
+                "SELECT 1 FROM tasks t JOIN jobs j ON j.id = t.job_id
+                 WHERE j.pipeline_id = ? AND t.status = 'running' LIMIT 1",
+            )
+            .bind(&pipeline_id)
+            .fetch_optional(&state.db)
+            .await?
+        }
+    };
+    if running.is_none() {
+        return Err(AppError::conflict(
+            "the job this continuation key was given to has ended: a key works only while its job runs",
+        ));
     }
     type Row = (String, i64, Option<String>, Option<String>, String);
     let (project_id, number, branch, tag, revision): Row = sqlx::query_as(
@@ -85,20 +112,23 @@ async fn continue_pipeline(
         ));
     }
     pipelines::check_runnable(&compiled).map_err(AppError::bad_request)?;
-    pipelines::check_resource_classes(&state, &compiled)
+    pipelines::check_resource_classes(&state, &compiled, &project)
         .await
         .map_err(AppError::bad_request)?;
 
     let now = now_ms();
     let mut tx = state.db.begin().await?;
     // Claim the key first: this write takes SQLite's write lock, so of two concurrent posts
-    // exactly one sees `used_at IS NULL`.
-    let claimed =
-        sqlx::query("UPDATE continuations SET used_at = ? WHERE key_hash = ? AND used_at IS NULL")
-            .bind(now)
-            .bind(&key_hash)
-            .execute(&mut *tx)
-            .await?;
+    // with any keys of this pipeline exactly one finds none of them used.
+    let claimed = sqlx::query(
+        "UPDATE continuations SET used_at = ? WHERE key_hash = ? AND used_at IS NULL
+           AND NOT EXISTS (SELECT 1 FROM continuations WHERE pipeline_id = ? AND used_at IS NOT NULL)",
+    )
+    .bind(now)
+    .bind(&key_hash)
+    .bind(&pipeline_id)
+    .execute(&mut *tx)
+    .await?;
     if claimed.rows_affected() == 0 {
         return Err(already_used(now));
     }
@@ -122,6 +152,7 @@ async fn continue_pipeline(
             project: &project,
             resolved: &resolved,
             environment: &BTreeMap::new(),
+            continuation: false,
         },
         &mut next_job,
         now,
@@ -141,6 +172,37 @@ async fn continue_pipeline(
             "workflows": compiled.workflows.iter().map(|w| w.name.clone()).collect::<Vec<_>>(),
         })),
     ))
+}
+
+/// When the pipeline was continued, with any of its keys.
+async fn continued_at(state: &State, pipeline_id: &str) -> AppResult<Option<i64>> {
+    Ok(sqlx::query_scalar(
+        "SELECT MIN(used_at) FROM continuations WHERE pipeline_id = ? AND used_at IS NOT NULL",
+    )
+    .bind(pipeline_id)
+    .fetch_one(&state.db)
+    .await?)
+}
+
+/// A fresh continuation key for a task of a setup workflow's job, handed to it with its config.
+/// Only the key's hash is stored, with the task it was given to; every fetch of the config gets
+/// a new key (a fetch whose answer was lost leaves a hash no one holds).
+pub(crate) async fn issue_key(
+    state: &State,
+    pipeline_id: &str,
+    task_id: &str,
+) -> AppResult<String> {
+    let key = crate::auth::generate_token("bosun_ck_")?;
+    sqlx::query(
+        "INSERT INTO continuations (key_hash, pipeline_id, task_id, created_at) VALUES (?, ?, ?, ?)",
+    )
+    .bind(crate::auth::hash_token(&key))
+    .bind(pipeline_id)
+    .bind(task_id)
+    .bind(now_ms())
+    .execute(&state.db)
+    .await?;
+    Ok(key)
 }
 
 fn already_used(used_at: i64) -> AppError {

@@ -8,6 +8,7 @@
 mod admin;
 mod auth;
 mod continuation;
+mod datadir;
 mod error;
 mod git;
 mod jobs;
@@ -103,8 +104,7 @@ pub async fn run(
     on_listening: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    datadir::prepare(&config)?;
     let database_url = config
         .database_url
         .clone()

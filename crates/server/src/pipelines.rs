@@ -56,6 +56,33 @@ fn validate_slug(slug: &str) -> Result<(), AppError> {
     }
 }
 
+/// The namespace a new project belongs to: the one asked for, else the slug's organization,
+/// lower-cased (`gh/Acme/widgets` -> `acme`).
+fn project_namespace(slug: &str, given: Option<&str>) -> Result<String, AppError> {
+    match given {
+        Some(namespace) if crate::admin::valid_namespace(namespace) => Ok(namespace.to_owned()),
+        Some(namespace) => Err(AppError::bad_request(format!(
+            "namespace `{namespace}` may hold only lowercase letters, digits, `_` and `-` (at most 64)"
+        ))),
+        None => {
+            let org = slug.split('/').nth(1).unwrap_or_default();
+            let namespace = org.to_ascii_lowercase();
+            if crate::admin::valid_namespace(&namespace) {
+                Ok(namespace)
+            } else {
+                Err(AppError::bad_request(format!(
+                    "the organization `{org}` of project `{slug}` is not a namespace name \
+                     (lowercase letters, digits, `_`, `-`): give the project's `namespace`"
+                )))
+            }
+        }
+    }
+}
+
+/// Creates a project. It belongs to one namespace, whose resource classes alone its jobs may
+/// use. A namespace with no resource class yet is accepted (runners are often set up after the
+/// project), with a warning in the answer: the project's pipelines fail to start, naming the
+/// namespace, until a class of it exists.
 async fn create_project(
     _: Admin,
     StateExt(state): StateExt<State>,
@@ -63,13 +90,16 @@ async fn create_project(
 ) -> AppResult<(StatusCode, Json<api::Project>)> {
     validate_slug(&body.slug)?;
     git::validate_url(&body.git_url).map_err(AppError::bad_request)?;
+    let namespace = project_namespace(&body.slug, body.namespace.as_deref())?;
     let id = new_id();
     let inserted = sqlx::query(
-        "INSERT INTO projects (id, slug, git_url, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (slug) DO NOTHING",
+        "INSERT INTO projects (id, slug, git_url, namespace, created_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (slug) DO NOTHING",
     )
     .bind(&id)
     .bind(&body.slug)
     .bind(&body.git_url)
+    .bind(&namespace)
     .bind(now_ms())
     .execute(&state.db)
     .await?;
@@ -79,28 +109,46 @@ async fn create_project(
             body.slug
         )));
     }
+    let classes: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM resource_classes WHERE namespace = ?")
+            .bind(&namespace)
+            .fetch_one(&state.db)
+            .await?;
+    let warning = (classes == 0).then(|| {
+        format!(
+            "namespace `{namespace}` has no resource class yet: jobs of `{}` run only on \
+             `{namespace}/NAME` resource classes (create one with \
+             `bosun runner resource-class create {namespace}/NAME`)",
+            body.slug
+        )
+    });
+    tracing::info!(project = %body.slug, namespace = %namespace, "project created");
     Ok((
         StatusCode::CREATED,
         Json(api::Project {
             id,
             slug: body.slug,
             git_url: body.git_url,
+            namespace,
+            warning,
         }),
     ))
 }
 
 pub(crate) async fn find_project(state: &State, slug: &str) -> AppResult<api::Project> {
-    let row: Option<(String, String)> =
-        sqlx::query_as("SELECT id, git_url FROM projects WHERE slug = ?")
+    let row: Option<(String, String, String)> =
+        sqlx::query_as("SELECT id, git_url, namespace FROM projects WHERE slug = ?")
             .bind(slug)
             .fetch_optional(&state.db)
             .await?;
-    let (id, git_url) =
+    let (id, git_url, namespace) =
         row.ok_or_else(|| AppError::not_found(format!("project `{slug}` not found")))?;
     Ok(api::Project {
         id,
         slug: slug.to_owned(),
         git_url,
+        namespace,
+        warning: None,
     })
 }
 
@@ -261,7 +309,7 @@ async fn trigger_pipeline(
         Err(err) => Err(format!("{err:#}")),
     };
     let compiled = match compiled {
-        Ok(pipeline) => match check_resource_classes(&state, &pipeline).await {
+        Ok(pipeline) => match check_resource_classes(&state, &pipeline, &project).await {
             Ok(()) => Ok(pipeline),
             Err(message) => Err(message),
         },
@@ -309,20 +357,11 @@ async fn trigger_pipeline(
 
     let mut queued = false;
     if let Ok(pipeline) = &compiled {
-        // A setup config's jobs get a one-use key to continue the pipeline with, and the URL
-        // to post it to. Only its hash is stored.
+        // A setup config's jobs may continue the pipeline: they are marked, and each of their
+        // tasks gets a fresh continuation key when it fetches its config (only the key's hash is
+        // stored, see `continuation::issue_key`), plus the URL to post it to.
         let mut environment = BTreeMap::new();
         if pipeline.setup {
-            let key = crate::auth::generate_token("bosun_ck_")?;
-            sqlx::query(
-                "INSERT INTO continuations (key_hash, pipeline_id, created_at) VALUES (?, ?, ?)",
-            )
-            .bind(crate::auth::hash_token(&key))
-            .bind(&pipeline_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            environment.insert("CIRCLE_CONTINUATION_KEY".to_owned(), key);
             environment.insert(
                 "BOSUN_API_URL".to_owned(),
                 state.api_url.get().cloned().unwrap_or_default(),
@@ -338,6 +377,7 @@ async fn trigger_pipeline(
                 project: &project,
                 resolved: &resolved,
                 environment: &environment,
+                continuation: pipeline.setup,
             },
             &mut next_job,
             now,
@@ -371,8 +411,12 @@ pub(crate) struct AddWorkflows<'a> {
     pub first_position: i64,
     pub project: &'a api::Project,
     pub resolved: &'a Resolved,
-    /// Added to every job's environment (continuation key and API URL of setup configs).
+    /// Added to every job's environment (the API URL of setup configs). Never a secret: it is
+    /// stored in the job's spec.
     pub environment: &'a BTreeMap<String, String>,
+    /// Whether the jobs may continue the pipeline (a setup config's): their tasks get a
+    /// continuation key with their config.
+    pub continuation: bool,
 }
 
 /// Inserts a compiled (and checked) config's workflows and jobs into a pipeline, numbering jobs
@@ -421,8 +465,8 @@ pub(crate) async fn add_workflows(
                 .extend(add.environment.iter().map(|(k, v)| (k.clone(), v.clone())));
             let resource_class = job.resource_class.clone().unwrap_or_default();
             sqlx::query(
-                    "INSERT INTO jobs (id, workflow_id, pipeline_id, name, number, position, status, resource_class, requires, spec)
-                     VALUES (?, ?, ?, ?, ?, ?, 'blocked', ?, ?, ?)",
+                    "INSERT INTO jobs (id, workflow_id, pipeline_id, name, number, position, status, resource_class, requires, spec, continuation)
+                     VALUES (?, ?, ?, ?, ?, ?, 'blocked', ?, ?, ?, ?)",
                 )
                 .bind(&job_id)
                 .bind(&workflow_id)
@@ -433,6 +477,7 @@ pub(crate) async fn add_workflows(
                 .bind(&resource_class)
                 .bind(serde_json::to_string(&entry.requires).unwrap_or_else(|_| "[]".into()))
                 .bind(serde_json::to_string(&task).map_err(|err| anyhow::anyhow!(err))?)
+                .bind(add.continuation)
                 .execute(&mut **tx)
                 .await?;
         }
@@ -548,9 +593,13 @@ pub(crate) fn check_runnable(pipeline: &bosun_config::Pipeline) -> Result<(), St
     Ok(())
 }
 
+/// Every job's resource class must exist and belong to the project's namespace: runners serve
+/// only the organization that owns their namespace. The namespace is checked first, so the
+/// answer for another namespace's class is the same whether that class exists or not.
 pub(crate) async fn check_resource_classes(
     state: &State,
     pipeline: &bosun_config::Pipeline,
+    project: &api::Project,
 ) -> Result<(), String> {
     for workflow in &pipeline.workflows {
         for entry in &workflow.jobs {
@@ -561,6 +610,15 @@ pub(crate) async fn check_resource_classes(
             else {
                 continue;
             };
+            let namespace = class.split_once('/').map(|(ns, _)| ns).unwrap_or_default();
+            if namespace != project.namespace {
+                return Err(format!(
+                    "job `{}` uses resource class `{class}` of namespace `{namespace}`, but project \
+                     `{}` belongs to namespace `{}`: a project's jobs run only on resource classes \
+                     of its own namespace",
+                    entry.job, project.slug, project.namespace
+                ));
+            }
             let found: Result<Option<i64>, sqlx::Error> =
                 sqlx::query_scalar("SELECT 1 FROM resource_classes WHERE name = ?")
                     .bind(class)
@@ -574,7 +632,13 @@ pub(crate) async fn check_resource_classes(
                         entry.job
                     ));
                 }
-                Err(err) => return Err(format!("checking resource class `{class}`: {err}")),
+                Err(err) => {
+                    tracing::error!("checking resource class `{class}`: {err}");
+                    return Err(format!(
+                        "job `{}`: resource class `{class}` could not be checked (internal database error)",
+                        entry.job
+                    ));
+                }
             }
         }
     }

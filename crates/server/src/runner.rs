@@ -157,31 +157,43 @@ async fn try_claim(
     }))
 }
 
+/// A task token authorizes its task only while the task runs. The token of a task that ended is
+/// answered as an unknown one: the same 401, naming neither the task nor its status, so whoever
+/// holds an old token learns nothing from it.
 fn require_running(task: &TaskAuth) -> Result<(), AppError> {
     if task.status != "running" {
-        return Err(AppError::conflict(format!(
-            "task {} is no longer running (it is {})",
-            task.task_id, task.status
-        )));
+        return Err(ended_task());
     }
     Ok(())
 }
 
+fn ended_task() -> AppError {
+    AppError::unauthorized("invalid bearer token")
+}
+
+/// The task's spec. A task of a setup workflow's job also gets a fresh continuation key here,
+/// the only place the key exists outside the job: the database keeps its hash alone.
 async fn task_config(
     task: TaskAuth,
     StateExt(state): StateExt<State>,
 ) -> AppResult<Json<TaskSpec>> {
     require_running(&task)?;
-    let spec: String = sqlx::query_scalar("SELECT spec FROM jobs WHERE id = ?")
-        .bind(&task.job_id)
-        .fetch_one(&state.db)
-        .await?;
+    let (spec, pipeline_id, continuation): (String, String, bool) =
+        sqlx::query_as("SELECT spec, pipeline_id, continuation FROM jobs WHERE id = ?")
+            .bind(&task.job_id)
+            .fetch_one(&state.db)
+            .await?;
     let mut spec: TaskSpec = serde_json::from_str(&spec).map_err(|err| {
         anyhow::anyhow!(
             "stored task spec of job {} is unreadable: {err}",
             task.job_id
         )
     })?;
+    if continuation {
+        let key = crate::continuation::issue_key(&state, &pipeline_id, &task.task_id).await?;
+        spec.environment
+            .insert("CIRCLE_CONTINUATION_KEY".to_owned(), key);
+    }
     spec.task_id = task.task_id;
     Ok(Json(spec))
 }
@@ -224,10 +236,8 @@ async fn renew_lease(state: &State, task: &TaskAuth) -> AppResult<HeartbeatRespo
     .fetch_optional(&state.db)
     .await?;
     let Some(cancel) = cancel else {
-        return Err(AppError::conflict(format!(
-            "task {} is no longer running",
-            task.task_id
-        )));
+        // The task ended since the request was authenticated.
+        return Err(ended_task());
     };
     Ok(HeartbeatResponse {
         cancel: cancel != 0,

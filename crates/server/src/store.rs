@@ -21,7 +21,11 @@ pub async fn open(url: &str) -> anyhow::Result<Db> {
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(10))
-        .foreign_keys(true);
+        .foreign_keys(true)
+        // Deleted and overwritten rows are zeroed, not left in free space, so a secret removed
+        // from the database (the continuation keys older versions kept in `jobs.spec`) does not
+        // linger in the file.
+        .pragma("secure_delete", "on");
     let db = SqlitePoolOptions::new()
         .max_connections(8)
         .connect_with(options)
@@ -31,5 +35,13 @@ pub async fn open(url: &str) -> anyhow::Result<Db> {
         .run(&db)
         .await
         .with_context(|| format!("migrating database {url}"))?;
+    // Fold the WAL into the database and empty it, so that pages written before a migration
+    // scrubbed them (older versions' continuation keys) are not left in old WAL frames.
+    if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&db)
+        .await
+    {
+        tracing::warn!("checkpointing database {url}: {err}");
+    }
     Ok(db)
 }
