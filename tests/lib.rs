@@ -169,8 +169,12 @@ impl Server {
         std::fs::create_dir_all(&data_dir).expect("server dir");
         let token = "bosun-e2e-admin-token-0123456789";
         let mut command = Command::new(bin_dir().join("bosun-server"));
+        // A caller that picks its own address (to restart on the same port) passes `--listen`.
+        if !extra.contains(&"--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
         command
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg("--data-dir")
             .arg(&data_dir)
             .args(extra)
             .env("BOSUN_ADMIN_TOKEN", token);

@@ -2,4 +2,5 @@
 
 mod auth;
 mod containment;
+mod hardening;
 mod pipeline;
