@@ -72,3 +72,198 @@ async fn after_an_outage_the_agent_claims_within_a_second_of_the_server_returnin
         agent.log_text()
     );
 }
+
+/// The `command_prefix` of the rendezvous test, run by the launch-agent as root with the
+/// task-agent's command line as arguments. As the job user it tries what a concurrent job could
+/// (list, watch, rename, remove, bind beside the socket), records each outcome, hands the socket
+/// path and the token (as if stolen) to the intruder, waits until the intruder has connected,
+/// and only then starts the real task-agent.
+const PREFIX_WRAPPER: &str = r#"#!/bin/bash
+out="$BOSUN_HARDENING_DIR/outcomes"
+exchange="$BOSUN_HARDENING_DIR/exchange"
+read -r token
+sock=
+prev=
+for arg in "$@"; do
+  if [ "$prev" = --connect ]; then sock=$arg; fi
+  prev=$arg
+done
+rdir=$(dirname "$sock")
+as_job() { sudo -nu bosun-test -- "$@" < /dev/null > /dev/null 2>&1; }
+attempt() {
+  local what=$1
+  shift
+  if as_job "$@"; then echo "$what=allowed"; else echo "$what=denied"; fi >> "$out"
+}
+echo "socket=$sock" >> "$out"
+echo "token=$token" >> "$out"
+attempt ls ls "$rdir"
+attempt inotify /usr/bin/python3 -c 'import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.inotify_init()
+sys.exit(0 if fd >= 0 and libc.inotify_add_watch(fd, sys.argv[1].encode(), 0xfff) >= 0 else 1)' "$rdir"
+attempt mv mv "$sock" "$rdir/moved.sock"
+attempt rm rm "$sock"
+attempt bind /usr/bin/python3 -c 'import socket, sys
+socket.socket(socket.AF_UNIX).bind(sys.argv[1])' "$rdir/own.sock"
+attempt bind_in_place /usr/bin/python3 -c 'import socket, sys
+socket.socket(socket.AF_UNIX).bind(sys.argv[1])' "$sock"
+printf '%s\n%s\n' "$sock" "$token" > "$exchange/target.tmp"
+chmod 644 "$exchange/target.tmp"
+mv "$exchange/target.tmp" "$exchange/target"
+for _ in $(seq 200); do
+  [ -e "$exchange/connected" ] && break
+  sleep 0.05
+done
+echo "wrapper=exec" >> "$out"
+exec sudo -niHu bosun-test -- "$@" <<< "$token"
+"#;
+
+/// The intruder: a process of the job user outside the task's process tree (a concurrent job).
+/// It connects first, presents the stolen token and records whatever it is sent.
+const INTRUDER: &str = r#"
+import json, os, socket, struct, sys, time
+exchange = sys.argv[1]
+deadline = time.time() + 60
+while not os.path.exists(os.path.join(exchange, "target")):
+    if time.time() > deadline:
+        sys.exit("no target")
+    time.sleep(0.02)
+sock_path, token = open(os.path.join(exchange, "target")).read().split("\n")[:2]
+s = socket.socket(socket.AF_UNIX)
+s.connect(sock_path)
+open(os.path.join(exchange, "connected"), "w").close()
+hello = json.dumps({"type": "hello", "protocol_version": 1, "agent_version": "intruder", "token": token}).encode()
+received = b""
+try:
+    s.sendall(struct.pack(">IB", len(hello) + 1, 1) + hello)
+    s.settimeout(5)
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        received += chunk
+except OSError:
+    pass
+with open(os.path.join(exchange, "received"), "wb") as f:
+    f.write(received)
+open(os.path.join(exchange, "done"), "w").close()
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrent_job_of_the_same_user_cannot_hijack_the_prefix_rendezvous() {
+    if !bosun_tests::is_root() {
+        eprintln!("skipped: needs root (command_prefix with sudo switches users)");
+        return;
+    }
+    if std::process::Command::new("sudo")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        panic!("sudo is not installed: .ci/run installs it (apt-get install sudo)");
+    }
+    let user = bosun_tests::job_user().expect("root has a job user");
+    let job_user = nix::unistd::User::from_name(user).unwrap().unwrap();
+    let scripts = shared_tempdir();
+    let exchange = scripts.path().join("exchange");
+    std::fs::create_dir(&exchange).unwrap();
+    nix::unistd::chown(&exchange, Some(job_user.uid), Some(job_user.gid)).unwrap();
+    let wrapper = scripts.path().join("prefix.sh");
+    std::fs::write(
+        &wrapper,
+        PREFIX_WRAPPER.replace("$BOSUN_HARDENING_DIR", &scripts.path().to_string_lossy()),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let intruder_script = scripts.path().join("intruder.py");
+    std::fs::write(&intruder_script, INTRUDER).unwrap();
+
+    let steps = "      - run: echo the-real-job-ran-$((6 * 7))\n";
+    let config = job("e2e/prefix", steps);
+    let options = AgentOptions {
+        cleanup: true,
+        extra_config: format!("  command_prefix: [\"{}\"]\n", wrapper.display()),
+    };
+    let fixture = bosun_tests::Fixture::with_files(
+        "e2e/prefix",
+        &[(".circleci/config.yml", &config)],
+        options,
+    )
+    .await;
+    // Started by the test, not by the launch-agent: the intruder is of another process tree,
+    // as a concurrent job of the same user would be.
+    let mut intruder = std::process::Command::new("sudo")
+        .args(["-nu", user, "--", "/usr/bin/python3"])
+        .arg(&intruder_script)
+        .arg(&exchange)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("starting the intruder");
+    let (pipeline, jobs) = fixture.run().await;
+    let started = Instant::now();
+    while intruder.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = intruder.kill();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let outcomes = std::fs::read_to_string(scripts.path().join("outcomes")).unwrap_or_default();
+    let received = std::fs::read(exchange.join("received")).unwrap_or_default();
+    eprintln!(
+        "rendezvous attack: {outcomes:?}; the intruder received {} bytes",
+        received.len()
+    );
+    let value = |key: &str| {
+        outcomes
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key} in {outcomes:?}"))
+            .to_owned()
+    };
+    let socket = value("socket");
+    let token = value("token");
+    assert_eq!(token.len(), 64, "{outcomes}");
+    for window in token.as_bytes().windows(8) {
+        let window = std::str::from_utf8(window).unwrap();
+        assert!(
+            !socket.contains(window),
+            "the socket path {socket} holds part of the token"
+        );
+    }
+    for attempt in ["ls", "inotify", "mv", "rm", "bind", "bind_in_place"] {
+        assert_eq!(
+            value(attempt),
+            "denied",
+            "the job user could {attempt} the rendezvous"
+        );
+    }
+    assert_eq!(value("wrapper"), "exec");
+    assert!(
+        exchange.join("done").exists(),
+        "the intruder connected and finished"
+    );
+    let text = String::from_utf8_lossy(&received).to_lowercase();
+    assert!(
+        !text.contains("welcome") && !text.contains("the-real-job-ran"),
+        "the intruder got the task: {text}"
+    );
+    assert_eq!(pipeline.status, "success", "{}", fixture.agent.log_text());
+    let job_id = &fixture.job(&jobs, "build").id;
+    assert_eq!(
+        fixture.server.step_log(job_id, 0).await,
+        b"the-real-job-ran-42\n"
+    );
+    assert!(
+        fixture
+            .agent
+            .log_text()
+            .contains("refused a connection to the task's rendezvous"),
+        "the launch-agent says it turned the intruder away"
+    );
+}

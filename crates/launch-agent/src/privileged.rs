@@ -604,19 +604,52 @@ mod tests {
         };
         let identity = Identity::resolve(&JobUser::Named("nobody".into()), None).unwrap();
         let rendezvous = Rendezvous::create(&identity).unwrap();
-        // The directory and socket now belong to the job user, 0700.
-        let meta = std::fs::symlink_metadata(rendezvous.socket_path.parent().unwrap()).unwrap();
+        // The directory stays root's, 0711 (traversable, not listable or writable); only the
+        // socket belongs to the job user, 0600; nothing of the token is in the path.
+        let dir = rendezvous.socket_path.parent().unwrap().to_path_buf();
+        let meta = std::fs::symlink_metadata(&dir).unwrap();
+        assert_eq!(meta.uid(), 0);
+        assert_eq!(meta.mode() & 0o777, 0o711);
+        let meta = std::fs::symlink_metadata(&rendezvous.socket_path).unwrap();
         assert_eq!(meta.uid(), nobody.uid.as_raw());
-        assert_eq!(meta.mode() & 0o777, 0o700);
+        assert_eq!(meta.mode() & 0o777, 0o600);
+        let path = rendezvous.socket_path.to_string_lossy().into_owned();
+        for window in rendezvous.token.as_bytes().windows(8) {
+            assert!(
+                !path.contains(std::str::from_utf8(window).unwrap()),
+                "{path}"
+            );
+        }
         // Root connects: not the expected uid, so refused.
         let stream = std::os::unix::net::UnixStream::connect(&rendezvous.socket_path).unwrap();
         let (accepted, _) = rendezvous.listener.accept().unwrap();
-        let err = rendezvous.check_peer(&accepted).unwrap_err().to_string();
+        let err = rendezvous
+            .check_peer(&accepted, Some(std::process::id()))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("uid 0 connected instead"), "{err}");
         drop(stream);
-        let dir = rendezvous.socket_path.parent().unwrap().to_path_buf();
         drop(rendezvous);
         assert!(!dir.exists(), "the rendezvous directory is removed");
+    }
+
+    #[test]
+    fn ancestry_is_walked_through_parent_pids() {
+        let me = std::process::id() as i32;
+        let mut child = Command::new("sleep").arg("10").spawn().unwrap();
+        let child_pid = child.id() as i32;
+        assert!(descends_from(child_pid, me), "a child descends from us");
+        assert!(
+            descends_from(me, me),
+            "a process counts as its own descendant"
+        );
+        assert!(
+            !descends_from(me, child_pid),
+            "we do not descend from our child"
+        );
+        assert!(!descends_from(1, child_pid));
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     #[test]
@@ -636,8 +669,16 @@ mod tests {
 }
 
 /// Command-prefix mode (`sudo -niHu USER --` and the like, which close inherited descriptors):
-/// a listening socket in a fresh 0700 directory owned by the job user, accepting exactly one
-/// connection, from the expected uid, presenting a one-time token the task-agent reads on stdin.
+/// a listening socket the task-agent connects back to, presenting a one-time token it reads on
+/// stdin.
+///
+/// The socket is in a fresh directory that stays root's, mode 0711: the job user can traverse it
+/// to reach the socket (which it owns, 0600) but cannot list it, watch it with inotify, or create,
+/// rename or remove anything in it, so a concurrent job of the same user can neither swap the
+/// socket for its own nor find anything but the path the task-agent's command line already
+/// shows. The directory's name is random and shares nothing with the token. A peer that can
+/// connect anyway (same uid) is taken only if it descends from the process the launch-agent
+/// spawned ([`Rendezvous::check_peer`]) and then presents the token.
 #[derive(Debug)]
 pub struct Rendezvous {
     dir: PathBuf,
@@ -648,30 +689,69 @@ pub struct Rendezvous {
     pub expected_uid: Uid,
 }
 
+/// Random bytes as lower-case hex.
+fn random_hex(bytes: usize) -> anyhow::Result<String> {
+    let mut random = vec![0u8; bytes];
+    getrandom::fill(&mut random).map_err(|err| anyhow::anyhow!("no randomness: {err}"))?;
+    Ok(random.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// How many parents [`descends_from`] walks up at most: a prefix adds one or two (sudo, a
+/// shell), never dozens.
+const MAX_ANCESTRY_DEPTH: usize = 32;
+
+/// The parent pid of `pid`, from `/proc/<pid>/stat` (the field after the parenthesized command
+/// name, which may itself contain spaces and parentheses).
+fn parent_pid(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, after_name) = stat.rsplit_once(')')?;
+    after_name.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Whether `pid` is `ancestor` or one of its descendants, walking parent pids up.
+pub fn descends_from(pid: i32, ancestor: i32) -> bool {
+    let mut current = pid;
+    for _ in 0..MAX_ANCESTRY_DEPTH {
+        if current == ancestor {
+            return true;
+        }
+        if current <= 1 {
+            return false;
+        }
+        match parent_pid(current) {
+            Some(parent) => current = parent,
+            None => return false,
+        }
+    }
+    false
+}
+
 impl Rendezvous {
     pub fn create(identity: &Identity) -> anyhow::Result<Rendezvous> {
-        let mut random = [0u8; 32];
-        getrandom::fill(&mut random).map_err(|err| anyhow::anyhow!("no randomness: {err}"))?;
-        let token: String = random.iter().map(|b| format!("{b:02x}")).collect();
-        // A fresh, unpredictable name: created by us (mkdir fails if anything is there).
-        let dir = std::env::temp_dir().join(format!("bosun-rendezvous-{}", &token[..16]));
+        let token = random_hex(32)?;
+        // A fresh, unpredictable name of its own: mkdir fails if anything is there already.
+        let dir = std::env::temp_dir().join(format!("bosun-rendezvous-{}", random_hex(16)?));
         std::fs::DirBuilder::new()
-            .mode(0o700)
+            .mode(0o711)
             .create(&dir)
             .with_context(|| format!("creating {}", dir.display()))?;
+        // Set explicitly: the mode given to mkdir is narrowed by the umask.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+            .with_context(|| format!("setting the mode of {}", dir.display()))?;
         let socket_path = dir.join("agent.sock");
         let listener = std::os::unix::net::UnixListener::bind(&socket_path)
             .with_context(|| format!("listening on {}", socket_path.display()))?;
+        // Only we can create entries in the directory, so these paths cannot be redirected.
         let expected_uid = match &identity.switch {
             Some(switch) => {
-                // Socket first, then the directory: once the job user owns the directory it
-                // could only swap the socket for its own, which gains it nothing.
-                nix::unistd::chown(&socket_path, Some(switch.uid), Some(switch.gid))?;
-                nix::unistd::chown(&dir, Some(switch.uid), Some(switch.gid))?;
+                nix::unistd::chown(&socket_path, Some(switch.uid), Some(switch.gid))
+                    .with_context(|| format!("giving {} to the job user", socket_path.display()))?;
                 switch.uid
             }
             None => Uid::effective(),
         };
+        std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("setting the mode of {}", socket_path.display()))?;
         Ok(Rendezvous {
             dir,
             socket_path,
@@ -681,8 +761,14 @@ impl Rendezvous {
         })
     }
 
-    /// Checks the peer of an accepted connection is the job user.
-    pub fn check_peer(&self, stream: &std::os::unix::net::UnixStream) -> anyhow::Result<()> {
+    /// Checks the peer of an accepted connection is the job user and descends from `spawned`,
+    /// the process the launch-agent started for this task (the prefix, which starts the
+    /// task-agent). `SO_PEERCRED` gives the pid and uid the peer had when it connected.
+    pub fn check_peer(
+        &self,
+        stream: &std::os::unix::net::UnixStream,
+        spawned: Option<u32>,
+    ) -> anyhow::Result<()> {
         let creds =
             nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
                 .context("reading the peer's credentials")?;
@@ -693,7 +779,15 @@ impl Rendezvous {
                 self.expected_uid
             );
         }
-        Ok(())
+        let spawned = spawned.and_then(|pid| i32::try_from(pid).ok());
+        match spawned {
+            Some(spawned) if descends_from(creds.pid(), spawned) => Ok(()),
+            _ => bail!(
+                "process {} (uid {}) connected, but it is not one the launch-agent started for this task",
+                creds.pid(),
+                creds.uid()
+            ),
+        }
     }
 }
 

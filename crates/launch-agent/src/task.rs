@@ -265,44 +265,68 @@ async fn start_with_prefix(
             .write_all(format!("{}\n", rendezvous.token).as_bytes())
             .await?;
     }
+    let spawned = child.id();
     let listener = rendezvous.listener.try_clone()?;
     listener.set_nonblocking(true)?;
     let listener = tokio::net::UnixListener::from_std(listener)?;
-    let accepted = tokio::select! {
-        accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, listener.accept()) => accepted,
-        exited = child.wait() => {
-            anyhow::bail!("{:?} exited before the task-agent connected ({})", config.command_prefix, exited?);
+    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+    // Any process of the job user can connect (the path is on the task-agent's command line):
+    // such an intruder is turned away and the wait goes on, so it can neither take the task's
+    // Welcome nor make the real task-agent's connection fail.
+    let mut refused = 0u32;
+    let conn = loop {
+        let accepted = tokio::select! {
+            accepted = tokio::time::timeout_at(deadline, listener.accept()) => accepted,
+            exited = child.wait() => {
+                anyhow::bail!("{:?} exited before the task-agent connected ({})", config.command_prefix, exited?);
+            }
+        };
+        let stream = match accepted {
+            Ok(Ok((stream, _))) => stream.into_std()?,
+            Ok(Err(err)) => {
+                let _ = child.kill().await;
+                return Err(err).context("accepting the task-agent's connection");
+            }
+            Err(_) => {
+                let _ = child.kill().await;
+                anyhow::bail!("the task-agent did not connect within {HANDSHAKE_TIMEOUT:?}");
+            }
+        };
+        if let Err(err) = rendezvous.check_peer(&stream, spawned) {
+            refused += 1;
+            // A few lines say what happens; a flood of connections does not flood root's log.
+            if refused <= 3 {
+                tracing::warn!(task = %spec.task_id, "refused a connection to the task's rendezvous: {err:#}");
+            }
+            continue;
+        }
+        stream.set_nonblocking(true)?;
+        let mut conn = Connection::new(
+            tokio::net::UnixStream::from_std(stream)?,
+            FrameCodec::default(),
+        );
+        let handshake = tokio::time::timeout_at(
+            deadline,
+            conn.handshake_as_launch_agent_expecting(spec, Some(&rendezvous.token)),
+        )
+        .await;
+        match handshake {
+            Ok(Ok(version)) => {
+                tracing::debug!(%version, "task-agent connected");
+                break conn;
+            }
+            Ok(Err(err)) => {
+                refused += 1;
+                tracing::warn!(task = %spec.task_id, "refused a connection to the task's rendezvous: {err}");
+            }
+            Err(_) => {
+                let _ = child.kill().await;
+                anyhow::bail!("task-agent did not say hello within {HANDSHAKE_TIMEOUT:?}");
+            }
         }
     };
-    let stream = match accepted {
-        Ok(Ok((stream, _))) => stream,
-        Ok(Err(err)) => {
-            let _ = child.kill().await;
-            return Err(err).context("accepting the task-agent's connection");
-        }
-        Err(_) => {
-            let _ = child.kill().await;
-            anyhow::bail!("the task-agent did not connect within {HANDSHAKE_TIMEOUT:?}");
-        }
-    };
-    // Exactly one connection: stop listening before anything else can connect.
+    // No other connection is taken: the listener and its directory go now.
     drop(listener);
-    let stream = stream.into_std()?;
-    if let Err(err) = rendezvous.check_peer(&stream) {
-        let _ = child.kill().await;
-        return Err(err);
-    }
-    stream.set_nonblocking(true)?;
-    let mut conn = Connection::new(
-        tokio::net::UnixStream::from_std(stream)?,
-        FrameCodec::default(),
-    );
-    let handshake = tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        conn.handshake_as_launch_agent_expecting(spec, Some(&rendezvous.token)),
-    )
-    .await;
-    check_handshake(&mut child, handshake).await?;
     drop(rendezvous);
     Ok((child, conn))
 }
