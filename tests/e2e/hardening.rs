@@ -267,3 +267,217 @@ async fn a_concurrent_job_of_the_same_user_cannot_hijack_the_prefix_rendezvous()
         "the launch-agent says it turned the intruder away"
     );
 }
+
+/// Pids of live processes whose command line is exactly `argv` (zombies have none).
+fn processes_running(argv: &[&str]) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            let args: Vec<&[u8]> = cmdline
+                .strip_suffix(b"\0")
+                .unwrap_or(&cmdline)
+                .split(|b| *b == 0)
+                .collect();
+            if args.len() == argv.len() && args.iter().zip(argv).all(|(a, b)| *a == b.as_bytes()) {
+                found.push(pid);
+            }
+        }
+    }
+    found
+}
+
+/// A server, a launch-agent whose jobs run as `user` with `extra_config`, and a project holding
+/// `config`; returns the pieces and the project's slug.
+async fn agent_for(
+    resource_class: &str,
+    user: &str,
+    extra_config: &str,
+    config: &str,
+) -> (tempfile::TempDir, Server, bosun_tests::Proc, String) {
+    let dir = shared_tempdir();
+    let server = Server::start(dir.path());
+    server.resource_class(resource_class).await;
+    let token = server.token(resource_class).await;
+    let agent = bosun_tests::launch_agent_as(
+        &server,
+        &token,
+        dir.path(),
+        "agent",
+        user,
+        AgentOptions {
+            cleanup: true,
+            extra_config: extra_config.to_owned(),
+        },
+    );
+    let repo = git_repo(dir.path(), &[(".circleci/config.yml", config)]);
+    let slug = "local/e2e/hardening".to_owned();
+    server.project(&slug, &repo).await;
+    (dir, server, agent, slug)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_task_agent_without_cgroups_leaves_no_process_behind() {
+    // A user of its own: with `dedicated_user: true` the launch-agent kills every process of it.
+    let Some(user) = bosun_tests::dedicated_job_user("bosun-hard-sweep") else {
+        eprintln!("skipped: needs root (the sweep of a dedicated job user kills by uid)");
+        return;
+    };
+    let marked = format!("1000.{}", std::process::id());
+    let unmarked = format!("1001.{}", std::process::id());
+    let steps = format!(
+        r#"      - run:
+          name: escape
+          command: |
+            setsid sleep {marked} &
+            a=$!
+            env -u BOSUN_TASK_ID setsid sleep {unmarked} &
+            b=$!
+            sleep 0.5
+            kill -0 $a && kill -0 $b && echo both-sleepers-running
+            # Time for the line to reach the server before its relay dies.
+            sleep 1
+            kill -9 $PPID
+            sleep 1000
+"#
+    );
+    let config = job("e2e/sweep", &steps);
+    let (_dir, server, mut agent, slug) = agent_for(
+        "e2e/sweep",
+        user,
+        "  cgroups: false\n  dedicated_user: true\n",
+        &config,
+    )
+    .await;
+    let pipeline = server.trigger(&slug, "main").await;
+    let job_id = server.job_id(&pipeline, "build").await;
+    let job = server.wait_job(&job_id, Duration::from_secs(60)).await;
+    let ended = Instant::now();
+    let mut left = (Vec::new(), Vec::new());
+    while ended.elapsed() < Duration::from_secs(5) {
+        left = (
+            processes_running(&["sleep", &marked]),
+            processes_running(&["sleep", &unmarked]),
+        );
+        if left.0.is_empty() && left.1.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "task-agent killed: job {} ({:?}); sleepers left {:?} {:?} {:?} after the job ended",
+        job.status,
+        job.message,
+        left.0,
+        left.1,
+        ended.elapsed()
+    );
+    let log = String::from_utf8_lossy(&server.step_log(&job_id, 0).await).into_owned();
+    assert!(
+        log.contains("both-sleepers-running"),
+        "the sleepers did not start: {log:?}"
+    );
+    assert!(
+        job.status == "infrastructure_fail" || job.status == "failed",
+        "{job:?}"
+    );
+    assert!(
+        agent.child.try_wait().unwrap().is_none(),
+        "the launch-agent kept running:\n{}",
+        agent.log_text()
+    );
+    for pid in left.0.iter().chain(&left.1) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    assert!(
+        left.0.is_empty(),
+        "the marked sleeper outlived its task: {:?}\n{}",
+        left.0,
+        agent.log_text()
+    );
+    assert!(
+        left.1.is_empty(),
+        "the sleeper without the marker outlived its task: {:?}\n{}",
+        left.1,
+        agent.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_bomb_is_bounded_by_runner_max_pids() {
+    // A user of its own: RLIMIT_NPROC, the fallback without a cgroup pids controller, counts
+    // every process of the user, so another test's jobs would eat into the budget.
+    let Some(user) = bosun_tests::dedicated_job_user("bosun-hard-pids") else {
+        eprintln!("skipped: needs root (limits are set while switching to the job user)");
+        return;
+    };
+    let steps = r#"      - run:
+          name: fork bomb
+          command: |
+            /usr/bin/python3 - <<'EOF'
+            import os, signal, time
+            children = []
+            error = None
+            for _ in range(300):
+                try:
+                    pid = os.fork()
+                except OSError as err:
+                    error = err.errno
+                    break
+                if pid == 0:
+                    time.sleep(20)
+                    os._exit(0)
+                children.append(pid)
+            print("started", len(children), "error", error, flush=True)
+            for pid in children:
+                os.kill(pid, signal.SIGKILL)
+            for pid in children:
+                os.waitpid(pid, 0)
+            EOF
+"#;
+    let config = job("e2e/pids", steps);
+    let (_dir, server, agent, slug) =
+        agent_for("e2e/pids", user, "  max_pids: 64\n", &config).await;
+    let triggered = Instant::now();
+    let pipeline = server.trigger(&slug, "main").await;
+    let job_id = server.job_id(&pipeline, "build").await;
+    let job = server.wait_job(&job_id, Duration::from_secs(60)).await;
+    let elapsed = triggered.elapsed();
+    let log = String::from_utf8_lossy(&server.step_log(&job_id, 0).await).into_owned();
+    eprintln!(
+        "fork bomb against max_pids 64: {log:?}, job {} after {elapsed:?}",
+        job.status
+    );
+    // The host can still fork.
+    assert!(
+        std::process::Command::new("true")
+            .status()
+            .unwrap()
+            .success()
+    );
+    let line = log
+        .lines()
+        .find(|line| line.starts_with("started "))
+        .unwrap_or_else(|| panic!("the bomb did not report: {log:?}\n{}", agent.log_text()));
+    let started: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(
+        started <= 64,
+        "a step started {started} processes under runner.max_pids 64"
+    );
+    assert!(started >= 8, "the bomb could barely start: {line}");
+    assert!(
+        line.ends_with("error 11"),
+        "forking ended with EAGAIN: {line}"
+    );
+    assert_eq!(job.status, "success", "{}", agent.log_text());
+    assert!(elapsed < Duration::from_secs(60));
+}

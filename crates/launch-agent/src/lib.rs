@@ -40,7 +40,7 @@ enum Event {
 
 /// Claims and runs tasks until `stop` reaches 1 (drain) or, in single-task mode, after one task.
 pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
-    let identity = Identity::resolve(&config.user, config.group.as_deref())?;
+    let mut identity = Identity::resolve(&config.user, config.group.as_deref())?;
     let client = Client::new(&config.api_url)?;
     let auth = Auth::Bearer(config.auth_token.clone());
     let request = ClaimRequest {
@@ -55,19 +55,35 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
     let path = format!("/api/v3/runner/claim?wait={CLAIM_WAIT_SECS}s");
     let ledger = privileged::Ledger::for_working_directory(&config.working_directory);
     // A crash or kill -9 of an earlier run may have left tasks behind: end them first.
-    privileged::sweep_leftovers(&ledger, config.cleanup_working_directory);
-    let cgroup_root = match privileged::cgroup_root() {
-        Ok(root) => {
-            tracing::info!("each task runs in its own cgroup under {}", root.display());
-            Some(root)
-        }
-        Err(why) => {
-            tracing::warn!(
-                "no cgroup v2 for tasks ({why}): containment relies on the task-agent's subreaper"
-            );
-            None
+    let dedicated = match &identity.switch {
+        Some(switch) if config.dedicated_user => Some(switch.uid),
+        _ => None,
+    };
+    privileged::sweep_leftovers(&ledger, config.cleanup_working_directory, dedicated);
+    let cgroup_root = if !config.cgroups {
+        tracing::info!(
+            "runner.cgroups is false: containment relies on the task-agent's subreaper and the sweep after each task"
+        );
+        None
+    } else {
+        match privileged::cgroup_root() {
+            Ok(root) => {
+                tracing::info!("each task runs in its own cgroup under {}", root.display());
+                Some(root)
+            }
+            Err(why) => {
+                tracing::warn!(
+                    "no cgroup v2 for tasks ({why}): containment relies on the task-agent's subreaper"
+                );
+                None
+            }
         }
     };
+    let controllers = cgroup_root
+        .as_deref()
+        .map(privileged::enable_task_controllers)
+        .unwrap_or_default();
+    log_limits(&config, &controllers, &mut identity);
     let host = task::Host {
         client: &client,
         config: &config,
@@ -144,6 +160,36 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
                 }
             }
         }
+    }
+}
+
+/// Says once which limit bounds each task, and sets the `RLIMIT_NPROC` fallback where no cgroup
+/// `pids` controller is there to take `runner.max_pids`.
+fn log_limits(config: &Config, controllers: &[String], identity: &mut Identity) {
+    let has = |name: &str| controllers.iter().any(|c| c == name);
+    match config.max_pids {
+        None => {
+            tracing::info!("runner.max_pids is unlimited: tasks may start any number of processes")
+        }
+        Some(max) if has("pids") => {
+            tracing::info!("each task may run {max} processes and threads (cgroup pids.max)")
+        }
+        Some(max) => {
+            identity.rlimit_nproc = Some(max);
+            tracing::warn!(
+                "no cgroup pids controller for tasks: runner.max_pids ({max}) is applied as RLIMIT_NPROC, \
+                 which counts every process and thread of the job user, not only one task's"
+            );
+        }
+    }
+    match config.max_memory {
+        None => tracing::info!("runner.max_memory is unlimited"),
+        Some(max) if has("memory") => {
+            tracing::info!("each task may use {max} bytes of memory (cgroup memory.max, no swap)")
+        }
+        Some(max) => tracing::warn!(
+            "no cgroup memory controller for tasks: runner.max_memory ({max} bytes) is not enforced"
+        ),
     }
 }
 

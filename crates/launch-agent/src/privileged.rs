@@ -37,6 +37,9 @@ pub struct Identity {
     pub home: PathBuf,
     pub name: String,
     pub shell: String,
+    /// `RLIMIT_NPROC` for the task-agent and its steps: the fallback for `runner.max_pids` where
+    /// no cgroup `pids.max` bounds the task. Set by the caller after [`Identity::resolve`].
+    pub rlimit_nproc: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +67,7 @@ impl Identity {
                         .map(|u| u.name.clone())
                         .unwrap_or_else(|| uid.to_string()),
                     shell: "/bin/bash".into(),
+                    rlimit_nproc: None,
                 })
             }
             JobUser::Named(name) => {
@@ -104,6 +108,7 @@ impl Identity {
                     home: entry.dir,
                     name: entry.name,
                     shell: entry.shell.to_string_lossy().into_owned(),
+                    rlimit_nproc: None,
                 })
             }
         }
@@ -189,6 +194,7 @@ pub fn task_agent_command(
     let switch = identity.switch.clone();
     let raw_socket = socket.as_raw_fd();
     let cgroup_procs = cgroup.map(|cgroup| cgroup.procs_path.clone());
+    let nproc = identity.rlimit_nproc;
     let parent = nix::unistd::getpid();
     // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
     // syscalls (dup2, fcntl, close_range/close, open, write, umask, setgroups, setgid, setuid,
@@ -210,6 +216,7 @@ pub fn task_agent_command(
             if let Some(procs) = &cgroup_procs {
                 write_c_file(procs, b"0")?;
             }
+            set_process_limit(nproc)?;
             nix::libc::umask(0o022);
             if let Some(switch) = &switch {
                 // Order matters: groups and gid while still root, uid last.
@@ -277,6 +284,25 @@ fn write_c_file(path: &CString, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Sets `RLIMIT_NPROC` (soft and hard, so the job cannot raise it) when `limit` is given. Called
+/// between fork and exec. The kernel counts every process and thread of the real uid against it,
+/// not only this task's; root (the prefix, before it switches) is exempt, and sudo hands the
+/// limits it was started with on to the command.
+fn set_process_limit(limit: Option<u64>) -> std::io::Result<()> {
+    let Some(limit) = limit else {
+        return Ok(());
+    };
+    let rlimit = nix::libc::rlimit {
+        rlim_cur: limit as nix::libc::rlim_t,
+        rlim_max: limit as nix::libc::rlim_t,
+    };
+    // SAFETY: setrlimit is an async-signal-safe syscall reading only the struct passed.
+    if unsafe { nix::libc::setrlimit(nix::libc::RLIMIT_NPROC, &rlimit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn libc_fcntl_getfd(fd: i32) -> std::io::Result<i32> {
     // SAFETY: fcntl(F_GETFD) on an fd number has no memory effects.
     let flags = unsafe { nix::libc::fcntl(fd, nix::libc::F_GETFD) };
@@ -328,6 +354,47 @@ pub fn cgroup_root() -> Result<PathBuf, String> {
     Ok(root)
 }
 
+/// The controllers listed in a cgroup's `cgroup.controllers` (those it may use).
+fn cgroup_controllers(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path.join("cgroup.controllers"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Makes `pids` and `memory` available to the task cgroups under `root`, as far as the host
+/// allows: enabled in the parent's `cgroup.subtree_control` if `root` lacks them, then in
+/// `root`'s own (which holds no process, as the kernel requires). Returns the controllers task
+/// cgroups can use.
+pub fn enable_task_controllers(root: &Path) -> Vec<String> {
+    let mut enabled = Vec::new();
+    for controller in ["pids", "memory"] {
+        if !cgroup_controllers(root).iter().any(|c| c == controller) {
+            if let Some(parent) = root.parent() {
+                let _ = std::fs::write(
+                    parent.join("cgroup.subtree_control"),
+                    format!("+{controller}"),
+                );
+            }
+        }
+        if !cgroup_controllers(root).iter().any(|c| c == controller) {
+            continue;
+        }
+        match std::fs::write(
+            root.join("cgroup.subtree_control"),
+            format!("+{controller}"),
+        ) {
+            Ok(()) => enabled.push(controller.to_owned()),
+            Err(err) => tracing::warn!(
+                "cannot enable the {controller} controller under {}: {err}",
+                root.display()
+            ),
+        }
+    }
+    enabled
+}
+
 /// A task's own cgroup v2.
 #[derive(Debug)]
 pub struct TaskCgroup {
@@ -345,6 +412,31 @@ impl TaskCgroup {
         }
         let procs_path = CString::new(path.join("cgroup.procs").as_os_str().as_encoded_bytes())?;
         Ok(TaskCgroup { path, procs_path })
+    }
+
+    /// Writes `pids.max` and `memory.max` (with `memory.swap.max` 0, so the limit is not
+    /// sidestepped into swap) where the controllers are enabled. Returns whether `pids.max` was
+    /// written; if not, the caller falls back to `RLIMIT_NPROC`.
+    pub fn apply_limits(&self, max_pids: Option<u64>, max_memory: Option<u64>) -> bool {
+        let write = |file: &str, value: String| match std::fs::write(self.path.join(file), &value) {
+            Ok(()) => true,
+            Err(err) => {
+                if err.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!("cannot set {file} of {}: {err}", self.path.display());
+                }
+                false
+            }
+        };
+        let pids = match max_pids {
+            Some(max) => write("pids.max", max.to_string()),
+            None => true,
+        };
+        if let Some(max) = max_memory {
+            if write("memory.max", max.to_string()) && self.path.join("memory.swap.max").exists() {
+                write("memory.swap.max", "0".into());
+            }
+        }
+        pids
     }
 
     /// Kills every process in the cgroup and removes it. Returns how many were killed.
@@ -431,6 +523,107 @@ pub fn kill_marked_processes(task_id: &str) -> usize {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    killed
+}
+
+/// Now, in the unit of `/proc/<pid>/stat`'s start time: clock ticks since boot.
+pub fn boot_ticks_now() -> u64 {
+    // SAFETY: sysconf and clock_gettime only write the timespec passed.
+    let (ticks_per_second, now) = unsafe {
+        let mut now = std::mem::zeroed::<nix::libc::timespec>();
+        nix::libc::clock_gettime(nix::libc::CLOCK_BOOTTIME, &mut now);
+        (
+            nix::libc::sysconf(nix::libc::_SC_CLK_TCK).max(1) as u64,
+            now,
+        )
+    };
+    now.tv_sec as u64 * ticks_per_second + now.tv_nsec as u64 * ticks_per_second / 1_000_000_000
+}
+
+/// `(state, start time in ticks since boot)` of a process, from `/proc/<pid>/stat` (fields 3 and
+/// 22, counted after the parenthesized command name).
+fn process_state_and_start(pid: i32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, after_name) = stat.rsplit_once(')')?;
+    let mut fields = after_name.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// Whether the real or effective uid of a process (from `/proc/<pid>/status`) is `uid`.
+fn process_has_uid(pid: i32, uid: Uid) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .map(|ids| {
+            ids.split_whitespace()
+                .take(2)
+                .any(|id| id == uid.as_raw().to_string())
+        })
+        .unwrap_or(false)
+}
+
+/// SIGKILLs every live process of `uid` started at or after `since` (ticks since boot), until
+/// none is left or a bound of rounds. Only for a job user dedicated to this launch-agent: it
+/// cannot tell a task's process from anything else of that user. Returns how many were killed.
+pub fn kill_user_processes(uid: Uid, since: u64) -> usize {
+    if uid.is_root() {
+        return 0;
+    }
+    let me = std::process::id() as i32;
+    let mut killed = 0;
+    for _ in 0..50 {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return killed;
+        };
+        let mut found = 0;
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if pid == me || !process_has_uid(pid, uid) {
+                continue;
+            }
+            match process_state_and_start(pid) {
+                Some((state, start)) if state != 'Z' && start >= since => {}
+                _ => continue,
+            }
+            found += 1;
+            if nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .is_ok()
+            {
+                killed += 1;
+            }
+        }
+        if found == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    killed
+}
+
+/// After a task, whatever became of its task-agent: kills its cgroup (and removes it), then every
+/// process carrying its marker, then, with `owner` (the dedicated job user's uid and the task's
+/// start in ticks since boot), every process of that user started since. Returns how many were
+/// killed.
+pub fn sweep_task(task_id: &str, cgroup: Option<&TaskCgroup>, owner: Option<(Uid, u64)>) -> usize {
+    let mut killed = cgroup.map_or(0, TaskCgroup::kill_and_remove);
+    killed += kill_marked_processes(task_id);
+    if let Some((uid, since)) = owner {
+        killed += kill_user_processes(uid, since);
     }
     killed
 }
@@ -549,8 +742,19 @@ impl Ledger {
 }
 
 /// After a crash: kills what each recorded task left running (its cgroup, then every process with
-/// its marker), removes its working directory if `cleanup`, and forgets it.
-pub fn sweep_leftovers(ledger: &Ledger, cleanup: bool) {
+/// its marker), removes its working directory if `cleanup`, and forgets it. With `dedicated` (the
+/// uid of a job user that runs nothing but this launch-agent's tasks, none of which runs yet),
+/// every process of that user goes too, whatever its environment.
+pub fn sweep_leftovers(ledger: &Ledger, cleanup: bool, dedicated: Option<Uid>) {
+    if let Some(uid) = dedicated {
+        let killed = kill_user_processes(uid, 0);
+        if killed > 0 {
+            tracing::warn!(
+                killed,
+                "killed processes the dedicated job user had left from an earlier run"
+            );
+        }
+    }
     for entry in ledger.entries() {
         let mut killed = 0;
         if let Some(cgroup) = &entry.cgroup {
@@ -820,6 +1024,7 @@ pub fn prefixed_command(
         .current_dir(work_dir)
         .stdin(std::process::Stdio::piped());
     let cgroup_procs = cgroup.map(|cgroup| cgroup.procs_path.clone());
+    let nproc = identity.rlimit_nproc;
     // SAFETY: as in `task_agent_command`: only async-signal-safe syscalls on values prepared
     // before the fork.
     unsafe {
@@ -828,6 +1033,7 @@ pub fn prefixed_command(
             if let Some(procs) = &cgroup_procs {
                 write_c_file(procs, b"0")?;
             }
+            set_process_limit(nproc)?;
             nix::libc::umask(0o022);
             if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
