@@ -6,9 +6,13 @@
 //!    in this order: socket on fd 3, every other fd closed, join the task's cgroup, umask 022,
 //!    supplementary groups, gid, uid, parent-death signal, no new privileges, and a check that
 //!    root cannot be regained. The environment is rebuilt from scratch.
-//! 3. [`TaskCgroup`]: a cgroup v2 per task where the host offers one, killed whole at the end.
-//! 4. [`Ledger`] and [`sweep_leftovers`]: a root-only record of running tasks, so that after a
+//! 3. [`TaskCgroup`]: a cgroup v2 per task where the host offers one, with `pids.max` and
+//!    `memory.max`, killed whole at the end (`RLIMIT_NPROC` stands in for `pids.max` without it).
+//! 4. [`sweep_task`]: right after each task, its cgroup, its marked processes and (for a job
+//!    user dedicated to bosun) the user's processes started since the task began.
+//! 5. [`Ledger`] and [`sweep_leftovers`]: a root-only record of running tasks, so that after a
 //!    crash the next start kills what the tasks left and removes their directories.
+//! 6. [`Rendezvous`]: the command-prefix mode's socket, in a directory only root can change.
 //!
 //! Nothing else in the launch-agent needs root.
 
