@@ -422,7 +422,13 @@ impl TaskCgroup {
     /// sidestepped into swap) where the controllers are enabled. Returns whether `pids.max` was
     /// written; if not, the caller falls back to `RLIMIT_NPROC`.
     pub fn apply_limits(&self, max_pids: Option<u64>, max_memory: Option<u64>) -> bool {
-        let write = |file: &str, value: String| match std::fs::write(self.path.join(file), &value) {
+        // Never created: a file the controller does not provide is simply not there.
+        let write = |file: &str, value: String| match std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(self.path.join(file))
+            .and_then(|mut f| f.write_all(value.as_bytes()))
+        {
             Ok(()) => true,
             Err(err) => {
                 if err.kind() != std::io::ErrorKind::NotFound {
@@ -839,6 +845,30 @@ mod tests {
         drop(stream);
         drop(rendezvous);
         assert!(!dir.exists(), "the rendezvous directory is removed");
+    }
+
+    #[test]
+    fn task_limits_are_written_where_the_controllers_offer_them() {
+        // A stand-in for a task cgroup: the files the kernel creates when `pids` and `memory`
+        // are enabled, so the names and formats written are checked (this host's cgroup2 has
+        // neither controller).
+        let dir = tempfile::tempdir().unwrap();
+        for file in ["cgroup.procs", "pids.max", "memory.max", "memory.swap.max"] {
+            std::fs::write(dir.path().join(file), "max\n").unwrap();
+        }
+        let cgroup = TaskCgroup::create(dir.path(), "task-1").unwrap();
+        assert!(
+            !cgroup.apply_limits(Some(64), Some(512 << 20)),
+            "no pids.max yet"
+        );
+        for file in ["pids.max", "memory.max", "memory.swap.max"] {
+            std::fs::write(cgroup.path.join(file), "max\n").unwrap();
+        }
+        assert!(cgroup.apply_limits(Some(64), Some(512 << 20)));
+        let read = |file: &str| std::fs::read_to_string(cgroup.path.join(file)).unwrap();
+        assert_eq!(read("pids.max"), "64");
+        assert_eq!(read("memory.max"), (512u64 << 20).to_string());
+        assert_eq!(read("memory.swap.max"), "0");
     }
 
     #[test]
