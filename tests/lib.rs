@@ -190,8 +190,12 @@ impl Server {
         std::fs::create_dir_all(&data_dir).expect("server dir");
         let token = "bosun-e2e-admin-token-0123456789";
         let mut command = Command::new(bin_dir().join("bosun-server"));
+        // A caller that picks its own address (to restart on the same port) passes `--listen`.
+        if !extra.contains(&"--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
         command
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg("--data-dir")
             .arg(&data_dir)
             .args(extra)
             .env("BOSUN_ADMIN_TOKEN", token);
@@ -659,4 +663,56 @@ impl Server {
             admin: Auth::CircleToken(token),
         }
     }
+// Hardening (issue 8): job users no other test shares, for tests whose launch-agent kills every
+// process of its (dedicated) job user or limits the processes of that user.
+
+/// As root, makes sure the throwaway system user `name` exists and returns it; `None` when not
+/// root. Give each test its own name: nothing else may run as that user.
+pub fn dedicated_job_user(name: &'static str) -> Option<&'static str> {
+    if !is_root() {
+        return None;
+    }
+    if nix::unistd::User::from_name(name).ok().flatten().is_none() {
+        let status = Command::new("useradd")
+            .args([
+                "--system",
+                "--user-group",
+                "--create-home",
+                "--shell",
+                "/bin/bash",
+                name,
+            ])
+            .status()
+            .expect("running useradd");
+        assert!(
+            status.success() || nix::unistd::User::from_name(name).ok().flatten().is_some(),
+            "useradd {name} failed"
+        );
+    }
+    Some(name)
+}
+
+/// Like [`launch_agent`], with jobs run as `user` instead of [`TEST_JOB_USER`].
+pub fn launch_agent_as(
+    server: &Server,
+    token: &str,
+    dir: &Path,
+    name: &str,
+    user: &str,
+    options: AgentOptions,
+) -> Proc {
+    let config = dir.join(format!("{name}.yaml"));
+    let text = format!(
+        "api:\n  auth_token: {token}\n  url: {}\nrunner:\n  name: {name}\n  working_directory: {}/work/%s\n  cleanup_working_directory: {}\n  task_agent_path: {}\n  user: {user}\n{}",
+        server.url,
+        dir.display(),
+        options.cleanup,
+        bin_dir().join("task-agent").display(),
+        options.extra_config
+    );
+    std::fs::write(&config, text).expect("agent config");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let mut command = Command::new(bin_dir().join("launch-agent"));
+    command.arg("--config").arg(&config);
+    spawn(command, dir.join(format!("{name}.log")))
 }

@@ -3,5 +3,6 @@
 mod auth;
 mod containment;
 mod log_limits;
+mod hardening;
 mod pipeline;
 mod server_hardening;

@@ -45,6 +45,18 @@ pub struct Config {
     pub group: Option<String>,
     pub task_agent_path: PathBuf,
     pub logging_file: Option<PathBuf>,
+    /// `runner.cgroups` (default true): a cgroup v2 per task where the host offers one; false
+    /// for hosts where bosun must not touch the cgroup tree.
+    pub cgroups: bool,
+    /// `runner.dedicated_user` (default false): the job user runs nothing but this launch-agent's
+    /// tasks, so after a task every process of that user started since the task began may be
+    /// killed, and at start every process of that user.
+    pub dedicated_user: bool,
+    /// `runner.max_pids` (default 4096; `unlimited` for none): processes and threads per task.
+    pub max_pids: Option<u64>,
+    /// `runner.max_memory` (default 3/4 of the host's memory; `unlimited` for none): bytes of
+    /// memory per task, enforced where the cgroup memory controller is available.
+    pub max_memory: Option<u64>,
     /// Problems that do not stop the agent (unknown keys), reported once at start.
     pub warnings: Vec<String>,
 }
@@ -65,6 +77,10 @@ impl std::fmt::Debug for Config {
             .field("user", &self.user)
             .field("group", &self.group)
             .field("task_agent_path", &self.task_agent_path)
+            .field("cgroups", &self.cgroups)
+            .field("dedicated_user", &self.dedicated_user)
+            .field("max_pids", &self.max_pids)
+            .field("max_memory", &self.max_memory)
             .finish()
     }
 }
@@ -103,6 +119,65 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         total += Duration::from_secs_f64(number * unit);
     }
     Ok(total)
+}
+
+/// The default `runner.max_pids`. Real builds stay far below it (a `make -j64` with its
+/// compilers, a JVM with a few hundred threads), while a fork bomb stops long before the host's
+/// `pid_max` (32768 on many hosts) and below systemd's own default cap for a service (15 % of
+/// `pid_max`, 4915 there).
+pub const DEFAULT_MAX_PIDS: u64 = 4096;
+
+/// Parses a byte size: `4G`, `512M`, `64k`, `1GiB`, `1048576` (binary multiples).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let number: u64 = text[..digits]
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size like `4G` or `512M`"))?;
+    let unit = text[digits..].trim().to_ascii_lowercase();
+    let unit = unit.trim_end_matches('b').trim_end_matches('i');
+    let multiple: u64 = match unit {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        "t" => 1 << 40,
+        _ => return Err(format!("unknown unit in `{text}` (use K, M, G or T)")),
+    };
+    number
+        .checked_mul(multiple)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// `unlimited` (or `none`, `0`) means no limit; anything else goes through `parse`.
+fn parse_limit(
+    text: &str,
+    key: &str,
+    parse: impl Fn(&str) -> Result<u64, String>,
+) -> anyhow::Result<Option<u64>> {
+    match text.trim() {
+        "unlimited" | "none" | "0" => Ok(None),
+        other => parse(other)
+            .map(Some)
+            .map_err(|err| anyhow::anyhow!("{key}: {err}")),
+    }
+}
+
+/// Three quarters of `MemTotal`: a task that leaks is stopped while the rest of the host (the
+/// launch-agent, the server, sshd) still has a quarter to work with.
+fn default_max_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024 / 4 * 3)
 }
 
 fn scalar(value: &Yaml, key: &str) -> anyhow::Result<Option<String>> {
@@ -215,6 +290,13 @@ const KEYS: &[(&str, &str)] = &[
         "runner.task_agent_path",
         "LAUNCH_AGENT_RUNNER_TASK_AGENT_PATH",
     ),
+    ("runner.cgroups", "LAUNCH_AGENT_RUNNER_CGROUPS"),
+    (
+        "runner.dedicated_user",
+        "LAUNCH_AGENT_RUNNER_DEDICATED_USER",
+    ),
+    ("runner.max_pids", "LAUNCH_AGENT_RUNNER_MAX_PIDS"),
+    ("runner.max_memory", "LAUNCH_AGENT_RUNNER_MAX_MEMORY"),
     ("logging.file", "LAUNCH_AGENT_LOGGING_FILE"),
 ];
 
@@ -346,6 +428,31 @@ pub fn load(
             .context("locating the launch-agent binary")?
             .with_file_name("task-agent"),
     };
+    let cgroups = match get("runner.cgroups") {
+        Some(text) => parse_bool(&text, "runner.cgroups")?,
+        None => true,
+    };
+    let dedicated_user = match get("runner.dedicated_user") {
+        Some(text) => parse_bool(&text, "runner.dedicated_user")?,
+        None => false,
+    };
+    if dedicated_user && user == JobUser::Current {
+        warnings.push(
+            "runner.dedicated_user is ignored: jobs run as the launch-agent's own user".into(),
+        );
+    }
+    let dedicated_user = dedicated_user && user != JobUser::Current;
+    let max_pids = match get("runner.max_pids") {
+        Some(text) => parse_limit(&text, "runner.max_pids", |t| {
+            t.parse::<u64>()
+                .map_err(|_| format!("`{t}` is not a number of processes"))
+        })?,
+        None => Some(DEFAULT_MAX_PIDS),
+    };
+    let max_memory = match get("runner.max_memory") {
+        Some(text) => parse_limit(&text, "runner.max_memory", parse_size)?,
+        None => default_max_memory(),
+    };
     Ok(Config {
         api_url,
         auth_token,
@@ -361,6 +468,10 @@ pub fn load(
         group: get("runner.group").filter(|g| !g.is_empty()),
         task_agent_path,
         logging_file: get("logging.file").map(PathBuf::from),
+        cgroups,
+        dedicated_user,
+        max_pids,
+        max_memory,
         warnings,
     })
 }
@@ -420,6 +531,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("runner.user"), "{err}");
+    }
+
+    #[test]
+    fn limits_and_sizes() {
+        assert_eq!(parse_size("4G").unwrap(), 4 << 30);
+        assert_eq!(parse_size("512M").unwrap(), 512 << 20);
+        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("64k").unwrap(), 64 << 10);
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert!(parse_size("4X").is_err());
+        assert!(parse_size("G").is_err());
+        let file = write(
+            "api:\n  auth_token: t\nrunner:\n  max_pids: 64\n  max_memory: 512M\n  cgroups: false\n",
+        );
+        let config = load(Some(file.path()), |_| None, false).unwrap();
+        assert_eq!(config.max_pids, Some(64));
+        assert_eq!(config.max_memory, Some(512 << 20));
+        assert!(!config.cgroups);
+        assert!(!config.dedicated_user);
+        let file = write("api:\n  auth_token: t\nrunner:\n  max_pids: unlimited\n");
+        let config = load(Some(file.path()), |_| None, false).unwrap();
+        assert_eq!(config.max_pids, None);
+        assert!(config.cgroups);
+        let file = write("api:\n  auth_token: t\nrunner:\n  max_memory: lots\n");
+        let err = load(Some(file.path()), |_| None, false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("runner.max_memory"), "{err}");
     }
 
     #[test]

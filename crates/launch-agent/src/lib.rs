@@ -24,6 +24,11 @@ pub use crate::task::StopLevel;
 
 /// How long one claim waits on the server for work.
 const CLAIM_WAIT_SECS: u64 = 30;
+/// The longest pause between failed claims. Low, because while the server is unreachable the
+/// pause also ends as soon as a TCP probe finds it listening again.
+const MAX_CLAIM_BACKOFF: Duration = Duration::from_secs(10);
+/// How often the server's port is probed while a claim backoff waits out an outage.
+const PROBE_PERIOD: Duration = Duration::from_millis(500);
 
 /// What the main loop reacts to.
 enum Event {
@@ -35,7 +40,7 @@ enum Event {
 
 /// Claims and runs tasks until `stop` reaches 1 (drain) or, in single-task mode, after one task.
 pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
-    let identity = Identity::resolve(&config.user, config.group.as_deref())?;
+    let mut identity = Identity::resolve(&config.user, config.group.as_deref())?;
     let client = Client::new(&config.api_url)?;
     let auth = Auth::Bearer(config.auth_token.clone());
     let request = ClaimRequest {
@@ -50,19 +55,35 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
     let path = format!("/api/v3/runner/claim?wait={CLAIM_WAIT_SECS}s");
     let ledger = privileged::Ledger::for_working_directory(&config.working_directory);
     // A crash or kill -9 of an earlier run may have left tasks behind: end them first.
-    privileged::sweep_leftovers(&ledger, config.cleanup_working_directory);
-    let cgroup_root = match privileged::cgroup_root() {
-        Ok(root) => {
-            tracing::info!("each task runs in its own cgroup under {}", root.display());
-            Some(root)
-        }
-        Err(why) => {
-            tracing::warn!(
-                "no cgroup v2 for tasks ({why}): containment relies on the task-agent's subreaper"
-            );
-            None
+    let dedicated = match &identity.switch {
+        Some(switch) if config.dedicated_user => Some(switch.uid),
+        _ => None,
+    };
+    privileged::sweep_leftovers(&ledger, config.cleanup_working_directory, dedicated);
+    let cgroup_root = if !config.cgroups {
+        tracing::info!(
+            "runner.cgroups is false: containment relies on the task-agent's subreaper and the sweep after each task"
+        );
+        None
+    } else {
+        match privileged::cgroup_root() {
+            Ok(root) => {
+                tracing::info!("each task runs in its own cgroup under {}", root.display());
+                Some(root)
+            }
+            Err(why) => {
+                tracing::warn!(
+                    "no cgroup v2 for tasks ({why}): containment relies on the task-agent's subreaper"
+                );
+                None
+            }
         }
     };
+    let controllers = cgroup_root
+        .as_deref()
+        .map(privileged::enable_task_controllers)
+        .unwrap_or_default();
+    log_limits(&config, &controllers, &mut identity);
     let host = task::Host {
         client: &client,
         config: &config,
@@ -114,12 +135,18 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
                         "the server refused the runner token: check api.auth_token and the resource class",
                     );
                 }
+                // Only an unreachable server is probed: one that answers with an error must not
+                // be asked again at the probe's rate.
+                let unreachable = matches!(err, bosun_api::ApiError::Transport { .. });
                 tracing::warn!("claim failed, retrying in {backoff:?}: {err}");
                 tokio::select! {
                     _ = tokio::time::sleep(upload::jitter(backoff)) => {}
+                    _ = listening_again(&config.api_url), if unreachable => {
+                        tracing::info!("the server is reachable again: claiming now");
+                    }
                     _ = stop.changed() => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                backoff = (backoff * 2).min(MAX_CLAIM_BACKOFF);
             }
             Event::Claimed(claim) => {
                 backoff = Duration::from_millis(500);
@@ -134,6 +161,73 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// Says once which limit bounds each task, and sets the `RLIMIT_NPROC` fallback where no cgroup
+/// `pids` controller is there to take `runner.max_pids`.
+fn log_limits(config: &Config, controllers: &[String], identity: &mut Identity) {
+    let has = |name: &str| controllers.iter().any(|c| c == name);
+    match config.max_pids {
+        None => {
+            tracing::info!("runner.max_pids is unlimited: tasks may start any number of processes")
+        }
+        Some(max) if has("pids") => {
+            tracing::info!("each task may run {max} processes and threads (cgroup pids.max)")
+        }
+        Some(max) => {
+            identity.rlimit_nproc = Some(max);
+            tracing::warn!(
+                "no cgroup pids controller for tasks: runner.max_pids ({max}) is applied as RLIMIT_NPROC, \
+                 which counts every process and thread of the job user, not only one task's"
+            );
+        }
+    }
+    match config.max_memory {
+        None => tracing::info!("runner.max_memory is unlimited"),
+        Some(max) if has("memory") => {
+            tracing::info!("each task may use {max} bytes of memory (cgroup memory.max, no swap)")
+        }
+        Some(max) => tracing::warn!(
+            "no cgroup memory controller for tasks: runner.max_memory ({max} bytes) is not enforced"
+        ),
+    }
+}
+
+/// Returns once a TCP connection to the server's address fails and a later one succeeds, i.e.
+/// once the server has come back from an outage; probes every [`PROBE_PERIOD`]. A server whose
+/// port accepts from the first probe on (up, yet the claim failed) never ends the wait, so the
+/// backoff then runs its course instead of retrying at the probe's rate.
+async fn listening_again(api_url: &str) {
+    let Some(address) = host_port(api_url) else {
+        return std::future::pending().await;
+    };
+    let mut was_down = false;
+    loop {
+        tokio::time::sleep(PROBE_PERIOD).await;
+        let probe = tokio::time::timeout(PROBE_PERIOD, tokio::net::TcpStream::connect(&address));
+        match probe.await {
+            Ok(Ok(_)) if was_down => return,
+            Ok(Ok(_)) => {}
+            _ => was_down = true,
+        }
+    }
+}
+
+/// `host:port` of an `http://` server URL (port 80 when it names none).
+fn host_port(api_url: &str) -> Option<String> {
+    let authority = api_url.strip_prefix("http://")?.split('/').next()?;
+    if authority.is_empty() {
+        return None;
+    }
+    // A port is there when the text after the last `:` is digits outside any `[v6]` brackets.
+    let has_port = authority
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()));
+    Some(if has_port {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    })
 }
 
 /// The local address used to reach the server (no packet is sent).
@@ -168,4 +262,23 @@ pub fn stop_on_signals() -> anyhow::Result<(watch::Sender<u8>, StopLevel)> {
         }
     });
     Ok((tx, rx))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_probe_address_comes_from_the_server_url() {
+        let host_port = super::host_port;
+        assert_eq!(
+            host_port("http://127.0.0.1:8730").as_deref(),
+            Some("127.0.0.1:8730")
+        );
+        assert_eq!(
+            host_port("http://ci.example/api").as_deref(),
+            Some("ci.example:80")
+        );
+        assert_eq!(host_port("http://[::1]").as_deref(), Some("[::1]:80"));
+        assert_eq!(host_port("http://[::1]:9/").as_deref(), Some("[::1]:9"));
+        assert_eq!(host_port("https://x"), None);
+    }
 }

@@ -6,9 +6,13 @@
 //!    in this order: socket on fd 3, every other fd closed, join the task's cgroup, umask 022,
 //!    supplementary groups, gid, uid, parent-death signal, no new privileges, and a check that
 //!    root cannot be regained. The environment is rebuilt from scratch.
-//! 3. [`TaskCgroup`]: a cgroup v2 per task where the host offers one, killed whole at the end.
-//! 4. [`Ledger`] and [`sweep_leftovers`]: a root-only record of running tasks, so that after a
+//! 3. [`TaskCgroup`]: a cgroup v2 per task where the host offers one, with `pids.max` and
+//!    `memory.max`, killed whole at the end (`RLIMIT_NPROC` stands in for `pids.max` without it).
+//! 4. [`sweep_task`]: right after each task, its cgroup, its marked processes and (for a job
+//!    user dedicated to bosun) the user's processes started since the task began.
+//! 5. [`Ledger`] and [`sweep_leftovers`]: a root-only record of running tasks, so that after a
 //!    crash the next start kills what the tasks left and removes their directories.
+//! 6. [`Rendezvous`]: the command-prefix mode's socket, in a directory only root can change.
 //!
 //! Nothing else in the launch-agent needs root.
 
@@ -37,6 +41,9 @@ pub struct Identity {
     pub home: PathBuf,
     pub name: String,
     pub shell: String,
+    /// `RLIMIT_NPROC` for the task-agent and its steps: the fallback for `runner.max_pids` where
+    /// no cgroup `pids.max` bounds the task. Set by the caller after [`Identity::resolve`].
+    pub rlimit_nproc: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +71,7 @@ impl Identity {
                         .map(|u| u.name.clone())
                         .unwrap_or_else(|| uid.to_string()),
                     shell: "/bin/bash".into(),
+                    rlimit_nproc: None,
                 })
             }
             JobUser::Named(name) => {
@@ -104,6 +112,7 @@ impl Identity {
                     home: entry.dir,
                     name: entry.name,
                     shell: entry.shell.to_string_lossy().into_owned(),
+                    rlimit_nproc: None,
                 })
             }
         }
@@ -189,6 +198,7 @@ pub fn task_agent_command(
     let switch = identity.switch.clone();
     let raw_socket = socket.as_raw_fd();
     let cgroup_procs = cgroup.map(|cgroup| cgroup.procs_path.clone());
+    let nproc = identity.rlimit_nproc;
     let parent = nix::unistd::getpid();
     // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
     // syscalls (dup2, fcntl, close_range/close, open, write, umask, setgroups, setgid, setuid,
@@ -210,6 +220,7 @@ pub fn task_agent_command(
             if let Some(procs) = &cgroup_procs {
                 write_c_file(procs, b"0")?;
             }
+            set_process_limit(nproc)?;
             nix::libc::umask(0o022);
             if let Some(switch) = &switch {
                 // Order matters: groups and gid while still root, uid last.
@@ -277,6 +288,25 @@ fn write_c_file(path: &CString, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Sets `RLIMIT_NPROC` (soft and hard, so the job cannot raise it) when `limit` is given. Called
+/// between fork and exec. The kernel counts every process and thread of the real uid against it,
+/// not only this task's; root (the prefix, before it switches) is exempt, and sudo hands the
+/// limits it was started with on to the command.
+fn set_process_limit(limit: Option<u64>) -> std::io::Result<()> {
+    let Some(limit) = limit else {
+        return Ok(());
+    };
+    let rlimit = nix::libc::rlimit {
+        rlim_cur: limit as nix::libc::rlim_t,
+        rlim_max: limit as nix::libc::rlim_t,
+    };
+    // SAFETY: setrlimit is an async-signal-safe syscall reading only the struct passed.
+    if unsafe { nix::libc::setrlimit(nix::libc::RLIMIT_NPROC, &rlimit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn libc_fcntl_getfd(fd: i32) -> std::io::Result<i32> {
     // SAFETY: fcntl(F_GETFD) on an fd number has no memory effects.
     let flags = unsafe { nix::libc::fcntl(fd, nix::libc::F_GETFD) };
@@ -328,6 +358,47 @@ pub fn cgroup_root() -> Result<PathBuf, String> {
     Ok(root)
 }
 
+/// The controllers listed in a cgroup's `cgroup.controllers` (those it may use).
+fn cgroup_controllers(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path.join("cgroup.controllers"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Makes `pids` and `memory` available to the task cgroups under `root`, as far as the host
+/// allows: enabled in the parent's `cgroup.subtree_control` if `root` lacks them, then in
+/// `root`'s own (which holds no process, as the kernel requires). Returns the controllers task
+/// cgroups can use.
+pub fn enable_task_controllers(root: &Path) -> Vec<String> {
+    let mut enabled = Vec::new();
+    for controller in ["pids", "memory"] {
+        if !cgroup_controllers(root).iter().any(|c| c == controller) {
+            if let Some(parent) = root.parent() {
+                let _ = std::fs::write(
+                    parent.join("cgroup.subtree_control"),
+                    format!("+{controller}"),
+                );
+            }
+        }
+        if !cgroup_controllers(root).iter().any(|c| c == controller) {
+            continue;
+        }
+        match std::fs::write(
+            root.join("cgroup.subtree_control"),
+            format!("+{controller}"),
+        ) {
+            Ok(()) => enabled.push(controller.to_owned()),
+            Err(err) => tracing::warn!(
+                "cannot enable the {controller} controller under {}: {err}",
+                root.display()
+            ),
+        }
+    }
+    enabled
+}
+
 /// A task's own cgroup v2.
 #[derive(Debug)]
 pub struct TaskCgroup {
@@ -345,6 +416,37 @@ impl TaskCgroup {
         }
         let procs_path = CString::new(path.join("cgroup.procs").as_os_str().as_encoded_bytes())?;
         Ok(TaskCgroup { path, procs_path })
+    }
+
+    /// Writes `pids.max` and `memory.max` (with `memory.swap.max` 0, so the limit is not
+    /// sidestepped into swap) where the controllers are enabled. Returns whether `pids.max` was
+    /// written; if not, the caller falls back to `RLIMIT_NPROC`.
+    pub fn apply_limits(&self, max_pids: Option<u64>, max_memory: Option<u64>) -> bool {
+        // Never created: a file the controller does not provide is simply not there.
+        let write = |file: &str, value: String| match std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(self.path.join(file))
+            .and_then(|mut f| f.write_all(value.as_bytes()))
+        {
+            Ok(()) => true,
+            Err(err) => {
+                if err.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!("cannot set {file} of {}: {err}", self.path.display());
+                }
+                false
+            }
+        };
+        let pids = match max_pids {
+            Some(max) => write("pids.max", max.to_string()),
+            None => true,
+        };
+        if let Some(max) = max_memory {
+            if write("memory.max", max.to_string()) && self.path.join("memory.swap.max").exists() {
+                write("memory.swap.max", "0".into());
+            }
+        }
+        pids
     }
 
     /// Kills every process in the cgroup and removes it. Returns how many were killed.
@@ -431,6 +533,107 @@ pub fn kill_marked_processes(task_id: &str) -> usize {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    killed
+}
+
+/// Now, in the unit of `/proc/<pid>/stat`'s start time: clock ticks since boot.
+pub fn boot_ticks_now() -> u64 {
+    // SAFETY: sysconf and clock_gettime only write the timespec passed.
+    let (ticks_per_second, now) = unsafe {
+        let mut now = std::mem::zeroed::<nix::libc::timespec>();
+        nix::libc::clock_gettime(nix::libc::CLOCK_BOOTTIME, &mut now);
+        (
+            nix::libc::sysconf(nix::libc::_SC_CLK_TCK).max(1) as u64,
+            now,
+        )
+    };
+    now.tv_sec as u64 * ticks_per_second + now.tv_nsec as u64 * ticks_per_second / 1_000_000_000
+}
+
+/// `(state, start time in ticks since boot)` of a process, from `/proc/<pid>/stat` (fields 3 and
+/// 22, counted after the parenthesized command name).
+fn process_state_and_start(pid: i32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, after_name) = stat.rsplit_once(')')?;
+    let mut fields = after_name.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// Whether the real or effective uid of a process (from `/proc/<pid>/status`) is `uid`.
+fn process_has_uid(pid: i32, uid: Uid) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .map(|ids| {
+            ids.split_whitespace()
+                .take(2)
+                .any(|id| id == uid.as_raw().to_string())
+        })
+        .unwrap_or(false)
+}
+
+/// SIGKILLs every live process of `uid` started at or after `since` (ticks since boot), until
+/// none is left or a bound of rounds. Only for a job user dedicated to this launch-agent: it
+/// cannot tell a task's process from anything else of that user. Returns how many were killed.
+pub fn kill_user_processes(uid: Uid, since: u64) -> usize {
+    if uid.is_root() {
+        return 0;
+    }
+    let me = std::process::id() as i32;
+    let mut killed = 0;
+    for _ in 0..50 {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return killed;
+        };
+        let mut found = 0;
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if pid == me || !process_has_uid(pid, uid) {
+                continue;
+            }
+            match process_state_and_start(pid) {
+                Some((state, start)) if state != 'Z' && start >= since => {}
+                _ => continue,
+            }
+            found += 1;
+            if nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .is_ok()
+            {
+                killed += 1;
+            }
+        }
+        if found == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    killed
+}
+
+/// After a task, whatever became of its task-agent: kills its cgroup (and removes it), then every
+/// process carrying its marker, then, with `owner` (the dedicated job user's uid and the task's
+/// start in ticks since boot), every process of that user started since. Returns how many were
+/// killed.
+pub fn sweep_task(task_id: &str, cgroup: Option<&TaskCgroup>, owner: Option<(Uid, u64)>) -> usize {
+    let mut killed = cgroup.map_or(0, TaskCgroup::kill_and_remove);
+    killed += kill_marked_processes(task_id);
+    if let Some((uid, since)) = owner {
+        killed += kill_user_processes(uid, since);
     }
     killed
 }
@@ -549,8 +752,19 @@ impl Ledger {
 }
 
 /// After a crash: kills what each recorded task left running (its cgroup, then every process with
-/// its marker), removes its working directory if `cleanup`, and forgets it.
-pub fn sweep_leftovers(ledger: &Ledger, cleanup: bool) {
+/// its marker), removes its working directory if `cleanup`, and forgets it. With `dedicated` (the
+/// uid of a job user that runs nothing but this launch-agent's tasks, none of which runs yet),
+/// every process of that user goes too, whatever its environment.
+pub fn sweep_leftovers(ledger: &Ledger, cleanup: bool, dedicated: Option<Uid>) {
+    if let Some(uid) = dedicated {
+        let killed = kill_user_processes(uid, 0);
+        if killed > 0 {
+            tracing::warn!(
+                killed,
+                "killed processes the dedicated job user had left from an earlier run"
+            );
+        }
+    }
     for entry in ledger.entries() {
         let mut killed = 0;
         if let Some(cgroup) = &entry.cgroup {
@@ -604,19 +818,76 @@ mod tests {
         };
         let identity = Identity::resolve(&JobUser::Named("nobody".into()), None).unwrap();
         let rendezvous = Rendezvous::create(&identity).unwrap();
-        // The directory and socket now belong to the job user, 0700.
-        let meta = std::fs::symlink_metadata(rendezvous.socket_path.parent().unwrap()).unwrap();
+        // The directory stays root's, 0711 (traversable, not listable or writable); only the
+        // socket belongs to the job user, 0600; nothing of the token is in the path.
+        let dir = rendezvous.socket_path.parent().unwrap().to_path_buf();
+        let meta = std::fs::symlink_metadata(&dir).unwrap();
+        assert_eq!(meta.uid(), 0);
+        assert_eq!(meta.mode() & 0o777, 0o711);
+        let meta = std::fs::symlink_metadata(&rendezvous.socket_path).unwrap();
         assert_eq!(meta.uid(), nobody.uid.as_raw());
-        assert_eq!(meta.mode() & 0o777, 0o700);
+        assert_eq!(meta.mode() & 0o777, 0o600);
+        let path = rendezvous.socket_path.to_string_lossy().into_owned();
+        for window in rendezvous.token.as_bytes().windows(8) {
+            assert!(
+                !path.contains(std::str::from_utf8(window).unwrap()),
+                "{path}"
+            );
+        }
         // Root connects: not the expected uid, so refused.
         let stream = std::os::unix::net::UnixStream::connect(&rendezvous.socket_path).unwrap();
         let (accepted, _) = rendezvous.listener.accept().unwrap();
-        let err = rendezvous.check_peer(&accepted).unwrap_err().to_string();
+        let err = rendezvous
+            .check_peer(&accepted, Some(std::process::id()))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("uid 0 connected instead"), "{err}");
         drop(stream);
-        let dir = rendezvous.socket_path.parent().unwrap().to_path_buf();
         drop(rendezvous);
         assert!(!dir.exists(), "the rendezvous directory is removed");
+    }
+
+    #[test]
+    fn task_limits_are_written_where_the_controllers_offer_them() {
+        // A stand-in for a task cgroup: the files the kernel creates when `pids` and `memory`
+        // are enabled, so the names and formats written are checked (this host's cgroup2 has
+        // neither controller).
+        let dir = tempfile::tempdir().unwrap();
+        for file in ["cgroup.procs", "pids.max", "memory.max", "memory.swap.max"] {
+            std::fs::write(dir.path().join(file), "max\n").unwrap();
+        }
+        let cgroup = TaskCgroup::create(dir.path(), "task-1").unwrap();
+        assert!(
+            !cgroup.apply_limits(Some(64), Some(512 << 20)),
+            "no pids.max yet"
+        );
+        for file in ["pids.max", "memory.max", "memory.swap.max"] {
+            std::fs::write(cgroup.path.join(file), "max\n").unwrap();
+        }
+        assert!(cgroup.apply_limits(Some(64), Some(512 << 20)));
+        let read = |file: &str| std::fs::read_to_string(cgroup.path.join(file)).unwrap();
+        assert_eq!(read("pids.max"), "64");
+        assert_eq!(read("memory.max"), (512u64 << 20).to_string());
+        assert_eq!(read("memory.swap.max"), "0");
+    }
+
+    #[test]
+    fn ancestry_is_walked_through_parent_pids() {
+        let me = std::process::id() as i32;
+        let mut child = Command::new("sleep").arg("10").spawn().unwrap();
+        let child_pid = child.id() as i32;
+        assert!(descends_from(child_pid, me), "a child descends from us");
+        assert!(
+            descends_from(me, me),
+            "a process counts as its own descendant"
+        );
+        assert!(
+            !descends_from(me, child_pid),
+            "we do not descend from our child"
+        );
+        assert!(!descends_from(1, child_pid));
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     #[test]
@@ -636,8 +907,16 @@ mod tests {
 }
 
 /// Command-prefix mode (`sudo -niHu USER --` and the like, which close inherited descriptors):
-/// a listening socket in a fresh 0700 directory owned by the job user, accepting exactly one
-/// connection, from the expected uid, presenting a one-time token the task-agent reads on stdin.
+/// a listening socket the task-agent connects back to, presenting a one-time token it reads on
+/// stdin.
+///
+/// The socket is in a fresh directory that stays root's, mode 0711: the job user can traverse it
+/// to reach the socket (which it owns, 0600) but cannot list it, watch it with inotify, or create,
+/// rename or remove anything in it, so a concurrent job of the same user can neither swap the
+/// socket for its own nor find anything but the path the task-agent's command line already
+/// shows. The directory's name is random and shares nothing with the token. A peer that can
+/// connect anyway (same uid) is taken only if it descends from the process the launch-agent
+/// spawned ([`Rendezvous::check_peer`]) and then presents the token.
 #[derive(Debug)]
 pub struct Rendezvous {
     dir: PathBuf,
@@ -648,30 +927,69 @@ pub struct Rendezvous {
     pub expected_uid: Uid,
 }
 
+/// Random bytes as lower-case hex.
+fn random_hex(bytes: usize) -> anyhow::Result<String> {
+    let mut random = vec![0u8; bytes];
+    getrandom::fill(&mut random).map_err(|err| anyhow::anyhow!("no randomness: {err}"))?;
+    Ok(random.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// How many parents [`descends_from`] walks up at most: a prefix adds one or two (sudo, a
+/// shell), never dozens.
+const MAX_ANCESTRY_DEPTH: usize = 32;
+
+/// The parent pid of `pid`, from `/proc/<pid>/stat` (the field after the parenthesized command
+/// name, which may itself contain spaces and parentheses).
+fn parent_pid(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, after_name) = stat.rsplit_once(')')?;
+    after_name.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Whether `pid` is `ancestor` or one of its descendants, walking parent pids up.
+pub fn descends_from(pid: i32, ancestor: i32) -> bool {
+    let mut current = pid;
+    for _ in 0..MAX_ANCESTRY_DEPTH {
+        if current == ancestor {
+            return true;
+        }
+        if current <= 1 {
+            return false;
+        }
+        match parent_pid(current) {
+            Some(parent) => current = parent,
+            None => return false,
+        }
+    }
+    false
+}
+
 impl Rendezvous {
     pub fn create(identity: &Identity) -> anyhow::Result<Rendezvous> {
-        let mut random = [0u8; 32];
-        getrandom::fill(&mut random).map_err(|err| anyhow::anyhow!("no randomness: {err}"))?;
-        let token: String = random.iter().map(|b| format!("{b:02x}")).collect();
-        // A fresh, unpredictable name: created by us (mkdir fails if anything is there).
-        let dir = std::env::temp_dir().join(format!("bosun-rendezvous-{}", &token[..16]));
+        let token = random_hex(32)?;
+        // A fresh, unpredictable name of its own: mkdir fails if anything is there already.
+        let dir = std::env::temp_dir().join(format!("bosun-rendezvous-{}", random_hex(16)?));
         std::fs::DirBuilder::new()
-            .mode(0o700)
+            .mode(0o711)
             .create(&dir)
             .with_context(|| format!("creating {}", dir.display()))?;
+        // Set explicitly: the mode given to mkdir is narrowed by the umask.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+            .with_context(|| format!("setting the mode of {}", dir.display()))?;
         let socket_path = dir.join("agent.sock");
         let listener = std::os::unix::net::UnixListener::bind(&socket_path)
             .with_context(|| format!("listening on {}", socket_path.display()))?;
+        // Only we can create entries in the directory, so these paths cannot be redirected.
         let expected_uid = match &identity.switch {
             Some(switch) => {
-                // Socket first, then the directory: once the job user owns the directory it
-                // could only swap the socket for its own, which gains it nothing.
-                nix::unistd::chown(&socket_path, Some(switch.uid), Some(switch.gid))?;
-                nix::unistd::chown(&dir, Some(switch.uid), Some(switch.gid))?;
+                nix::unistd::chown(&socket_path, Some(switch.uid), Some(switch.gid))
+                    .with_context(|| format!("giving {} to the job user", socket_path.display()))?;
                 switch.uid
             }
             None => Uid::effective(),
         };
+        std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("setting the mode of {}", socket_path.display()))?;
         Ok(Rendezvous {
             dir,
             socket_path,
@@ -681,8 +999,14 @@ impl Rendezvous {
         })
     }
 
-    /// Checks the peer of an accepted connection is the job user.
-    pub fn check_peer(&self, stream: &std::os::unix::net::UnixStream) -> anyhow::Result<()> {
+    /// Checks the peer of an accepted connection is the job user and descends from `spawned`,
+    /// the process the launch-agent started for this task (the prefix, which starts the
+    /// task-agent). `SO_PEERCRED` gives the pid and uid the peer had when it connected.
+    pub fn check_peer(
+        &self,
+        stream: &std::os::unix::net::UnixStream,
+        spawned: Option<u32>,
+    ) -> anyhow::Result<()> {
         let creds =
             nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
                 .context("reading the peer's credentials")?;
@@ -693,7 +1017,15 @@ impl Rendezvous {
                 self.expected_uid
             );
         }
-        Ok(())
+        let spawned = spawned.and_then(|pid| i32::try_from(pid).ok());
+        match spawned {
+            Some(spawned) if descends_from(creds.pid(), spawned) => Ok(()),
+            _ => bail!(
+                "process {} (uid {}) connected, but it is not one the launch-agent started for this task",
+                creds.pid(),
+                creds.uid()
+            ),
+        }
     }
 }
 
@@ -726,6 +1058,7 @@ pub fn prefixed_command(
         .current_dir(work_dir)
         .stdin(std::process::Stdio::piped());
     let cgroup_procs = cgroup.map(|cgroup| cgroup.procs_path.clone());
+    let nproc = identity.rlimit_nproc;
     // SAFETY: as in `task_agent_command`: only async-signal-safe syscalls on values prepared
     // before the fork.
     unsafe {
@@ -734,6 +1067,7 @@ pub fn prefixed_command(
             if let Some(procs) = &cgroup_procs {
                 write_c_file(procs, b"0")?;
             }
+            set_process_limit(nproc)?;
             nix::libc::umask(0o022);
             if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());

@@ -3,6 +3,7 @@
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -32,7 +33,28 @@ enum Outcome {
 /// Shutdown levels the main loop hands to a running task: 0 run, 1 drain, 2 cancel tasks.
 pub type StopLevel = watch::Receiver<u8>;
 
+/// How many tasks this launch-agent runs right now: the sweep of a dedicated job user's
+/// processes is only safe while no other task of it runs.
+static RUNNING_TASKS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts a task in [`RUNNING_TASKS`] for as long as it lives.
+struct Running;
+
+impl Running {
+    fn start() -> Running {
+        RUNNING_TASKS.fetch_add(1, Ordering::SeqCst);
+        Running
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING_TASKS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// What every task of this launch-agent shares.
+#[derive(Clone, Copy)]
 pub struct Host<'a> {
     pub client: &'a Client,
     pub config: &'a Config,
@@ -48,6 +70,9 @@ pub async fn run_task(
     mut stop: StopLevel,
 ) -> anyhow::Result<()> {
     let Host { client, config, .. } = *host;
+    let _running = Running::start();
+    // Before anything of the task runs: what the job user starts from now on may be its.
+    let started_ticks = privileged::boot_ticks_now();
     let auth = Auth::Bearer(claim.task_token.clone());
     let spec: TaskSpec = with_retry("task config", || client.get("/api/v2/task/config", &auth))
         .await
@@ -73,6 +98,27 @@ pub async fn run_task(
         },
         None => None,
     };
+    // `pids.max` where the task's cgroup takes it; otherwise this task falls back to
+    // RLIMIT_NPROC, whatever the host offered at start.
+    let pids_in_cgroup = cgroup
+        .as_ref()
+        .is_some_and(|cgroup| cgroup.apply_limits(config.max_pids, config.max_memory));
+    let fallback_identity;
+    let limited_host;
+    let host =
+        if !pids_in_cgroup && host.identity.rlimit_nproc.is_none() && config.max_pids.is_some() {
+            fallback_identity = Identity {
+                rlimit_nproc: config.max_pids,
+                ..host.identity.clone()
+            };
+            limited_host = Host {
+                identity: &fallback_identity,
+                ..*host
+            };
+            &limited_host
+        } else {
+            host
+        };
     // Recorded before anything runs, forgotten after cleanup: a crash in between leaves the entry
     // for the next start's sweep.
     host.ledger.record(&LedgerEntry {
@@ -82,13 +128,20 @@ pub async fn run_task(
     })?;
 
     let result = run_in_dir(host, &auth, &spec, &work_dir, cgroup.as_ref(), &mut stop).await;
-    // Whatever the steps left, in the cgroup, goes now (the task-agent already swept its own
-    // descendants; this also catches processes that escaped its subreaper).
-    if let Some(cgroup) = &cgroup {
-        let killed = tokio::task::block_in_place(|| cgroup.kill_and_remove());
-        if killed > 0 {
-            tracing::info!(task = %spec.task_id, killed, "killed processes left in the task's cgroup");
+    // Whatever the steps left goes now, whether the task-agent swept its descendants or was
+    // killed before it could: the cgroup, the marked processes, and for a dedicated job user
+    // (while no other task of this agent runs) every process of it started since the task began.
+    let owner = match &host.identity.switch {
+        Some(switch) if config.dedicated_user && RUNNING_TASKS.load(Ordering::SeqCst) == 1 => {
+            Some((switch.uid, started_ticks))
         }
+        _ => None,
+    };
+    let killed = tokio::task::block_in_place(|| {
+        privileged::sweep_task(&spec.task_id, cgroup.as_ref(), owner)
+    });
+    if killed > 0 {
+        tracing::info!(task = %spec.task_id, killed, "killed processes the task left behind");
     }
     let (status, message) = match result {
         Ok((status, message)) => (status, message),
@@ -270,44 +323,68 @@ async fn start_with_prefix(
             .write_all(format!("{}\n", rendezvous.token).as_bytes())
             .await?;
     }
+    let spawned = child.id();
     let listener = rendezvous.listener.try_clone()?;
     listener.set_nonblocking(true)?;
     let listener = tokio::net::UnixListener::from_std(listener)?;
-    let accepted = tokio::select! {
-        accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, listener.accept()) => accepted,
-        exited = child.wait() => {
-            anyhow::bail!("{:?} exited before the task-agent connected ({})", config.command_prefix, exited?);
+    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+    // Any process of the job user can connect (the path is on the task-agent's command line):
+    // such an intruder is turned away and the wait goes on, so it can neither take the task's
+    // Welcome nor make the real task-agent's connection fail.
+    let mut refused = 0u32;
+    let conn = loop {
+        let accepted = tokio::select! {
+            accepted = tokio::time::timeout_at(deadline, listener.accept()) => accepted,
+            exited = child.wait() => {
+                anyhow::bail!("{:?} exited before the task-agent connected ({})", config.command_prefix, exited?);
+            }
+        };
+        let stream = match accepted {
+            Ok(Ok((stream, _))) => stream.into_std()?,
+            Ok(Err(err)) => {
+                let _ = child.kill().await;
+                return Err(err).context("accepting the task-agent's connection");
+            }
+            Err(_) => {
+                let _ = child.kill().await;
+                anyhow::bail!("the task-agent did not connect within {HANDSHAKE_TIMEOUT:?}");
+            }
+        };
+        if let Err(err) = rendezvous.check_peer(&stream, spawned) {
+            refused += 1;
+            // A few lines say what happens; a flood of connections does not flood root's log.
+            if refused <= 3 {
+                tracing::warn!(task = %spec.task_id, "refused a connection to the task's rendezvous: {err:#}");
+            }
+            continue;
+        }
+        stream.set_nonblocking(true)?;
+        let mut conn = Connection::new(
+            tokio::net::UnixStream::from_std(stream)?,
+            FrameCodec::default(),
+        );
+        let handshake = tokio::time::timeout_at(
+            deadline,
+            conn.handshake_as_launch_agent_expecting(spec, Some(&rendezvous.token)),
+        )
+        .await;
+        match handshake {
+            Ok(Ok(version)) => {
+                tracing::debug!(%version, "task-agent connected");
+                break conn;
+            }
+            Ok(Err(err)) => {
+                refused += 1;
+                tracing::warn!(task = %spec.task_id, "refused a connection to the task's rendezvous: {err}");
+            }
+            Err(_) => {
+                let _ = child.kill().await;
+                anyhow::bail!("task-agent did not say hello within {HANDSHAKE_TIMEOUT:?}");
+            }
         }
     };
-    let stream = match accepted {
-        Ok(Ok((stream, _))) => stream,
-        Ok(Err(err)) => {
-            let _ = child.kill().await;
-            return Err(err).context("accepting the task-agent's connection");
-        }
-        Err(_) => {
-            let _ = child.kill().await;
-            anyhow::bail!("the task-agent did not connect within {HANDSHAKE_TIMEOUT:?}");
-        }
-    };
-    // Exactly one connection: stop listening before anything else can connect.
+    // No other connection is taken: the listener and its directory go now.
     drop(listener);
-    let stream = stream.into_std()?;
-    if let Err(err) = rendezvous.check_peer(&stream) {
-        let _ = child.kill().await;
-        return Err(err);
-    }
-    stream.set_nonblocking(true)?;
-    let mut conn = Connection::new(
-        tokio::net::UnixStream::from_std(stream)?,
-        FrameCodec::default(),
-    );
-    let handshake = tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        conn.handshake_as_launch_agent_expecting(spec, Some(&rendezvous.token)),
-    )
-    .await;
-    check_handshake(&mut child, handshake).await?;
     drop(rendezvous);
     Ok((child, conn))
 }
