@@ -663,6 +663,8 @@ impl Server {
             admin: Auth::CircleToken(token),
         }
     }
+}
+
 // Hardening (issue 8): job users no other test shares, for tests whose launch-agent kills every
 // process of its (dedicated) job user or limits the processes of that user.
 

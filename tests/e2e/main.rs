@@ -2,7 +2,7 @@
 
 mod auth;
 mod containment;
-mod log_limits;
 mod hardening;
+mod log_limits;
 mod pipeline;
 mod server_hardening;
