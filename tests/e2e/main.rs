@@ -2,4 +2,5 @@
 
 mod auth;
 mod containment;
+mod isolation;
 mod pipeline;
