@@ -240,6 +240,15 @@ async fn a_step_cannot_steal_the_task_agents_descriptors() {
         !fixture.agent.log_text().contains("FORGED"),
         "a forged line reached the launch-agent's log"
     );
+    // What the task-agent says still reaches the log, through the launch-agent, tagged with the
+    // task.
+    let agent_text = fixture.agent.log_text();
+    assert!(
+        agent_text
+            .lines()
+            .any(|line| line.contains("task-agent: ") && line.contains("task received")),
+        "the task-agent's own log lines are missing from the launch-agent's log: {agent_text}"
+    );
     let agent_log = fixture.agent.log.display().to_string();
     for target in &agent_fds {
         assert!(

@@ -249,7 +249,9 @@ pub fn task_agent_command(
             }
             // Set after the uid change, which clears it: if the launch-agent dies, the
             // task-agent gets SIGTERM and kills its steps before it exits (SIGKILL would end it
-            // at once and leave them running).
+            // at once and leave them running). The kernel sends it when the spawning *thread*
+            // exits: spawn from runtime worker threads, never from one that `block_in_place`
+            // may hand to the blocking pool while the task-agent runs.
             if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGTERM, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }

@@ -91,9 +91,13 @@ pub async fn run_task(
         }
     }
     // The step scripts are bosun's, not the user's: removed whatever cleanup_working_directory says.
+    // spawn_blocking, not block_in_place: a worker thread moved to the blocking pool may exit
+    // later, and a task-agent it spawned would then get its parent-death signal.
     let scripts = privileged::scripts_dir(&work_dir);
-    if let Err(err) = tokio::task::block_in_place(|| privileged::remove_work_dir(&scripts)) {
-        tracing::warn!("{err:#}");
+    match tokio::task::spawn_blocking(move || privileged::remove_work_dir(&scripts)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::warn!("{err:#}"),
+        Err(err) => tracing::warn!("removing the scripts directory panicked: {err}"),
     }
     let (status, message) = match result {
         Ok((status, message)) => (status, message),

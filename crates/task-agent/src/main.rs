@@ -41,8 +41,10 @@ fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        // stderr is a pipe the launch-agent logs from, never a terminal: no colour codes.
+        // stderr is a pipe the launch-agent logs from (with its own timestamps), never a
+        // terminal: no colour codes, no second timestamp.
         .with_ansi(false)
+        .without_time()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
