@@ -11,6 +11,11 @@
 //!   they are not session leaders, so opening a terminal never makes it theirs, and `/dev/tty`
 //!   (the only way to `TIOCSTI` without `CAP_SYS_ADMIN`) has nothing behind it.
 //! - [`ScriptsDir`]: the private directory for step scripts, 0700, files 0600, whatever the umask.
+//!
+//! The task-agent leads its session without a terminal, so a terminal it opened without
+//! `O_NOCTTY` would become its controlling terminal, inherited by later steps. Only terminals
+//! the job user can open are at stake (the job's own ptys, never root's), but code that opens
+//! paths a job controls should still pass `O_NOCTTY` (or `O_NOFOLLOW` on a regular file).
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -33,8 +38,10 @@ pub fn harden() -> Result<(), String> {
 }
 
 fn prctl(option: libc::c_int, value: libc::c_ulong) -> io::Result<()> {
-    // SAFETY: these prctl options take one integer argument and touch no memory of ours.
-    if unsafe { libc::prctl(option, value, 0 as libc::c_ulong, 0 as libc::c_ulong, 0) } != 0 {
+    let zero: libc::c_ulong = 0;
+    // SAFETY: these prctl options take one integer argument (the kernel reads all four as
+    // unsigned longs, so that is what is passed) and touch no memory of ours.
+    if unsafe { libc::prctl(option, value, zero, zero, zero) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
