@@ -245,7 +245,10 @@ pub fn load(
         None => Vec::new(),
     };
     if let Some(path) = path {
-        if pairs.iter().any(|(name, _)| name == "api.auth_token") {
+        if pairs
+            .iter()
+            .any(|(name, value)| name == "api.auth_token" && !value.is_empty())
+        {
             if let Some(warning) = token_file_warning(path) {
                 warnings.push(warning);
             }
