@@ -718,3 +718,87 @@ pub fn launch_agent_as(
     command.arg("--config").arg(&config);
     spawn(command, dir.join(format!("{name}.log")))
 }
+
+// Isolation (issue 8: terminals, descriptors, cross-job reads): a second throwaway job user and a
+// launch-agent whose job user, working directory and process setup a test chooses.
+
+/// A second unprivileged job user, for tests of what one job user's jobs can see of another's.
+pub const SECOND_JOB_USER: &str = "bosun-test2";
+
+/// As root, makes sure [`SECOND_JOB_USER`] exists and returns its name.
+pub fn second_job_user() -> Option<&'static str> {
+    static USER: OnceLock<Option<&'static str>> = OnceLock::new();
+    *USER.get_or_init(|| {
+        if !is_root() {
+            return None;
+        }
+        if nix::unistd::User::from_name(SECOND_JOB_USER)
+            .ok()
+            .flatten()
+            .is_none()
+        {
+            let status = Command::new("useradd")
+                .args([
+                    "--system",
+                    "--user-group",
+                    "--create-home",
+                    "--shell",
+                    "/bin/bash",
+                    SECOND_JOB_USER,
+                ])
+                .status()
+                .expect("running useradd");
+            // Another test process may have created it meanwhile.
+            assert!(
+                status.success()
+                    || nix::unistd::User::from_name(SECOND_JOB_USER)
+                        .ok()
+                        .flatten()
+                        .is_some(),
+                "useradd {SECOND_JOB_USER} failed"
+            );
+        }
+        Some(SECOND_JOB_USER)
+    })
+}
+
+/// Starts a launch-agent like [`launch_agent`], with tasks under `dir/<name>-work`, jobs run as
+/// `user` (when root), `extra_config` appended to the `runner` section, and `setup` applied to
+/// the command last (it may replace the log file as stdio, add a `pre_exec`).
+pub fn launch_agent_with(
+    server: &Server,
+    token: &str,
+    dir: &Path,
+    name: &str,
+    user: Option<&str>,
+    extra_config: &str,
+    setup: impl FnOnce(&mut Command),
+) -> Proc {
+    let config = dir.join(format!("{name}.yaml"));
+    let mut text = format!(
+        "api:\n  auth_token: {token}\n  url: {}\nrunner:\n  name: {name}\n  working_directory: {}/{name}-work/%s\n  cleanup_working_directory: true\n  task_agent_path: {}\n",
+        server.url,
+        dir.display(),
+        bin_dir().join("task-agent").display()
+    );
+    if let Some(user) = user {
+        text.push_str(&format!("  user: {user}\n"));
+    }
+    text.push_str(extra_config);
+    std::fs::write(&config, text).expect("agent config");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let log = dir.join(format!("{name}.log"));
+    let file = std::fs::File::create(&log).expect("log file");
+    let mut command = Command::new(bin_dir().join("launch-agent"));
+    command
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("log file"))
+        .stderr(file);
+    setup(&mut command);
+    let child = command
+        .spawn()
+        .unwrap_or_else(|err| panic!("starting {command:?}: {err}"));
+    Proc { child, log }
+}

@@ -3,6 +3,7 @@
 mod auth;
 mod containment;
 mod hardening;
+mod isolation;
 mod log_limits;
 mod pipeline;
 mod server_hardening;

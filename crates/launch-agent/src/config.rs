@@ -259,6 +259,21 @@ fn read_file(path: &Path, warnings: &mut Vec<String>) -> anyhow::Result<Vec<(Str
     Ok(pairs)
 }
 
+/// A warning when the file holding the runner token can be read by its group or others (as ssh
+/// says of a private key), naming the file, its mode and the fix.
+fn token_file_warning(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "{} holds api.auth_token but its mode is {mode:04o}, readable by group or others: \
+             run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        )
+    })
+}
+
 /// `(file key, LAUNCH_AGENT_* variable)` for every key bosun understands.
 const KEYS: &[(&str, &str)] = &[
     ("api.auth_token", "LAUNCH_AGENT_API_AUTH_TOKEN"),
@@ -311,6 +326,16 @@ pub fn load(
         Some(path) => read_file(path, &mut warnings)?,
         None => Vec::new(),
     };
+    if let Some(path) = path {
+        if pairs
+            .iter()
+            .any(|(name, value)| name == "api.auth_token" && !value.is_empty())
+        {
+            if let Some(warning) = token_file_warning(path) {
+                warnings.push(warning);
+            }
+        }
+    }
     for (name, _) in &pairs {
         if !KEYS.iter().any(|(key, _)| key == name) {
             warnings.push(format!(
@@ -559,6 +584,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("runner.max_memory"), "{err}");
+    }
+
+    #[test]
+    fn a_token_file_readable_by_others_is_warned_about() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let file = write("api:\n  auth_token: t\nrunner:\n  name: r\n");
+        std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let config = load(Some(file.path()), |_| None, false).unwrap();
+        let warning = config
+            .warnings
+            .iter()
+            .find(|w| w.contains("chmod 600"))
+            .expect("a warning about the mode");
+        assert!(warning.contains("0644"), "{warning}");
+        assert!(
+            warning.contains(&file.path().display().to_string()),
+            "{warning}"
+        );
+        std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(0o600)).unwrap();
+        let config = load(Some(file.path()), |_| None, false).unwrap();
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
     }
 
     #[test]

@@ -50,8 +50,11 @@ fn main() -> ExitCode {
         eprintln!("launch-agent: {err:#}");
         return ExitCode::from(2);
     }
-    for warning in &config.warnings {
-        tracing::warn!("{warning}");
+    // `--check-config` prints them in its summary instead (logging may go to a file).
+    if !args.check_config {
+        for warning in &config.warnings {
+            tracing::warn!("{warning}");
+        }
     }
     if !running_as_root {
         tracing::warn!(
@@ -72,6 +75,9 @@ fn main() -> ExitCode {
                 println!("  cleanup:           {}", config.cleanup_working_directory);
                 println!("  job user:          {}", identity.name);
                 println!("  task-agent:        {}", config.task_agent_path.display());
+                for warning in &config.warnings {
+                    println!("warning: {warning}");
+                }
                 ExitCode::SUCCESS
             }
             Err(err) => {
@@ -107,9 +113,12 @@ fn init_logging(config: &config::Config) -> anyhow::Result<()> {
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match &config.logging_file {
         Some(path) if path.as_os_str() != "-" => {
+            // 0600 when created: the log names tasks, jobs and the task-agents' messages.
+            use std::os::unix::fs::OpenOptionsExt as _;
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(path)
                 .map_err(|err| anyhow::anyhow!("opening logging.file {}: {err}", path.display()))?;
             builder

@@ -1,11 +1,15 @@
 //! Everything the launch-agent does with root's power, in one place to audit:
 //!
-//! 1. [`create_work_dir`] / [`remove_work_dir`]: a task's working directory, made for the job
-//!    user and removed without ever following a symlink the job planted.
+//! 1. [`create_work_dir`] / [`remove_work_dir`]: a task's working directory (and its private
+//!    scripts directory beside it), made for the job user, 0700, and removed without ever
+//!    following a symlink the job planted.
 //! 2. [`task_agent_command`]: the task-agent's process, set up in the forked child before exec,
-//!    in this order: socket on fd 3, every other fd closed, join the task's cgroup, umask 022,
-//!    supplementary groups, gid, uid, parent-death signal, no new privileges, and a check that
-//!    root cannot be regained. The environment is rebuilt from scratch.
+//!    in this order: a new session (no controlling terminal), socket on fd 3, every other fd
+//!    closed, join the task's cgroup, the process limit, umask 022, supplementary groups, gid,
+//!    uid, parent-death signal (SIGTERM, which the task-agent answers by killing its steps), no
+//!    new privileges, and a check that root cannot be regained. The environment is rebuilt from
+//!    scratch; stdin is /dev/null, stdout and stderr a pipe the launch-agent reads, never its own
+//!    descriptors.
 //! 3. [`TaskCgroup`]: a cgroup v2 per task where the host offers one, with `pids.max` and
 //!    `memory.max`, killed whole at the end (`RLIMIT_NPROC` stands in for `pids.max` without it).
 //! 4. [`sweep_task`]: right after each task, its cgroup, its marked processes and (for a job
@@ -119,9 +123,10 @@ impl Identity {
     }
 }
 
-/// Creates a task's working directory: parents as the launch-agent's user (0755), the task
-/// directory itself owned by the job user with mode 0750. A leftover directory of the same name is
-/// removed first (symlink-safe).
+/// Creates a task's working directory and its scripts directory ([`scripts_dir`]): parents as
+/// the launch-agent's user (0755), the two directories owned by the job user with mode 0700, so
+/// no other user (another job user among them) can list or read them. A leftover directory of
+/// either name is removed first (symlink-safe).
 pub fn create_work_dir(path: &Path, identity: &Identity) -> anyhow::Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::DirBuilder::new()
@@ -130,20 +135,35 @@ pub fn create_work_dir(path: &Path, identity: &Identity) -> anyhow::Result<()> {
             .create(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
-    if std::fs::symlink_metadata(path).is_ok() {
-        remove_work_dir(path)?;
+    for dir in [path.to_path_buf(), scripts_dir(path)] {
+        if std::fs::symlink_metadata(&dir).is_ok() {
+            remove_work_dir(&dir)?;
+        }
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+        if let Some(switch) = &identity.switch {
+            // The directory was just created by us and is empty: chown cannot be redirected.
+            nix::unistd::chown(&dir, Some(switch.uid), Some(switch.gid))
+                .with_context(|| format!("giving {} to the job user", dir.display()))?;
+        }
+        // Exactly 0700 whatever the umask.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
     }
-    std::fs::DirBuilder::new()
-        .mode(0o750)
-        .create(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    if let Some(switch) = &identity.switch {
-        // The directory was just created by us and is empty: chown cannot be redirected.
-        nix::unistd::chown(path, Some(switch.uid), Some(switch.gid))
-            .with_context(|| format!("giving {} to the job user", path.display()))?;
-    }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o750))?;
     Ok(())
+}
+
+/// Where a task's step scripts go: a private directory beside the task directory
+/// (`<parent>/.<name>.scripts`), not inside it, because the task directory is by default the
+/// job's working directory, where the checkout goes. Removed after every task, whatever
+/// `runner.cleanup_working_directory` says.
+pub fn scripts_dir(work_dir: &Path) -> PathBuf {
+    let name = work_dir
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    work_dir.with_file_name(format!(".{name}.scripts"))
 }
 
 /// Removes a task's working directory without following symlinks planted by the job: std's
@@ -194,18 +214,25 @@ pub fn task_agent_command(
 ) -> Command {
     let mut command = Command::new(binary);
     clean_environment(&mut command, identity, identity.switch.is_none());
-    command.current_dir(work_dir).stdin(Stdio::null());
+    // Never the launch-agent's own stdout/stderr (root's terminal or log file, which a job could
+    // otherwise reach): pipes the caller reads and logs.
+    command
+        .current_dir(work_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let switch = identity.switch.clone();
     let raw_socket = socket.as_raw_fd();
     let cgroup_procs = cgroup.map(|cgroup| cgroup.procs_path.clone());
     let nproc = identity.rlimit_nproc;
     let parent = nix::unistd::getpid();
     // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
-    // syscalls (dup2, fcntl, close_range/close, open, write, umask, setgroups, setgid, setuid,
-    // prctl, getppid); every value it needs (the group list, the ids, the cgroup path as a C
-    // string) was computed before the fork, so it neither allocates nor takes a lock.
+    // syscalls (setsid, dup2, fcntl, close_range/close, open, write, umask, setgroups, setgid,
+    // setuid, prctl, getppid); every value it needs (the group list, the ids, the cgroup path as
+    // a C string) was computed before the fork, so it neither allocates nor takes a lock.
     unsafe {
         command.pre_exec(move || {
+            new_session()?;
             // Move the socket to fd 3 with close-on-exec cleared, so it survives exec.
             if raw_socket == TASK_AGENT_SOCKET_FD {
                 let flags = libc_fcntl_getfd(raw_socket)?;
@@ -233,8 +260,11 @@ pub fn task_agent_command(
                 }
             }
             // Set after the uid change, which clears it: if the launch-agent dies, the
-            // task-agent dies too instead of running on unsupervised.
-            if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL, 0, 0, 0) != 0 {
+            // task-agent gets SIGTERM and kills its steps before it exits (SIGKILL would end it
+            // at once and leave them running). The kernel sends it when the spawning *thread*
+            // exits: spawn from runtime worker threads, never from one that `block_in_place`
+            // may hand to the blocking pool while the task-agent runs.
+            if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGTERM, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             if nix::libc::getppid() != parent.as_raw() {
@@ -250,6 +280,17 @@ pub fn task_agent_command(
         });
     }
     command
+}
+
+/// Starts a new session, so the child has no controlling terminal: if the launch-agent was
+/// started from root's shell, a job must not reach that terminal (`TIOCSTI` types into it).
+/// Called between fork and exec, where the child is never a process group leader.
+fn new_session() -> std::io::Result<()> {
+    // SAFETY: setsid is async-signal-safe and touches no memory.
+    if unsafe { nix::libc::setsid() } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Closes every descriptor from `first` up. Called between fork and exec.
@@ -773,6 +814,8 @@ pub fn sweep_leftovers(ledger: &Ledger, cleanup: bool, dedicated: Option<Uid>) {
             }
         }
         killed += kill_marked_processes(&entry.task_id);
+        // The step scripts are bosun's, not the user's: they go whatever `cleanup` says.
+        let _ = remove_work_dir(&scripts_dir(&entry.work_dir));
         let mut removed = false;
         if cleanup {
             match remove_work_dir(&entry.work_dir) {
@@ -1036,8 +1079,10 @@ impl Drop for Rendezvous {
 }
 
 /// The task-agent started through `prefix` (which switches users itself, so no uid change and
-/// no `PR_SET_NO_NEW_PRIVS` here: sudo must be able to raise and drop). It connects back to
-/// `socket_path` and reads its token on stdin.
+/// no `PR_SET_NO_NEW_PRIVS` here: sudo must be able to raise and drop; the task-agent sets it on
+/// itself first thing). It connects back to `socket_path` and reads its token on stdin. The
+/// prefix starts in a new session without a terminal (`sudo -n` needs none), with stdout and
+/// stderr on pipes the caller reads.
 pub fn prefixed_command(
     prefix: &[String],
     binary: &Path,
@@ -1056,20 +1101,24 @@ pub fn prefixed_command(
         .arg("--work-dir")
         .arg(work_dir)
         .current_dir(work_dir)
-        .stdin(std::process::Stdio::piped());
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let cgroup_procs = cgroup.map(|cgroup| cgroup.procs_path.clone());
     let nproc = identity.rlimit_nproc;
     // SAFETY: as in `task_agent_command`: only async-signal-safe syscalls on values prepared
     // before the fork.
     unsafe {
         command.pre_exec(move || {
+            new_session()?;
             close_fds_from(3);
             if let Some(procs) = &cgroup_procs {
                 write_c_file(procs, b"0")?;
             }
             set_process_limit(nproc)?;
             nix::libc::umask(0o022);
-            if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL, 0, 0, 0) != 0 {
+            // SIGTERM, which the prefix (sudo) relays to the task-agent, which stops its steps.
+            if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGTERM, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

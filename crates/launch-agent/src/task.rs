@@ -137,11 +137,27 @@ pub async fn run_task(
         }
         _ => None,
     };
-    let killed = tokio::task::block_in_place(|| {
-        privileged::sweep_task(&spec.task_id, cgroup.as_ref(), owner)
-    });
-    if killed > 0 {
-        tracing::info!(task = %spec.task_id, killed, "killed processes the task left behind");
+    // spawn_blocking, never block_in_place, here and everywhere in the launch-agent: a worker
+    // thread moved to the blocking pool may exit later, and a task-agent it spawned would then
+    // get its parent-death signal (PR_SET_PDEATHSIG follows the spawning thread).
+    let task_id = spec.task_id.clone();
+    let swept = tokio::task::spawn_blocking(move || {
+        privileged::sweep_task(&task_id, cgroup.as_ref(), owner)
+    })
+    .await;
+    match swept {
+        Ok(0) => {}
+        Ok(killed) => {
+            tracing::info!(task = %spec.task_id, killed, "killed processes the task left behind")
+        }
+        Err(err) => tracing::warn!("sweeping the task panicked: {err}"),
+    }
+    // The step scripts are bosun's, not the user's: removed whatever cleanup_working_directory says.
+    let scripts = privileged::scripts_dir(&work_dir);
+    match tokio::task::spawn_blocking(move || privileged::remove_work_dir(&scripts)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::warn!("{err:#}"),
+        Err(err) => tracing::warn!("removing the scripts directory panicked: {err}"),
     }
     let (status, message) = match result {
         Ok((status, message)) => (status, message),
@@ -252,6 +268,61 @@ fn grace_arg(config: &Config) -> String {
     )
 }
 
+/// Longest line of the task-agent's own output logged; the rest of a longer line is dropped.
+const MAX_AGENT_LINE: usize = 4096;
+
+/// Logs what the task-agent (and a command prefix) writes on its stdout and stderr, which are
+/// pipes of ours rather than our own descriptors: each line through tracing, prefixed with the
+/// task id, bounded in length, control characters escaped. Runs until the pipes close.
+fn log_agent_output(child: &mut tokio::process::Child, task_id: &str) {
+    if let Some(stdout) = child.stdout.take() {
+        tokio::spawn(log_lines(stdout, task_id.to_owned()));
+    }
+    if let Some(stderr) = child.stderr.take() {
+        tokio::spawn(log_lines(stderr, task_id.to_owned()));
+    }
+}
+
+async fn log_lines(mut pipe: impl tokio::io::AsyncRead + Unpin, task: String) {
+    use tokio::io::AsyncReadExt as _;
+    let mut line = Vec::with_capacity(256);
+    let mut cut = false;
+    let mut chunk = [0u8; 4096];
+    loop {
+        let read = match pipe.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        for &byte in &chunk[..read] {
+            if byte == b'\n' {
+                log_agent_line(&task, &line, cut);
+                line.clear();
+                cut = false;
+            } else if line.len() < MAX_AGENT_LINE {
+                line.push(byte);
+            } else {
+                cut = true;
+            }
+        }
+    }
+    if !line.is_empty() {
+        log_agent_line(&task, &line, cut);
+    }
+}
+
+fn log_agent_line(task: &str, line: &[u8], cut: bool) {
+    let mut text = String::with_capacity(line.len());
+    for c in String::from_utf8_lossy(line).chars() {
+        if c.is_control() && c != '\t' {
+            text.extend(c.escape_default());
+        } else {
+            text.push(c);
+        }
+    }
+    let cut = if cut { " [line cut]" } else { "" };
+    tracing::info!(task = %task, "task-agent: {text}{cut}");
+}
+
 /// Starts the task-agent with bosun's own privilege drop, its socket inherited as fd 3.
 async fn start_with_socketpair(
     config: &Config,
@@ -270,12 +341,16 @@ async fn start_with_socketpair(
         &theirs,
         cgroup,
     );
-    command.arg(grace_arg(config));
+    command
+        .arg(grace_arg(config))
+        .arg("--scripts-dir")
+        .arg(privileged::scripts_dir(work_dir));
     let mut command = tokio::process::Command::from(command);
     command.kill_on_drop(true);
     let mut child = command
         .spawn()
         .with_context(|| format!("starting {}", config.task_agent_path.display()))?;
+    log_agent_output(&mut child, &spec.task_id);
     // Our copy of the child's end must close, or we would never see the child hang up.
     drop(theirs);
     ours.set_nonblocking(true)?;
@@ -307,7 +382,10 @@ async fn start_with_prefix(
         &rendezvous.socket_path,
         cgroup,
     );
-    command.arg(grace_arg(config));
+    command
+        .arg(grace_arg(config))
+        .arg("--scripts-dir")
+        .arg(privileged::scripts_dir(work_dir));
     let mut command = tokio::process::Command::from(command);
     command.kill_on_drop(true);
     let mut child = command.spawn().with_context(|| {
@@ -317,6 +395,7 @@ async fn start_with_prefix(
             config.command_prefix
         )
     })?;
+    log_agent_output(&mut child, &spec.task_id);
     if let Some(mut stdin) = child.stdin.take() {
         use tokio::io::AsyncWriteExt as _;
         stdin

@@ -16,9 +16,12 @@
 //! - [`process`]: spawning a step process in its own process group, killing the group, and
 //!   supervising it (output, no-output timeout, cancel).
 //! - [`output`]: the one pipe that carries a step's stdout and stderr.
+//! - [`isolation`]: what the agent does to itself first: not dumpable, no new privileges, a
+//!   session of its own without a terminal, and the private directory for step scripts.
 
 pub mod containment;
 pub mod engine;
+pub mod isolation;
 pub mod link;
 pub mod output;
 pub mod process;
@@ -47,6 +50,9 @@ pub struct Options {
     pub connect: Option<PathBuf>,
     /// The task's directory, when the current directory is not it (`sudo -i` starts in HOME).
     pub work_dir: Option<PathBuf>,
+    /// The private (0700, ours) directory for step scripts the launch-agent made beside the task
+    /// directory; without it, a private temporary directory.
+    pub scripts_dir: Option<PathBuf>,
     /// Run even as uid 0. Only for containers (where root may be the only user) and tests: on a
     /// host the launch-agent always starts the task-agent as the unprivileged job user.
     pub allow_root: bool,
@@ -90,7 +96,13 @@ impl std::error::Error for RunError {}
 /// Returns the task's status once the launch-agent has been told; the process should then exit 0
 /// whatever the status (the launch-agent reads it from the messages).
 pub fn run(options: Options) -> Result<TaskStatus, RunError> {
-    // First of all, so that nothing this process ever starts inherits the socket.
+    // Before anything else: from here on the job user cannot read this process's memory or take
+    // its descriptors, and nothing it starts can gain privileges.
+    isolation::harden().map_err(RunError::Usage)?;
+    // No terminal of anyone's (root's shell, when the launch-agent was started by hand) stays
+    // reachable from a step.
+    isolation::leave_terminal().map_err(RunError::Usage)?;
+    // Then, so that nothing this process ever starts inherits the socket.
     let (socket, token) = match &options.connect {
         None => (
             take_socket(options.socket_fd).map_err(RunError::Usage)?,
@@ -126,17 +138,27 @@ pub fn run(options: Options) -> Result<TaskStatus, RunError> {
         .build()
         .context("cannot start the async runtime")
         .map_err(RunError::Internal)?;
-    runtime
-        .block_on(agent(socket, token, task_dir, options.kill_grace))
-        .map_err(RunError::Internal)
+    let scripts = isolation::ScriptsDir::open(options.scripts_dir.as_deref())
+        .map_err(|err| RunError::Internal(anyhow::anyhow!(err)))?;
+    let result = runtime.block_on(agent(socket, token, task_dir, &scripts, options.kill_grace));
+    scripts.clear();
+    result.map_err(RunError::Internal)
 }
 
 async fn agent(
     socket: OwnedFd,
     token: Option<String>,
     task_dir: PathBuf,
+    scripts: &isolation::ScriptsDir,
     kill_grace: std::time::Duration,
 ) -> anyhow::Result<TaskStatus> {
+    // SIGTERM (the parent-death signal the launch-agent sets, or a stop) ends the task the way
+    // losing the socket does: every step is killed and swept before the agent exits.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot handle SIGTERM")?;
+    let stop = async move {
+        terminate.recv().await;
+    };
     let stream = std::os::unix::net::UnixStream::from(socket);
     stream.set_nonblocking(true)?;
     let stream = tokio::net::UnixStream::from_std(stream)?;
@@ -152,13 +174,7 @@ async fn agent(
         "task received"
     );
 
-    // Step scripts live outside the checkout, in a private (0700) directory removed at the end.
-    let scripts = tempfile::Builder::new()
-        .prefix("bosun-task-")
-        .tempdir()
-        .context("cannot create a temporary directory for step scripts")?;
-
-    let (outbox, control, link) = link::spawn(conn);
+    let (outbox, control, link) = link::spawn_until(conn, stop);
     let result = engine::run_task(
         task,
         task_dir,

@@ -82,10 +82,33 @@ pub fn spawn<T>(
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    spawn_until(conn, std::future::pending())
+}
+
+/// [`spawn`], and when `stop` completes (SIGTERM: the launch-agent died or the agent is being
+/// stopped) the link ends as if the connection were lost: every step is killed.
+pub fn spawn_until<T, S>(
+    conn: Connection<T>,
+    stop: S,
+) -> (
+    Outbox,
+    watch::Receiver<Control>,
+    JoinHandle<Result<(), ProtocolError>>,
+)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: std::future::Future<Output = ()> + Send + 'static,
+{
     let (tx, rx) = mpsc::channel(OUTBOX_CAPACITY);
     let (control_tx, control_rx) = watch::channel(Control::Run);
     let handle = tokio::spawn(async move {
-        let result = pump(conn, rx, &control_tx).await;
+        let result = tokio::select! {
+            result = pump(conn, rx, &control_tx) => result,
+            () = stop => {
+                tracing::warn!("stopping the task: SIGTERM (the launch-agent is gone or stopping this agent)");
+                Err(ProtocolError::Closed("the end of the task (stopped by SIGTERM)"))
+            }
+        };
         if result.is_err() {
             control_tx.send_replace(Control::Lost);
         }

@@ -28,6 +28,10 @@ struct Args {
     /// The task's directory (default: the current directory).
     #[arg(long, value_name = "DIR")]
     work_dir: Option<std::path::PathBuf>,
+    /// The private directory (0700, the job user's) for step scripts; default: a private
+    /// temporary directory.
+    #[arg(long, value_name = "DIR")]
+    scripts_dir: Option<std::path::PathBuf>,
     /// Milliseconds between SIGTERM and SIGKILL when a step exceeds its no-output timeout.
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
     kill_grace_ms: u64,
@@ -37,6 +41,10 @@ fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // stderr is a pipe the launch-agent logs from (with its own timestamps), never a
+        // terminal: no colour codes, no second timestamp.
+        .with_ansi(false)
+        .without_time()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -46,13 +54,17 @@ fn main() -> ExitCode {
         socket_fd: args.socket_fd,
         connect: args.connect,
         work_dir: args.work_dir,
+        scripts_dir: args.scripts_dir,
         allow_root: args.allow_root,
         kill_grace: std::time::Duration::from_millis(args.kill_grace_ms),
     };
     match bosun_task_agent::run(options) {
         Ok(_status) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("task-agent: error: {err}");
+            // Not eprintln!: with the launch-agent gone, stderr is a broken pipe, and a panic here
+            // would hide the exit code.
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "task-agent: error: {err}");
             ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(1))
         }
     }

@@ -227,6 +227,11 @@ pub async fn supervise(
                     // The step was being stopped: nothing of it may go on running.
                     signal_group(pgid, Signal::SIGKILL);
                 }
+                if matches!(stop, Some(Stop { why: StopWhy::Lost, .. })) {
+                    // Nobody is left to read its output: do not wait for a daemon holding the
+                    // pipe, the sweep kills it now.
+                    eof = true;
+                }
                 // Containment: this is where the subreaper / cgroup work will also collect
                 // descendants that left the process group.
             },

@@ -34,7 +34,9 @@ pub async fn execute(
             .await;
     }
     let script = job.scripts_dir.join(format!("step-{index}.sh"));
-    if let Err(err) = std::fs::write(&script, &step.command) {
+    // A new 0600 file in the private scripts directory, whatever the umask: another job must not
+    // read it (it may carry secrets pasted into the command).
+    if let Err(err) = crate::isolation::write_script(&script, &step.command) {
         return job
             .fail(
                 index,

@@ -222,3 +222,76 @@ async fn without_the_socket_the_agent_explains_itself() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("not open"), "{stderr}");
 }
+
+#[tokio::test]
+async fn sigterm_kills_every_step_and_daemon_before_the_agent_exits() {
+    // SIGTERM is the parent-death signal the launch-agent sets: after a kill -9 of the
+    // launch-agent nothing of the task may go on running.
+    let dir = tempfile::tempdir().unwrap();
+    let task = task(vec![step(run(
+        "silent",
+        "setsid sleep 100 & echo $! > daemon.pid; echo $$ > step.pid; printf go; sleep 100",
+    ))]);
+    let mut agent = Agent::start(&task, dir.path()).await;
+    let mut report = Report::default();
+    wait_for_output(&mut agent, &mut report, 0, "go").await;
+    let agent_pid = agent.child.id().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent_pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let (status, stderr) = agent.exit().await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("SIGTERM"), "{stderr}");
+    for file in ["step.pid", "daemon.pid"] {
+        let pid: i32 = std::fs::read_to_string(dir.path().join(file))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(process_gone(pid).await, "{file} {pid} survived its agent");
+    }
+}
+
+#[tokio::test]
+async fn refuses_to_run_with_a_controlling_terminal_it_cannot_leave() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt as _;
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes two descriptors into the integers; the other pointers may be null.
+    let rc = unsafe {
+        nix::libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0);
+    // SAFETY: both were just opened by openpty and have no other owner.
+    let (_master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = crate::harness::std_bin_command(env!("CARGO_BIN_EXE_task-agent"));
+    command
+        .args(["--socket-fd", "97", "--allow-root"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::from(slave))
+        .stdout(std::process::Stdio::null());
+    // A session leader holding the pty as its controlling terminal: it cannot start another
+    // session, and giving the terminal up would hang up its own session, so it must refuse.
+    // SAFETY: setsid and ioctl are async-signal-safe; fd 0 is the pty slave by now.
+    unsafe {
+        command.pre_exec(|| {
+            if nix::libc::setsid() < 0 || nix::libc::ioctl(0, nix::libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("controlling terminal"), "{stderr}");
+}
