@@ -117,7 +117,7 @@ impl FromRequestParts<State> for Admin {
             .fetch_optional(&state.db)
             .await?;
         match found {
-            Some(_) => Ok(Admin),
+            Some(_) => Ok(crate::serve::authenticated(parts, Admin)),
             None => Err(AppError::unauthorized("invalid token")),
         }
     }
@@ -141,7 +141,7 @@ impl FromRequestParts<State> for Runner {
         .fetch_optional(&state.db)
         .await?;
         resource_class
-            .map(|resource_class| Runner { resource_class })
+            .map(|resource_class| crate::serve::authenticated(parts, Runner { resource_class }))
             .ok_or_else(|| AppError::unauthorized("invalid bearer token"))
     }
 }
@@ -164,11 +164,14 @@ impl FromRequestParts<State> for TaskAuth {
                 .fetch_optional(&state.db)
                 .await?;
         match row {
-            Some((task_id, job_id, status)) => Ok(TaskAuth {
-                task_id,
-                job_id,
-                status,
-            }),
+            Some((task_id, job_id, status)) => Ok(crate::serve::authenticated(
+                parts,
+                TaskAuth {
+                    task_id,
+                    job_id,
+                    status,
+                },
+            )),
             None => Err(AppError::unauthorized("invalid bearer token")),
         }
     }

@@ -15,6 +15,7 @@ mod logs;
 mod pipelines;
 mod runner;
 mod scheduler;
+mod serve;
 mod store;
 mod util;
 
@@ -30,6 +31,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 pub use error::AppError;
+pub use serve::ConnectionLimits;
 
 /// Everything `bosun-server` needs to start.
 #[derive(Debug, Clone)]
@@ -48,6 +50,8 @@ pub struct Config {
     pub task_lease: Duration,
     /// Org-wide limit on running tasks.
     pub max_running_tasks: u64,
+    /// Connection cap, header and idle timeouts of the HTTP listener.
+    pub connections: ConnectionLimits,
 }
 
 impl Config {
@@ -61,6 +65,7 @@ impl Config {
             admin_token: None,
             task_lease: Duration::from_secs(60),
             max_running_tasks: 100,
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -138,8 +143,7 @@ pub async fn run(
 
     let reaper = tokio::spawn(scheduler::reap_expired_leases(state.clone()));
     let app = router(state);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+    let result = serve::serve(listener, app, config.connections, shutdown)
         .await
         .context("serving HTTP");
     reaper.abort();

@@ -32,6 +32,16 @@ struct Args {
     /// Org-wide limit on concurrently running tasks.
     #[arg(long, default_value_t = 100)]
     max_running_tasks: u64,
+    /// Most concurrent client connections; default and ceiling: what the open-file limit allows
+    /// (raised to its hard limit at start) after a margin for the database, blobs and git.
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Seconds a connection has to send a complete request head (slowloris bound).
+    #[arg(long, default_value_t = 10)]
+    header_timeout_secs: u64,
+    /// Seconds an authenticated keep-alive connection may stay idle between requests.
+    #[arg(long, default_value_t = 60)]
+    idle_timeout_secs: u64,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -69,6 +79,9 @@ fn main() -> ExitCode {
         .filter(|t| !t.is_empty());
     config.task_lease = Duration::from_secs(args.task_lease_secs.max(1));
     config.max_running_tasks = args.max_running_tasks;
+    config.connections.max_connections = args.max_connections;
+    config.connections.header_timeout = Duration::from_secs(args.header_timeout_secs.max(1));
+    config.connections.idle_timeout = Duration::from_secs(args.idle_timeout_secs.max(1));
 
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
