@@ -32,8 +32,9 @@ struct Args {
     /// Org-wide limit on concurrently running tasks.
     #[arg(long, default_value_t = 100)]
     max_running_tasks: u64,
-    /// Most concurrent client connections; default and ceiling: what the open-file limit allows
-    /// (raised to its hard limit at start) after a margin for the database, blobs and git.
+    /// Most concurrent client connections, a quarter of them reserved for authenticated clients.
+    /// Ceiling: what the open-file limit allows (raised to its hard limit at start) after a
+    /// margin for the database, blobs and git; default: that, at most 16384.
     #[arg(long)]
     max_connections: Option<usize>,
     /// Seconds a connection has to send a complete request head (slowloris bound).

@@ -56,6 +56,11 @@ use tokio::time::Instant;
 const FD_MARGIN: u64 = 128;
 /// Descriptors a connection may hold at once: its socket plus one file or pipe its request opens.
 const FDS_PER_CONNECTION: u64 = 2;
+/// The cap when `--max-connections` is not given and descriptors allow more: an idle connection
+/// costs about 10 KiB, one with a partial request head about 22 KiB (measured), so a flood of
+/// unauthenticated connections holds at most ~270 MiB; 16384 slots still cover the 5,000
+/// simulated runners of the performance budget with a claim and a heartbeat connection each.
+const DEFAULT_MAX_CONNECTIONS: usize = 16384;
 /// How long a connection admitted on probation has to deliver its first request head.
 const PROBATION_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a repeated condition (descriptor table full, cap reached) is logged at most.
@@ -72,8 +77,8 @@ pub struct ConnectionLimits {
     /// 60 s: above `bosun-api`'s 30 s pool idle timeout, so the client always gives up an idle
     /// connection before the server does and never sends a request into a closing socket.
     pub idle_timeout: Duration,
-    /// Upper bound on concurrent connections; `None` derives it from `RLIMIT_NOFILE`. A value
-    /// above what the descriptor limit allows is lowered to it.
+    /// Upper bound on concurrent connections; `None` derives it from `RLIMIT_NOFILE`, at most
+    /// 16384. A value above what the descriptor limit allows is lowered to it.
     pub max_connections: Option<usize>,
     /// How long in-flight requests may take to finish once shutdown starts.
     pub shutdown_grace: Duration,
@@ -100,8 +105,9 @@ pub(crate) fn authenticated<T>(parts: &Parts, value: T) -> T {
     value
 }
 
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit and derives the connection cap from it,
-/// lowered to `requested` if that is smaller.
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit and derives the connection cap from it:
+/// `requested` if given and the descriptors allow it, else the smaller of what they allow and
+/// [`DEFAULT_MAX_CONNECTIONS`].
 fn connection_cap(requested: Option<usize>) -> usize {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let soft = match getrlimit(Resource::RLIMIT_NOFILE) {
@@ -136,7 +142,7 @@ fn connection_cap(requested: Option<usize>) -> usize {
             derived
         }
         Some(requested) => requested.max(1),
-        None => derived,
+        None => derived.min(DEFAULT_MAX_CONNECTIONS),
     }
 }
 
