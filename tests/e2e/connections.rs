@@ -201,3 +201,76 @@ async fn idle_and_slowloris_floods_do_not_starve_admin_requests_or_pipelines() {
         "the server ran out of descriptors:\n{log}"
     );
 }
+
+/// Sends a complete request head for an endpoint that reads its body before any token check,
+/// then the body a byte a second. Returns how long the server kept the connection open, or
+/// `None` if it was still open after `limit`.
+async fn slow_body(addr: SocketAddr, limit: Duration) -> Option<Duration> {
+    let opened = Instant::now();
+    let mut stream = TcpStream::connect(addr).await.ok()?;
+    let head = "POST /api/v2/pipeline/continue HTTP/1.1\r\nHost: bosun\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{";
+    stream.write_all(head.as_bytes()).await.ok()?;
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut buf = [0u8; 1024];
+    loop {
+        tokio::select! {
+            read = stream.read(&mut buf) => match read {
+                Ok(0) | Err(_) => return Some(opened.elapsed()),
+                Ok(_) => {}
+            },
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                if stream.write_all(b" ").await.is_err() {
+                    return Some(opened.elapsed());
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => return None,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_sent_a_byte_a_second_without_a_token_do_not_hold_slots() {
+    let dir = shared_tempdir();
+    // Eight slots: six for unauthenticated connections, two on probation.
+    let server = Server::start_with(
+        dir.path(),
+        &[
+            "--max-connections",
+            "8",
+            "--header-timeout-secs",
+            "2",
+            "--idle-timeout-secs",
+            "4",
+        ],
+    );
+    let addr: SocketAddr = server
+        .url
+        .trim_start_matches("http://")
+        .parse()
+        .expect("server address");
+    let limit = Duration::from_secs(4 + 4);
+    let mut attackers = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        attackers.spawn(slow_body(addr, limit));
+    }
+    let mut lifetimes = Vec::new();
+    while let Some(result) = attackers.join_next().await {
+        lifetimes.push(result.expect("attacker task"));
+    }
+    assert!(
+        lifetimes.iter().all(Option::is_some),
+        "slow request bodies held connections for over {limit:?}: {lifetimes:?}"
+    );
+    println!("slow-body connections closed after {lifetimes:?}");
+
+    // The slots are free again.
+    let admin = Client::new(&server.url).expect("client");
+    let classes: Items<ResourceClass> = tokio::time::timeout(
+        Duration::from_secs(2),
+        admin.get("/api/v3/runner/resource?namespace=conn", &server.admin),
+    )
+    .await
+    .expect("an admin request after the slow bodies got no answer within 2 s")
+    .expect("admin request after the slow bodies");
+    assert!(classes.items.is_empty());
+}

@@ -13,7 +13,9 @@
 //!   reuse. So the watchdog below keeps both timers itself and hyper's is off.
 //! - **An idle timeout** between requests on a keep-alive connection that has authenticated;
 //!   connections that never authenticated keep the header timeout between requests too. No
-//!   timeout runs while a request is in flight (the claim and heartbeat long-polls wait there).
+//!   timeout runs while an authenticated request is in flight (the claim and heartbeat
+//!   long-polls wait there); an unauthenticated one must be answered within the idle timeout
+//!   (a slowly sent body), on probation within the probation header timeout.
 //! - **A connection cap** derived from `RLIMIT_NOFILE` (raised to its hard limit at start), with
 //!   a reserve for authenticated clients: connections are anonymous until one of their requests
 //!   carries a valid token (the auth extractors call [`authenticated`]). Anonymous connections
@@ -422,6 +424,8 @@ struct Activity {
     head_started: Option<Instant>,
     /// Requests started so far.
     requests: u64,
+    /// When the latest request's head was complete.
+    request_started: Instant,
 }
 
 impl Conn {
@@ -435,6 +439,7 @@ impl Conn {
                 idle_since: Instant::now(),
                 head_started: None,
                 requests: 0,
+                request_started: Instant::now(),
             }),
             changed: Notify::new(),
             limiter,
@@ -481,6 +486,7 @@ impl Conn {
         let mut activity = self.activity();
         activity.head_started = None;
         activity.requests += 1;
+        activity.request_started = Instant::now();
         drop(activity);
         self.changed.notify_one();
     }
@@ -495,14 +501,11 @@ impl Conn {
         self.changed.notify_one();
     }
 
-    /// When the watchdog closes the connection unless something happens first; `None` while a
-    /// request is in flight.
+    /// When the watchdog closes the connection unless something happens first; `None` while an
+    /// authenticated request is in flight.
     fn deadline(&self, limits: &ConnectionLimits) -> Option<Instant> {
         if self.evicted.load(Ordering::Acquire) {
             return Some(Instant::now());
-        }
-        if self.in_flight.load(Ordering::Acquire) > 0 {
-            return None;
         }
         let class = self.class();
         let header_timeout = match class {
@@ -510,6 +513,17 @@ impl Conn {
             _ => limits.header_timeout,
         };
         let activity = self.activity();
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            // An authenticated request may take as long as it needs (long-polls, uploads). One
+            // that has not authenticated (yet) must be done within the idle timeout, on
+            // probation within the short header timeout, so a body sent a byte at a time to an
+            // endpoint that reads it before any token check cannot hold a slot for ever.
+            return match class {
+                Class::Authenticated => None,
+                Class::Probation => Some(activity.request_started + header_timeout),
+                Class::Anonymous => Some(activity.request_started + limits.idle_timeout),
+            };
+        }
         let wait = if activity.requests > 0 && class == Class::Authenticated {
             limits.idle_timeout
         } else {
