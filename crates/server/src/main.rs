@@ -34,7 +34,7 @@ struct Args {
     max_running_tasks: u64,
     /// Most concurrent client connections, a quarter of them reserved for authenticated clients.
     /// Ceiling: what the open-file limit allows (raised to its hard limit at start) after a
-    /// margin for the database, blobs and git; default: that, at most 16384.
+    /// margin for the database, blobs and git; default: that, at most 8192.
     #[arg(long)]
     max_connections: Option<usize>,
     /// Seconds a connection has to send a complete request head (slowloris bound).

@@ -58,11 +58,16 @@ use tokio::time::Instant;
 const FD_MARGIN: u64 = 128;
 /// Descriptors a connection may hold at once: its socket plus one file or pipe its request opens.
 const FDS_PER_CONNECTION: u64 = 2;
-/// The cap when `--max-connections` is not given and descriptors allow more: an idle connection
-/// costs about 10 KiB, one with a partial request head about 22 KiB (measured), so a flood of
-/// unauthenticated connections holds at most ~270 MiB; 16384 slots still cover the 5,000
-/// simulated runners of the performance budget with a claim and a heartbeat connection each.
-const DEFAULT_MAX_CONNECTIONS: usize = 16384;
+/// The cap when `--max-connections` is not given and descriptors allow more. An idle connection
+/// costs about 10 KiB, one with a partial request head about 22 KiB (measured), at most
+/// [`MAX_BUF_SIZE`] more: 6144 unauthenticated slots hold about 130 MiB in a slowloris flood and
+/// at most ~500 MiB when every one of them also fills its buffer; 8192 slots still cover the
+/// 5,000 simulated runners of the performance budget. Larger fleets raise `--max-connections`.
+const DEFAULT_MAX_CONNECTIONS: usize = 8192;
+/// hyper's per-connection read and write buffer limit (its default is ~400 KiB): also the
+/// largest request head. 64 KiB is far above any head bosun's clients send and keeps a
+/// connection that streams a large head from costing more.
+const MAX_BUF_SIZE: usize = 64 * 1024;
 /// How long a connection admitted on probation has to deliver its first request head.
 const PROBATION_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a repeated condition (descriptor table full, cap reached) is logged at most.
@@ -80,7 +85,7 @@ pub struct ConnectionLimits {
     /// connection before the server does and never sends a request into a closing socket.
     pub idle_timeout: Duration,
     /// Upper bound on concurrent connections; `None` derives it from `RLIMIT_NOFILE`, at most
-    /// 16384. A value above what the descriptor limit allows is lowered to it.
+    /// 8192. A value above what the descriptor limit allows is lowered to it.
     pub max_connections: Option<usize>,
     /// How long in-flight requests may take to finish once shutdown starts.
     pub shutdown_grace: Duration,
@@ -570,6 +575,7 @@ async fn serve_connection(
     // module comment).
     let connection = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
+        .max_buf_size(MAX_BUF_SIZE)
         .header_read_timeout(None)
         .serve_connection(io, service);
     tokio::pin!(connection);
