@@ -179,7 +179,11 @@ pub(crate) async fn serve(
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(err) = done {
+                    tracing::error!("a connection task failed: {err}");
+                }
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
                     let Some(conn) = limiter.admit() else {
@@ -772,5 +776,45 @@ mod tests {
         limiter.release(&next);
         let slots = limiter.lock();
         assert_eq!((slots.total, slots.anonymous), (3, 3));
+    }
+
+    /// How far in the future the connection's deadline is, in whole seconds (rounded up).
+    fn due(conn: &Conn, limits: &ConnectionLimits) -> Option<u64> {
+        conn.deadline(limits).map(|deadline| {
+            let left = deadline.saturating_duration_since(Instant::now());
+            left.as_secs() + u64::from(left.subsec_nanos() > 0)
+        })
+    }
+
+    #[test]
+    fn deadlines_follow_the_connection_state() {
+        let limits = ConnectionLimits {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            ..ConnectionLimits::default()
+        };
+        let limiter = Arc::new(Limiter::new(8));
+        let conn = limiter.admit().unwrap();
+        // A fresh connection has the header timeout to send its first head.
+        assert_eq!(due(&conn, &limits), Some(10));
+        // An unauthenticated request must be done within the idle timeout.
+        conn.request_started();
+        assert_eq!(due(&conn, &limits), Some(60));
+        // Once it authenticates, nothing times out while it is in flight (a long-poll).
+        conn.authenticate();
+        assert_eq!(due(&conn, &limits), None);
+        // Idle after an authenticated request: the idle timeout; a first byte starts the
+        // header timeout.
+        conn.request_finished();
+        assert_eq!(due(&conn, &limits), Some(60));
+        conn.bytes_read();
+        assert_eq!(due(&conn, &limits), Some(10));
+        // On probation everything is short, and an evicted connection is due now.
+        let probation = Arc::new(Conn::new(99, Class::Probation, limiter.clone()));
+        assert_eq!(due(&probation, &limits), Some(2));
+        probation.request_started();
+        assert_eq!(due(&probation, &limits), Some(2));
+        probation.evict();
+        assert_eq!(due(&probation, &limits), Some(0));
     }
 }
