@@ -27,13 +27,14 @@ const CONFIG: &str = "version: 2.1\njobs:\n  build:\n    machine: true\n    reso
 /// then one header line a second, never finishing the head. Returns how long the server kept it
 /// open, or `None` if it was still open after [`HOLD_LIMIT`].
 async fn attack(addr: SocketAddr, trickle: bool, connected: Arc<AtomicUsize>) -> Option<Duration> {
-    let opened = Instant::now();
     let connect = tokio::time::timeout(HOLD_LIMIT, TcpStream::connect(addr)).await;
     connected.fetch_add(1, Ordering::SeqCst);
+    // The server's hold is counted from the handshake, not from the first SYN.
+    let opened = Instant::now();
     let mut stream = match connect {
         Ok(Ok(stream)) => stream,
         // Refused outright: closed, as far as the attacker is concerned.
-        Ok(Err(_)) => return Some(opened.elapsed()),
+        Ok(Err(_)) => return Some(Duration::ZERO),
         Err(_) => return None,
     };
     if trickle

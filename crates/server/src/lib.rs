@@ -27,7 +27,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 pub use error::AppError;
@@ -128,9 +127,8 @@ pub async fn run(
         api_url: std::sync::OnceLock::new(),
     });
 
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    let listener =
+        serve::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let _ = state.api_url.set(
         config

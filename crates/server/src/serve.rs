@@ -33,6 +33,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -48,7 +49,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -70,6 +71,8 @@ const DEFAULT_MAX_CONNECTIONS: usize = 8192;
 const MAX_BUF_SIZE: usize = 64 * 1024;
 /// How long a connection admitted on probation has to deliver its first request head.
 const PROBATION_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+/// The listen backlog asked for; see [`bind`].
+const LISTEN_BACKLOG: u32 = 1024;
 /// How often a repeated condition (descriptor table full, cap reached) is logged at most.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -110,6 +113,21 @@ pub(crate) fn authenticated<T>(parts: &Parts, value: T) -> T {
         handle.0.authenticate();
     }
     value
+}
+
+/// Binds the listening socket with a backlog of [`LISTEN_BACKLOG`] (the kernel caps it at
+/// `net.core.somaxconn`). Tokio's `bind` uses 128, which a burst of clients (runners reconnecting
+/// after a restart, or a flood) overflows: Linux then drops the handshake's last ACK and the
+/// connection only reaches `accept` seconds later, after SYN-ACK retransmits.
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit and derives the connection cap from it:
