@@ -18,7 +18,7 @@
 //!   (a slowly sent body), on probation within the probation header timeout.
 //! - **A connection cap** derived from `RLIMIT_NOFILE` (raised to its hard limit at start), with
 //!   a reserve for authenticated clients: connections are anonymous until one of their requests
-//!   carries a valid token (the auth extractors call [`authenticated`]). Anonymous connections
+//!   carries a valid token (the auth extractors call [`mark_authenticated`]). Anonymous connections
 //!   may take `cap - reserve` slots; beyond that a new connection is admitted on probation into
 //!   the reserve, with a short header timeout, and its first request must authenticate or it is
 //!   answered 503 and closed. When every slot is taken, the oldest idle unauthenticated
@@ -105,14 +105,17 @@ impl Default for ConnectionLimits {
     }
 }
 
-/// Marks the connection `parts` arrived on as authenticated and hands `value` back, so an auth
-/// extractor can wrap its success value in one call. Requests that did not come through
-/// [`serve`] (in-process tests of the router) carry no connection and are left alone.
-pub(crate) fn authenticated<T>(parts: &Parts, value: T) -> T {
+/// Marks the connection `parts` arrived on as authenticated when `valid` (the request carried a
+/// token the server issued), so it counts against the whole cap instead of the anonymous share.
+/// Requests that did not come through [`serve`] (in-process tests of the router) carry no
+/// connection and are left alone.
+pub(crate) fn mark_authenticated(parts: &Parts, valid: bool) {
+    if !valid {
+        return;
+    }
     if let Some(handle) = parts.extensions.get::<ConnectionHandle>() {
         handle.0.authenticate();
     }
-    value
 }
 
 /// Binds the listening socket with a backlog of [`LISTEN_BACKLOG`] (the kernel caps it at
