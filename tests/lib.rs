@@ -802,3 +802,62 @@ pub fn launch_agent_with(
         .unwrap_or_else(|err| panic!("starting {command:?}: {err}"));
     Proc { child, log }
 }
+
+// Connections (issue 8, finding 5): a server started under a low open-file limit.
+
+impl Server {
+    /// Like [`Server::start_with`], with the server's soft and hard `RLIMIT_NOFILE` set to
+    /// `nofile` before it starts, so a test can reach the descriptor limit with a few hundred
+    /// connections.
+    pub fn start_with_nofile(dir: &Path, extra: &[&str], nofile: u64) -> Server {
+        use std::os::unix::process::CommandExt;
+        let data_dir = dir.join("server");
+        std::fs::create_dir_all(&data_dir).expect("server dir");
+        let token = "bosun-e2e-admin-token-0123456789";
+        let mut command = Command::new(bin_dir().join("bosun-server"));
+        command
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .args(extra)
+            .env("BOSUN_ADMIN_TOKEN", token);
+        // SAFETY: the closure runs in the forked child before exec and calls only setrlimit,
+        // which is async-signal-safe; it allocates nothing and touches no lock.
+        unsafe {
+            command.pre_exec(move || {
+                nix::sys::resource::setrlimit(
+                    nix::sys::resource::Resource::RLIMIT_NOFILE,
+                    nofile,
+                    nofile,
+                )
+                .map_err(std::io::Error::from)
+            });
+        }
+        let mut proc = spawn(command, dir.join("server.log"));
+        let url_file = data_dir.join("server-url");
+        let started = Instant::now();
+        let url = loop {
+            if let Ok(text) = std::fs::read_to_string(&url_file) {
+                if text.ends_with('\n') {
+                    break text.trim().to_owned();
+                }
+            }
+            if let Ok(Some(status)) = proc.child.try_wait() {
+                panic!("bosun-server exited ({status}):\n{}", proc.log_text());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "server did not start:\n{}",
+                proc.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let client = Client::new(&url).expect("client");
+        Server {
+            proc,
+            url,
+            data_dir,
+            client,
+            admin: Auth::CircleToken(token.into()),
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! End-to-end tests: real server, launch-agent and task-agent processes, real git, loopback only.
 
 mod auth;
+mod connections;
 mod containment;
 mod hardening;
 mod isolation;

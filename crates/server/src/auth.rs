@@ -116,6 +116,7 @@ impl FromRequestParts<State> for Admin {
             .bind(hash_token(token))
             .fetch_optional(&state.db)
             .await?;
+        crate::serve::mark_authenticated(parts, found.is_some());
         match found {
             Some(_) => Ok(Admin),
             None => Err(AppError::unauthorized("invalid token")),
@@ -140,6 +141,7 @@ impl FromRequestParts<State> for Runner {
         .bind(hash_token(token))
         .fetch_optional(&state.db)
         .await?;
+        crate::serve::mark_authenticated(parts, resource_class.is_some());
         resource_class
             .map(|resource_class| Runner { resource_class })
             .ok_or_else(|| AppError::unauthorized("invalid bearer token"))
@@ -163,6 +165,7 @@ impl FromRequestParts<State> for TaskAuth {
                 .bind(hash_token(token))
                 .fetch_optional(&state.db)
                 .await?;
+        crate::serve::mark_authenticated(parts, row.is_some());
         match row {
             Some((task_id, job_id, status)) => Ok(TaskAuth {
                 task_id,

@@ -16,6 +16,7 @@ mod logs;
 mod pipelines;
 mod runner;
 mod scheduler;
+mod serve;
 mod store;
 mod util;
 
@@ -27,10 +28,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 pub use error::AppError;
+pub use serve::ConnectionLimits;
 
 /// Everything `bosun-server` needs to start.
 #[derive(Debug, Clone)]
@@ -55,6 +56,8 @@ pub struct Config {
     pub max_job_log: u64,
     /// Free bytes the blob directory's file system keeps: below it new log bytes are refused.
     pub min_free_space: u64,
+    /// Connection cap, header and idle timeouts of the HTTP listener.
+    pub connections: ConnectionLimits,
 }
 
 impl Config {
@@ -71,6 +74,7 @@ impl Config {
             max_step_log: logs::DEFAULT_MAX_STEP_LOG,
             max_job_log: logs::DEFAULT_MAX_JOB_LOG,
             min_free_space: logs::DEFAULT_MIN_FREE_SPACE,
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -139,9 +143,8 @@ pub async fn run(
         api_url: std::sync::OnceLock::new(),
     });
 
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    let listener =
+        serve::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let _ = state.api_url.set(
         config
@@ -154,8 +157,7 @@ pub async fn run(
 
     let reaper = tokio::spawn(scheduler::reap_expired_leases(state.clone()));
     let app = router(state);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+    let result = serve::serve(listener, app, config.connections, shutdown)
         .await
         .context("serving HTTP");
     reaper.abort();

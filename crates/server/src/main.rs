@@ -32,6 +32,17 @@ struct Args {
     /// Org-wide limit on concurrently running tasks.
     #[arg(long, default_value_t = 100)]
     max_running_tasks: u64,
+    /// Most concurrent client connections, a quarter of them reserved for authenticated clients.
+    /// Ceiling: what the open-file limit allows (raised to its hard limit at start) after a
+    /// margin for the database, blobs and git; default: that, at most 8192.
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Seconds a connection has to send a complete request head (slowloris bound).
+    #[arg(long, default_value_t = 10)]
+    header_timeout_secs: u64,
+    /// Seconds an authenticated keep-alive connection may stay idle between requests.
+    #[arg(long, default_value_t = 60)]
+    idle_timeout_secs: u64,
     /// Largest log one step keeps (`1GiB`, `512MiB`, `100M`, bytes): past it the log says it was
     /// truncated and the job fails.
     #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
@@ -118,6 +129,9 @@ fn main() -> ExitCode {
     config.max_step_log = args.max_step_log;
     config.max_job_log = args.max_job_log;
     config.min_free_space = args.min_free_space;
+    config.connections.max_connections = args.max_connections;
+    config.connections.header_timeout = Duration::from_secs(args.header_timeout_secs.max(1));
+    config.connections.idle_timeout = Duration::from_secs(args.idle_timeout_secs.max(1));
 
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
