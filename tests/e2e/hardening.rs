@@ -156,13 +156,14 @@ async fn a_concurrent_job_of_the_same_user_cannot_hijack_the_prefix_rendezvous()
         eprintln!("skipped: needs root (command_prefix with sudo switches users)");
         return;
     }
-    if std::process::Command::new("sudo")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        panic!("sudo is not installed: .ci/run installs it (apt-get install sudo)");
-    }
+    bosun_tests::require_program(
+        "sudo",
+        "runner.command_prefix runs the task-agent through sudo",
+    );
+    bosun_tests::require_program(
+        "python3",
+        "the intruder and the tampering attempts are python",
+    );
     let user = bosun_tests::job_user().expect("root has a job user");
     let job_user = nix::unistd::User::from_name(user).unwrap().unwrap();
     let scripts = shared_tempdir();

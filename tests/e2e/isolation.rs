@@ -62,6 +62,8 @@ fn tty_nr(pid: i32) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_cannot_type_into_the_terminal_of_a_pty_held_launch_agent() {
+    bosun_tests::require_program("perl", "the step types into the terminal with perl's ioctl");
+    bosun_tests::require_program("ps", "the step reads its controlling terminal with ps");
     let dir = shared_tempdir();
     let server = Server::start(dir.path());
     server.resource_class("e2e/tty").await;
@@ -182,6 +184,10 @@ for fd in range(4):
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_cannot_steal_the_task_agents_descriptors() {
+    bosun_tests::require_program(
+        "python3",
+        "the step calls pidfd_getfd through python's ctypes",
+    );
     let indented: String = STEAL
         .lines()
         .map(|line| format!("            {line}\n"))
@@ -265,6 +271,10 @@ async fn a_step_started_through_sudo_cannot_gain_privileges() {
         eprintln!("skipped: needs root (sudo -n as root is what the command_prefix mode is for)");
         return;
     }
+    bosun_tests::require_program(
+        "sudo",
+        "runner.command_prefix runs the task-agent through sudo",
+    );
     let user = job_user().expect("root has a job user");
     let steps = "      - run: |\n          grep NoNewPrivs /proc/self/status\n          echo \"tty=$(ps -o tty= -p $$ | tr -d ' ')\"\n";
     let options = AgentOptions {
