@@ -78,7 +78,7 @@ async fn idle_and_slowloris_floods_do_not_starve_admin_requests_or_pipelines() {
     server.resource_class("conn/flood").await;
     let token = server.token("conn/flood").await;
     let repo = git_repo(dir.path(), &[(".circleci/config.yml", CONFIG)]);
-    server.project("local/e2e/flood", &repo).await;
+    server.project("local/conn/flood", &repo).await;
     let addr: SocketAddr = server
         .url
         .trim_start_matches("http://")
@@ -157,7 +157,7 @@ async fn idle_and_slowloris_floods_do_not_starve_admin_requests_or_pipelines() {
         "agent",
         AgentOptions::default(),
     );
-    let pipeline_id = server.trigger("local/e2e/flood", "main").await;
+    let pipeline_id = server.trigger("local/conn/flood", "main").await;
     let pipeline = server
         .wait_pipeline(&pipeline_id, Duration::from_secs(30))
         .await;

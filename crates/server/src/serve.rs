@@ -331,12 +331,16 @@ impl Class {
 struct Limiter {
     cap: usize,
     anonymous_cap: usize,
+    /// How many evicted connections may still hold their descriptor at once (see `admit`).
+    max_closing: usize,
     slots: Mutex<Slots>,
 }
 
 struct Slots {
     anonymous: usize,
     total: usize,
+    /// Evicted connections whose tasks have not closed their socket yet.
+    closing: usize,
     next_id: u64,
     /// Open connections by id, so the oldest comes first.
     open: BTreeMap<u64, Arc<Conn>>,
@@ -349,9 +353,11 @@ impl Limiter {
         Limiter {
             cap,
             anonymous_cap: cap - reserve,
+            max_closing: (cap / 4).max(1),
             slots: Mutex::new(Slots {
                 anonymous: 0,
                 total: 0,
+                closing: 0,
                 next_id: 0,
                 open: BTreeMap::new(),
             }),
@@ -370,9 +376,18 @@ impl Limiter {
     fn admit(self: &Arc<Limiter>) -> Option<Arc<Conn>> {
         let mut slots = self.lock();
         if slots.total >= self.cap {
+            // An evicted connection keeps its descriptor until its task sees the eviction, a
+            // moment later: in a burst of connects, evicting without bound would run the server
+            // out of descriptors before the victims close. So at most `max_closing` may be
+            // closing at once (the descriptor budget leaves room for them); past that a
+            // newcomer is closed at once.
+            if slots.closing >= self.max_closing {
+                return None;
+            }
             let victim = slots.victim()?;
             let conn = slots.open.remove(&victim).expect("victim is open");
             slots.forget(conn.class());
+            slots.closing += 1;
             conn.evict();
         }
         let class = if slots.anonymous < self.anonymous_cap {
@@ -393,6 +408,9 @@ impl Limiter {
         let mut slots = self.lock();
         if slots.open.remove(&conn.id).is_some() {
             slots.forget(conn.class());
+        } else if conn.evicted.load(Ordering::Acquire) {
+            // Its slot went to a newcomer at eviction; its descriptor closes now.
+            slots.closing = slots.closing.saturating_sub(1);
         }
     }
 
@@ -780,12 +798,15 @@ mod tests {
         let next = limiter.admit().unwrap();
         assert!(probation.evicted.load(Ordering::Acquire));
         assert_eq!(next.class(), Class::Probation);
+        // Its task sees the eviction and ends, closing its socket.
+        limiter.release(&probation);
         // Once it authenticates it is safe, and the oldest idle anonymous one goes next.
         next.authenticate();
         assert_eq!(next.class(), Class::Authenticated);
         let another = limiter.admit().unwrap();
         assert!(anon[0].evicted.load(Ordering::Acquire));
         assert_eq!(another.class(), Class::Anonymous);
+        limiter.release(&anon[0]);
         // Busy connections are never evicted: with everything busy or authenticated, the
         // newcomer is refused.
         for conn in [&anon[1], &anon[2], &another] {
@@ -796,7 +817,27 @@ mod tests {
         limiter.release(&anon[0]);
         limiter.release(&next);
         let slots = limiter.lock();
-        assert_eq!((slots.total, slots.anonymous), (3, 3));
+        assert_eq!((slots.total, slots.anonymous, slots.closing), (3, 3, 0));
+    }
+
+    #[test]
+    fn evictions_wait_for_closing_connections_so_a_burst_cannot_exhaust_descriptors() {
+        let limiter = Arc::new(Limiter::new(8));
+        assert_eq!(limiter.max_closing, 2);
+        let first: Vec<_> = (0..8).map(|_| limiter.admit().unwrap()).collect();
+        // Two evictions may be pending at once; the third newcomer is closed at once.
+        let a = limiter.admit().unwrap();
+        let b = limiter.admit().unwrap();
+        assert!(limiter.admit().is_none());
+        // Once an evicted connection's task ends, its descriptor is free: one more may come in.
+        let evicted: Vec<_> = first
+            .iter()
+            .filter(|c| c.evicted.load(Ordering::Acquire))
+            .collect();
+        assert_eq!(evicted.len(), 2);
+        limiter.release(evicted[0]);
+        assert!(limiter.admit().is_some());
+        drop((a, b));
     }
 
     /// How far in the future the connection's deadline is, in whole seconds (rounded up).
