@@ -275,3 +275,84 @@ async fn request_bodies_sent_a_byte_a_second_without_a_token_do_not_hold_slots()
     .expect("admin request after the slow bodies");
     assert!(classes.items.is_empty());
 }
+
+/// A setup config whose job waits for the test's go-ahead, then continues the pipeline: its key
+/// is the request's only credential.
+const CONTINUE: &str = r#"
+version: 2.1
+setup: true
+jobs:
+  setup:
+    machine: true
+    resource_class: conn/setup
+    steps:
+      - run:
+          name: Continue
+          command: |
+            echo waiting
+            while [ ! -e "$GO" ]; do sleep 0.05; done
+            printf '{"continuation-key": "%s", "configuration": "version: 2.1\\njobs:\\n  after:\\n    machine: true\\n    resource_class: conn/setup\\n    steps:\\n      - run: echo continued\\nworkflows:\\n  next:\\n    jobs: [after]\\n"}' \
+              "$CIRCLE_CONTINUATION_KEY" > body.json
+            code=$(curl -s -o answer.json -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
+              --data-binary @body.json "$BOSUN_API_URL/api/v2/pipeline/continue")
+            echo "continue: $code $(cat answer.json)"
+            test "$code" = 200
+    environment:
+      GO: GO_PATH
+workflows:
+  setup:
+    jobs: [setup]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setup_job_continues_its_pipeline_while_anonymous_connections_fill_the_server() {
+    bosun_tests::require_program("curl", "the setup job posts its continuation with curl");
+    let dir = shared_tempdir();
+    // Forty slots, thirty for connections that have not authenticated; idle ones are held long.
+    let server = Server::start_with(
+        dir.path(),
+        &["--max-connections", "40", "--header-timeout-secs", "30"],
+    );
+    server.resource_class("conn/setup").await;
+    let token = server.token("conn/setup").await;
+    let go = dir.path().join("go");
+    let config = CONTINUE.replace("GO_PATH", &go.display().to_string());
+    let repo = git_repo(dir.path(), &[(".circleci/config.yml", &config)]);
+    server.project("local/conn/setup", &repo).await;
+    let _agent = launch_agent(
+        &server,
+        &token,
+        dir.path(),
+        "agent",
+        AgentOptions::default(),
+    );
+    let pipeline_id = server.trigger("local/conn/setup", "main").await;
+    let job_id = server.job_id(&pipeline_id, "setup").await;
+    server
+        .wait_for_log(&job_id, 0, "waiting", Duration::from_secs(30))
+        .await;
+    let addr: SocketAddr = server
+        .url
+        .trim_start_matches("http://")
+        .parse()
+        .expect("server address");
+    // Fill the anonymous share with silent connections, as any local user can; the reserve
+    // (ten slots, a few taken by the agent and the admin client) stays.
+    let mut idle = Vec::new();
+    for _ in 0..30 {
+        idle.push(TcpStream::connect(addr).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Now the job's own connection arrives on probation: the continuation key must count as
+    // its credential, or the server turns the pipeline's continuation away with a 503.
+    std::fs::write(&go, "").expect("go");
+    let job = server.wait_job(&job_id, Duration::from_secs(30)).await;
+    let log = String::from_utf8_lossy(&server.step_log(&job_id, 0).await).into_owned();
+    assert_eq!(job.status, "success", "{log}\n{}", server.proc.log_text());
+    assert!(log.contains("continue: 200"), "{log}");
+    let pipeline = server
+        .wait_pipeline(&pipeline_id, Duration::from_secs(30))
+        .await;
+    assert_eq!(pipeline.status, "success", "{pipeline:?}");
+    drop(idle);
+}

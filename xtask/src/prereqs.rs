@@ -44,6 +44,12 @@ pub const PREREQS: &[Prereq] = &[
         root_only: true,
     },
     Prereq {
+        program: "curl",
+        package: "curl",
+        why: "setup-workflow jobs post their continuation with curl, as CircleCI's docs do",
+        root_only: false,
+    },
+    Prereq {
         program: "python3",
         package: "python3",
         why: "attack tests (pidfd_getfd, rendezvous intruder) and the task-agent's shell test",

@@ -23,6 +23,7 @@ use serde::Deserialize;
 use crate::State;
 use crate::error::{AppError, AppResult};
 use crate::pipelines::{self, AddWorkflows, Resolved};
+use crate::serve::RequestConnection;
 use crate::util::{now_ms, rfc3339};
 
 pub fn routes() -> Router<State> {
@@ -40,6 +41,7 @@ struct ContinueBody {
 
 async fn continue_pipeline(
     StateExt(state): StateExt<State>,
+    connection: RequestConnection,
     Json(body): Json<ContinueBody>,
 ) -> AppResult<(StatusCode, Json<serde_json::Value>)> {
     let key_hash = crate::auth::hash_token(&body.continuation_key);
@@ -51,6 +53,9 @@ async fn continue_pipeline(
     let Some((pipeline_id, task_id)) = found else {
         return Err(AppError::not_found("unknown continuation key"));
     };
+    // The key is this request's credential: a setup job's connection counts as authenticated
+    // (and is served even when the server's anonymous share of connections is full).
+    connection.mark_authenticated();
     if let Some(used_at) = continued_at(&state, &pipeline_id).await? {
         return Err(already_used(used_at));
     }

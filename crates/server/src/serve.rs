@@ -118,6 +118,30 @@ pub(crate) fn mark_authenticated(parts: &Parts, valid: bool) {
     }
 }
 
+/// The connection a request arrived on, for handlers that authenticate a request themselves
+/// (the continuation key in `POST /api/v2/pipeline/continue`'s body) instead of through the
+/// `auth.rs` extractors.
+pub(crate) struct RequestConnection(Option<ConnectionHandle>);
+
+impl<S: Sync> axum::extract::FromRequestParts<S> for RequestConnection {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
+        Ok(RequestConnection(
+            parts.extensions.get::<ConnectionHandle>().cloned(),
+        ))
+    }
+}
+
+impl RequestConnection {
+    /// Like [`mark_authenticated`], once the handler has checked the request's credential.
+    pub(crate) fn mark_authenticated(&self) {
+        if let Some(handle) = &self.0 {
+            handle.0.authenticate();
+        }
+    }
+}
+
 /// Binds the listening socket with a backlog of [`LISTEN_BACKLOG`] (the kernel caps it at
 /// `net.core.somaxconn`). Tokio's `bind` uses 128, which a burst of clients (runners reconnecting
 /// after a restart, or a flood) overflows: Linux then drops the handshake's last ACK and the
