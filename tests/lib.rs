@@ -92,38 +92,33 @@ pub fn job_user() -> Option<&'static str> {
             );
             return None;
         }
-        if nix::unistd::User::from_name(TEST_JOB_USER)
-            .ok()
-            .flatten()
-            .is_none()
-        {
-            require_program(
-                "useradd",
-                "as root the harness creates the throwaway job user",
-            );
-            let status = Command::new("useradd")
-                .args([
-                    "--system",
-                    "--user-group",
-                    "--create-home",
-                    "--shell",
-                    "/bin/bash",
-                    TEST_JOB_USER,
-                ])
-                .status()
-                .expect("running useradd");
-            // Another test process may have created it meanwhile.
-            assert!(
-                status.success()
-                    || nix::unistd::User::from_name(TEST_JOB_USER)
-                        .ok()
-                        .flatten()
-                        .is_some(),
-                "useradd {TEST_JOB_USER} failed"
-            );
-        }
+        ensure_user(TEST_JOB_USER);
         Some(TEST_JOB_USER)
     })
+}
+
+/// As root, creates the throwaway system user `name` (with a home and bash) unless it exists.
+fn ensure_user(name: &str) {
+    if nix::unistd::User::from_name(name).ok().flatten().is_some() {
+        return;
+    }
+    require_program("useradd", "as root the harness creates throwaway job users");
+    let status = Command::new("useradd")
+        .args([
+            "--system",
+            "--user-group",
+            "--create-home",
+            "--shell",
+            "/bin/bash",
+            name,
+        ])
+        .status()
+        .expect("running useradd");
+    // Another test process may have created it meanwhile.
+    assert!(
+        status.success() || nix::unistd::User::from_name(name).ok().flatten().is_some(),
+        "useradd {name} failed"
+    );
 }
 
 /// A temporary directory every user may traverse (the job user must reach work dirs and repos).
@@ -171,6 +166,9 @@ fn spawn(mut command: Command, log: PathBuf) -> Proc {
     Proc { child, log }
 }
 
+/// The admin token the harness's servers are started with.
+const E2E_ADMIN_TOKEN: &str = "bosun-e2e-admin-token-0123456789";
+
 /// A running bosun-server with its admin client.
 pub struct Server {
     pub proc: Proc,
@@ -186,27 +184,46 @@ impl Server {
     }
 
     pub fn start_with(dir: &Path, extra: &[&str]) -> Server {
+        Server::start_custom(dir, extra, Some(E2E_ADMIN_TOKEN), |_| {})
+    }
+
+    /// Starts `bosun-server` with `extra` arguments, data in `dir/server`, the admin token from
+    /// `BOSUN_ADMIN_TOKEN` (or, with `None`, the one the server generates and writes to
+    /// `DATA_DIR/admin-token`), `setup` applied to the command last; waits until it listens.
+    fn start_custom(
+        dir: &Path,
+        extra: &[&str],
+        admin_token: Option<&str>,
+        setup: impl FnOnce(&mut Command),
+    ) -> Server {
         let data_dir = dir.join("server");
         std::fs::create_dir_all(&data_dir).expect("server dir");
-        let token = "bosun-e2e-admin-token-0123456789";
         let mut command = Command::new(bin_dir().join("bosun-server"));
         // A caller that picks its own address (to restart on the same port) passes `--listen`.
         if !extra.contains(&"--listen") {
             command.args(["--listen", "127.0.0.1:0"]);
         }
-        command
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .args(extra)
-            .env("BOSUN_ADMIN_TOKEN", token);
+        command.arg("--data-dir").arg(&data_dir).args(extra);
+        match admin_token {
+            Some(token) => command.env("BOSUN_ADMIN_TOKEN", token),
+            None => command.env_remove("BOSUN_ADMIN_TOKEN"),
+        };
+        setup(&mut command);
         let mut proc = spawn(command, dir.join("server.log"));
-        let url_file = data_dir.join("server-url");
+        let read_line = |name: &str| {
+            std::fs::read_to_string(data_dir.join(name))
+                .ok()
+                .filter(|text| text.ends_with('\n'))
+                .map(|text| text.trim().to_owned())
+        };
         let started = Instant::now();
-        let url = loop {
-            if let Ok(text) = std::fs::read_to_string(&url_file) {
-                if text.ends_with('\n') {
-                    break text.trim().to_owned();
-                }
+        let (url, token) = loop {
+            let token = match admin_token {
+                Some(token) => Some(token.to_owned()),
+                None => read_line("admin-token"),
+            };
+            if let (Some(url), Some(token)) = (read_line("server-url"), token) {
+                break (url, token);
             }
             if let Ok(Some(status)) = proc.child.try_wait() {
                 panic!("bosun-server exited ({status}):\n{}", proc.log_text());
@@ -224,7 +241,7 @@ impl Server {
             url,
             data_dir,
             client,
-            admin: Auth::CircleToken(token.into()),
+            admin: Auth::CircleToken(token),
         }
     }
 
@@ -396,23 +413,48 @@ pub fn launch_agent(
     name: &str,
     options: AgentOptions,
 ) -> Proc {
-    let config = dir.join(format!("{name}.yaml"));
-    let mut text = format!(
-        "api:\n  auth_token: {token}\n  url: {}\nrunner:\n  name: {name}\n  working_directory: {}/work/%s\n  cleanup_working_directory: {}\n  task_agent_path: {}\n",
-        server.url,
-        dir.display(),
+    let config = agent_config(
+        server,
+        token,
+        dir,
+        name,
+        "work",
+        job_user(),
         options.cleanup,
-        bin_dir().join("task-agent").display()
+        &options.extra_config,
     );
-    if let Some(user) = job_user() {
-        text.push_str(&format!("  user: {user}\n"));
-    }
-    text.push_str(&options.extra_config);
-    std::fs::write(&config, text).expect("agent config");
-    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let mut command = Command::new(bin_dir().join("launch-agent"));
     command.arg("--config").arg(&config);
     spawn(command, dir.join(format!("{name}.log")))
+}
+
+/// Writes `dir/<name>.yaml` (0600) for a launch-agent of `token` whose tasks live under
+/// `dir/<work>/`, run as `user` when given, with `extra` appended to the `runner` section.
+#[allow(clippy::too_many_arguments)]
+fn agent_config(
+    server: &Server,
+    token: &str,
+    dir: &Path,
+    name: &str,
+    work: &str,
+    user: Option<&str>,
+    cleanup: bool,
+    extra: &str,
+) -> PathBuf {
+    let config = dir.join(format!("{name}.yaml"));
+    let mut text = format!(
+        "api:\n  auth_token: {token}\n  url: {}\nrunner:\n  name: {name}\n  working_directory: {}/{work}/%s\n  cleanup_working_directory: {cleanup}\n  task_agent_path: {}\n",
+        server.url,
+        dir.display(),
+        bin_dir().join("task-agent").display()
+    );
+    if let Some(user) = user {
+        text.push_str(&format!("  user: {user}\n"));
+    }
+    text.push_str(extra);
+    std::fs::write(&config, text).expect("agent config");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    config
 }
 
 /// A git repository with `files` committed on branch `main`; returns its path.
@@ -629,39 +671,7 @@ impl Server {
     /// tests run as the server's own user). The data directory is made beforehand with the
     /// umask's usual 0755, as `Server::start` does.
     pub fn start_generating_admin_token(dir: &Path) -> Server {
-        let data_dir = dir.join("server");
-        std::fs::create_dir_all(&data_dir).expect("server dir");
-        let mut command = Command::new(bin_dir().join("bosun-server"));
-        command
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data_dir)
-            .env_remove("BOSUN_ADMIN_TOKEN");
-        let mut proc = spawn(command, dir.join("server.log"));
-        let started = Instant::now();
-        let (url, token) = loop {
-            let url = std::fs::read_to_string(data_dir.join("server-url")).unwrap_or_default();
-            let token = std::fs::read_to_string(data_dir.join("admin-token")).unwrap_or_default();
-            if url.ends_with('\n') && token.ends_with('\n') {
-                break (url.trim().to_owned(), token.trim().to_owned());
-            }
-            if let Ok(Some(status)) = proc.child.try_wait() {
-                panic!("bosun-server exited ({status}):\n{}", proc.log_text());
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "server did not start:\n{}",
-                proc.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let client = Client::new(&url).expect("client");
-        Server {
-            proc,
-            url,
-            data_dir,
-            client,
-            admin: Auth::CircleToken(token),
-        }
+        Server::start_custom(dir, &[], None, |_| {})
     }
 }
 
@@ -674,23 +684,7 @@ pub fn dedicated_job_user(name: &'static str) -> Option<&'static str> {
     if !is_root() {
         return None;
     }
-    if nix::unistd::User::from_name(name).ok().flatten().is_none() {
-        let status = Command::new("useradd")
-            .args([
-                "--system",
-                "--user-group",
-                "--create-home",
-                "--shell",
-                "/bin/bash",
-                name,
-            ])
-            .status()
-            .expect("running useradd");
-        assert!(
-            status.success() || nix::unistd::User::from_name(name).ok().flatten().is_some(),
-            "useradd {name} failed"
-        );
-    }
+    ensure_user(name);
     Some(name)
 }
 
@@ -703,17 +697,16 @@ pub fn launch_agent_as(
     user: &str,
     options: AgentOptions,
 ) -> Proc {
-    let config = dir.join(format!("{name}.yaml"));
-    let text = format!(
-        "api:\n  auth_token: {token}\n  url: {}\nrunner:\n  name: {name}\n  working_directory: {}/work/%s\n  cleanup_working_directory: {}\n  task_agent_path: {}\n  user: {user}\n{}",
-        server.url,
-        dir.display(),
+    let config = agent_config(
+        server,
+        token,
+        dir,
+        name,
+        "work",
+        Some(user),
         options.cleanup,
-        bin_dir().join("task-agent").display(),
-        options.extra_config
+        &options.extra_config,
     );
-    std::fs::write(&config, text).expect("agent config");
-    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let mut command = Command::new(bin_dir().join("launch-agent"));
     command.arg("--config").arg(&config);
     spawn(command, dir.join(format!("{name}.log")))
@@ -727,39 +720,7 @@ pub const SECOND_JOB_USER: &str = "bosun-test2";
 
 /// As root, makes sure [`SECOND_JOB_USER`] exists and returns its name.
 pub fn second_job_user() -> Option<&'static str> {
-    static USER: OnceLock<Option<&'static str>> = OnceLock::new();
-    *USER.get_or_init(|| {
-        if !is_root() {
-            return None;
-        }
-        if nix::unistd::User::from_name(SECOND_JOB_USER)
-            .ok()
-            .flatten()
-            .is_none()
-        {
-            let status = Command::new("useradd")
-                .args([
-                    "--system",
-                    "--user-group",
-                    "--create-home",
-                    "--shell",
-                    "/bin/bash",
-                    SECOND_JOB_USER,
-                ])
-                .status()
-                .expect("running useradd");
-            // Another test process may have created it meanwhile.
-            assert!(
-                status.success()
-                    || nix::unistd::User::from_name(SECOND_JOB_USER)
-                        .ok()
-                        .flatten()
-                        .is_some(),
-                "useradd {SECOND_JOB_USER} failed"
-            );
-        }
-        Some(SECOND_JOB_USER)
-    })
+    dedicated_job_user(SECOND_JOB_USER)
 }
 
 /// Starts a launch-agent like [`launch_agent`], with tasks under `dir/<name>-work`, jobs run as
@@ -774,19 +735,8 @@ pub fn launch_agent_with(
     extra_config: &str,
     setup: impl FnOnce(&mut Command),
 ) -> Proc {
-    let config = dir.join(format!("{name}.yaml"));
-    let mut text = format!(
-        "api:\n  auth_token: {token}\n  url: {}\nrunner:\n  name: {name}\n  working_directory: {}/{name}-work/%s\n  cleanup_working_directory: true\n  task_agent_path: {}\n",
-        server.url,
-        dir.display(),
-        bin_dir().join("task-agent").display()
-    );
-    if let Some(user) = user {
-        text.push_str(&format!("  user: {user}\n"));
-    }
-    text.push_str(extra_config);
-    std::fs::write(&config, text).expect("agent config");
-    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let work = format!("{name}-work");
+    let config = agent_config(server, token, dir, name, &work, user, true, extra_config);
     let log = dir.join(format!("{name}.log"));
     let file = std::fs::File::create(&log).expect("log file");
     let mut command = Command::new(bin_dir().join("launch-agent"));
@@ -810,54 +760,20 @@ impl Server {
     /// `nofile` before it starts, so a test can reach the descriptor limit with a few hundred
     /// connections.
     pub fn start_with_nofile(dir: &Path, extra: &[&str], nofile: u64) -> Server {
-        use std::os::unix::process::CommandExt;
-        let data_dir = dir.join("server");
-        std::fs::create_dir_all(&data_dir).expect("server dir");
-        let token = "bosun-e2e-admin-token-0123456789";
-        let mut command = Command::new(bin_dir().join("bosun-server"));
-        command
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data_dir)
-            .args(extra)
-            .env("BOSUN_ADMIN_TOKEN", token);
-        // SAFETY: the closure runs in the forked child before exec and calls only setrlimit,
-        // which is async-signal-safe; it allocates nothing and touches no lock.
-        unsafe {
-            command.pre_exec(move || {
-                nix::sys::resource::setrlimit(
-                    nix::sys::resource::Resource::RLIMIT_NOFILE,
-                    nofile,
-                    nofile,
-                )
-                .map_err(std::io::Error::from)
-            });
-        }
-        let mut proc = spawn(command, dir.join("server.log"));
-        let url_file = data_dir.join("server-url");
-        let started = Instant::now();
-        let url = loop {
-            if let Ok(text) = std::fs::read_to_string(&url_file) {
-                if text.ends_with('\n') {
-                    break text.trim().to_owned();
-                }
+        Server::start_custom(dir, extra, Some(E2E_ADMIN_TOKEN), |command| {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: the closure runs in the forked child before exec and calls only
+            // setrlimit, which is async-signal-safe; it allocates nothing and touches no lock.
+            unsafe {
+                command.pre_exec(move || {
+                    nix::sys::resource::setrlimit(
+                        nix::sys::resource::Resource::RLIMIT_NOFILE,
+                        nofile,
+                        nofile,
+                    )
+                    .map_err(std::io::Error::from)
+                });
             }
-            if let Ok(Some(status)) = proc.child.try_wait() {
-                panic!("bosun-server exited ({status}):\n{}", proc.log_text());
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "server did not start:\n{}",
-                proc.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let client = Client::new(&url).expect("client");
-        Server {
-            proc,
-            url,
-            data_dir,
-            client,
-            admin: Auth::CircleToken(token.into()),
-        }
+        })
     }
 }

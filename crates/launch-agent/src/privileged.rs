@@ -538,12 +538,26 @@ fn kill_cgroup(path: &Path) -> usize {
 /// (set by the task-agent for every step). Returns how many were killed.
 pub fn kill_marked_processes(task_id: &str) -> usize {
     let marker = format!("BOSUN_TASK_ID={task_id}");
+    kill_matching(20, |pid| {
+        std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
+            environ
+                .split(|b| *b == 0)
+                .any(|var| var == marker.as_bytes())
+        })
+    })
+}
+
+/// SIGKILLs every process for which `matches(pid)` holds (never this process), scanning
+/// `/proc` again until a scan finds none or `rounds` scans are done: a dying process may fork,
+/// and what it leaves may appear between two scans. Returns how many were killed.
+fn kill_matching(rounds: usize, matches: impl Fn(i32) -> bool) -> usize {
+    let me = std::process::id() as i32;
     let mut killed = 0;
-    for _ in 0..20 {
-        let mut found = 0;
+    for _ in 0..rounds {
         let Ok(entries) = std::fs::read_dir("/proc") else {
             return killed;
         };
+        let mut found = 0;
         for entry in entries.flatten() {
             let Some(pid) = entry
                 .file_name()
@@ -552,22 +566,17 @@ pub fn kill_marked_processes(task_id: &str) -> usize {
             else {
                 continue;
             };
-            let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            if pid == me || !matches(pid) {
                 continue;
-            };
-            if environ
-                .split(|b| *b == 0)
-                .any(|var| var == marker.as_bytes())
+            }
+            found += 1;
+            if nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .is_ok()
             {
-                found += 1;
-                if nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                )
-                .is_ok()
-                {
-                    killed += 1;
-                }
+                killed += 1;
             }
         }
         if found == 0 {
@@ -626,44 +635,10 @@ pub fn kill_user_processes(uid: Uid, since: u64) -> usize {
     if uid.is_root() {
         return 0;
     }
-    let me = std::process::id() as i32;
-    let mut killed = 0;
-    for _ in 0..50 {
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return killed;
-        };
-        let mut found = 0;
-        for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            if pid == me || !process_has_uid(pid, uid) {
-                continue;
-            }
-            match process_state_and_start(pid) {
-                Some((state, start)) if state != 'Z' && start >= since => {}
-                _ => continue,
-            }
-            found += 1;
-            if nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            )
-            .is_ok()
-            {
-                killed += 1;
-            }
-        }
-        if found == 0 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    killed
+    kill_matching(50, |pid| {
+        process_has_uid(pid, uid)
+            && matches!(process_state_and_start(pid), Some((state, start)) if state != 'Z' && start >= since)
+    })
 }
 
 /// After a task, whatever became of its task-agent: kills its cgroup (and removes it), then every
