@@ -75,6 +75,20 @@ fn main() -> ExitCode {
                 println!("  cleanup:           {}", config.cleanup_working_directory);
                 println!("  job user:          {}", identity.name);
                 println!("  task-agent:        {}", config.task_agent_path.display());
+                let limit = |value: Option<u64>| match value {
+                    Some(value) => value.to_string(),
+                    None => "unlimited".to_owned(),
+                };
+                println!("  max pids:          {}", limit(config.max_pids));
+                println!(
+                    "  max memory:        {}",
+                    match config.max_memory {
+                        Some(bytes) => format!("{} MiB", bytes >> 20),
+                        None => "unlimited".to_owned(),
+                    }
+                );
+                println!("  cgroups:           {}", config.cgroups);
+                println!("  dedicated user:    {}", config.dedicated_user);
                 for warning in &config.warnings {
                     println!("warning: {warning}");
                 }
