@@ -259,7 +259,8 @@ async fn five_megabytes_of_binary_output_arrive_byte_exact() {
     assert_eq!(report.finished(0), (StepStatus::Success, Some(0)));
     let expected = std::fs::read(dir.path().join("blob.bin")).unwrap();
     assert_eq!(expected.len(), 5 * 1024 * 1024);
-    let got = report.data.get(&0).cloned().unwrap_or_default();
+    let log = report.log_stream(0).expect("step 0 names its log stream");
+    let got = report.data.get(&log).cloned().unwrap_or_default();
     assert_eq!(got.len(), expected.len());
     assert!(got == expected, "5 MiB of output differ");
 }
