@@ -1,6 +1,7 @@
 //! Running one claimed task: fetch its spec, make its working directory, start the task-agent
 //! on a socketpair, relay logs and step events, heartbeat the lease, report completion, clean up.
 
+use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,7 +11,10 @@ use anyhow::Context;
 use bosun_api::{
     Auth, ClaimResponse, Client, CompleteRequest, HeartbeatResponse, StepEvent, TaskSpec,
 };
-use bosun_protocol::{Connection, FrameCodec, Incoming, Message, StepStatus, TaskStatus};
+use bosun_protocol::{
+    Connection, DEFAULT_MAX_OPEN_STREAMS, FrameCodec, Incoming, Message, ProtocolError, StepStatus,
+    StreamTable, TaskStatus, UploadOutcome,
+};
 use tokio::sync::watch;
 
 use crate::config::Config;
@@ -225,7 +229,16 @@ async fn run_in_dir(
 
     let (cancel_tx, mut cancel_rx) = watch::channel(None::<String>);
     let heartbeat = tokio::spawn(heartbeat_loop(client.clone(), auth.clone(), cancel_tx));
-    let outcome = relay(client, auth, config, &mut conn, &mut cancel_rx, stop).await;
+    let outcome = relay(
+        client,
+        auth,
+        config,
+        spec.steps.len(),
+        &mut conn,
+        &mut cancel_rx,
+        stop,
+    )
+    .await;
     heartbeat.abort();
 
     // The task-agent exits after its last message; give it a moment, then make sure.
@@ -494,12 +507,13 @@ async fn relay(
     client: &Client,
     auth: &Auth,
     config: &Config,
+    step_count: usize,
     conn: &mut Connection<tokio::net::UnixStream>,
     cancel_rx: &mut watch::Receiver<Option<String>>,
     stop: &mut StopLevel,
 ) -> anyhow::Result<(Outcome, Option<String>, Option<LogStop>)> {
     let mut uploader = LogUploader::new(client.clone(), auth.clone());
-    let mut names: Vec<String> = Vec::new();
+    let mut routes = Routes::new(step_count);
     let mut flush = tokio::time::interval(FLUSH_PERIOD);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let deadline = tokio::time::Instant::now() + config.max_run_time;
@@ -508,19 +522,25 @@ async fn relay(
     let outcome = loop {
         tokio::select! {
             incoming = conn.recv() => match incoming {
-                Ok(Some(Incoming::Data { stream, bytes })) => uploader.push(stream, bytes).await?,
-                Ok(Some(Incoming::Message(Message::StepStarted { step, name }))) => {
-                    if names.len() <= step as usize {
-                        names.resize(step as usize + 1, String::new());
+                Ok(Some(Incoming::Data { stream, bytes })) => match routes.data(stream) {
+                    Ok(Some(step)) => uploader.push(step, bytes).await?,
+                    Ok(None) => {}
+                    Err(err) => break Outcome::AgentLost(format!("task-agent broke the protocol: {err}")),
+                },
+                Ok(Some(Incoming::Message(Message::StepStarted { step, name, log }))) => {
+                    if let Err(err) = routes.step_started(step, &name, log) {
+                        break Outcome::AgentLost(format!("task-agent broke the protocol: {err}"));
                     }
-                    names[step as usize] = name.clone();
                     post_step(client, auth, StepEvent {
                         step, name, status: "running".into(), exit_code: None, duration_ms: None,
                     }).await?;
                 }
                 Ok(Some(Incoming::Message(Message::StepFinished { step, status, exit_code, duration_ms }))) => {
+                    let name = match routes.step_finished(step) {
+                        Ok(name) => name,
+                        Err(err) => break Outcome::AgentLost(format!("task-agent broke the protocol: {err}")),
+                    };
                     uploader.flush(step).await?;
-                    let name = names.get(step as usize).cloned().unwrap_or_default();
                     post_step(client, auth, StepEvent {
                         step,
                         name,
@@ -536,6 +556,20 @@ async fn relay(
                     }).await?;
                 }
                 Ok(Some(Incoming::Message(Message::TaskFinished { status }))) => break Outcome::Finished(status),
+                Ok(Some(Incoming::Message(message @ (Message::Upload { .. }
+                | Message::Download { .. }
+                | Message::End { .. }
+                | Message::Abandon { .. })))) => {
+                    match routes.transfer(message) {
+                        Ok(Some(answer)) => {
+                            if let Err(err) = conn.send(&answer).await {
+                                break Outcome::AgentLost(format!("task-agent socket: {err}"));
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(err) => break Outcome::AgentLost(format!("task-agent broke the protocol: {err}")),
+                    }
+                }
                 Ok(Some(Incoming::Message(other))) => {
                     break Outcome::AgentLost(format!("task-agent sent an unexpected `{}` message", other.kind()));
                 }
@@ -581,6 +615,120 @@ async fn relay(
         log_stop = uploader.stopped().cloned();
     }
     Ok((outcome, cancel_reason, log_stop))
+}
+
+/// What one of the task-agent's open data streams is, to the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// Step `step`'s log: its bytes go to the server's log of that step.
+    Log { step: u32 },
+    /// An upload this launch-agent refused: its data is dropped until its `End`.
+    Refused,
+}
+
+/// The relay's view of the task-agent's streams and steps: every frame is checked against it, so
+/// a task-agent (the job user's process) that breaks the protocol ends its task with a message
+/// naming what it did, instead of writing into another step's log or growing memory.
+struct Routes {
+    streams: StreamTable<Route>,
+    /// Name and log stream of each step started and not yet finished.
+    steps: HashMap<u32, (String, u32)>,
+    /// How many steps the task has: a step index at or past it is refused.
+    step_count: usize,
+}
+
+impl Routes {
+    fn new(step_count: usize) -> Routes {
+        Routes {
+            streams: StreamTable::new(DEFAULT_MAX_OPEN_STREAMS),
+            steps: HashMap::new(),
+            step_count,
+        }
+    }
+
+    fn step_started(&mut self, step: u32, name: &str, log: u32) -> Result<(), ProtocolError> {
+        if step as usize >= self.step_count || self.steps.contains_key(&step) {
+            return Err(ProtocolError::UnexpectedMessage {
+                expected: "a `step_started` for a step of the task that has not started",
+                received: format!("`step_started` for step {step} of {}", self.step_count),
+            });
+        }
+        self.streams.open(log, Route::Log { step })?;
+        self.steps.insert(step, (name.to_owned(), log));
+        Ok(())
+    }
+
+    /// Closes the step's log stream; returns the step's name.
+    fn step_finished(&mut self, step: u32) -> Result<String, ProtocolError> {
+        let Some((name, log)) = self.steps.remove(&step) else {
+            return Err(ProtocolError::UnexpectedMessage {
+                expected: "a `step_finished` for a running step",
+                received: format!("`step_finished` for step {step}"),
+            });
+        };
+        self.streams.close(log, "a `step_finished` message")?;
+        Ok(name)
+    }
+
+    /// The step whose log a data frame of `stream` belongs to (`None`: dropped).
+    fn data(&mut self, stream: u32) -> Result<Option<u32>, ProtocolError> {
+        match self.streams.expect(stream, "a data frame")? {
+            Route::Log { step } => Ok(Some(*step)),
+            Route::Refused => Ok(None),
+        }
+    }
+
+    /// Handles an upload or download message; returns the answer for the task-agent.
+    ///
+    /// The server has no blob endpoints yet: an upload is refused at once (the task-agent
+    /// stops sending; what is in flight is dropped until its `End`) and a download is not found.
+    fn transfer(&mut self, message: Message) -> Result<Option<Message>, ProtocolError> {
+        match message {
+            Message::Upload { stream, kind, name } => {
+                self.streams.open(stream, Route::Refused)?;
+                let message = format!(
+                    "the server does not support {} uploads yet: `{name}` was not stored",
+                    kind.as_str()
+                );
+                tracing::warn!(stream, "{message}");
+                Ok(Some(Message::Uploaded {
+                    stream,
+                    outcome: UploadOutcome::Failed { message },
+                }))
+            }
+            Message::Download { stream, kind, .. } => {
+                self.streams.open(stream, Route::Refused)?;
+                self.streams.close(stream, "a `download` message")?;
+                tracing::info!(
+                    stream,
+                    kind = kind.as_str(),
+                    "download not found: the server does not store blobs yet"
+                );
+                Ok(Some(Message::NotFound { stream }))
+            }
+            Message::End { stream, .. } => match self.streams.expect(stream, "an `end` message")? {
+                Route::Refused => {
+                    self.streams.close(stream, "an `end` message")?;
+                    Ok(None)
+                }
+                Route::Log { .. } => Err(ProtocolError::UnexpectedMessage {
+                    expected: "`end` only for an upload (a step's log ends with its step)",
+                    received: format!("`end` for log stream {stream}"),
+                }),
+            },
+            // Every download is answered at once, so an abandon always comes after its end;
+            // only an id never opened is wrong.
+            Message::Abandon { stream, .. } if self.streams.was_opened(stream) => Ok(None),
+            Message::Abandon { stream, .. } => Err(ProtocolError::UnknownStream {
+                stream,
+                what: "an `abandon` message",
+            }),
+            other => Err(ProtocolError::UnexpectedMessage {
+                expected: "an upload or download message",
+                received: other.kind().to_owned(),
+            }),
+        }
+    }
 }
 
 async fn send_cancel(conn: &mut Connection<tokio::net::UnixStream>, reason: &str, grace: Duration) {
@@ -647,5 +795,95 @@ async fn heartbeat_loop(client: Client, auth: Auth, cancel: watch::Sender<Option
         }
         // A held heartbeat already waited; an early answer (error, old server) must not spin.
         tokio::time::sleep_until(started + Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bosun_protocol::BlobKind;
+
+    use super::*;
+
+    #[test]
+    fn log_data_goes_to_the_step_that_named_the_stream() {
+        let mut routes = Routes::new(3);
+        routes.step_started(0, "checkout", 1).unwrap();
+        routes.step_started(2, "background", 4).unwrap();
+        assert_eq!(routes.data(1).unwrap(), Some(0));
+        assert_eq!(routes.data(4).unwrap(), Some(2));
+        assert_eq!(routes.step_finished(0).unwrap(), "checkout");
+        assert_eq!(
+            routes.data(1).unwrap_err().to_string(),
+            "a data frame for stream 1, which is not open"
+        );
+        // A step index the task does not have, a step started twice, a reused stream id.
+        assert!(routes.step_started(3, "x", 9).is_err());
+        assert!(routes.step_started(2, "again", 9).is_err());
+        assert_eq!(
+            routes.step_started(1, "reuse", 4).unwrap_err().to_string(),
+            "stream 4 opened after stream 4: stream ids increase and are never reused"
+        );
+    }
+
+    #[test]
+    fn uploads_are_refused_and_downloads_not_found_until_the_server_stores_blobs() {
+        let mut routes = Routes::new(1);
+        let answer = routes
+            .transfer(Message::Upload {
+                stream: 2,
+                kind: BlobKind::Cache,
+                name: "v1-deps".into(),
+            })
+            .unwrap();
+        assert_eq!(
+            answer,
+            Some(Message::Uploaded {
+                stream: 2,
+                outcome: UploadOutcome::Failed {
+                    message:
+                        "the server does not support cache uploads yet: `v1-deps` was not stored"
+                            .into()
+                },
+            })
+        );
+        // The data in flight is dropped until the task-agent ends the stream.
+        assert_eq!(routes.data(2).unwrap(), None);
+        let end = Message::End {
+            stream: 2,
+            error: None,
+        };
+        assert_eq!(routes.transfer(end.clone()).unwrap(), None);
+        assert!(routes.transfer(end).is_err());
+        let answer = routes
+            .transfer(Message::Download {
+                stream: 3,
+                kind: BlobKind::Workspace,
+                keys: vec![],
+            })
+            .unwrap();
+        assert_eq!(answer, Some(Message::NotFound { stream: 3 }));
+        // Abandoning a download answered already is a race, not an error; one never asked is.
+        let abandon = |stream| Message::Abandon {
+            stream,
+            reason: "x".into(),
+        };
+        assert_eq!(routes.transfer(abandon(3)).unwrap(), None);
+        assert_eq!(
+            routes.transfer(abandon(7)).unwrap_err().to_string(),
+            "an `abandon` message for stream 7, which is not open"
+        );
+    }
+
+    #[test]
+    fn a_log_stream_is_not_ended_like_an_upload() {
+        let mut routes = Routes::new(1);
+        routes.step_started(0, "run", 1).unwrap();
+        let err = routes
+            .transfer(Message::End {
+                stream: 1,
+                error: None,
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("`end` for log stream 1"), "{err}");
     }
 }

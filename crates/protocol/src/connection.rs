@@ -287,14 +287,20 @@ mod tests {
             .unwrap();
         match agent.recv().await.unwrap() {
             Some(Incoming::Message(Message::Refused { reason })) => {
-                assert!(reason.contains("protocol version 2"), "{reason}");
+                let peer = PROTOCOL_VERSION + 1;
+                assert!(
+                    reason.contains(&format!("protocol version {peer}")),
+                    "{reason}"
+                );
             }
             other => panic!("expected refused, got {other:?}"),
         }
-        assert!(matches!(
-            server.await.unwrap(),
-            Err(ProtocolError::WrongVersion { peer: 2, ours: 1 })
-        ));
+        match server.await.unwrap() {
+            Err(ProtocolError::WrongVersion { peer, ours }) => {
+                assert_eq!((peer, ours), (PROTOCOL_VERSION + 1, PROTOCOL_VERSION));
+            }
+            other => panic!("expected WrongVersion, got {other:?}"),
+        }
     }
 
     #[tokio::test]

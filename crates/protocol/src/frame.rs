@@ -1,5 +1,5 @@
 //! Framing: `u32 length (big-endian) | u8 kind | payload`, where `length` counts the kind byte and
-//! the payload. Data payloads start with a big-endian `u32` stream id.
+//! the payload. Data payloads start with a big-endian `u32` stream id, never 0.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
@@ -37,7 +37,7 @@ impl FrameKind {
 pub enum Frame {
     /// JSON bytes of a control message.
     Control(Bytes),
-    /// Raw bytes belonging to `stream` (for logs: the step index).
+    /// Raw bytes belonging to `stream` (never 0; see [`crate::streams`]).
     Data { stream: u32, bytes: Bytes },
 }
 
@@ -99,6 +99,9 @@ impl Decoder for FrameCodec {
                     return Err(ProtocolError::ShortDataFrame(payload.len()));
                 }
                 let stream = payload.get_u32();
+                if stream == 0 {
+                    return Err(ProtocolError::StreamZero);
+                }
                 Ok(Some(Frame::Data {
                     stream,
                     bytes: payload,
@@ -122,6 +125,7 @@ impl Encoder<Frame> for FrameCodec {
     fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), ProtocolError> {
         let (kind, prefix, body) = match &frame {
             Frame::Control(json) => (FrameKind::Control, None, json),
+            Frame::Data { stream: 0, .. } => return Err(ProtocolError::StreamZero),
             Frame::Data { stream, bytes } => (FrameKind::Data, Some(*stream), bytes),
         };
         let len = 1 + prefix.map_or(0, |_| STREAM_ID_BYTES) + body.len();
@@ -176,7 +180,7 @@ mod tests {
                 bytes: Bytes::from(vec![0u8, 255, 10, 13]),
             },
             Frame::Data {
-                stream: 0,
+                stream: u32::MAX,
                 bytes: Bytes::new(),
             },
         ];
@@ -246,6 +250,29 @@ mod tests {
         assert!(matches!(
             codec.decode(&mut buf),
             Err(ProtocolError::ShortDataFrame(2))
+        ));
+    }
+
+    #[test]
+    fn stream_zero_is_refused_both_ways() {
+        let mut codec = FrameCodec::default();
+        let mut buf = BytesMut::from(&[0u8, 0, 0, 6, 2, 0, 0, 0, 0, b'x'][..]);
+        let err = codec.decode(&mut buf).unwrap_err();
+        assert!(matches!(err, ProtocolError::StreamZero));
+        assert_eq!(
+            err.to_string(),
+            "stream id 0 is reserved: data streams are numbered from 1"
+        );
+        let mut out = BytesMut::new();
+        assert!(matches!(
+            codec.encode(
+                Frame::Data {
+                    stream: 0,
+                    bytes: Bytes::from_static(b"x")
+                },
+                &mut out
+            ),
+            Err(ProtocolError::StreamZero)
         ));
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! Frames travel over one Unix stream socket: a 4-byte big-endian length, a 1-byte kind and a
 //! payload. Control frames carry one JSON [`Message`]; data frames carry raw bytes for a numbered
-//! stream (a step's log). The first exchange is the handshake: the task-agent says [`Message::Hello`]
+//! stream: a step's log, an upload ([`Message::Upload`] … [`Message::End`]) or a download
+//! ([`Message::Download`] answered by [`Message::Found`] … [`Message::End`] or
+//! [`Message::NotFound`]); see [`streams`] for the rules of stream ids. The first exchange is the handshake: the task-agent says [`Message::Hello`]
 //! with its protocol version and the launch-agent answers [`Message::Welcome`] with the task, or
 //! [`Message::Refused`].
 //!
@@ -12,14 +14,19 @@
 mod connection;
 mod frame;
 mod message;
+#[cfg(test)]
+mod proptests;
+pub mod streams;
 pub mod task;
 
 pub use connection::{Connection, Incoming};
 pub use frame::{DEFAULT_MAX_FRAME, Frame, FrameCodec, FrameKind};
-pub use message::{Message, StepStatus, TaskStatus};
+pub use message::{BlobKind, Message, StepStatus, TaskStatus, UploadOutcome};
+pub use streams::{DEFAULT_MAX_OPEN_STREAMS, StreamTable};
 
-/// Version of the wire protocol; both sides must speak the same one.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version of the wire protocol; both sides must speak the same one. 2: data streams have ids of
+/// their own (`StepStarted` names its log's), uploads and downloads.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Everything that can go wrong on the wire.
 #[derive(Debug, thiserror::Error)]
@@ -49,4 +56,14 @@ pub enum ProtocolError {
     Refused(String),
     #[error("connection closed by the peer while waiting for {0}")]
     Closed(&'static str),
+    #[error("stream id 0 is reserved: data streams are numbered from 1")]
+    StreamZero,
+    #[error(
+        "stream {stream} opened after stream {highest}: stream ids increase and are never reused"
+    )]
+    StreamOutOfOrder { stream: u32, highest: u32 },
+    #[error("{what} for stream {stream}, which is not open")]
+    UnknownStream { stream: u32, what: &'static str },
+    #[error("more than {max} data streams open at once")]
+    TooManyStreams { max: usize },
 }

@@ -21,8 +21,9 @@ pub enum Message {
     Welcome { task: Box<TaskSpec> },
     /// launch-agent -> task-agent: the handshake failed; the task-agent exits.
     Refused { reason: String },
-    /// task-agent -> launch-agent: step `step` (index into the task's steps) begins.
-    StepStarted { step: u32, name: String },
+    /// task-agent -> launch-agent: step `step` (index into the task's steps) begins; its log is
+    /// data stream `log` (opened by this message, closed by the step's `StepFinished`).
+    StepStarted { step: u32, name: String, log: u32 },
     /// task-agent -> launch-agent: step `step` ended; every log byte of it was sent before this.
     StepFinished {
         step: u32,
@@ -34,6 +35,48 @@ pub enum Message {
     TaskFinished { status: TaskStatus },
     /// launch-agent -> task-agent: stop the running step (SIGTERM, then SIGKILL after `grace_ms`).
     Cancel { reason: String, grace_ms: u64 },
+    /// task-agent -> launch-agent: opens stream `stream` to store an object of `kind` named
+    /// `name` (a cache key, an artifact's destination path, a workspace layer, a test-results
+    /// file). Its bytes follow as data frames, then [`Message::End`]. The launch-agent answers
+    /// with exactly one [`Message::Uploaded`], possibly before the `End` (it refused the object
+    /// early: it then discards the stream's data until the `End`).
+    Upload {
+        stream: u32,
+        kind: BlobKind,
+        name: String,
+    },
+    /// task-agent -> launch-agent: opens stream `stream` to fetch an object of `kind`. `keys`
+    /// say which, in the kind's own terms (for a cache: key prefixes tried in order, the most
+    /// recently saved match of the first matching prefix wins). Answered with
+    /// [`Message::Found`], data frames and [`Message::End`], or with [`Message::NotFound`].
+    Download {
+        stream: u32,
+        kind: BlobKind,
+        keys: Vec<String>,
+    },
+    /// Either direction, from the side that sends `stream`'s data: no more data follows. With
+    /// `error`, the stream is incomplete (the sender gave up) and its receiver discards it.
+    End {
+        stream: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// launch-agent -> task-agent: what became of upload `stream`.
+    Uploaded { stream: u32, outcome: UploadOutcome },
+    /// launch-agent -> task-agent: download `stream` matched the object stored under `key`
+    /// (`size` bytes, when known); its data frames and `End` follow.
+    Found {
+        stream: u32,
+        key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<u64>,
+    },
+    /// launch-agent -> task-agent: nothing matches download `stream`; the stream is closed.
+    NotFound { stream: u32 },
+    /// task-agent -> launch-agent: the task-agent wants no more of download `stream` (a corrupt
+    /// archive, a failed step). The launch-agent stops sending and ends the stream with an
+    /// `End`; data already on the way is discarded.
+    Abandon { stream: u32, reason: String },
 }
 
 impl Message {
@@ -47,8 +90,61 @@ impl Message {
             Message::StepFinished { .. } => "step_finished",
             Message::TaskFinished { .. } => "task_finished",
             Message::Cancel { .. } => "cancel",
+            Message::Upload { .. } => "upload",
+            Message::Download { .. } => "download",
+            Message::End { .. } => "end",
+            Message::Uploaded { .. } => "uploaded",
+            Message::Found { .. } => "found",
+            Message::NotFound { .. } => "not_found",
+            Message::Abandon { .. } => "abandon",
         }
     }
+
+    /// The data stream this message opens: a step's log, an upload or a download.
+    pub fn opens_stream(&self) -> Option<u32> {
+        match self {
+            Message::StepStarted { log, .. } => Some(*log),
+            Message::Upload { stream, .. } | Message::Download { stream, .. } => Some(*stream),
+            _ => None,
+        }
+    }
+}
+
+/// What an upload or a download carries; each kind has its own namespace of names and keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlobKind {
+    /// `store_artifacts`: one file, named by its destination path.
+    Artifact,
+    /// `save_cache` / `restore_cache`: one archive, named by its key.
+    Cache,
+    /// `persist_to_workspace` / `attach_workspace`: one layer archive.
+    Workspace,
+    /// `store_test_results`: one results file.
+    TestResults,
+}
+
+impl BlobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlobKind::Artifact => "artifact",
+            BlobKind::Cache => "cache",
+            BlobKind::Workspace => "workspace",
+            BlobKind::TestResults => "test_results",
+        }
+    }
+}
+
+/// The launch-agent's answer to an upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case", deny_unknown_fields)]
+pub enum UploadOutcome {
+    /// Every byte up to the `End` is stored.
+    Stored,
+    /// An object of that name exists and is never overwritten (caches); the bytes were dropped.
+    Exists,
+    /// Not stored, for `message` (a limit, the server, an aborted stream).
+    Failed { message: String },
 }
 
 /// How one step ended.

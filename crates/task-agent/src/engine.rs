@@ -1,8 +1,8 @@
 //! The step loop.
 //!
 //! For each step in order: decide from its `when` whether it runs (`on_success` after no failure,
-//! `on_fail` after a failure, `always`), send `StepStarted`, run it (its log is data stream
-//! `index`), send `StepFinished`. A skipped step is still started and finished (status
+//! `on_fail` after a failure, `always`), send `StepStarted`, which names the step's log stream
+//! (an id the link allocates, not the step's index), run it, send `StepFinished`. A skipped step is still started and finished (status
 //! `skipped`) so the server records it. A canceled step ends the loop: the remaining steps are not
 //! started. Background steps run in their own tasks and send their own `StepFinished` when they
 //! end; when the loop is over they are stopped (SIGTERM, grace, SIGKILL) and awaited. Then every
@@ -118,12 +118,7 @@ async fn run_steps(
             When::OnFail => progress.failed,
             When::Always => true,
         };
-        job.out
-            .message(Message::StepStarted {
-                step: index,
-                name: step.name().to_owned(),
-            })
-            .await?;
+        let log = job.out.step_started(index, step.name().to_owned()).await?;
         let started = Instant::now();
         if !runs {
             let skipped = StepResult {
@@ -137,11 +132,11 @@ async fn run_steps(
             Step::Run(step) if step.background => {
                 progress
                     .background
-                    .push(start_background(job, index, step.clone()));
+                    .push(start_background(job, index, log, step.clone()));
                 continue;
             }
-            Step::Run(step) => run::execute(job, index, step, control).await?,
-            Step::Checkout(step) => checkout::execute(job, index, step, control).await?,
+            Step::Run(step) => run::execute(job, index, log, step, control).await?,
+            Step::Checkout(step) => checkout::execute(job, log, step, control).await?,
         };
         finish(&job.out, index, result, started).await?;
         match result.status {
@@ -156,12 +151,12 @@ async fn run_steps(
     Ok(())
 }
 
-fn start_background(job: &Arc<Job>, index: u32, step: RunStep) -> Background {
+fn start_background(job: &Arc<Job>, index: u32, log: u32, step: RunStep) -> Background {
     let (stop, mut control) = watch::channel(Control::Run);
     let job = Arc::clone(job);
     let handle = tokio::spawn(async move {
         let started = Instant::now();
-        let result = run::execute(&job, index, &step, &mut control).await?;
+        let result = run::execute(&job, index, log, &step, &mut control).await?;
         finish(&job.out, index, result, started).await?;
         Ok(result.status)
     });

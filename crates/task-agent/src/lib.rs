@@ -6,9 +6,10 @@
 //! marks that fd close-on-exec (no step ever inherits it), says hello, receives the
 //! [`TaskSpec`](bosun_protocol::task::TaskSpec) and runs its steps in order:
 //!
-//! - [`link`]: the one task that owns the socket: it writes what the steps send (messages and log
-//!   data, through a bounded channel, so a slow launch-agent slows the job instead of growing
-//!   memory) and reads `Cancel` or the end of the connection into a [`link::Control`] state.
+//! - [`link`]: the one task that owns the socket: it writes what the steps send (messages, log
+//!   and upload data, through a bounded channel, so a slow launch-agent slows the job instead of
+//!   growing memory), allocates stream ids, reads `Cancel` or the end of the connection into a
+//!   [`link::Control`] state and routes upload and download answers to the step that asked.
 //! - [`engine`]: the step loop: `when` conditions, `StepStarted`/`StepFinished`, background steps,
 //!   cancel, `TaskFinished`.
 //! - [`steps`]: one module per step type (`run`, `checkout`), plus the job's environment and

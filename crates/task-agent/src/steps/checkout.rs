@@ -30,10 +30,10 @@ const GIT_OPTIONS: [&str; 2] = ["-c", "safe.directory=*"];
 /// hence the quotes). Remote repositories are left alone.
 const LOCAL_UPLOAD_PACK: &str = "git -c safe.directory='*' upload-pack";
 
-/// Checks out the task's revision as step `index`.
+/// Checks out the task's revision; the step's log is stream `log`.
 pub async fn execute(
     job: &Job,
-    index: u32,
+    log: u32,
     step: &CheckoutStep,
     control: &mut watch::Receiver<Control>,
 ) -> Result<StepResult, Lost> {
@@ -48,14 +48,14 @@ pub async fn execute(
         (None, None) => String::new(),
     };
     job.out
-        .text(index, format!("Cloning {url}{at} at {revision}\n"))
+        .text(log, format!("Cloning {url}{at} at {revision}\n"))
         .await?;
 
     let mut env = job.env.clone();
     env.insert("GIT_TERMINAL_PROMPT".into(), "0".into());
     let mut git = Git {
         job,
-        index,
+        log,
         control,
         env,
     };
@@ -67,7 +67,7 @@ pub async fn execute(
             if let Err(err) = std::fs::create_dir_all(&parent) {
                 return job
                     .fail(
-                        index,
+                        log,
                         format!("task-agent: cannot create {}: {err}\n", parent.display()),
                     )
                     .await;
@@ -138,7 +138,7 @@ pub async fn execute(
 
 struct Git<'a> {
     job: &'a Job,
-    index: u32,
+    log: u32,
     control: &'a mut watch::Receiver<Control>,
     env: BTreeMap<String, String>,
 }
@@ -159,13 +159,13 @@ impl Git<'_> {
             Ok(process) => process,
             Err(err) => {
                 let message = format!("task-agent: cannot start git: {err}\n");
-                return self.job.fail(self.index, message).await.map(Some);
+                return self.job.fail(self.log, message).await.map(Some);
             }
         };
         self.job.track(process.pgid());
         let ended = supervise(
             process,
-            self.index,
+            self.log,
             &self.job.out,
             DEFAULT_NO_OUTPUT_TIMEOUT,
             self.job.kill_grace,
@@ -177,7 +177,7 @@ impl Git<'_> {
                 return Ok(None);
             }
         }
-        conclude(&self.job.out, self.index, ended).await.map(Some)
+        conclude(&self.job.out, self.log, ended).await.map(Some)
     }
 }
 

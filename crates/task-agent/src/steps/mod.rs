@@ -1,7 +1,7 @@
 //! Step types and what they share: the job's environment and directories, and how a process's
 //! end becomes a step's status.
 //!
-//! Each step type is a module with an async `execute(job, index, step, control)` returning a
+//! Each step type is a module with an async `execute(job, log, step, control)` returning a
 //! [`StepResult`]; the [`crate::engine`] sends `StepStarted`/`StepFinished` around it. New step
 //! types (caches, workspaces, artifacts, test results) add a module here and a match arm there.
 
@@ -100,9 +100,9 @@ impl Job {
             .sweep();
     }
 
-    /// Fails step `index` before it could start a process, with `message` in its log.
-    pub async fn fail(&self, index: u32, message: String) -> Result<StepResult, Lost> {
-        self.out.text(index, message).await?;
+    /// Fails a step before it could start a process, with `message` in its log (stream `log`).
+    pub async fn fail(&self, log: u32, message: String) -> Result<StepResult, Lost> {
+        self.out.text(log, message).await?;
         Ok(StepResult::failed(None))
     }
 

@@ -11,13 +11,14 @@ use super::{DEFAULT_NO_OUTPUT_TIMEOUT, DEFAULT_SHELL, Job, StepResult, conclude}
 use crate::link::{Control, Lost};
 use crate::process::{CommandSpec, spawn, supervise};
 
-/// Runs `step` (index `index`, whose log is stream `index`) to its end.
+/// Runs `step` (index `index` in the task, whose log is stream `log`) to its end.
 ///
 /// Background steps run through the same function, in their own task, with a `control` that the
 /// engine moves to [`Control::Finish`] when the job ends.
 pub async fn execute(
     job: &Job,
     index: u32,
+    log: u32,
     step: &RunStep,
     control: &mut watch::Receiver<Control>,
 ) -> Result<StepResult, Lost> {
@@ -25,7 +26,7 @@ pub async fn execute(
     if let Err(err) = std::fs::create_dir_all(&dir) {
         return job
             .fail(
-                index,
+                log,
                 format!(
                     "task-agent: cannot create the working directory {}: {err}\n",
                     dir.display()
@@ -39,7 +40,7 @@ pub async fn execute(
     if let Err(err) = crate::isolation::write_script(&script, &step.command) {
         return job
             .fail(
-                index,
+                log,
                 format!(
                     "task-agent: cannot write the step's script {}: {err}\n",
                     script.display()
@@ -69,10 +70,7 @@ pub async fn execute(
         Ok(process) => process,
         Err(err) => {
             return job
-                .fail(
-                    index,
-                    format!("task-agent: cannot start `{shell}`: {err}\n"),
-                )
+                .fail(log, format!("task-agent: cannot start `{shell}`: {err}\n"))
                 .await;
         }
     };
@@ -81,6 +79,6 @@ pub async fn execute(
         .no_output_timeout_secs
         .map(Duration::from_secs)
         .unwrap_or(DEFAULT_NO_OUTPUT_TIMEOUT);
-    let ended = supervise(process, index, &job.out, timeout, job.kill_grace, control).await;
-    conclude(&job.out, index, ended).await
+    let ended = supervise(process, log, &job.out, timeout, job.kill_grace, control).await;
+    conclude(&job.out, log, ended).await
 }

@@ -307,9 +307,20 @@ impl Report {
         }
     }
 
+    /// The id of step `step`'s log stream, as its `StepStarted` named it.
+    pub fn log_stream(&self, step: u32) -> Option<u32> {
+        self.messages.iter().find_map(|message| match message {
+            Message::StepStarted { step: s, log, .. } if *s == step => Some(*log),
+            _ => None,
+        })
+    }
+
     /// Step `step`'s log as text.
     pub fn log(&self, step: u32) -> String {
-        String::from_utf8_lossy(self.data.get(&step).map_or(&[][..], |bytes| bytes)).into_owned()
+        let bytes = self
+            .log_stream(step)
+            .and_then(|stream| self.data.get(&stream));
+        String::from_utf8_lossy(bytes.map_or(&[][..], |bytes| bytes)).into_owned()
     }
 
     pub fn started(&self, step: u32) -> bool {

@@ -5,3 +5,4 @@ mod checkout;
 mod control;
 mod harness;
 mod steps;
+mod streams;

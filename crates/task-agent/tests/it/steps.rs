@@ -21,6 +21,9 @@ async fn two_steps_stream_their_exact_output_on_their_own_stream() {
     report.assert_clean_exit();
     assert_eq!(report.log(0), "one\ntwo\n");
     assert_eq!(report.log(1), "three\n");
+    // Each step names its own log stream: ids from 1 up, not the step indexes.
+    let logs: Vec<Option<u32>> = (0..3).map(|step| report.log_stream(step)).collect();
+    assert_eq!(logs, [Some(1), Some(2), Some(3)]);
     assert_eq!(report.finished(0), (StepStatus::Success, Some(0)));
     assert_eq!(report.finished(1), (StepStatus::Success, Some(0)));
     // on_fail without a failure: started and finished as skipped, no output.
@@ -259,7 +262,8 @@ async fn five_megabytes_of_binary_output_arrive_byte_exact() {
     assert_eq!(report.finished(0), (StepStatus::Success, Some(0)));
     let expected = std::fs::read(dir.path().join("blob.bin")).unwrap();
     assert_eq!(expected.len(), 5 * 1024 * 1024);
-    let got = report.data.get(&0).cloned().unwrap_or_default();
+    let log = report.log_stream(0).expect("step 0 names its log stream");
+    let got = report.data.get(&log).cloned().unwrap_or_default();
     assert_eq!(got.len(), expected.len());
     assert!(got == expected, "5 MiB of output differ");
 }
