@@ -512,3 +512,38 @@ async fn error_answers_of_streamed_calls_are_status_errors_with_the_message() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_server_refusing_an_upload_early_is_heard_over_the_unsent_body() {
+    let app = Router::new().route(
+        "/blob",
+        put(|| async {
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                axum::Json(serde_json::json!({ "message": "the archive is over 10 GiB" })),
+            )
+        }),
+    );
+    let addr = serve(app).await;
+    let client = client(addr, Duration::from_secs(5));
+    let produced = Arc::new(AtomicU64::new(0));
+    let err = client
+        .upload(
+            Method::PUT,
+            "/blob",
+            &Auth::None,
+            "application/octet-stream",
+            Body::sized(TOTAL, pattern_stream(produced.clone())),
+        )
+        .await
+        .expect_err("413");
+    eprintln!(
+        "refused after {} KiB produced: {err}",
+        produced.load(Ordering::SeqCst) >> 10
+    );
+    assert_eq!(err.status(), Some(StatusCode::PAYLOAD_TOO_LARGE), "{err}");
+    assert!(
+        err.to_string().ends_with(": the archive is over 10 GiB"),
+        "{err}"
+    );
+}
