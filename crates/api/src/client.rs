@@ -586,9 +586,108 @@ impl Body {
         ))
     }
 
+    /// A body fed through a [`BodySender`], for a source that pushes (the launch-agent relaying
+    /// a task-agent's data frames). At most `capacity` chunks wait in between: a slow server makes
+    /// [`BodySender::send`] wait, so backpressure reaches the source. The body ends only at
+    /// [`BodySender::finish`]; a sender dropped before it fails the upload, so a source that died
+    /// never leaves a truncated object that looks complete.
+    pub fn channel(capacity: usize) -> (BodySender, Body) {
+        let (sender, receiver) = tokio::sync::mpsc::channel(capacity.max(1));
+        let body = Body::stream(ChannelStream {
+            receiver,
+            ended: false,
+        });
+        (BodySender { sender }, body)
+    }
+
+    /// [`Body::channel`] for a source that knows its length: sent with `Content-Length`.
+    pub fn sized_channel(length: u64, capacity: usize) -> (BodySender, Body) {
+        let (sender, body) = Body::channel(capacity);
+        (
+            sender,
+            Body {
+                length: Some(length),
+                ..body
+            },
+        )
+    }
+
     /// The announced length, when known.
     pub fn length(&self) -> Option<u64> {
         self.length
+    }
+}
+
+enum ChannelItem {
+    Data(Bytes),
+    End,
+    Fail(BoxError),
+}
+
+/// The feeding end of a [`Body::channel`].
+#[derive(Debug)]
+pub struct BodySender {
+    sender: tokio::sync::mpsc::Sender<ChannelItem>,
+}
+
+/// The upload ended (it failed, or the server stopped it) before the source did.
+#[derive(Debug, thiserror::Error)]
+#[error("the upload is no longer reading its source")]
+pub struct UploadGone;
+
+impl BodySender {
+    /// Queues one chunk; waits while the queue is full.
+    pub async fn send(&self, chunk: Bytes) -> Result<(), UploadGone> {
+        self.sender
+            .send(ChannelItem::Data(chunk))
+            .await
+            .map_err(|_| UploadGone)
+    }
+
+    /// Ends the body: the upload completes once the server took everything. The upload's own
+    /// result says whether it succeeded (a sized body may already be complete and gone).
+    pub async fn finish(self) {
+        let _ = self.sender.send(ChannelItem::End).await;
+    }
+
+    /// Fails the upload with `why` (it becomes [`ApiError::Upload`]).
+    pub async fn fail(self, why: impl Into<BoxError>) {
+        // An upload that is gone has already failed: nothing is left to tell.
+        let _ = self.sender.send(ChannelItem::Fail(why.into())).await;
+    }
+}
+
+struct ChannelStream {
+    receiver: tokio::sync::mpsc::Receiver<ChannelItem>,
+    ended: bool,
+}
+
+impl Stream for ChannelStream {
+    type Item = Result<Bytes, BoxError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        match this.receiver.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(ChannelItem::Data(chunk))) => Poll::Ready(Some(Ok(chunk))),
+            Poll::Ready(Some(ChannelItem::End)) => {
+                this.ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(ChannelItem::Fail(why))) => {
+                this.ended = true;
+                Poll::Ready(Some(Err(why)))
+            }
+            Poll::Ready(None) => {
+                this.ended = true;
+                Poll::Ready(Some(Err(
+                    "the source stopped before the end of its data".into()
+                )))
+            }
+        }
     }
 }
 

@@ -13,8 +13,8 @@ pub mod types;
 pub use bosun_protocol::task;
 pub use bosun_protocol::task::TaskSpec;
 pub use client::{
-    ApiError, Auth, Body, BoxError, Client, Download, MAX_RESPONSE_BYTES, Response, Timeouts,
-    encode_component,
+    ApiError, Auth, Body, BodySender, BoxError, Client, Download, MAX_RESPONSE_BYTES, Response,
+    Timeouts, UploadGone, encode_component,
 };
 pub use endpoints::InstanceFilter;
 pub use hyper::{Method, StatusCode};

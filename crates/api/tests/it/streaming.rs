@@ -547,3 +547,97 @@ async fn a_server_refusing_an_upload_early_is_heard_over_the_unsent_body() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_channel_body_carries_backpressure_to_its_sender_and_fails_if_dropped_early() {
+    let received = Arc::new(AtomicU64::new(0));
+    let app = {
+        let received = received.clone();
+        Router::new().route(
+            "/blob",
+            put(move |request: Request| async move {
+                let mut body = request.into_body().into_data_stream();
+                while let Some(chunk) = body.next().await {
+                    let Ok(chunk) = chunk else {
+                        return StatusCode::BAD_REQUEST;
+                    };
+                    received.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                StatusCode::NO_CONTENT
+            }),
+        )
+    };
+    let addr = serve(app).await;
+    let client = client(addr, Duration::from_secs(10));
+
+    let (sender, body) = Body::sized_channel(TOTAL / 4, 4);
+    let sent = Arc::new(AtomicU64::new(0));
+    let feeder = {
+        let sent = sent.clone();
+        let received = received.clone();
+        tokio::spawn(async move {
+            let mut most_ahead = 0;
+            for index in 0..(TOTAL / 4) / CHUNK as u64 {
+                sender.send(pattern_chunk(index)).await.expect("send");
+                let total = sent.fetch_add(CHUNK as u64, Ordering::SeqCst) + CHUNK as u64;
+                most_ahead = u64::max(most_ahead, total - received.load(Ordering::SeqCst));
+            }
+            sender.finish().await;
+            most_ahead
+        })
+    };
+    let response = client
+        .upload(
+            Method::PUT,
+            "/blob",
+            &Auth::None,
+            "application/octet-stream",
+            body,
+        )
+        .await
+        .expect("channel upload");
+    assert_eq!(response.status, StatusCode::NO_CONTENT);
+    let most_ahead = feeder.await.expect("feeder");
+    assert_eq!(received.load(Ordering::SeqCst), TOTAL / 4);
+    assert!(
+        most_ahead < 16 << 20,
+        "the sender ran {most_ahead} bytes ahead"
+    );
+
+    let (sender, body) = Body::channel(4);
+    let feeder = tokio::spawn(async move {
+        sender
+            .send(Bytes::from_static(b"half an archive"))
+            .await
+            .expect("send");
+        // Dropped without finish: a source that died.
+    });
+    let err = client
+        .upload(
+            Method::PUT,
+            "/blob",
+            &Auth::None,
+            "application/octet-stream",
+            body,
+        )
+        .await
+        .expect_err("a dropped sender must fail the upload");
+    feeder.await.expect("feeder");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "PUT http://{addr}/blob: reading the upload: the source stopped before the end of its data"
+        )
+    );
+}
+
+#[test]
+fn clients_bodies_and_downloads_cross_tasks() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Client>();
+    send_sync::<bosun_api::BodySender>();
+    send::<Body>();
+    send::<bosun_api::Download>();
+}
