@@ -11,8 +11,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bosun_api::{
-    Auth, Client, CreateProject, CreateResourceClass, CreateToken, Items, Job, JobDetail, Method,
-    Pipeline, PipelineCreated, Token, TriggerPipeline, Workflow,
+    Auth, Client, CreateProject, CreateResourceClass, CreateToken, Job, JobDetail, Pipeline,
+    PipelineCreated, TriggerPipeline,
 };
 
 /// The unprivileged user end-to-end tests run jobs as when they run as root.
@@ -246,10 +246,8 @@ impl Server {
     }
 
     pub async fn resource_class(&self, name: &str) {
-        let _: serde_json::Value = self
-            .client
-            .post(
-                "/api/v3/runner/resource",
+        self.client
+            .create_resource_class(
                 &self.admin,
                 &CreateResourceClass {
                     resource_class: name.into(),
@@ -261,10 +259,9 @@ impl Server {
     }
 
     pub async fn token(&self, resource_class: &str) -> String {
-        let token: Token = self
+        let token = self
             .client
-            .post(
-                "/api/v3/runner/token",
+            .create_token(
                 &self.admin,
                 &CreateToken {
                     resource_class: resource_class.into(),
@@ -277,10 +274,8 @@ impl Server {
     }
 
     pub async fn project(&self, slug: &str, repo: &Path) {
-        let _: serde_json::Value = self
-            .client
-            .post(
-                "/api/v2/project",
+        self.client
+            .create_project(
                 &self.admin,
                 &CreateProject {
                     slug: slug.into(),
@@ -303,18 +298,14 @@ impl Server {
     /// Triggers a pipeline with a whole request body (parameters, tag, revision).
     pub async fn trigger_with(&self, slug: &str, body: &TriggerPipeline) -> PipelineCreated {
         self.client
-            .post(
-                &format!("/api/v2/project/{slug}/pipeline"),
-                &self.admin,
-                body,
-            )
+            .trigger_pipeline(&self.admin, slug, body)
             .await
             .expect("trigger pipeline")
     }
 
     pub async fn pipeline(&self, id: &str) -> Pipeline {
         self.client
-            .get(&format!("/api/v2/pipeline/{id}"), &self.admin)
+            .pipeline(&self.admin, id)
             .await
             .expect("pipeline")
     }
@@ -337,55 +328,40 @@ impl Server {
 
     /// Every job of the pipeline, by name.
     pub async fn jobs(&self, pipeline_id: &str) -> Vec<Job> {
-        let workflows: Items<Workflow> = self
+        let workflows = self
             .client
-            .get(
-                &format!("/api/v2/pipeline/{pipeline_id}/workflow"),
-                &self.admin,
-            )
+            .workflows(&self.admin, pipeline_id)
             .await
             .expect("workflows");
         let mut jobs = Vec::new();
-        for workflow in workflows.items {
-            let list: Items<Job> = self
+        for workflow in workflows {
+            let list = self
                 .client
-                .get(
-                    &format!("/api/v2/workflow/{}/job", workflow.id),
-                    &self.admin,
-                )
+                .jobs(&self.admin, &workflow.id)
                 .await
                 .expect("jobs");
-            jobs.extend(list.items);
+            jobs.extend(list);
         }
         jobs
     }
 
     pub async fn job(&self, id: &str) -> JobDetail {
-        self.client
-            .get(&format!("/api/v2/job/{id}"), &self.admin)
-            .await
-            .expect("job")
+        self.client.job(&self.admin, id).await.expect("job")
     }
 
     /// A step's whole log, read back through the API page by page.
     pub async fn step_log(&self, job_id: &str, step: u32) -> Vec<u8> {
         let mut log = Vec::new();
         loop {
-            let response = self
+            let page = self
                 .client
-                .send(
-                    Method::GET,
-                    &format!("/api/v2/job/{job_id}/step/{step}/log?offset={}", log.len()),
-                    &self.admin,
-                    None,
-                    None,
-                )
+                .step_log_page(&self.admin, job_id, step, log.len() as u64)
                 .await
                 .expect("step log");
-            if response.body.is_empty() {
+            if page.is_empty() {
                 return log;
             }
-            log.extend_from_slice(&response.body);
+            log.extend_from_slice(&page);
         }
     }
 }
@@ -650,14 +626,8 @@ impl Server {
     }
 
     pub async fn cancel(&self, job_id: &str) {
-        let _: serde_json::Value = self
-            .client
-            .json::<(), _>(
-                Method::POST,
-                &format!("/api/v2/job/{job_id}/cancel"),
-                &self.admin,
-                None,
-            )
+        self.client
+            .cancel_job(&self.admin, job_id)
             .await
             .expect("cancel job");
     }

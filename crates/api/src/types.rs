@@ -185,6 +185,17 @@ pub struct PipelineCreated {
     pub created_at: String,
 }
 
+/// `POST /api/v2/pipeline/continue` body, as CircleCI's continuation orb sends it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContinuePipeline {
+    #[serde(rename = "continuation-key")]
+    pub continuation_key: String,
+    /// The configuration to continue with, as YAML text.
+    pub configuration: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PipelineError {
     #[serde(rename = "type")]

@@ -3,9 +3,8 @@
 use std::io::Write;
 
 use bosun_api::{
-    Auth, Client, CreateProject, CreateResourceClass, CreateToken, Items, Method, Pipeline,
-    PipelineCreated, Project, ResourceClass, RunnerInstance, Token, TriggerPipeline,
-    encode_component,
+    Auth, Client, CreateProject, CreateResourceClass, CreateToken, InstanceFilter, Project,
+    ResourceClass, Token, TriggerPipeline,
 };
 
 use crate::{
@@ -61,19 +60,8 @@ pub async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                 }
                 Command::Job(JobCommand::Logs { job }) => job_logs(&ctx, &job).await,
                 Command::Job(JobCommand::Cancel { job }) => {
-                    let answer: serde_json::Value = ctx
-                        .client
-                        .json::<(), _>(
-                            Method::POST,
-                            &format!("/api/v2/job/{}/cancel", encode_component(&job)),
-                            &ctx.auth,
-                            None,
-                        )
-                        .await?;
-                    println!(
-                        "job {job}: {}",
-                        answer["message"].as_str().unwrap_or("canceled")
-                    );
+                    let message = ctx.client.cancel_job(&ctx.auth, &job).await?;
+                    println!("job {job}: {}", message.as_deref().unwrap_or("canceled"));
                     Ok(0)
                 }
                 Command::Config(_) | Command::Quickstart(_) => unreachable!("handled above"),
@@ -82,28 +70,28 @@ pub async fn dispatch(cli: Cli) -> Result<u8, Failure> {
     }
 }
 
-/// A client and its credentials.
+/// A client and the credentials every command of this run sends.
 pub struct Ctx {
     pub client: Client,
     pub auth: Auth,
 }
 
 impl Ctx {
+    // The few calls more than one command (and the quickstart) make, with their request bodies
+    // built from plain arguments.
+
     pub async fn create_resource_class(
         &self,
         name: &str,
         description: &str,
     ) -> Result<ResourceClass, Failure> {
+        let request = CreateResourceClass {
+            resource_class: name.to_owned(),
+            description: description.to_owned(),
+        };
         Ok(self
             .client
-            .post(
-                "/api/v3/runner/resource",
-                &self.auth,
-                &CreateResourceClass {
-                    resource_class: name.to_owned(),
-                    description: description.to_owned(),
-                },
-            )
+            .create_resource_class(&self.auth, &request)
             .await?)
     }
 
@@ -112,17 +100,11 @@ impl Ctx {
         resource_class: &str,
         nickname: &str,
     ) -> Result<Token, Failure> {
-        Ok(self
-            .client
-            .post(
-                "/api/v3/runner/token",
-                &self.auth,
-                &CreateToken {
-                    resource_class: resource_class.to_owned(),
-                    nickname: nickname.to_owned(),
-                },
-            )
-            .await?)
+        let request = CreateToken {
+            resource_class: resource_class.to_owned(),
+            nickname: nickname.to_owned(),
+        };
+        Ok(self.client.create_token(&self.auth, &request).await?)
     }
 
     pub async fn create_project(
@@ -131,33 +113,12 @@ impl Ctx {
         git_url: &str,
         namespace: Option<&str>,
     ) -> Result<Project, Failure> {
-        Ok(self
-            .client
-            .post(
-                "/api/v2/project",
-                &self.auth,
-                &CreateProject {
-                    slug: slug.to_owned(),
-                    git_url: git_url.to_owned(),
-                    namespace: namespace.map(str::to_owned),
-                },
-            )
-            .await?)
-    }
-
-    pub async fn trigger(
-        &self,
-        slug: &str,
-        body: &TriggerPipeline,
-    ) -> Result<PipelineCreated, Failure> {
-        Ok(self
-            .client
-            .post(
-                &format!("/api/v2/project/{slug}/pipeline"),
-                &self.auth,
-                body,
-            )
-            .await?)
+        let request = CreateProject {
+            slug: slug.to_owned(),
+            git_url: git_url.to_owned(),
+            namespace: namespace.map(str::to_owned),
+        };
+        Ok(self.client.create_project(&self.auth, &request).await?)
     }
 }
 
@@ -221,17 +182,9 @@ async fn find_resource_class(ctx: &Ctx, name: &str) -> Result<ResourceClass, Fai
             "resource class `{name}` must look like `namespace/name`"
         ))
     })?;
-    let list: Items<ResourceClass> = ctx
-        .client
-        .get(
-            &format!(
-                "/api/v3/runner/resource?namespace={}",
-                encode_component(namespace)
-            ),
-            &ctx.auth,
-        )
-        .await?;
-    list.items
+    ctx.client
+        .resource_classes(&ctx.auth, namespace)
+        .await?
         .into_iter()
         .find(|rc| rc.resource_class == name)
         .ok_or_else(|| Failure::input(format!("resource class `{name}` not found")))
@@ -258,18 +211,9 @@ async fn runner(ctx: &Ctx, command: RunnerCommand) -> Result<u8, Failure> {
             Ok(0)
         }
         RunnerCommand::ResourceClass(ResourceClassCommand::List { namespace }) => {
-            let list: Items<ResourceClass> = ctx
-                .client
-                .get(
-                    &format!(
-                        "/api/v3/runner/resource?namespace={}",
-                        encode_component(&namespace)
-                    ),
-                    &ctx.auth,
-                )
-                .await?;
+            let list = ctx.client.resource_classes(&ctx.auth, &namespace).await?;
             println!("{:<40} {:<36} DESCRIPTION", "RESOURCE CLASS", "ID");
-            for rc in list.items {
+            for rc in list {
                 println!("{:<40} {:<36} {}", rc.resource_class, rc.id, rc.description);
             }
             Ok(0)
@@ -279,14 +223,13 @@ async fn runner(ctx: &Ctx, command: RunnerCommand) -> Result<u8, Failure> {
             force,
         }) => {
             let rc = find_resource_class(ctx, &resource_class).await?;
-            let path = if force {
-                format!("/api/v3/runner/resource/{}/force", rc.id)
+            if force {
+                ctx.client
+                    .force_delete_resource_class(&ctx.auth, &rc.id)
+                    .await?;
             } else {
-                format!("/api/v3/runner/resource/{}", rc.id)
-            };
-            ctx.client
-                .json::<(), serde_json::Value>(Method::DELETE, &path, &ctx.auth, None)
-                .await?;
+                ctx.client.delete_resource_class(&ctx.auth, &rc.id).await?;
+            }
             println!("deleted resource class {resource_class}");
             Ok(0)
         }
@@ -303,21 +246,12 @@ async fn runner(ctx: &Ctx, command: RunnerCommand) -> Result<u8, Failure> {
             Ok(0)
         }
         RunnerCommand::Token(TokenCommand::List { resource_class }) => {
-            let list: Items<Token> = ctx
-                .client
-                .get(
-                    &format!(
-                        "/api/v3/runner/token?resource-class={}",
-                        encode_component(&resource_class)
-                    ),
-                    &ctx.auth,
-                )
-                .await?;
+            let list = ctx.client.tokens(&ctx.auth, &resource_class).await?;
             println!(
                 "{:<36} {:<24} {:<30} CREATED",
                 "ID", "NICKNAME", "RESOURCE CLASS"
             );
-            for token in list.items {
+            for token in list {
                 println!(
                     "{:<36} {:<24} {:<30} {}",
                     token.id, token.nickname, token.resource_class, token.created_at
@@ -326,14 +260,7 @@ async fn runner(ctx: &Ctx, command: RunnerCommand) -> Result<u8, Failure> {
             Ok(0)
         }
         RunnerCommand::Token(TokenCommand::Delete { id }) => {
-            ctx.client
-                .json::<(), serde_json::Value>(
-                    Method::DELETE,
-                    &format!("/api/v3/runner/token/{}", encode_component(&id)),
-                    &ctx.auth,
-                    None,
-                )
-                .await?;
+            ctx.client.delete_token(&ctx.auth, &id).await?;
             println!("deleted token {id}");
             Ok(0)
         }
@@ -341,24 +268,21 @@ async fn runner(ctx: &Ctx, command: RunnerCommand) -> Result<u8, Failure> {
             namespace,
             resource_class,
         }) => {
-            let query = match (resource_class, namespace) {
-                (Some(rc), _) => format!("resource-class={}", encode_component(&rc)),
-                (None, Some(ns)) => format!("namespace={}", encode_component(&ns)),
+            let filter = match (&resource_class, &namespace) {
+                (Some(rc), _) => InstanceFilter::ResourceClass(rc),
+                (None, Some(ns)) => InstanceFilter::Namespace(ns),
                 (None, None) => {
                     return Err(Failure::input(
                         "give a NAMESPACE or --resource-class NS/NAME",
                     ));
                 }
             };
-            let list: Items<RunnerInstance> = ctx
-                .client
-                .get(&format!("/api/v3/runner?{query}"), &ctx.auth)
-                .await?;
+            let list = ctx.client.instances(&ctx.auth, filter).await?;
             println!(
                 "{:<30} {:<24} {:<16} {:<10} LAST CONNECTED",
                 "RESOURCE CLASS", "NAME", "IP", "VERSION"
             );
-            for runner in list.items {
+            for runner in list {
                 println!(
                     "{:<30} {:<24} {:<16} {:<10} {}",
                     runner.resource_class,
@@ -392,7 +316,10 @@ async fn pipeline_run(ctx: &Ctx, args: RunArgs) -> Result<u8, Failure> {
         revision: args.revision,
         parameters,
     };
-    let created = ctx.trigger(&args.slug, &body).await?;
+    let created = ctx
+        .client
+        .trigger_pipeline(&ctx.auth, &args.slug, &body)
+        .await?;
     println!("pipeline {} (#{}) created", created.id, created.number);
     if !args.follow {
         return Ok(0);
@@ -402,13 +329,7 @@ async fn pipeline_run(ctx: &Ctx, args: RunArgs) -> Result<u8, Failure> {
 }
 
 async fn pipeline_status(ctx: &Ctx, id: &str) -> Result<u8, Failure> {
-    let pipeline: Pipeline = ctx
-        .client
-        .get(
-            &format!("/api/v2/pipeline/{}", encode_component(id)),
-            &ctx.auth,
-        )
-        .await?;
+    let pipeline = ctx.client.pipeline(&ctx.auth, id).await?;
     println!(
         "pipeline #{} {} ({}): {}",
         pipeline.number, pipeline.id, pipeline.project_slug, pipeline.status
@@ -416,20 +337,9 @@ async fn pipeline_status(ctx: &Ctx, id: &str) -> Result<u8, Failure> {
     for error in &pipeline.errors {
         println!("  error ({}): {}", error.kind, error.message);
     }
-    let workflows: Items<bosun_api::Workflow> = ctx
-        .client
-        .get(
-            &format!("/api/v2/pipeline/{}/workflow", encode_component(id)),
-            &ctx.auth,
-        )
-        .await?;
-    for workflow in workflows.items {
+    for workflow in ctx.client.workflows(&ctx.auth, id).await? {
         println!("  workflow {}: {}", workflow.name, workflow.status);
-        let jobs: Items<bosun_api::Job> = ctx
-            .client
-            .get(&format!("/api/v2/workflow/{}/job", workflow.id), &ctx.auth)
-            .await?;
-        for job in jobs.items {
+        for job in ctx.client.jobs(&ctx.auth, &workflow.id).await? {
             println!(
                 "    job {} #{} {}: {}",
                 job.name, job.job_number, job.id, job.status
@@ -443,10 +353,7 @@ async fn pipeline_status(ctx: &Ctx, id: &str) -> Result<u8, Failure> {
 }
 
 async fn job_logs(ctx: &Ctx, job: &str) -> Result<u8, Failure> {
-    let detail: bosun_api::JobDetail = ctx
-        .client
-        .get(&format!("/api/v2/job/{}", encode_component(job)), &ctx.auth)
-        .await?;
+    let detail = ctx.client.job(&ctx.auth, job).await?;
     let mut out = std::io::stdout().lock();
     for step in &detail.steps {
         let _ = writeln!(out, "==> {}", step.name);

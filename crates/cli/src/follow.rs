@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::time::Duration;
 
-use bosun_api::{Items, Job, JobDetail, Method, Pipeline, Workflow, job_status_is_final};
+use bosun_api::job_status_is_final;
 
 use crate::Failure;
 use crate::commands::Ctx;
@@ -13,17 +13,11 @@ use crate::commands::Ctx;
 const POLL: Duration = Duration::from_millis(250);
 
 pub async fn read_log(ctx: &Ctx, job_id: &str, step: u32, offset: u64) -> Result<Vec<u8>, Failure> {
-    let response = ctx
+    let page = ctx
         .client
-        .send(
-            Method::GET,
-            &format!("/api/v2/job/{job_id}/step/{step}/log?offset={offset}"),
-            &ctx.auth,
-            None,
-            None,
-        )
+        .step_log_page(&ctx.auth, job_id, step, offset)
         .await?;
-    Ok(response.body.to_vec())
+    Ok(page.to_vec())
 }
 
 #[derive(Default)]
@@ -83,10 +77,7 @@ pub async fn follow(ctx: &Ctx, pipeline_id: &str) -> Result<String, Failure> {
     let mut workflows_seen: HashMap<String, String> = HashMap::new();
     let mut jobs: HashMap<String, JobView> = HashMap::new();
     loop {
-        let pipeline: Pipeline = ctx
-            .client
-            .get(&format!("/api/v2/pipeline/{pipeline_id}"), &ctx.auth)
-            .await?;
+        let pipeline = ctx.client.pipeline(&ctx.auth, pipeline_id).await?;
         if pipeline.state == "errored" {
             for error in &pipeline.errors {
                 printer.line(&format!(
@@ -98,20 +89,11 @@ pub async fn follow(ctx: &Ctx, pipeline_id: &str) -> Result<String, Failure> {
             return Ok("error".into());
         }
         let pipeline_final = pipeline.status != "running";
-        let workflows: Items<Workflow> = ctx
-            .client
-            .get(
-                &format!("/api/v2/pipeline/{pipeline_id}/workflow"),
-                &ctx.auth,
-            )
-            .await?;
+        let workflows = ctx.client.workflows(&ctx.auth, pipeline_id).await?;
         let mut pending_output = false;
-        for workflow in &workflows.items {
-            let job_list: Items<Job> = ctx
-                .client
-                .get(&format!("/api/v2/workflow/{}/job", workflow.id), &ctx.auth)
-                .await?;
-            for job in &job_list.items {
+        for workflow in &workflows {
+            let job_list = ctx.client.jobs(&ctx.auth, &workflow.id).await?;
+            for job in &job_list {
                 let view = jobs.entry(job.id.clone()).or_default();
                 // A job starting is said before its steps; a job ending, after them.
                 if view.status != job.status && !job_status_is_final(&job.status) {
@@ -124,10 +106,7 @@ pub async fn follow(ctx: &Ctx, pipeline_id: &str) -> Result<String, Failure> {
                 let has_steps =
                     matches!(job.status.as_str(), "running") || job_status_is_final(&job.status);
                 if has_steps && job.status != "not_run" {
-                    let detail: JobDetail = ctx
-                        .client
-                        .get(&format!("/api/v2/job/{}", job.id), &ctx.auth)
-                        .await?;
+                    let detail = ctx.client.job(&ctx.auth, &job.id).await?;
                     for step in &detail.steps {
                         let step_view = view.steps.entry(step.index).or_default();
                         if !step_view.started {

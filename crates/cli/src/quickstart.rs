@@ -281,7 +281,9 @@ async fn run_in(
     ctx.create_project(&slug, &repo.to_string_lossy(), Some(&namespace))
         .await?;
     let created = ctx
-        .trigger(
+        .client
+        .trigger_pipeline(
+            &ctx.auth,
             &slug,
             &TriggerPipeline {
                 branch: Some(branch.clone()),

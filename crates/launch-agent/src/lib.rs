@@ -52,7 +52,6 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
         ip: local_ip(&config.api_url).unwrap_or_default(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };
-    let path = format!("/api/v3/runner/claim?wait={CLAIM_WAIT_SECS}s");
     let ledger = privileged::Ledger::for_working_directory(&config.working_directory);
     // A crash or kill -9 of an earlier run may have left tasks behind: end them first.
     let dedicated = match &identity.switch {
@@ -106,13 +105,10 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
             return Ok(());
         }
         let event = tokio::select! {
-            answer = client.send_json(bosun_api::Method::POST, &path, &auth, Some(&request), Some(Duration::from_secs(CLAIM_WAIT_SECS + 30))) => {
+            answer = client.claim(&auth, &request, Duration::from_secs(CLAIM_WAIT_SECS)) => {
                 match answer {
-                    Ok(response) if response.status == StatusCode::NO_CONTENT => Event::NoWork,
-                    Ok(response) => match client.decode::<ClaimResponse>(bosun_api::Method::POST, &path, &response) {
-                        Ok(claim) => Event::Claimed(Box::new(claim)),
-                        Err(err) => Event::ClaimFailed(err),
-                    },
+                    Ok(None) => Event::NoWork,
+                    Ok(Some(claim)) => Event::Claimed(Box::new(claim)),
                     Err(err) => Event::ClaimFailed(err),
                 }
             }

@@ -8,9 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use bosun_api::{
-    Auth, ClaimResponse, Client, CompleteRequest, HeartbeatResponse, StepEvent, TaskSpec,
-};
+use bosun_api::{Auth, ClaimResponse, Client, CompleteRequest, StepEvent, TaskSpec};
 use bosun_protocol::{
     Connection, DEFAULT_MAX_OPEN_STREAMS, FrameCodec, Incoming, Message, ProtocolError, StepStatus,
     StreamTable, TaskStatus, UploadOutcome,
@@ -78,7 +76,7 @@ pub async fn run_task(
     // Before anything of the task runs: what the job user starts from now on may be its.
     let started_ticks = privileged::boot_ticks_now();
     let auth = Auth::Bearer(claim.task_token.clone());
-    let spec: TaskSpec = with_retry("task config", || client.get("/api/v2/task/config", &auth))
+    let spec: TaskSpec = with_retry("task config", || client.task_config(&auth))
         .await
         .context("fetching the task config")?;
     tracing::info!(task = %spec.task_id, job = %spec.job_name, "running task");
@@ -190,10 +188,7 @@ async fn complete(client: &Client, auth: &Auth, status: &str, message: Option<St
         status: status.to_owned(),
         message,
     };
-    let result = with_retry("task completion", || {
-        client.post::<_, serde_json::Value>("/api/v2/task/complete", auth, &body)
-    })
-    .await;
+    let result = with_retry("task completion", || client.complete(auth, &body)).await;
     if let Err(err) = result {
         tracing::error!("could not report the task's result: {err}");
     }
@@ -752,10 +747,7 @@ fn step_status(status: StepStatus) -> &'static str {
 }
 
 async fn post_step(client: &Client, auth: &Auth, event: StepEvent) -> anyhow::Result<()> {
-    with_retry("step event", || {
-        client.post::<_, serde_json::Value>("/api/v2/task/step", auth, &event)
-    })
-    .await?;
+    with_retry("step event", || client.step_event(auth, &event)).await?;
     Ok(())
 }
 
@@ -766,9 +758,7 @@ async fn heartbeat_loop(client: Client, auth: Auth, cancel: watch::Sender<Option
     let mut period = Duration::from_secs(2);
     loop {
         let started = tokio::time::Instant::now();
-        let path = format!("/api/v2/task/heartbeat?wait={}s", period.as_secs().max(1));
-        let answer: Result<HeartbeatResponse, _> =
-            client.post(&path, &auth, &serde_json::json!({})).await;
+        let answer = client.heartbeat(&auth, period).await;
         match answer {
             Ok(answer) => {
                 if answer.cancel {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use bosun_api::{ApiError, Auth, Client, LogAppendResponse, Method};
+use bosun_api::{ApiError, Auth, Client, Method};
 use bytes::Bytes;
 
 /// Flush a step's buffered log once it holds this much.
@@ -134,27 +134,19 @@ impl LogUploader {
                 message: err.to_string(),
             }
         })?);
-        let path = format!("/api/v2/task/log?step={step}&offset={}", log.offset);
         let client = &self.client;
         let auth = &self.auth;
+        let offset = log.offset;
         // A server out of disk space (507) stays so for longer than a retry budget is worth
         // waiting: the task ends at once with the server's message, and what is stored stays.
         let answer = with_retry_if(
             "log upload",
             |err| err.is_retryable() && !is_out_of_space(err),
-            || {
-                client.send(
-                    Method::POST,
-                    &path,
-                    auth,
-                    Some(("application/zstd", body.clone())),
-                    None,
-                )
-            },
+            || client.append_log(auth, step, offset, body.clone()),
         )
         .await;
-        let response = match answer {
-            Ok(response) => response,
+        let stored = match answer {
+            Ok(stored) => stored,
             Err(ApiError::Status {
                 status, message, ..
             }) if status == bosun_api::StatusCode::INSUFFICIENT_STORAGE => {
@@ -169,7 +161,6 @@ impl LogUploader {
             }
             Err(err) => return Err(err),
         };
-        let stored: LogAppendResponse = client.decode(Method::POST, &path, &response)?;
         if let Some(message) = stored.truncated {
             tracing::warn!(step, "the server truncated the log: {message}");
             log.pending.clear();

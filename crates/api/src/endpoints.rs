@@ -1,0 +1,329 @@
+//! One typed method per endpoint bosun's agents, CLI and tests call, so no caller writes an
+//! endpoint string by hand. Each takes the credentials it sends: one client serves the runner
+//! token, task tokens and the admin token at once.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::{Method, StatusCode};
+
+use crate::client::{ApiError, Auth, Client, encode_component};
+use crate::types::*;
+use bosun_protocol::task::TaskSpec;
+
+/// Which runner instances `GET /api/v3/runner` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceFilter<'a> {
+    /// `namespace/name`.
+    ResourceClass(&'a str),
+    Namespace(&'a str),
+}
+
+/// A project slug as a path: each `/`-separated part percent-encoded, the slashes kept.
+fn slug_path(slug: &str) -> String {
+    slug.split('/')
+        .map(encode_component)
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+impl Client {
+    // ---- runner API (launch-agent) ----
+
+    /// `POST /api/v3/runner/claim?wait=`: a task, or `None` when none came within `wait` (204).
+    /// The server holds the request up to `wait`, so the deadline is `wait` plus a margin.
+    pub async fn claim(
+        &self,
+        auth: &Auth,
+        request: &ClaimRequest,
+        wait: Duration,
+    ) -> Result<Option<ClaimResponse>, ApiError> {
+        let path = format!("/api/v3/runner/claim?wait={}s", wait.as_secs());
+        let response = self
+            .send_json(
+                Method::POST,
+                &path,
+                auth,
+                Some(request),
+                Some(wait + Duration::from_secs(30)),
+            )
+            .await?;
+        if response.status == StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        self.decode(Method::POST, &path, &response).map(Some)
+    }
+
+    /// `GET /api/v2/task/config` (task token): the compiled job.
+    pub async fn task_config(&self, auth: &Auth) -> Result<TaskSpec, ApiError> {
+        self.get("/api/v2/task/config", auth).await
+    }
+
+    /// `POST /api/v2/task/heartbeat?wait=` (task token): renews the lease. The server holds the
+    /// answer up to `wait` (at least a second) and answers at once on a cancel.
+    pub async fn heartbeat(
+        &self,
+        auth: &Auth,
+        wait: Duration,
+    ) -> Result<HeartbeatResponse, ApiError> {
+        let path = format!("/api/v2/task/heartbeat?wait={}s", wait.as_secs().max(1));
+        self.post(&path, auth, &serde_json::json!({})).await
+    }
+
+    /// `POST /api/v2/task/log?step=&offset=` (task token): appends zstd-compressed log bytes at
+    /// `offset` of the step's (uncompressed) log; the server keeps appends idempotent by offset.
+    pub async fn append_log(
+        &self,
+        auth: &Auth,
+        step: u32,
+        offset: u64,
+        zstd_body: Bytes,
+    ) -> Result<LogAppendResponse, ApiError> {
+        let path = format!("/api/v2/task/log?step={step}&offset={offset}");
+        let response = self
+            .send(
+                Method::POST,
+                &path,
+                auth,
+                Some(("application/zstd", zstd_body)),
+                None,
+            )
+            .await?;
+        self.decode(Method::POST, &path, &response)
+    }
+
+    /// `POST /api/v2/task/step` (task token): a step started or finished.
+    pub async fn step_event(&self, auth: &Auth, event: &StepEvent) -> Result<(), ApiError> {
+        self.post::<_, serde_json::Value>("/api/v2/task/step", auth, event)
+            .await?;
+        Ok(())
+    }
+
+    /// `POST /api/v2/task/complete` (task token): the task's result.
+    pub async fn complete(&self, auth: &Auth, request: &CompleteRequest) -> Result<(), ApiError> {
+        self.post::<_, serde_json::Value>("/api/v2/task/complete", auth, request)
+            .await?;
+        Ok(())
+    }
+
+    // ---- admin API ----
+
+    /// `POST /api/v3/runner/resource`.
+    pub async fn create_resource_class(
+        &self,
+        auth: &Auth,
+        request: &CreateResourceClass,
+    ) -> Result<ResourceClass, ApiError> {
+        self.post("/api/v3/runner/resource", auth, request).await
+    }
+
+    /// `GET /api/v3/runner/resource?namespace=`.
+    pub async fn resource_classes(
+        &self,
+        auth: &Auth,
+        namespace: &str,
+    ) -> Result<Vec<ResourceClass>, ApiError> {
+        let path = format!(
+            "/api/v3/runner/resource?namespace={}",
+            encode_component(namespace)
+        );
+        Ok(self.get::<Items<ResourceClass>>(&path, auth).await?.items)
+    }
+
+    /// `DELETE /api/v3/runner/resource/{id}`: refused (409) while the class has tokens.
+    pub async fn delete_resource_class(&self, auth: &Auth, id: &str) -> Result<(), ApiError> {
+        let path = format!("/api/v3/runner/resource/{}", encode_component(id));
+        self.delete(&path, auth).await
+    }
+
+    /// `DELETE /api/v3/runner/resource/{id}/force`: the class and its tokens.
+    pub async fn force_delete_resource_class(&self, auth: &Auth, id: &str) -> Result<(), ApiError> {
+        let path = format!("/api/v3/runner/resource/{}/force", encode_component(id));
+        self.delete(&path, auth).await
+    }
+
+    /// `POST /api/v3/runner/token`: the answer is the only one that shows the token.
+    pub async fn create_token(
+        &self,
+        auth: &Auth,
+        request: &CreateToken,
+    ) -> Result<Token, ApiError> {
+        self.post("/api/v3/runner/token", auth, request).await
+    }
+
+    /// `GET /api/v3/runner/token?resource-class=`.
+    pub async fn tokens(&self, auth: &Auth, resource_class: &str) -> Result<Vec<Token>, ApiError> {
+        let path = format!(
+            "/api/v3/runner/token?resource-class={}",
+            encode_component(resource_class)
+        );
+        Ok(self.get::<Items<Token>>(&path, auth).await?.items)
+    }
+
+    /// `DELETE /api/v3/runner/token/{id}`.
+    pub async fn delete_token(&self, auth: &Auth, id: &str) -> Result<(), ApiError> {
+        let path = format!("/api/v3/runner/token/{}", encode_component(id));
+        self.delete(&path, auth).await
+    }
+
+    /// `GET /api/v3/runner?resource-class=|namespace=`.
+    pub async fn instances(
+        &self,
+        auth: &Auth,
+        filter: InstanceFilter<'_>,
+    ) -> Result<Vec<RunnerInstance>, ApiError> {
+        let query = match filter {
+            InstanceFilter::ResourceClass(name) => {
+                format!("resource-class={}", encode_component(name))
+            }
+            InstanceFilter::Namespace(name) => format!("namespace={}", encode_component(name)),
+        };
+        let path = format!("/api/v3/runner?{query}");
+        Ok(self.get::<Items<RunnerInstance>>(&path, auth).await?.items)
+    }
+
+    /// `GET /api/v3/runner/tasks?resource-class=`.
+    pub async fn unclaimed_task_count(
+        &self,
+        auth: &Auth,
+        resource_class: &str,
+    ) -> Result<UnclaimedTaskCount, ApiError> {
+        let path = format!(
+            "/api/v3/runner/tasks?resource-class={}",
+            encode_component(resource_class)
+        );
+        self.get(&path, auth).await
+    }
+
+    /// `GET /api/v3/runner/tasks/running?resource-class=`.
+    pub async fn running_task_count(
+        &self,
+        auth: &Auth,
+        resource_class: &str,
+    ) -> Result<RunningTaskCount, ApiError> {
+        let path = format!(
+            "/api/v3/runner/tasks/running?resource-class={}",
+            encode_component(resource_class)
+        );
+        self.get(&path, auth).await
+    }
+
+    // ---- projects and pipelines ----
+
+    /// `POST /api/v2/project`.
+    pub async fn create_project(
+        &self,
+        auth: &Auth,
+        request: &CreateProject,
+    ) -> Result<Project, ApiError> {
+        self.post("/api/v2/project", auth, request).await
+    }
+
+    /// `GET /api/v2/project/{slug}`.
+    pub async fn project(&self, auth: &Auth, slug: &str) -> Result<Project, ApiError> {
+        self.get(&format!("/api/v2/project/{}", slug_path(slug)), auth)
+            .await
+    }
+
+    /// `POST /api/v2/project/{slug}/pipeline`.
+    pub async fn trigger_pipeline(
+        &self,
+        auth: &Auth,
+        slug: &str,
+        request: &TriggerPipeline,
+    ) -> Result<PipelineCreated, ApiError> {
+        let path = format!("/api/v2/project/{}/pipeline", slug_path(slug));
+        self.post(&path, auth, request).await
+    }
+
+    /// `POST /api/v2/pipeline/continue`: a setup job's continuation (the key authenticates).
+    pub async fn continue_pipeline(
+        &self,
+        request: &ContinuePipeline,
+    ) -> Result<Option<String>, ApiError> {
+        let answer: serde_json::Value = self
+            .post("/api/v2/pipeline/continue", &Auth::None, request)
+            .await?;
+        Ok(message_of(&answer))
+    }
+
+    /// `GET /api/v2/pipeline/{id}`.
+    pub async fn pipeline(&self, auth: &Auth, id: &str) -> Result<Pipeline, ApiError> {
+        self.get(&format!("/api/v2/pipeline/{}", encode_component(id)), auth)
+            .await
+    }
+
+    /// `GET /api/v2/pipeline/{id}/workflow`.
+    pub async fn workflows(
+        &self,
+        auth: &Auth,
+        pipeline_id: &str,
+    ) -> Result<Vec<Workflow>, ApiError> {
+        let path = format!(
+            "/api/v2/pipeline/{}/workflow",
+            encode_component(pipeline_id)
+        );
+        Ok(self.get::<Items<Workflow>>(&path, auth).await?.items)
+    }
+
+    /// `GET /api/v2/workflow/{id}/job`.
+    pub async fn jobs(&self, auth: &Auth, workflow_id: &str) -> Result<Vec<Job>, ApiError> {
+        let path = format!("/api/v2/workflow/{}/job", encode_component(workflow_id));
+        Ok(self.get::<Items<Job>>(&path, auth).await?.items)
+    }
+
+    /// `GET /api/v2/job/{id}`: the job with its steps.
+    pub async fn job(&self, auth: &Auth, id: &str) -> Result<JobDetail, ApiError> {
+        self.get(&format!("/api/v2/job/{}", encode_component(id)), auth)
+            .await
+    }
+
+    /// `GET /api/v2/job/{id}/step/{index}/log?offset=`: one page of the step's log from
+    /// `offset`; empty once `offset` reached the stored length.
+    pub async fn step_log_page(
+        &self,
+        auth: &Auth,
+        job_id: &str,
+        step: u32,
+        offset: u64,
+    ) -> Result<Bytes, ApiError> {
+        let path = format!(
+            "/api/v2/job/{}/step/{step}/log?offset={offset}",
+            encode_component(job_id)
+        );
+        Ok(self.send(Method::GET, &path, auth, None, None).await?.body)
+    }
+
+    /// `POST /api/v2/job/{id}/cancel`: the server's sentence about what it did, if it said one.
+    pub async fn cancel_job(&self, auth: &Auth, id: &str) -> Result<Option<String>, ApiError> {
+        let path = format!("/api/v2/job/{}/cancel", encode_component(id));
+        let answer: serde_json::Value = self.json::<(), _>(Method::POST, &path, auth, None).await?;
+        Ok(message_of(&answer))
+    }
+
+    /// A `DELETE` whose answer says nothing the caller needs.
+    async fn delete(&self, path: &str, auth: &Auth) -> Result<(), ApiError> {
+        self.json::<(), serde_json::Value>(Method::DELETE, path, auth, None)
+            .await?;
+        Ok(())
+    }
+}
+
+/// The `message` of an answer like `{"message": "..."}`.
+fn message_of(answer: &serde_json::Value) -> Option<String> {
+    answer
+        .get("message")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slug_path;
+
+    #[test]
+    fn slug_paths_keep_slashes_and_encode_the_rest() {
+        assert_eq!(slug_path("local/acme/widgets"), "local/acme/widgets");
+        assert_eq!(slug_path("gh/a b/c?d"), "gh/a%20b/c%3Fd");
+    }
+}
