@@ -48,7 +48,7 @@ async fn continue_pipeline(
     let found: Option<(String, Option<String>)> =
         sqlx::query_as("SELECT pipeline_id, task_id FROM continuations WHERE key_hash = ?")
             .bind(&key_hash)
-            .fetch_optional(&state.db)
+            .fetch_optional(state.store.pool())
             .await?;
     let Some((pipeline_id, task_id)) = found else {
         return Err(AppError::not_found("unknown continuation key"));
@@ -65,7 +65,7 @@ async fn continue_pipeline(
         Some(task_id) => {
             sqlx::query_scalar("SELECT 1 FROM tasks WHERE id = ? AND status = 'running'")
                 .bind(task_id)
-                .fetch_optional(&state.db)
+                .fetch_optional(state.store.pool())
                 .await?
         }
         None => {
@@ -74,7 +74,7 @@ async fn continue_pipeline(
                  WHERE j.pipeline_id = ? AND t.status = 'running' LIMIT 1",
             )
             .bind(&pipeline_id)
-            .fetch_optional(&state.db)
+            .fetch_optional(state.store.pool())
             .await?
         }
     };
@@ -88,11 +88,11 @@ async fn continue_pipeline(
         "SELECT project_id, number, branch, tag, revision FROM pipelines WHERE id = ?",
     )
     .bind(&pipeline_id)
-    .fetch_one(&state.db)
+    .fetch_one(state.store.pool())
     .await?;
     let slug: String = sqlx::query_scalar("SELECT slug FROM projects WHERE id = ?")
         .bind(&project_id)
-        .fetch_one(&state.db)
+        .fetch_one(state.store.pool())
         .await?;
     let project = pipelines::find_project(&state, &slug).await?;
     let resolved = Resolved {
@@ -122,7 +122,7 @@ async fn continue_pipeline(
         .map_err(AppError::bad_request)?;
 
     let now = now_ms();
-    let mut tx = state.db.begin().await?;
+    let mut tx = state.store.pool().begin().await?;
     // Claim the key first: this write takes SQLite's write lock, so of two concurrent posts
     // with any keys of this pipeline exactly one finds none of them used.
     let claimed = sqlx::query(
@@ -185,7 +185,7 @@ async fn continued_at(state: &State, pipeline_id: &str) -> AppResult<Option<i64>
         "SELECT MIN(used_at) FROM continuations WHERE pipeline_id = ? AND used_at IS NOT NULL",
     )
     .bind(pipeline_id)
-    .fetch_one(&state.db)
+    .fetch_one(state.store.pool())
     .await?)
 }
 
@@ -205,7 +205,7 @@ pub(crate) async fn issue_key(
     .bind(pipeline_id)
     .bind(task_id)
     .bind(now_ms())
-    .execute(&state.db)
+    .execute(state.store.pool())
     .await?;
     Ok(key)
 }

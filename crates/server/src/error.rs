@@ -49,6 +49,13 @@ impl From<sqlx::Error> for AppError {
     }
 }
 
+impl From<crate::store::StoreError> for AppError {
+    fn from(err: crate::store::StoreError) -> AppError {
+        tracing::error!("{err}");
+        AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal database error")
+    }
+}
+
 /// Internal failures carry paths, SQL and OS errors meant for the operator: they go to the
 /// server's log, and the client learns only that something broke on the server's side.
 impl From<anyhow::Error> for AppError {

@@ -23,7 +23,7 @@ async fn cancel_job(
 ) -> AppResult<Json<serde_json::Value>> {
     let status: Option<String> = sqlx::query_scalar("SELECT status FROM jobs WHERE id = ?")
         .bind(&id)
-        .fetch_optional(&state.db)
+        .fetch_optional(state.store.pool())
         .await?;
     let Some(status) = status else {
         return Err(AppError::not_found(format!("job {id} not found")));

@@ -101,7 +101,7 @@ async fn create_project(
     .bind(&body.git_url)
     .bind(&namespace)
     .bind(now_ms())
-    .execute(&state.db)
+    .execute(state.store.pool())
     .await?;
     if inserted.rows_affected() == 0 {
         return Err(AppError::conflict(format!(
@@ -112,7 +112,7 @@ async fn create_project(
     let classes: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM resource_classes WHERE namespace = ?")
             .bind(&namespace)
-            .fetch_one(&state.db)
+            .fetch_one(state.store.pool())
             .await?;
     let warning = (classes == 0).then(|| {
         format!(
@@ -139,7 +139,7 @@ pub(crate) async fn find_project(state: &State, slug: &str) -> AppResult<api::Pr
     let row: Option<(String, String, String)> =
         sqlx::query_as("SELECT id, git_url, namespace FROM projects WHERE slug = ?")
             .bind(slug)
-            .fetch_optional(&state.db)
+            .fetch_optional(state.store.pool())
             .await?;
     let (id, git_url, namespace) =
         row.ok_or_else(|| AppError::not_found(format!("project `{slug}` not found")))?;
@@ -287,7 +287,7 @@ async fn trigger_pipeline(
          RETURNING next_pipeline_number - 1",
     )
     .bind(&project.id)
-    .fetch_one(&state.db)
+    .fetch_one(state.store.pool())
     .await?;
     let context = pipeline_context(
         &project,
@@ -317,7 +317,7 @@ async fn trigger_pipeline(
     };
 
     let now = now_ms();
-    let mut tx = state.db.begin().await?;
+    let mut tx = state.store.pool().begin().await?;
     // A write first, so this transaction holds SQLite's write lock from its start and two
     // triggers of one project never read the same job number.
     let mut next_job: i64 = sqlx::query_scalar(
@@ -622,7 +622,7 @@ pub(crate) async fn check_resource_classes(
             let found: Result<Option<i64>, sqlx::Error> =
                 sqlx::query_scalar("SELECT 1 FROM resource_classes WHERE name = ?")
                     .bind(class)
-                    .fetch_optional(&state.db)
+                    .fetch_optional(state.store.pool())
                     .await;
             match found {
                 Ok(Some(_)) => {}
@@ -751,13 +751,13 @@ async fn get_pipeline(
          FROM pipelines p JOIN projects pr ON pr.id = p.project_id WHERE p.id = ?",
     )
     .bind(&id)
-    .fetch_optional(&state.db)
+    .fetch_optional(state.store.pool())
     .await?;
     let (id, number, slug, state_name, status, errors, branch, tag, revision, created_at) =
         row.ok_or_else(|| AppError::not_found(format!("pipeline {id} not found")))?;
     let git_url: String = sqlx::query_scalar("SELECT git_url FROM projects WHERE slug = ?")
         .bind(&slug)
-        .fetch_one(&state.db)
+        .fetch_one(state.store.pool())
         .await?;
     Ok(Json(api::Pipeline {
         id,
@@ -787,12 +787,12 @@ async fn pipeline_workflows(
          WHERE w.pipeline_id = ? ORDER BY w.position",
     )
     .bind(&id)
-    .fetch_all(&state.db)
+    .fetch_all(state.store.pool())
     .await?;
     if rows.is_empty() {
         let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM pipelines WHERE id = ?")
             .bind(&id)
-            .fetch_optional(&state.db)
+            .fetch_optional(state.store.pool())
             .await?;
         if exists.is_none() {
             return Err(AppError::not_found(format!("pipeline {id} not found")));
@@ -826,12 +826,12 @@ async fn workflow_jobs(
         "SELECT id, name, number, status, started_at, stopped_at, requires FROM jobs WHERE workflow_id = ? ORDER BY position",
     )
     .bind(&id)
-    .fetch_all(&state.db)
+    .fetch_all(state.store.pool())
     .await?;
     if rows.is_empty() {
         let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM workflows WHERE id = ?")
             .bind(&id)
-            .fetch_optional(&state.db)
+            .fetch_optional(state.store.pool())
             .await?;
         if exists.is_none() {
             return Err(AppError::not_found(format!("workflow {id} not found")));
@@ -895,7 +895,7 @@ async fn get_job(
         "SELECT id, name, number, status, pipeline_id, workflow_id, resource_class, message, spec FROM jobs WHERE id = ?",
     )
     .bind(&id)
-    .fetch_optional(&state.db)
+    .fetch_optional(state.store.pool())
     .await?;
     let (id, name, number, status, pipeline_id, workflow_id, resource_class, message, spec) =
         row.ok_or_else(|| AppError::not_found(format!("job {id} not found")))?;
@@ -903,7 +903,7 @@ async fn get_job(
         "SELECT id FROM tasks WHERE job_id = ? ORDER BY created_at DESC LIMIT 1",
     )
     .bind(&id)
-    .fetch_optional(&state.db)
+    .fetch_optional(state.store.pool())
     .await?;
     let mut steps = Vec::new();
     if let Some(task_id) = task_id {
@@ -911,7 +911,7 @@ async fn get_job(
             "SELECT idx, name, status, exit_code, duration_ms FROM steps WHERE task_id = ? ORDER BY idx",
         )
         .bind(&task_id)
-        .fetch_all(&state.db)
+        .fetch_all(state.store.pool())
         .await?;
         for (index, step_name, step_status, exit_code, duration) in rows {
             steps.push(api::StepInfo {
@@ -956,7 +956,7 @@ async fn step_log(
         "SELECT id FROM tasks WHERE job_id = ? ORDER BY created_at DESC LIMIT 1",
     )
     .bind(&id)
-    .fetch_optional(&state.db)
+    .fetch_optional(state.store.pool())
     .await?;
     let Some(task_id) = task_id else {
         return Err(AppError::not_found(format!("job {id} has no log yet")));

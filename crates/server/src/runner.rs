@@ -91,7 +91,7 @@ async fn claim(
     .bind(&body.version)
     .bind(now)
     .bind(now)
-    .execute(&state.db)
+    .execute(state.store.pool())
     .await?;
 
     let wait = match query.wait.as_deref() {
@@ -135,7 +135,7 @@ async fn try_claim(
     .bind(now)
     .bind(resource_class)
     .bind(state.max_running_tasks as i64)
-    .fetch_optional(&state.db)
+    .fetch_optional(state.store.pool())
     .await?;
     let Some((task_id, job_id)) = claimed else {
         return Ok(None);
@@ -145,7 +145,7 @@ async fn try_claim(
         .bind(now)
         .bind(resource_class)
         .bind(runner_name)
-        .execute(&state.db)
+        .execute(state.store.pool())
         .await?;
     tracing::info!(task = %task_id, job = %job_id, runner = runner_name, "task claimed");
     Ok(Some(ClaimResponse {
@@ -161,7 +161,7 @@ async fn try_claim(
 /// answered as an unknown one: the same 401, naming neither the task nor its status, so whoever
 /// holds an old token learns nothing from it.
 fn require_running(task: &TaskAuth) -> Result<(), AppError> {
-    if task.status != "running" {
+    if task.status != crate::store::TaskStatus::Running {
         return Err(ended_task());
     }
     Ok(())
@@ -181,7 +181,7 @@ async fn task_config(
     let (spec, pipeline_id, continuation): (String, String, bool) =
         sqlx::query_as("SELECT spec, pipeline_id, continuation FROM jobs WHERE id = ?")
             .bind(&task.job_id)
-            .fetch_one(&state.db)
+            .fetch_one(state.store.pool())
             .await?;
     let mut spec: TaskSpec = serde_json::from_str(&spec).map_err(|err| {
         anyhow::anyhow!(
@@ -233,7 +233,7 @@ async fn renew_lease(state: &State, task: &TaskAuth) -> AppResult<HeartbeatRespo
     )
     .bind(lease)
     .bind(&task.task_id)
-    .fetch_optional(&state.db)
+    .fetch_optional(state.store.pool())
     .await?;
     let Some(cancel) = cancel else {
         // The task ended since the request was authenticated.
@@ -279,7 +279,7 @@ async fn step_count(state: &State, job_id: &str) -> AppResult<usize> {
     let count: Option<i64> =
         sqlx::query_scalar("SELECT json_array_length(spec, '$.steps') FROM jobs WHERE id = ?")
             .bind(job_id)
-            .fetch_one(&state.db)
+            .fetch_one(state.store.pool())
             .await?;
     Ok(count.unwrap_or(0).max(0) as usize)
 }
@@ -318,7 +318,7 @@ async fn step_event(
     .bind(&event.status)
     .bind(event.exit_code)
     .bind(event.duration_ms.map(|d| d as i64))
-    .execute(&state.db)
+    .execute(state.store.pool())
     .await?;
     Ok(Json(serde_json::json!({ "message": "ok" })))
 }
@@ -336,7 +336,7 @@ async fn complete(
             body.status
         )));
     }
-    if task.status == body.status {
+    if task.status.as_str() == body.status {
         // A retried completion: already recorded.
         return Ok(Json(serde_json::json!({ "message": "ok" })));
     }

@@ -39,7 +39,7 @@ pub async fn job_started(state: &State, job_id: &str) -> AppResult<()> {
     sqlx::query("UPDATE jobs SET status = 'running', started_at = ? WHERE id = ?")
         .bind(now)
         .bind(job_id)
-        .execute(&state.db)
+        .execute(state.store.pool())
         .await?;
     Ok(())
 }
@@ -52,7 +52,7 @@ pub async fn finish_task(
     message: Option<&str>,
 ) -> AppResult<()> {
     let now = now_ms();
-    let mut tx = state.db.begin().await?;
+    let mut tx = state.store.pool().begin().await?;
     let job: Option<(String, String)> = sqlx::query_as(
         "UPDATE tasks SET status = ?, finished_at = ?, lease_expires = NULL
          WHERE id = ? AND status = 'running' RETURNING job_id, (SELECT workflow_id FROM jobs WHERE jobs.id = tasks.job_id)",
@@ -201,7 +201,7 @@ pub async fn reap_expired_leases(state: State) {
             "SELECT id FROM tasks WHERE status = 'running' AND lease_expires < ?",
         )
         .bind(now_ms())
-        .fetch_all(&state.db)
+        .fetch_all(state.store.pool())
         .await;
         match expired {
             Ok(ids) => {
@@ -227,7 +227,7 @@ pub async fn reap_expired_leases(state: State) {
 /// Cancels job `job_id`; returns what happened, for the answer.
 pub async fn cancel_job(state: &State, job_id: &str) -> AppResult<&'static str> {
     let now = now_ms();
-    let mut tx = state.db.begin().await?;
+    let mut tx = state.store.pool().begin().await?;
     // Not claimed yet: the queued task (if any) and the job end here.
     sqlx::query(
         "UPDATE tasks SET status = 'canceled', finished_at = ? WHERE job_id = ? AND status = 'queued'",
