@@ -11,9 +11,6 @@
 //! functions in queries), so that a PostgreSQL backend is a second implementation of these
 //! methods and nothing above this module changes.
 
-// Handlers move onto the store one file at a time; until the last has, some methods are unused.
-#![allow(dead_code)]
-
 mod admin;
 mod continuations;
 mod pipelines;
@@ -115,11 +112,4 @@ pub(crate) async fn test_store() -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("test.db").display());
     (Store::open(&url).await.unwrap(), dir)
-}
-
-impl Store {
-    /// The pool, for the handlers whose statements have not moved here yet.
-    pub(crate) fn pool(&self) -> &sqlx::SqlitePool {
-        &self.pool
-    }
 }

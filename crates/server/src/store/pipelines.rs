@@ -6,7 +6,8 @@ use super::rows::{
 use super::status::{JobStatus, WorkflowStatus};
 use super::{Store, StoreResult, StoreTx};
 
-const PIPELINE_COLUMNS: &str = "p.id, p.project_id, p.number, pr.slug AS project_slug, pr.git_url, p.state, p.status, p.errors,
+const PIPELINE_COLUMNS: &str =
+    "p.id, p.number, pr.slug AS project_slug, pr.git_url, p.state, p.status, p.errors,
      p.branch, p.tag, p.revision, p.created_at
      FROM pipelines p JOIN projects pr ON pr.id = p.project_id";
 

@@ -150,7 +150,6 @@ pub struct NewPipeline<'a> {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PipelineRow {
     pub id: String,
-    pub project_id: String,
     pub number: i64,
     pub project_slug: String,
     pub git_url: String,
