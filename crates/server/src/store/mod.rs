@@ -17,6 +17,8 @@ mod pipelines;
 pub mod rows;
 pub mod status;
 mod tasks;
+#[cfg(test)]
+mod tests;
 
 use std::str::FromStr;
 use std::time::Duration;
