@@ -9,7 +9,13 @@
 //! Today the one backend is SQLite through sqlx (schema in `migrations/`). The SQL is kept
 //! portable where that costs nothing (`ON CONFLICT ... DO NOTHING`, `RETURNING`, no SQLite
 //! functions in queries), so that a PostgreSQL backend is a second implementation of these
-//! methods and nothing above this module changes.
+//! methods and nothing above this module changes: callers see only `Store`, `StoreTx`, the row
+//! structs, the status enums and [`StoreError`], none of which exposes the pool or the driver.
+//! Adding it means a second pool behind `Store` (an enum of the two, or the method set lifted
+//! into a trait), its own `migrations/postgres/`, and `FOR UPDATE SKIP LOCKED` in `claim_task`.
+//!
+//! A feature that needs tables (caches, workspaces, artifacts) adds a migration and a
+//! `store/<feature>.rs` with its methods and rows, as the files here do.
 
 mod admin;
 mod continuations;
