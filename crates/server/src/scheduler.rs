@@ -396,7 +396,12 @@ mod tests {
     #[tokio::test]
     async fn claims_take_the_oldest_task_once_and_respect_the_running_limit() {
         let (store, _dir) = test_store().await;
-        let (pipeline_id, jobs) = pipeline(&store, &[("a", &[]), ("b", &[])]).await;
+        // Two pipelines, so their tasks are queued at different times (tasks queued in the same
+        // millisecond are taken in id order).
+        let (first_pipeline, mut jobs) = pipeline(&store, &[("a", &[])]).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let (second_pipeline, more) = pipeline(&store, &[("b", &[])]).await;
+        jobs.extend(more);
         assert_eq!(status(&store, &jobs["a"]).await, JobStatus::Queued);
         assert_eq!(
             store.count_tasks(CLASS, TaskStatus::Queued).await.unwrap(),
@@ -443,10 +448,12 @@ mod tests {
                 .await
                 .unwrap();
         }
-        assert_eq!(
-            statuses(&store, &pipeline_id).await,
-            (WorkflowStatus::Success, PipelineStatus::Success)
-        );
+        for pipeline_id in [&first_pipeline, &second_pipeline] {
+            assert_eq!(
+                statuses(&store, pipeline_id).await,
+                (WorkflowStatus::Success, PipelineStatus::Success)
+            );
+        }
         // A second report of the same task changes nothing.
         let again = finish_task_in(&store, &first.task_id, TaskStatus::Failed, None).await;
         assert!(!again.unwrap());
@@ -542,35 +549,42 @@ mod tests {
     #[tokio::test]
     async fn cancel_ends_a_waiting_job_asks_a_running_one_and_refuses_an_ended_one() {
         let (store, _dir) = test_store().await;
-        let (pipeline_id, jobs) = pipeline(&store, &[("a", &[]), ("b", &[]), ("c", &["b"])]).await;
-        let a = store
+        let (pipeline_id, jobs) =
+            pipeline(&store, &[("a", &[]), ("b", &[]), ("c", &["a", "b"])]).await;
+        let claimed = store
             .claim_task(&claim("r", "h", 10))
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(a.job_id, jobs["a"]);
+        // Both roots were queued at once; whichever was claimed runs, the other waits.
+        let (running, waiting) = if claimed.job_id == jobs["a"] {
+            (&jobs["a"], &jobs["b"])
+        } else {
+            (&jobs["b"], &jobs["a"])
+        };
+        assert_eq!(&claimed.job_id, running);
 
-        // `b` is queued: it ends at once, and `c`, which requires it, does not run.
-        let (outcome, _) = cancel_job_in(&store, &jobs["b"]).await.unwrap();
+        // The waiting job is queued: it ends at once, and `c`, which requires it, does not run.
+        let (outcome, _) = cancel_job_in(&store, waiting).await.unwrap();
         assert_eq!(outcome, CancelOutcome::Canceled);
-        assert_eq!(status(&store, &jobs["b"]).await, JobStatus::Canceled);
+        assert_eq!(status(&store, waiting).await, JobStatus::Canceled);
         assert_eq!(status(&store, &jobs["c"]).await, JobStatus::NotRun);
         assert_eq!(
             store.count_tasks(CLASS, TaskStatus::Queued).await.unwrap(),
             0
         );
 
-        // `a` runs: its heartbeat learns of the cancel, and the runner reports it canceled.
-        let (outcome, _) = cancel_job_in(&store, &jobs["a"]).await.unwrap();
+        // The running job's heartbeat learns of the cancel, and its runner reports it canceled.
+        let (outcome, _) = cancel_job_in(&store, running).await.unwrap();
         assert_eq!(outcome, CancelOutcome::Canceling);
         assert_eq!(
-            store.renew_lease(&a.task_id, 500).await.unwrap(),
+            store.renew_lease(&claimed.task_id, 500).await.unwrap(),
             Some(true)
         );
-        finish_task_in(&store, &a.task_id, TaskStatus::Canceled, None)
+        finish_task_in(&store, &claimed.task_id, TaskStatus::Canceled, None)
             .await
             .unwrap();
-        let (outcome, _) = cancel_job_in(&store, &jobs["a"]).await.unwrap();
+        let (outcome, _) = cancel_job_in(&store, running).await.unwrap();
         assert_eq!(outcome, CancelOutcome::AlreadyEnded);
         assert_eq!(
             statuses(&store, &pipeline_id).await,

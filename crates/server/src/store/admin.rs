@@ -8,7 +8,7 @@ impl Store {
     /// Stores an admin token's hash; one already stored is kept as it is.
     pub async fn add_admin_token(&self, hash: &str, now: i64) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO admin_tokens (hash, created_at) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING",
+            "INSERT INTO admin_tokens (hash, created_at) VALUES ($1, $2) ON CONFLICT (hash) DO NOTHING",
         )
         .bind(hash)
         .bind(now)
@@ -19,26 +19,27 @@ impl Store {
 
     /// Whether any admin token exists.
     pub async fn has_admin_token(&self) -> StoreResult<bool> {
-        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM admin_tokens LIMIT 1")
-            .fetch_optional(&self.pool)
+        let found: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM admin_tokens)")
+            .fetch_one(&self.pool)
             .await?;
-        Ok(found.is_some())
+        Ok(found)
     }
 
     /// Whether `hash` is an admin token's.
     pub async fn is_admin_token(&self, hash: &str) -> StoreResult<bool> {
-        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM admin_tokens WHERE hash = ?")
-            .bind(hash)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(found.is_some())
+        let found: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM admin_tokens WHERE hash = $1)")
+                .bind(hash)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(found)
     }
 
     /// The resource class (`namespace/name`) of the runner token whose hash is `hash`.
     pub async fn runner_token_class(&self, hash: &str) -> StoreResult<Option<String>> {
         Ok(sqlx::query_scalar(
             "SELECT rc.name FROM runner_tokens t JOIN resource_classes rc ON rc.id = t.resource_class_id
-             WHERE t.hash = ?",
+             WHERE t.hash = $1",
         )
         .bind(hash)
         .fetch_optional(&self.pool)
@@ -48,7 +49,7 @@ impl Store {
     /// The resource classes of `namespace`, by name.
     pub async fn resource_classes(&self, namespace: &str) -> StoreResult<Vec<ResourceClassRow>> {
         Ok(sqlx::query_as(
-            "SELECT id, name, description FROM resource_classes WHERE namespace = ? ORDER BY name",
+            "SELECT id, name, description FROM resource_classes WHERE namespace = $1 ORDER BY name",
         )
         .bind(namespace)
         .fetch_all(&self.pool)
@@ -58,7 +59,7 @@ impl Store {
     /// How many resource classes `namespace` has.
     pub async fn count_resource_classes(&self, namespace: &str) -> StoreResult<i64> {
         Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM resource_classes WHERE namespace = ?")
+            sqlx::query_scalar("SELECT COUNT(*) FROM resource_classes WHERE namespace = $1")
                 .bind(namespace)
                 .fetch_one(&self.pool)
                 .await?,
@@ -68,7 +69,7 @@ impl Store {
     /// The id of resource class `name`.
     pub async fn resource_class_id(&self, name: &str) -> StoreResult<Option<String>> {
         Ok(
-            sqlx::query_scalar("SELECT id FROM resource_classes WHERE name = ?")
+            sqlx::query_scalar("SELECT id FROM resource_classes WHERE name = $1")
                 .bind(name)
                 .fetch_optional(&self.pool)
                 .await?,
@@ -84,7 +85,7 @@ impl Store {
     ) -> StoreResult<bool> {
         let inserted = sqlx::query(
             "INSERT INTO resource_classes (id, name, namespace, description, created_at)
-             VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING",
         )
         .bind(&row.id)
         .bind(&row.name)
@@ -105,7 +106,7 @@ impl Store {
     ) -> StoreResult<ResourceClassDeletion> {
         let mut tx = self.pool.begin().await?;
         let name: Option<String> =
-            sqlx::query_scalar("SELECT name FROM resource_classes WHERE id = ?")
+            sqlx::query_scalar("SELECT name FROM resource_classes WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -113,18 +114,18 @@ impl Store {
             return Ok(ResourceClassDeletion::NotFound);
         };
         let tokens: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM runner_tokens WHERE resource_class_id = ?")
+            sqlx::query_scalar("SELECT COUNT(*) FROM runner_tokens WHERE resource_class_id = $1")
                 .bind(id)
                 .fetch_one(&mut *tx)
                 .await?;
         if tokens > 0 && !force {
             return Ok(ResourceClassDeletion::HasTokens { name, tokens });
         }
-        sqlx::query("DELETE FROM runner_tokens WHERE resource_class_id = ?")
+        sqlx::query("DELETE FROM runner_tokens WHERE resource_class_id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM resource_classes WHERE id = ?")
+        sqlx::query("DELETE FROM resource_classes WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -137,7 +138,7 @@ impl Store {
         Ok(sqlx::query_as(
             "SELECT t.id, rc.name AS resource_class, t.nickname, t.created_at FROM runner_tokens t
              JOIN resource_classes rc ON rc.id = t.resource_class_id
-             WHERE rc.name = ? ORDER BY t.created_at",
+             WHERE rc.name = $1 ORDER BY t.created_at",
         )
         .bind(resource_class)
         .fetch_all(&self.pool)
@@ -154,7 +155,7 @@ impl Store {
         now: i64,
     ) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO runner_tokens (id, resource_class_id, nickname, hash, created_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO runner_tokens (id, resource_class_id, nickname, hash, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(id)
         .bind(class_id)
@@ -168,7 +169,7 @@ impl Store {
 
     /// Deletes runner token `id`; `false` if there was none.
     pub async fn delete_runner_token(&self, id: &str) -> StoreResult<bool> {
-        let deleted = sqlx::query("DELETE FROM runner_tokens WHERE id = ?")
+        let deleted = sqlx::query("DELETE FROM runner_tokens WHERE id = $1")
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -179,7 +180,7 @@ impl Store {
     pub async fn runner_seen(&self, runner: &RunnerSeen<'_>) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO runners (resource_class, name, hostname, ip, version, first_connected, last_connected)
-             VALUES (?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (resource_class, name) DO UPDATE SET
                hostname = excluded.hostname, ip = excluded.ip, version = excluded.version,
                last_connected = excluded.last_connected",
@@ -204,7 +205,7 @@ impl Store {
     ) -> StoreResult<Vec<RunnerRow>> {
         Ok(sqlx::query_as(
             "SELECT resource_class, hostname, name, ip, version, first_connected, last_connected, last_used
-             FROM runners WHERE resource_class = ? AND last_connected >= ? ORDER BY name",
+             FROM runners WHERE resource_class = $1 AND last_connected >= $2 ORDER BY name",
         )
         .bind(resource_class)
         .bind(since)
@@ -220,7 +221,7 @@ impl Store {
     ) -> StoreResult<Vec<RunnerRow>> {
         Ok(sqlx::query_as(
             "SELECT resource_class, hostname, name, ip, version, first_connected, last_connected, last_used
-             FROM runners WHERE resource_class LIKE ? ESCAPE '\\' AND last_connected >= ?
+             FROM runners WHERE resource_class LIKE $1 ESCAPE '\\' AND last_connected >= $2
              ORDER BY resource_class, name",
         )
         .bind(format!(
@@ -238,7 +239,7 @@ impl Store {
     /// How many tasks of `resource_class` are `status`.
     pub async fn count_tasks(&self, resource_class: &str, status: TaskStatus) -> StoreResult<u64> {
         let count: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM tasks WHERE resource_class = ? AND status = ?",
+            "SELECT COUNT(*) FROM tasks WHERE resource_class = $1 AND status = $2",
         )
         .bind(resource_class)
         .bind(status)

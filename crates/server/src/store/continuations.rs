@@ -7,7 +7,7 @@ impl Store {
     /// The continuation key whose hash is `key_hash`.
     pub async fn continuation(&self, key_hash: &str) -> StoreResult<Option<ContinuationRow>> {
         Ok(
-            sqlx::query_as("SELECT pipeline_id, task_id FROM continuations WHERE key_hash = ?")
+            sqlx::query_as("SELECT pipeline_id, task_id FROM continuations WHERE key_hash = $1")
                 .bind(key_hash)
                 .fetch_optional(&self.pool)
                 .await?,
@@ -17,7 +17,7 @@ impl Store {
     /// When pipeline `pipeline_id` was continued, with any of its keys.
     pub async fn continued_at(&self, pipeline_id: &str) -> StoreResult<Option<i64>> {
         Ok(sqlx::query_scalar(
-            "SELECT MIN(used_at) FROM continuations WHERE pipeline_id = ? AND used_at IS NOT NULL",
+            "SELECT MIN(used_at) FROM continuations WHERE pipeline_id = $1 AND used_at IS NOT NULL",
         )
         .bind(pipeline_id)
         .fetch_one(&self.pool)
@@ -33,7 +33,7 @@ impl Store {
         now: i64,
     ) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO continuations (key_hash, pipeline_id, task_id, created_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO continuations (key_hash, pipeline_id, task_id, created_at) VALUES ($1, $2, $3, $4)",
         )
         .bind(key_hash)
         .bind(pipeline_id)
@@ -56,8 +56,8 @@ impl StoreTx {
         now: i64,
     ) -> StoreResult<bool> {
         let claimed = sqlx::query(
-            "UPDATE continuations SET used_at = ? WHERE key_hash = ? AND used_at IS NULL
-               AND NOT EXISTS (SELECT 1 FROM continuations WHERE pipeline_id = ? AND used_at IS NOT NULL)",
+            "UPDATE continuations SET used_at = $1 WHERE key_hash = $2 AND used_at IS NULL
+               AND NOT EXISTS (SELECT 1 FROM continuations WHERE pipeline_id = $3 AND used_at IS NOT NULL)",
         )
         .bind(now)
         .bind(key_hash)

@@ -15,7 +15,7 @@ impl Store {
     /// Creates a project; `false` if one with its slug exists.
     pub async fn create_project(&self, project: &ProjectRow, now: i64) -> StoreResult<bool> {
         let inserted = sqlx::query(
-            "INSERT INTO projects (id, slug, git_url, namespace, created_at) VALUES (?, ?, ?, ?, ?)
+            "INSERT INTO projects (id, slug, git_url, namespace, created_at) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (slug) DO NOTHING",
         )
         .bind(&project.id)
@@ -31,7 +31,7 @@ impl Store {
     /// The project of slug `slug`.
     pub async fn project_by_slug(&self, slug: &str) -> StoreResult<Option<ProjectRow>> {
         Ok(
-            sqlx::query_as("SELECT id, slug, git_url, namespace FROM projects WHERE slug = ?")
+            sqlx::query_as("SELECT id, slug, git_url, namespace FROM projects WHERE slug = $1")
                 .bind(slug)
                 .fetch_optional(&self.pool)
                 .await?,
@@ -47,7 +47,7 @@ impl Store {
     /// leaves a gap, as on CircleCI.
     pub async fn next_pipeline_number(&self, project_id: &str) -> StoreResult<i64> {
         Ok(sqlx::query_scalar(
-            "UPDATE projects SET next_pipeline_number = next_pipeline_number + 1 WHERE id = ?
+            "UPDATE projects SET next_pipeline_number = next_pipeline_number + 1 WHERE id = $1
              RETURNING next_pipeline_number - 1",
         )
         .bind(project_id)
@@ -58,7 +58,7 @@ impl Store {
     /// Pipeline `id`, with its project's slug and git URL.
     pub async fn pipeline(&self, id: &str) -> StoreResult<Option<PipelineRow>> {
         Ok(
-            sqlx::query_as(&format!("SELECT {PIPELINE_COLUMNS} WHERE p.id = ?"))
+            sqlx::query_as(&format!("SELECT {PIPELINE_COLUMNS} WHERE p.id = $1"))
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await?,
@@ -67,11 +67,12 @@ impl Store {
 
     /// Whether pipeline `id` exists.
     pub async fn pipeline_exists(&self, id: &str) -> StoreResult<bool> {
-        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM pipelines WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(found.is_some())
+        let found: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pipelines WHERE id = $1)")
+                .bind(id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(found)
     }
 
     /// The workflows of pipeline `pipeline_id`, in order.
@@ -80,7 +81,7 @@ impl Store {
             "SELECT w.id, w.name, p.number AS pipeline_number, pr.slug AS project_slug, w.status,
                     w.created_at, w.stopped_at
              FROM workflows w JOIN pipelines p ON p.id = w.pipeline_id JOIN projects pr ON pr.id = p.project_id
-             WHERE w.pipeline_id = ? ORDER BY w.position",
+             WHERE w.pipeline_id = $1 ORDER BY w.position",
         )
         .bind(pipeline_id)
         .fetch_all(&self.pool)
@@ -89,18 +90,19 @@ impl Store {
 
     /// Whether workflow `id` exists.
     pub async fn workflow_exists(&self, id: &str) -> StoreResult<bool> {
-        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM workflows WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(found.is_some())
+        let found: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM workflows WHERE id = $1)")
+                .bind(id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(found)
     }
 
     /// The jobs of workflow `workflow_id`, in order.
     pub async fn jobs_of_workflow(&self, workflow_id: &str) -> StoreResult<Vec<JobListRow>> {
         Ok(sqlx::query_as(
             "SELECT id, name, number, status, started_at, stopped_at, requires FROM jobs
-             WHERE workflow_id = ? ORDER BY position",
+             WHERE workflow_id = $1 ORDER BY position",
         )
         .bind(workflow_id)
         .fetch_all(&self.pool)
@@ -111,7 +113,7 @@ impl Store {
     pub async fn job(&self, id: &str) -> StoreResult<Option<JobRow>> {
         Ok(sqlx::query_as(
             "SELECT id, name, number, status, pipeline_id, workflow_id, resource_class, message
-             FROM jobs WHERE id = ?",
+             FROM jobs WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -120,7 +122,7 @@ impl Store {
 
     /// The status of job `id`.
     pub async fn job_status(&self, id: &str) -> StoreResult<Option<JobStatus>> {
-        Ok(sqlx::query_scalar("SELECT status FROM jobs WHERE id = ?")
+        Ok(sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?)
@@ -129,7 +131,7 @@ impl Store {
     /// The steps task `task_id` reported, in order.
     pub async fn steps(&self, task_id: &str) -> StoreResult<Vec<StepRow>> {
         Ok(sqlx::query_as(
-            "SELECT idx, name, status, exit_code, duration_ms FROM steps WHERE task_id = ? ORDER BY idx",
+            "SELECT idx, name, status, exit_code, duration_ms FROM steps WHERE task_id = $1 ORDER BY idx",
         )
         .bind(task_id)
         .fetch_all(&self.pool)
@@ -143,7 +145,7 @@ impl StoreTx {
     /// number. [`StoreTx::set_next_job_number`] stores the advanced counter.
     pub async fn lock_next_job_number(&mut self, project_id: &str) -> StoreResult<i64> {
         Ok(sqlx::query_scalar(
-            "UPDATE projects SET next_job_number = next_job_number WHERE id = ? RETURNING next_job_number",
+            "UPDATE projects SET next_job_number = next_job_number WHERE id = $1 RETURNING next_job_number",
         )
         .bind(project_id)
         .fetch_one(&mut *self.tx)
@@ -152,7 +154,7 @@ impl StoreTx {
 
     /// Stores the project's next job number.
     pub async fn set_next_job_number(&mut self, project_id: &str, next: i64) -> StoreResult<()> {
-        sqlx::query("UPDATE projects SET next_job_number = ? WHERE id = ?")
+        sqlx::query("UPDATE projects SET next_job_number = $1 WHERE id = $2")
             .bind(next)
             .bind(project_id)
             .execute(&mut *self.tx)
@@ -164,7 +166,7 @@ impl StoreTx {
     pub async fn insert_pipeline(&mut self, pipeline: &NewPipeline<'_>) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO pipelines (id, project_id, number, branch, tag, revision, state, status, errors, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(pipeline.id)
         .bind(pipeline.project_id)
@@ -191,7 +193,7 @@ impl StoreTx {
         now: i64,
     ) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO workflows (id, pipeline_id, name, position, status, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO workflows (id, pipeline_id, name, position, status, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(id)
         .bind(pipeline_id)
@@ -207,7 +209,7 @@ impl StoreTx {
     /// How many workflows pipeline `pipeline_id` has.
     pub async fn count_workflows(&mut self, pipeline_id: &str) -> StoreResult<i64> {
         Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM workflows WHERE pipeline_id = ?")
+            sqlx::query_scalar("SELECT COUNT(*) FROM workflows WHERE pipeline_id = $1")
                 .bind(pipeline_id)
                 .fetch_one(&mut *self.tx)
                 .await?,
@@ -219,7 +221,7 @@ impl StoreTx {
         sqlx::query(
             "INSERT INTO jobs (id, workflow_id, pipeline_id, name, number, position, status, resource_class,
                                requires, spec, step_count, continuation)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(job.id)
         .bind(job.workflow_id)

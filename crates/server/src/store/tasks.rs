@@ -11,7 +11,7 @@ impl Store {
     /// The task whose token hashes to `hash`.
     pub async fn task_by_token(&self, hash: &str) -> StoreResult<Option<TaskTokenRow>> {
         Ok(
-            sqlx::query_as("SELECT id AS task_id, job_id, status FROM tasks WHERE token_hash = ?")
+            sqlx::query_as("SELECT id AS task_id, job_id, status FROM tasks WHERE token_hash = $1")
                 .bind(hash)
                 .fetch_optional(&self.pool)
                 .await?,
@@ -24,11 +24,11 @@ impl Store {
         // One statement, so two runners can never claim the same task; the org-wide concurrency
         // limit counts running tasks, not runners.
         let claimed: Option<ClaimedTask> = sqlx::query_as(
-            "UPDATE tasks SET status = ?, token_hash = ?, runner_name = ?, lease_expires = ?, claimed_at = ?
-             WHERE id = (SELECT id FROM tasks WHERE status = ? AND resource_class = ?
+            "UPDATE tasks SET status = $1, token_hash = $2, runner_name = $3, lease_expires = $4, claimed_at = $5
+             WHERE id = (SELECT id FROM tasks WHERE status = $6 AND resource_class = $7
                          ORDER BY created_at, id LIMIT 1)
-               AND status = ?
-               AND (SELECT COUNT(*) FROM tasks WHERE status = ?) < ?
+               AND status = $8
+               AND (SELECT COUNT(*) FROM tasks WHERE status = $9) < $10
              RETURNING id AS task_id, job_id",
         )
         .bind(TaskStatus::Running)
@@ -46,13 +46,13 @@ impl Store {
         let Some(claimed) = claimed else {
             return Ok(None);
         };
-        sqlx::query("UPDATE jobs SET status = ?, started_at = ? WHERE id = ?")
+        sqlx::query("UPDATE jobs SET status = $1, started_at = $2 WHERE id = $3")
             .bind(JobStatus::Running)
             .bind(claim.now)
             .bind(&claimed.job_id)
             .execute(&self.pool)
             .await?;
-        sqlx::query("UPDATE runners SET last_used = ? WHERE resource_class = ? AND name = ?")
+        sqlx::query("UPDATE runners SET last_used = $1 WHERE resource_class = $2 AND name = $3")
             .bind(claim.now)
             .bind(claim.resource_class)
             .bind(claim.runner_name)
@@ -69,7 +69,7 @@ impl Store {
         lease_expires: i64,
     ) -> StoreResult<Option<bool>> {
         let cancel: Option<bool> = sqlx::query_scalar(
-            "UPDATE tasks SET lease_expires = ? WHERE id = ? AND status = ? RETURNING cancel_requested",
+            "UPDATE tasks SET lease_expires = $1 WHERE id = $2 AND status = $3 RETURNING cancel_requested",
         )
         .bind(lease_expires)
         .bind(task_id)
@@ -82,7 +82,7 @@ impl Store {
     /// The running tasks whose lease ended before `now`.
     pub async fn expired_tasks(&self, now: i64) -> StoreResult<Vec<String>> {
         Ok(
-            sqlx::query_scalar("SELECT id FROM tasks WHERE status = ? AND lease_expires < ?")
+            sqlx::query_scalar("SELECT id FROM tasks WHERE status = $1 AND lease_expires < $2")
                 .bind(TaskStatus::Running)
                 .bind(now)
                 .fetch_all(&self.pool)
@@ -93,7 +93,7 @@ impl Store {
     /// The stored spec of job `job_id`, with what its task's config needs besides.
     pub async fn job_spec(&self, job_id: &str) -> StoreResult<Option<JobSpecRow>> {
         Ok(
-            sqlx::query_as("SELECT spec, pipeline_id, continuation FROM jobs WHERE id = ?")
+            sqlx::query_as("SELECT spec, pipeline_id, continuation FROM jobs WHERE id = $1")
                 .bind(job_id)
                 .fetch_optional(&self.pool)
                 .await?,
@@ -103,7 +103,7 @@ impl Store {
     /// How many steps job `job_id` has (0 for no such job). Read on every log chunk and step
     /// event: a column, not the spec.
     pub async fn step_count(&self, job_id: &str) -> StoreResult<u32> {
-        let count: Option<i64> = sqlx::query_scalar("SELECT step_count FROM jobs WHERE id = ?")
+        let count: Option<i64> = sqlx::query_scalar("SELECT step_count FROM jobs WHERE id = $1")
             .bind(job_id)
             .fetch_optional(&self.pool)
             .await?;
@@ -113,7 +113,7 @@ impl Store {
     /// Records a step event (the latest one of a step wins).
     pub async fn record_step(&self, step: &StepUpdate<'_>) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO steps (task_id, idx, name, status, exit_code, duration_ms) VALUES (?, ?, ?, ?, ?, ?)
+            "INSERT INTO steps (task_id, idx, name, status, exit_code, duration_ms) VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (task_id, idx) DO UPDATE SET
                name = excluded.name, status = excluded.status, exit_code = excluded.exit_code,
                duration_ms = excluded.duration_ms",
@@ -132,7 +132,7 @@ impl Store {
     /// The latest task of job `job_id`.
     pub async fn latest_task(&self, job_id: &str) -> StoreResult<Option<String>> {
         Ok(sqlx::query_scalar(
-            "SELECT id FROM tasks WHERE job_id = ? ORDER BY created_at DESC LIMIT 1",
+            "SELECT id FROM tasks WHERE job_id = $1 ORDER BY created_at DESC LIMIT 1",
         )
         .bind(job_id)
         .fetch_optional(&self.pool)
@@ -141,26 +141,26 @@ impl Store {
 
     /// Whether task `task_id` runs.
     pub async fn task_is_running(&self, task_id: &str) -> StoreResult<bool> {
-        let found: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM tasks WHERE id = ? AND status = ?")
+        let found: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1 AND status = $2)")
                 .bind(task_id)
                 .bind(TaskStatus::Running)
-                .fetch_optional(&self.pool)
+                .fetch_one(&self.pool)
                 .await?;
-        Ok(found.is_some())
+        Ok(found)
     }
 
     /// Whether any task of pipeline `pipeline_id` runs.
     pub async fn pipeline_has_running_task(&self, pipeline_id: &str) -> StoreResult<bool> {
-        let found: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM tasks t JOIN jobs j ON j.id = t.job_id
-             WHERE j.pipeline_id = ? AND t.status = ? LIMIT 1",
+        let found: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM tasks t JOIN jobs j ON j.id = t.job_id
+             WHERE j.pipeline_id = $1 AND t.status = $2)",
         )
         .bind(pipeline_id)
         .bind(TaskStatus::Running)
-        .fetch_optional(&self.pool)
+        .fetch_one(&self.pool)
         .await?;
-        Ok(found.is_some())
+        Ok(found)
     }
 }
 
@@ -174,7 +174,7 @@ impl StoreTx {
         now: i64,
     ) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO tasks (id, job_id, resource_class, status, created_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO tasks (id, job_id, resource_class, status, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(task_id)
         .bind(job_id)
@@ -183,7 +183,7 @@ impl StoreTx {
         .bind(now)
         .execute(&mut *self.tx)
         .await?;
-        sqlx::query("UPDATE jobs SET status = ? WHERE id = ?")
+        sqlx::query("UPDATE jobs SET status = $1 WHERE id = $2")
             .bind(JobStatus::Queued)
             .bind(job_id)
             .execute(&mut *self.tx)
@@ -203,8 +203,8 @@ impl StoreTx {
         now: i64,
     ) -> StoreResult<Option<FinishedTask>> {
         let finished: Option<FinishedTask> = sqlx::query_as(
-            "UPDATE tasks SET status = ?, finished_at = ?, lease_expires = NULL
-             WHERE id = ? AND status = ?
+            "UPDATE tasks SET status = $1, finished_at = $2, lease_expires = NULL
+             WHERE id = $3 AND status = $4
              RETURNING job_id, (SELECT workflow_id FROM jobs WHERE jobs.id = tasks.job_id) AS workflow_id",
         )
         .bind(status)
@@ -216,14 +216,14 @@ impl StoreTx {
         let Some(finished) = finished else {
             return Ok(None);
         };
-        sqlx::query("UPDATE jobs SET status = ?, stopped_at = ?, message = ? WHERE id = ?")
+        sqlx::query("UPDATE jobs SET status = $1, stopped_at = $2, message = $3 WHERE id = $4")
             .bind(status.job_status())
             .bind(now)
             .bind(message)
             .bind(&finished.job_id)
             .execute(&mut *self.tx)
             .await?;
-        sqlx::query("UPDATE steps SET status = ? WHERE task_id = ? AND status = ?")
+        sqlx::query("UPDATE steps SET status = $1 WHERE task_id = $2 AND status = $3")
             .bind(step_status)
             .bind(task_id)
             .bind(StepStatus::Running)
@@ -239,16 +239,18 @@ impl StoreTx {
         job_id: &str,
         now: i64,
     ) -> StoreResult<Option<String>> {
-        sqlx::query("UPDATE tasks SET status = ?, finished_at = ? WHERE job_id = ? AND status = ?")
-            .bind(TaskStatus::Canceled)
-            .bind(now)
-            .bind(job_id)
-            .bind(TaskStatus::Queued)
-            .execute(&mut *self.tx)
-            .await?;
+        sqlx::query(
+            "UPDATE tasks SET status = $1, finished_at = $2 WHERE job_id = $3 AND status = $4",
+        )
+        .bind(TaskStatus::Canceled)
+        .bind(now)
+        .bind(job_id)
+        .bind(TaskStatus::Queued)
+        .execute(&mut *self.tx)
+        .await?;
         Ok(sqlx::query_scalar(
-            "UPDATE jobs SET status = ?, stopped_at = ?, message = 'canceled before it ran'
-             WHERE id = ? AND status IN (?, ?)
+            "UPDATE jobs SET status = $1, stopped_at = $2, message = 'canceled before it ran'
+             WHERE id = $3 AND status IN ($4, $5)
              RETURNING workflow_id",
         )
         .bind(JobStatus::Canceled)
@@ -263,7 +265,7 @@ impl StoreTx {
     /// Asks the running tasks of job `job_id` to cancel; answers how many there were.
     pub async fn request_cancel(&mut self, job_id: &str) -> StoreResult<u64> {
         Ok(
-            sqlx::query("UPDATE tasks SET cancel_requested = 1 WHERE job_id = ? AND status = ?")
+            sqlx::query("UPDATE tasks SET cancel_requested = 1 WHERE job_id = $1 AND status = $2")
                 .bind(job_id)
                 .bind(TaskStatus::Running)
                 .execute(&mut *self.tx)
@@ -275,7 +277,7 @@ impl StoreTx {
     /// The jobs of workflow `workflow_id`, in order.
     pub async fn workflow_jobs(&mut self, workflow_id: &str) -> StoreResult<Vec<SchedulerJobRow>> {
         Ok(sqlx::query_as(
-            "SELECT id, name, status, requires, resource_class FROM jobs WHERE workflow_id = ? ORDER BY position",
+            "SELECT id, name, status, requires, resource_class FROM jobs WHERE workflow_id = $1 ORDER BY position",
         )
         .bind(workflow_id)
         .fetch_all(&mut *self.tx)
@@ -284,7 +286,7 @@ impl StoreTx {
 
     /// Marks job `job_id` `not_run`: a requirement failed.
     pub async fn mark_not_run(&mut self, job_id: &str, now: i64) -> StoreResult<()> {
-        sqlx::query("UPDATE jobs SET status = ?, stopped_at = ? WHERE id = ?")
+        sqlx::query("UPDATE jobs SET status = $1, stopped_at = $2 WHERE id = $3")
             .bind(JobStatus::NotRun)
             .bind(now)
             .bind(job_id)
@@ -301,7 +303,7 @@ impl StoreTx {
         now: i64,
     ) -> StoreResult<String> {
         Ok(sqlx::query_scalar(
-            "UPDATE workflows SET status = ?, stopped_at = ? WHERE id = ? RETURNING pipeline_id",
+            "UPDATE workflows SET status = $1, stopped_at = $2 WHERE id = $3 RETURNING pipeline_id",
         )
         .bind(status)
         .bind(now)
@@ -316,7 +318,7 @@ impl StoreTx {
         pipeline_id: &str,
     ) -> StoreResult<Vec<WorkflowStatus>> {
         Ok(
-            sqlx::query_scalar("SELECT status FROM workflows WHERE pipeline_id = ?")
+            sqlx::query_scalar("SELECT status FROM workflows WHERE pipeline_id = $1")
                 .bind(pipeline_id)
                 .fetch_all(&mut *self.tx)
                 .await?,
@@ -329,7 +331,7 @@ impl StoreTx {
         pipeline_id: &str,
         status: PipelineStatus,
     ) -> StoreResult<()> {
-        sqlx::query("UPDATE pipelines SET status = ? WHERE id = ?")
+        sqlx::query("UPDATE pipelines SET status = $1 WHERE id = $2")
             .bind(status)
             .bind(pipeline_id)
             .execute(&mut *self.tx)
