@@ -5,15 +5,16 @@
 
 use std::fmt;
 
-/// Defines a string enum: `as_str`, `parse`, `Display`, serde and sqlx (TEXT) in one place, so
-/// the string of each variant is written once.
+/// Defines a string enum: `as_str`, `parse`, `Display`, serde and sqlx in one place, so the
+/// string of each variant is written once. The sqlx impls go through `str` for any database,
+/// so the columns are plain text on SQLite and PostgreSQL alike (sqlx's derive would want a
+/// PostgreSQL enum type), and a value no variant spells fails to decode, naming the value.
 macro_rules! string_enum {
     ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, sqlx::Type)]
-        #[sqlx(type_name = "TEXT")]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
         pub enum $name {
-            $($(#[$vmeta])* #[serde(rename = $text)] #[sqlx(rename = $text)] $variant,)+
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant,)+
         }
 
         impl $name {
@@ -29,7 +30,6 @@ macro_rules! string_enum {
             }
 
             /// The variant spelled `text`, if any.
-            #[allow(dead_code)] // Only the statuses clients send are parsed so far.
             pub fn parse(text: &str) -> Option<$name> {
                 match text {
                     $($text => Some($name::$variant),)+
@@ -41,6 +41,45 @@ macro_rules! string_enum {
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(self.as_str())
+            }
+        }
+
+        impl<DB: sqlx::Database> sqlx::Type<DB> for $name
+        where
+            str: sqlx::Type<DB>,
+        {
+            fn type_info() -> DB::TypeInfo {
+                <str as sqlx::Type<DB>>::type_info()
+            }
+
+            fn compatible(ty: &DB::TypeInfo) -> bool {
+                <str as sqlx::Type<DB>>::compatible(ty)
+            }
+        }
+
+        impl<'q, DB: sqlx::Database> sqlx::Encode<'q, DB> for $name
+        where
+            &'q str: sqlx::Encode<'q, DB>,
+        {
+            fn encode_by_ref(
+                &self,
+                buf: &mut <DB as sqlx::Database>::ArgumentBuffer<'q>,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&'q str as sqlx::Encode<'q, DB>>::encode_by_ref(&self.as_str(), buf)
+            }
+        }
+
+        impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for $name
+        where
+            &'r str: sqlx::Decode<'r, DB>,
+        {
+            fn decode(
+                value: <DB as sqlx::Database>::ValueRef<'r>,
+            ) -> Result<$name, sqlx::error::BoxDynError> {
+                let text = <&'r str as sqlx::Decode<'r, DB>>::decode(value)?;
+                $name::parse(text).ok_or_else(|| {
+                    format!("`{text}` is not a {}", stringify!($name)).into()
+                })
             }
         }
     };

@@ -182,8 +182,9 @@ async fn statuses_are_stored_as_circleci_strings() {
     let unknown: Result<JobStatus, sqlx::Error> = sqlx::query_scalar("SELECT 'paused'")
         .fetch_one(&store.pool)
         .await;
+    let error = unknown.expect_err("an unknown status is an error, not a default");
     assert!(
-        unknown.is_err(),
-        "an unknown status is an error, not a default"
+        error.to_string().contains("`paused` is not a JobStatus"),
+        "{error}"
     );
 }
