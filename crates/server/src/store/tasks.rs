@@ -19,8 +19,10 @@ impl Store {
     }
 
     /// Claims the oldest queued task of the claim's resource class for its runner, unless the
-    /// org-wide limit of running tasks is reached; marks its job running and the runner used.
+    /// org-wide limit of running tasks is reached; marks its job running and the runner used,
+    /// in the same transaction (a crash in between cannot leave a running task's job queued).
     pub async fn claim_task(&self, claim: &Claim<'_>) -> StoreResult<Option<ClaimedTask>> {
+        let mut tx = self.pool.begin().await?;
         // One statement, so two runners can never claim the same task; the org-wide concurrency
         // limit counts running tasks, not runners.
         let claimed: Option<ClaimedTask> = sqlx::query_as(
@@ -41,7 +43,7 @@ impl Store {
         .bind(TaskStatus::Queued)
         .bind(TaskStatus::Running)
         .bind(claim.max_running.min(i64::MAX as u64) as i64)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
         let Some(claimed) = claimed else {
             return Ok(None);
@@ -50,14 +52,15 @@ impl Store {
             .bind(JobStatus::Running)
             .bind(claim.now)
             .bind(&claimed.job_id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         sqlx::query("UPDATE runners SET last_used = $1 WHERE resource_class = $2 AND name = $3")
             .bind(claim.now)
             .bind(claim.resource_class)
             .bind(claim.runner_name)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(Some(claimed))
     }
 
