@@ -18,7 +18,7 @@ use serde::Deserialize;
 use crate::State;
 use crate::auth::{Runner, TaskAuth, generate_token, hash_token};
 use crate::error::{AppError, AppResult};
-use crate::store::{Claim, ClaimedTask, RunnerSeen, StepStatus, StepUpdate, TaskStatus};
+use crate::store::{Claim, ClaimedTask, Lease, RunnerSeen, StepStatus, StepUpdate, TaskStatus};
 use crate::util::now_ms;
 use crate::{logs, scheduler};
 
@@ -208,13 +208,13 @@ async fn heartbeat(
 
 async fn renew_lease(state: &State, task: &TaskAuth) -> AppResult<HeartbeatResponse> {
     let lease = now_ms() + state.task_lease.as_millis() as i64;
-    let cancel = state.store.renew_lease(&task.task_id, lease).await?;
-    let Some(cancel) = cancel else {
+    let Lease::Renewed { cancel_requested } = state.store.renew_lease(&task.task_id, lease).await?
+    else {
         // The task ended since the request was authenticated.
         return Err(ended_task());
     };
     Ok(HeartbeatResponse {
-        cancel,
+        cancel: cancel_requested,
         lease_secs: state.task_lease.as_secs(),
     })
 }

@@ -256,7 +256,7 @@ async fn cancel_job_in(store: &Store, job_id: &str) -> StoreResult<(CancelOutcom
 mod tests {
     use super::*;
     use crate::store::{
-        Claim, NewJob, NewPipeline, PipelineState, ProjectRow, WorkflowStatus, test_store,
+        Claim, Lease, NewJob, NewPipeline, PipelineState, ProjectRow, WorkflowStatus, test_store,
     };
 
     const CLASS: &str = "acme/linux";
@@ -523,7 +523,9 @@ mod tests {
         assert!(!reap_once(&store, 500).await.unwrap());
         assert_eq!(
             store.renew_lease(&a.task_id, 2_000).await.unwrap(),
-            Some(false)
+            Lease::Renewed {
+                cancel_requested: false
+            }
         );
         reap_once(&store, 1_500).await.unwrap();
         assert_eq!(status(&store, &jobs["a"]).await, JobStatus::Running);
@@ -534,7 +536,10 @@ mod tests {
             JobStatus::InfrastructureFail
         );
         assert_eq!(status(&store, &jobs["b"]).await, JobStatus::NotRun);
-        assert_eq!(store.renew_lease(&a.task_id, 3_000).await.unwrap(), None);
+        assert_eq!(
+            store.renew_lease(&a.task_id, 3_000).await.unwrap(),
+            Lease::Ended
+        );
         let job = store.job(&jobs["a"]).await.unwrap().unwrap();
         assert_eq!(
             job.message.as_deref(),
@@ -579,7 +584,9 @@ mod tests {
         assert_eq!(outcome, CancelOutcome::Canceling);
         assert_eq!(
             store.renew_lease(&claimed.task_id, 500).await.unwrap(),
-            Some(true)
+            Lease::Renewed {
+                cancel_requested: true
+            }
         );
         finish_task_in(&store, &claimed.task_id, TaskStatus::Canceled, None)
             .await

@@ -84,6 +84,15 @@ pub struct ClaimedTask {
     pub job_id: String,
 }
 
+/// What renewing a task's lease found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    /// The task runs and its lease was extended; someone may have asked it to cancel.
+    Renewed { cancel_requested: bool },
+    /// The task does not run (any more): nothing was renewed.
+    Ended,
+}
+
 /// What a task needs to build its config.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct JobSpecRow {

@@ -2,7 +2,7 @@
 //! scheduler advances workflows with.
 
 use super::rows::{
-    Claim, ClaimedTask, FinishedTask, JobSpecRow, SchedulerJobRow, StepUpdate, TaskTokenRow,
+    Claim, ClaimedTask, FinishedTask, JobSpecRow, Lease, SchedulerJobRow, StepUpdate, TaskTokenRow,
 };
 use super::status::{JobStatus, PipelineStatus, StepStatus, TaskStatus, WorkflowStatus};
 use super::{Store, StoreResult, StoreTx};
@@ -64,13 +64,8 @@ impl Store {
         Ok(Some(claimed))
     }
 
-    /// Extends a running task's lease to `lease_expires`; answers whether a cancel was asked,
-    /// or `None` if the task does not run (any more).
-    pub async fn renew_lease(
-        &self,
-        task_id: &str,
-        lease_expires: i64,
-    ) -> StoreResult<Option<bool>> {
+    /// Extends a running task's lease to `lease_expires`.
+    pub async fn renew_lease(&self, task_id: &str, lease_expires: i64) -> StoreResult<Lease> {
         let cancel: Option<bool> = sqlx::query_scalar(
             "UPDATE tasks SET lease_expires = $1 WHERE id = $2 AND status = $3 RETURNING cancel_requested",
         )
@@ -79,7 +74,10 @@ impl Store {
         .bind(TaskStatus::Running)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(cancel)
+        Ok(match cancel {
+            Some(cancel_requested) => Lease::Renewed { cancel_requested },
+            None => Lease::Ended,
+        })
     }
 
     /// The running tasks whose lease ended before `now`.
