@@ -39,11 +39,9 @@ pub use status::*;
 /// to the server's log.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The database failed, or a stored value did not decode (a status no variant spells).
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    /// A stored value that does not read back (a JSON column, say).
-    #[error("stored {what} is unreadable: {detail}")]
-    Corrupt { what: String, detail: String },
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
