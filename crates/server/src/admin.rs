@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::State;
 use crate::auth::{Admin, generate_token, hash_token};
 use crate::error::{AppError, AppResult};
+use crate::store::{ResourceClassDeletion, ResourceClassRow, TaskStatus};
 use crate::util::{new_id, now_ms, rfc3339};
 
 pub fn routes() -> Router<State> {
@@ -85,19 +86,14 @@ async fn list_resource_classes(
     let namespace = query
         .namespace
         .ok_or_else(|| AppError::bad_request("query parameter `namespace` is required"))?;
-    let rows: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT id, name, description FROM resource_classes WHERE namespace = ? ORDER BY name",
-    )
-    .bind(&namespace)
-    .fetch_all(&state.db)
-    .await?;
+    let rows = state.store.resource_classes(&namespace).await?;
     Ok(Json(Items {
         items: rows
             .into_iter()
-            .map(|(id, resource_class, description)| ResourceClass {
-                id,
-                resource_class,
-                description,
+            .map(|row| ResourceClass {
+                id: row.id,
+                resource_class: row.name,
+                description: row.description,
             })
             .collect(),
     }))
@@ -108,34 +104,31 @@ async fn create_resource_class(
     StateExt(state): StateExt<State>,
     Json(body): Json<CreateResourceClass>,
 ) -> AppResult<Json<ResourceClass>> {
-    let (namespace, _) = validate_resource_class(&body.resource_class)?;
+    let namespace = validate_resource_class(&body.resource_class)?.0.to_owned();
     if body.description.len() > 1024 {
         return Err(AppError::bad_request(
             "description is longer than 1024 bytes",
         ));
     }
-    let id = new_id();
-    let inserted = sqlx::query(
-        "INSERT INTO resource_classes (id, name, namespace, description, created_at)
-         VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
-    )
-    .bind(&id)
-    .bind(&body.resource_class)
-    .bind(namespace)
-    .bind(&body.description)
-    .bind(now_ms())
-    .execute(&state.db)
-    .await?;
-    if inserted.rows_affected() == 0 {
+    let row = ResourceClassRow {
+        id: new_id(),
+        name: body.resource_class,
+        description: body.description,
+    };
+    if !state
+        .store
+        .create_resource_class(&row, &namespace, now_ms())
+        .await?
+    {
         return Err(AppError::conflict(format!(
             "resource class `{}` already exists",
-            body.resource_class
+            row.name
         )));
     }
     Ok(Json(ResourceClass {
-        id,
-        resource_class: body.resource_class,
-        description: body.description,
+        id: row.id,
+        resource_class: row.name,
+        description: row.description,
     }))
 }
 
@@ -160,36 +153,19 @@ async fn remove_resource_class(
     id: &str,
     force: bool,
 ) -> AppResult<Json<serde_json::Value>> {
-    let mut tx = state.db.begin().await?;
-    let exists: Option<String> =
-        sqlx::query_scalar("SELECT name FROM resource_classes WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let Some(name) = exists else {
-        return Err(AppError::not_found(format!(
-            "resource class {id} not found"
-        )));
-    };
-    let tokens: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM runner_tokens WHERE resource_class_id = ?")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
-    if tokens > 0 && !force {
-        return Err(AppError::conflict(format!(
-            "resource class `{name}` still has {tokens} token(s): delete them first or use --force"
-        )));
+    match state.store.delete_resource_class(id, force).await? {
+        ResourceClassDeletion::Deleted => {}
+        ResourceClassDeletion::NotFound => {
+            return Err(AppError::not_found(format!(
+                "resource class {id} not found"
+            )));
+        }
+        ResourceClassDeletion::HasTokens { name, tokens } => {
+            return Err(AppError::conflict(format!(
+                "resource class `{name}` still has {tokens} token(s): delete them first or use --force"
+            )));
+        }
     }
-    sqlx::query("DELETE FROM runner_tokens WHERE resource_class_id = ?")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM resource_classes WHERE id = ?")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
     Ok(Json(serde_json::json!({ "message": "ok" })))
 }
 
@@ -208,22 +184,15 @@ async fn list_tokens(
     let resource_class = query
         .resource_class
         .ok_or_else(|| AppError::bad_request("query parameter `resource-class` is required"))?;
-    let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
-        "SELECT t.id, rc.name, t.nickname, t.created_at FROM runner_tokens t
-         JOIN resource_classes rc ON rc.id = t.resource_class_id
-         WHERE rc.name = ? ORDER BY t.created_at",
-    )
-    .bind(&resource_class)
-    .fetch_all(&state.db)
-    .await?;
+    let rows = state.store.runner_tokens(&resource_class).await?;
     Ok(Json(Items {
         items: rows
             .into_iter()
-            .map(|(id, resource_class, nickname, created_at)| Token {
-                id,
-                resource_class,
-                nickname,
-                created_at: rfc3339(created_at),
+            .map(|row| Token {
+                id: row.id,
+                resource_class: row.resource_class,
+                nickname: row.nickname,
+                created_at: rfc3339(row.created_at),
                 token: None,
             })
             .collect(),
@@ -240,11 +209,7 @@ async fn create_token(
             "nickname must be 1 to 128 bytes long",
         ));
     }
-    let class_id: Option<String> =
-        sqlx::query_scalar("SELECT id FROM resource_classes WHERE name = ?")
-            .bind(&body.resource_class)
-            .fetch_optional(&state.db)
-            .await?;
+    let class_id = state.store.resource_class_id(&body.resource_class).await?;
     let Some(class_id) = class_id else {
         return Err(AppError::not_found(format!(
             "resource class `{}` not found",
@@ -254,16 +219,16 @@ async fn create_token(
     let token = generate_token("bosun_rc_")?;
     let id = new_id();
     let created_at = now_ms();
-    sqlx::query(
-        "INSERT INTO runner_tokens (id, resource_class_id, nickname, hash, created_at) VALUES (?, ?, ?, ?, ?)",
-    )
-    .bind(&id)
-    .bind(&class_id)
-    .bind(&body.nickname)
-    .bind(hash_token(&token))
-    .bind(created_at)
-    .execute(&state.db)
-    .await?;
+    state
+        .store
+        .create_runner_token(
+            &id,
+            &class_id,
+            &body.nickname,
+            &hash_token(&token),
+            created_at,
+        )
+        .await?;
     Ok((
         StatusCode::OK,
         Json(Token {
@@ -281,11 +246,7 @@ async fn delete_token(
     StateExt(state): StateExt<State>,
     Path(id): Path<String>,
 ) -> AppResult<Json<serde_json::Value>> {
-    let deleted = sqlx::query("DELETE FROM runner_tokens WHERE id = ?")
-        .bind(&id)
-        .execute(&state.db)
-        .await?;
-    if deleted.rows_affected() == 0 {
+    if !state.store.delete_runner_token(&id).await? {
         return Err(AppError::not_found(format!("token {id} not found")));
     }
     Ok(Json(serde_json::json!({ "message": "ok" })))
@@ -294,43 +255,15 @@ async fn delete_token(
 /// Runners silent for 3 days drop out of the listing.
 const INVENTORY_WINDOW_MS: i64 = 3 * 24 * 3600 * 1000;
 
-type InstanceRow = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    i64,
-    Option<i64>,
-);
-
 async fn list_instances(
     _: Admin,
     StateExt(state): StateExt<State>,
     Query(query): Query<ResourceClassQuery>,
 ) -> AppResult<Json<Items<RunnerInstance>>> {
     let since = now_ms() - INVENTORY_WINDOW_MS;
-    let select = "SELECT resource_class, hostname, name, ip, version, first_connected, last_connected, last_used FROM runners";
-    let rows: Vec<InstanceRow> = match (&query.resource_class, &query.namespace) {
-        (Some(class), _) => {
-            sqlx::query_as(&format!(
-                "{select} WHERE resource_class = ? AND last_connected >= ? ORDER BY name"
-            ))
-            .bind(class)
-            .bind(since)
-            .fetch_all(&state.db)
-            .await?
-        }
-        (None, Some(namespace)) => {
-            sqlx::query_as(&format!(
-                "{select} WHERE resource_class LIKE ? ESCAPE '\\' AND last_connected >= ? ORDER BY resource_class, name"
-            ))
-            .bind(format!("{}/%", namespace.replace('%', "\\%").replace('_', "\\_")))
-            .bind(since)
-            .fetch_all(&state.db)
-            .await?
-        }
+    let rows = match (&query.resource_class, &query.namespace) {
+        (Some(class), _) => state.store.runners_of_class(class, since).await?,
+        (None, Some(namespace)) => state.store.runners_of_namespace(namespace, since).await?,
         (None, None) => {
             return Err(AppError::bad_request(
                 "one of the query parameters `resource-class` or `namespace` is required",
@@ -340,33 +273,29 @@ async fn list_instances(
     Ok(Json(Items {
         items: rows
             .into_iter()
-            .map(
-                |(resource_class, hostname, name, ip, version, first, last, used)| RunnerInstance {
-                    resource_class,
-                    hostname,
-                    name,
-                    ip,
-                    version,
-                    first_connected: rfc3339(first),
-                    last_connected: rfc3339(last),
-                    last_used: used.map(rfc3339),
-                },
-            )
+            .map(|row| RunnerInstance {
+                resource_class: row.resource_class,
+                hostname: row.hostname,
+                name: row.name,
+                ip: row.ip,
+                version: row.version,
+                first_connected: rfc3339(row.first_connected),
+                last_connected: rfc3339(row.last_connected),
+                last_used: row.last_used.map(rfc3339),
+            })
             .collect(),
     }))
 }
 
-async fn count_tasks(state: &State, query: ResourceClassQuery, status: &str) -> AppResult<u64> {
+async fn count_tasks(
+    state: &State,
+    query: ResourceClassQuery,
+    status: TaskStatus,
+) -> AppResult<u64> {
     let class = query
         .resource_class
         .ok_or_else(|| AppError::bad_request("query parameter `resource-class` is required"))?;
-    let count: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE resource_class = ? AND status = ?")
-            .bind(class)
-            .bind(status)
-            .fetch_one(&state.db)
-            .await?;
-    Ok(count as u64)
+    Ok(state.store.count_tasks(&class, status).await?)
 }
 
 async fn unclaimed_tasks(
@@ -375,7 +304,7 @@ async fn unclaimed_tasks(
     Query(query): Query<ResourceClassQuery>,
 ) -> AppResult<Json<UnclaimedTaskCount>> {
     Ok(Json(UnclaimedTaskCount {
-        unclaimed_task_count: count_tasks(&state, query, "queued").await?,
+        unclaimed_task_count: count_tasks(&state, query, TaskStatus::Queued).await?,
     }))
 }
 
@@ -385,6 +314,6 @@ async fn running_tasks(
     Query(query): Query<ResourceClassQuery>,
 ) -> AppResult<Json<RunningTaskCount>> {
     Ok(Json(RunningTaskCount {
-        running_runner_tasks: count_tasks(&state, query, "running").await?,
+        running_runner_tasks: count_tasks(&state, query, TaskStatus::Running).await?,
     }))
 }

@@ -11,9 +11,10 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
 
+use crate::State;
 use crate::error::AppError;
+use crate::store::{Store, TaskStatus};
 use crate::util::now_ms;
-use crate::{State, store::Db};
 
 /// Longest token we look at; anything longer is refused before hashing.
 const MAX_TOKEN_LEN: usize = 256;
@@ -40,7 +41,7 @@ fn hex(bytes: &[u8]) -> String {
 /// Makes sure an admin token exists: `BOSUN_ADMIN_TOKEN` if given, else one generated on first
 /// start, printed once and written to `DATA_DIR/admin-token` (mode 0600).
 pub async fn ensure_admin_token(
-    db: &Db,
+    store: &Store,
     data_dir: &Path,
     from_env: Option<&str>,
 ) -> anyhow::Result<()> {
@@ -48,17 +49,10 @@ pub async fn ensure_admin_token(
         if token.len() < 16 || token.len() > MAX_TOKEN_LEN {
             anyhow::bail!("BOSUN_ADMIN_TOKEN must be 16 to {MAX_TOKEN_LEN} characters long");
         }
-        sqlx::query("INSERT OR IGNORE INTO admin_tokens (hash, created_at) VALUES (?, ?)")
-            .bind(hash_token(token))
-            .bind(now_ms())
-            .execute(db)
-            .await?;
+        store.add_admin_token(&hash_token(token), now_ms()).await?;
         return Ok(());
     }
-    let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM admin_tokens")
-        .fetch_one(db)
-        .await?;
-    if existing > 0 {
+    if store.has_admin_token().await? {
         return Ok(());
     }
     let token = generate_token("bosun_admin_")?;
@@ -71,11 +65,7 @@ pub async fn ensure_admin_token(
         .open(&path)
         .with_context(|| format!("writing {}", path.display()))?;
     writeln!(file, "{token}")?;
-    sqlx::query("INSERT INTO admin_tokens (hash, created_at) VALUES (?, ?)")
-        .bind(hash_token(&token))
-        .bind(now_ms())
-        .execute(db)
-        .await?;
+    store.add_admin_token(&hash_token(&token), now_ms()).await?;
     println!(
         "generated admin token (shown once, also in {}): {token}",
         path.display()
@@ -112,14 +102,12 @@ impl FromRequestParts<State> for Admin {
         if token.len() > MAX_TOKEN_LEN {
             return Err(AppError::unauthorized("invalid token"));
         }
-        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM admin_tokens WHERE hash = ?")
-            .bind(hash_token(token))
-            .fetch_optional(&state.db)
-            .await?;
-        crate::serve::mark_authenticated(parts, found.is_some());
-        match found {
-            Some(_) => Ok(Admin),
-            None => Err(AppError::unauthorized("invalid token")),
+        let found = state.store.is_admin_token(&hash_token(token)).await?;
+        crate::serve::mark_authenticated(parts, found);
+        if found {
+            Ok(Admin)
+        } else {
+            Err(AppError::unauthorized("invalid token"))
         }
     }
 }
@@ -134,13 +122,7 @@ impl FromRequestParts<State> for Runner {
 
     async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Runner, AppError> {
         let token = bearer(parts)?;
-        let resource_class: Option<String> = sqlx::query_scalar(
-            "SELECT rc.name FROM runner_tokens t JOIN resource_classes rc ON rc.id = t.resource_class_id
-             WHERE t.hash = ?",
-        )
-        .bind(hash_token(token))
-        .fetch_optional(&state.db)
-        .await?;
+        let resource_class = state.store.runner_token_class(&hash_token(token)).await?;
         crate::serve::mark_authenticated(parts, resource_class.is_some());
         resource_class
             .map(|resource_class| Runner { resource_class })
@@ -152,7 +134,7 @@ impl FromRequestParts<State> for Runner {
 pub struct TaskAuth {
     pub task_id: String,
     pub job_id: String,
-    pub status: String,
+    pub status: TaskStatus,
 }
 
 impl FromRequestParts<State> for TaskAuth {
@@ -160,17 +142,13 @@ impl FromRequestParts<State> for TaskAuth {
 
     async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<TaskAuth, AppError> {
         let token = bearer(parts)?;
-        let row: Option<(String, String, String)> =
-            sqlx::query_as("SELECT id, job_id, status FROM tasks WHERE token_hash = ?")
-                .bind(hash_token(token))
-                .fetch_optional(&state.db)
-                .await?;
+        let row = state.store.task_by_token(&hash_token(token)).await?;
         crate::serve::mark_authenticated(parts, row.is_some());
         match row {
-            Some((task_id, job_id, status)) => Ok(TaskAuth {
-                task_id,
-                job_id,
-                status,
+            Some(row) => Ok(TaskAuth {
+                task_id: row.task_id,
+                job_id: row.job_id,
+                status: row.status,
             }),
             None => Err(AppError::unauthorized("invalid bearer token")),
         }

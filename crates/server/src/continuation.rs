@@ -24,6 +24,7 @@ use crate::State;
 use crate::error::{AppError, AppResult};
 use crate::pipelines::{self, AddWorkflows, Resolved};
 use crate::serve::RequestConnection;
+use crate::store::ContinuationRow;
 use crate::util::{now_ms, rfc3339};
 
 pub fn routes() -> Router<State> {
@@ -45,60 +46,39 @@ async fn continue_pipeline(
     Json(body): Json<ContinueBody>,
 ) -> AppResult<(StatusCode, Json<serde_json::Value>)> {
     let key_hash = crate::auth::hash_token(&body.continuation_key);
-    let found: Option<(String, Option<String>)> =
-        sqlx::query_as("SELECT pipeline_id, task_id FROM continuations WHERE key_hash = ?")
-            .bind(&key_hash)
-            .fetch_optional(&state.db)
-            .await?;
-    let Some((pipeline_id, task_id)) = found else {
+    let Some(ContinuationRow {
+        pipeline_id,
+        task_id,
+    }) = state.store.continuation(&key_hash).await?
+    else {
         return Err(AppError::not_found("unknown continuation key"));
     };
     // The key is this request's credential: a setup job's connection counts as authenticated
     // (and is served even when the server's anonymous share of connections is full).
     connection.mark_authenticated();
-    if let Some(used_at) = continued_at(&state, &pipeline_id).await? {
+    if let Some(used_at) = state.store.continued_at(&pipeline_id).await? {
         return Err(already_used(used_at));
     }
     // A key works only while the task it was given to runs; keys from before keys were per task
     // (no task) while any task of their pipeline runs.
-    let running: Option<i64> = match &task_id {
-        Some(task_id) => {
-            sqlx::query_scalar("SELECT 1 FROM tasks WHERE id = ? AND status = 'running'")
-                .bind(task_id)
-                .fetch_optional(&state.db)
-                .await?
-        }
-        None => {
-            sqlx::query_scalar(
-                "SELECT 1 FROM tasks t JOIN jobs j ON j.id = t.job_id
-                 WHERE j.pipeline_id = ? AND t.status = 'running' LIMIT 1",
-            )
-            .bind(&pipeline_id)
-            .fetch_optional(&state.db)
-            .await?
-        }
+    let running = match &task_id {
+        Some(task_id) => state.store.task_is_running(task_id).await?,
+        None => state.store.pipeline_has_running_task(&pipeline_id).await?,
     };
-    if running.is_none() {
+    if !running {
         return Err(AppError::conflict(
             "the job this continuation key was given to has ended: a key works only while its job runs",
         ));
     }
-    type Row = (String, i64, Option<String>, Option<String>, String);
-    let (project_id, number, branch, tag, revision): Row = sqlx::query_as(
-        "SELECT project_id, number, branch, tag, revision FROM pipelines WHERE id = ?",
-    )
-    .bind(&pipeline_id)
-    .fetch_one(&state.db)
-    .await?;
-    let slug: String = sqlx::query_scalar("SELECT slug FROM projects WHERE id = ?")
-        .bind(&project_id)
-        .fetch_one(&state.db)
-        .await?;
-    let project = pipelines::find_project(&state, &slug).await?;
+    let pipeline = state.store.pipeline(&pipeline_id).await?.ok_or_else(|| {
+        anyhow::anyhow!("pipeline {pipeline_id} of a continuation key is missing")
+    })?;
+    let number = pipeline.number;
+    let project = pipelines::find_project(&state, &pipeline.project_slug).await?;
     let resolved = Resolved {
-        branch,
-        tag,
-        revision,
+        branch: pipeline.branch,
+        tag: pipeline.tag,
+        revision: pipeline.revision,
     };
     let context = pipelines::pipeline_context(
         &project,
@@ -122,31 +102,14 @@ async fn continue_pipeline(
         .map_err(AppError::bad_request)?;
 
     let now = now_ms();
-    let mut tx = state.db.begin().await?;
-    // Claim the key first: this write takes SQLite's write lock, so of two concurrent posts
-    // with any keys of this pipeline exactly one finds none of them used.
-    let claimed = sqlx::query(
-        "UPDATE continuations SET used_at = ? WHERE key_hash = ? AND used_at IS NULL
-           AND NOT EXISTS (SELECT 1 FROM continuations WHERE pipeline_id = ? AND used_at IS NOT NULL)",
-    )
-    .bind(now)
-    .bind(&key_hash)
-    .bind(&pipeline_id)
-    .execute(&mut *tx)
-    .await?;
-    if claimed.rows_affected() == 0 {
+    let mut tx = state.store.begin().await?;
+    // Claim the key first: this write takes the write lock, so of two concurrent posts with
+    // any keys of this pipeline exactly one finds none of them used.
+    if !tx.use_continuation(&key_hash, &pipeline_id, now).await? {
         return Err(already_used(now));
     }
-    let mut next_job: i64 = sqlx::query_scalar(
-        "UPDATE projects SET next_job_number = next_job_number WHERE id = ? RETURNING next_job_number",
-    )
-    .bind(&project.id)
-    .fetch_one(&mut *tx)
-    .await?;
-    let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM workflows WHERE pipeline_id = ?")
-        .bind(&pipeline_id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let mut next_job = tx.lock_next_job_number(&project.id).await?;
+    let existing = tx.count_workflows(&pipeline_id).await?;
     let queued = pipelines::add_workflows(
         &mut tx,
         &compiled,
@@ -179,16 +142,6 @@ async fn continue_pipeline(
     ))
 }
 
-/// When the pipeline was continued, with any of its keys.
-async fn continued_at(state: &State, pipeline_id: &str) -> AppResult<Option<i64>> {
-    Ok(sqlx::query_scalar(
-        "SELECT MIN(used_at) FROM continuations WHERE pipeline_id = ? AND used_at IS NOT NULL",
-    )
-    .bind(pipeline_id)
-    .fetch_one(&state.db)
-    .await?)
-}
-
 /// A fresh continuation key for a task of a setup workflow's job, handed to it with its config.
 /// Only the key's hash is stored, with the task it was given to; every fetch of the config gets
 /// a new key (a fetch whose answer was lost leaves a hash no one holds).
@@ -198,15 +151,15 @@ pub(crate) async fn issue_key(
     task_id: &str,
 ) -> AppResult<String> {
     let key = crate::auth::generate_token("bosun_ck_")?;
-    sqlx::query(
-        "INSERT INTO continuations (key_hash, pipeline_id, task_id, created_at) VALUES (?, ?, ?, ?)",
-    )
-    .bind(crate::auth::hash_token(&key))
-    .bind(pipeline_id)
-    .bind(task_id)
-    .bind(now_ms())
-    .execute(&state.db)
-    .await?;
+    state
+        .store
+        .add_continuation(
+            &crate::auth::hash_token(&key),
+            pipeline_id,
+            task_id,
+            now_ms(),
+        )
+        .await?;
     Ok(key)
 }
 

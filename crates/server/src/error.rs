@@ -42,9 +42,10 @@ impl IntoResponse for AppError {
     }
 }
 
-impl From<sqlx::Error> for AppError {
-    fn from(err: sqlx::Error) -> AppError {
-        tracing::error!("database error: {err}");
+/// Store failures go to the server's log; the client learns only that the database failed.
+impl From<crate::store::StoreError> for AppError {
+    fn from(err: crate::store::StoreError) -> AppError {
+        tracing::error!("{err}");
         AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal database error")
     }
 }

@@ -21,14 +21,10 @@ async fn cancel_job(
     StateExt(state): StateExt<State>,
     Path(id): Path<String>,
 ) -> AppResult<Json<serde_json::Value>> {
-    let status: Option<String> = sqlx::query_scalar("SELECT status FROM jobs WHERE id = ?")
-        .bind(&id)
-        .fetch_optional(&state.db)
-        .await?;
-    let Some(status) = status else {
+    let Some(status) = state.store.job_status(&id).await? else {
         return Err(AppError::not_found(format!("job {id} not found")));
     };
-    if bosun_api::job_status_is_final(&status) {
+    if status.is_final() {
         return Err(AppError::conflict(format!(
             "job {id} already ended: {status}"
         )));

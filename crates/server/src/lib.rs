@@ -81,7 +81,7 @@ impl Config {
 
 /// Shared state of the request handlers.
 pub(crate) struct AppState {
-    pub db: store::Db,
+    pub store: store::Store,
     pub blob_dir: PathBuf,
     pub repo_dir: PathBuf,
     pub task_lease: Duration,
@@ -113,7 +113,7 @@ pub async fn run(
         .database_url
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", config.data_dir.join("bosun.db").display()));
-    let db = store::open(&database_url).await?;
+    let store = store::Store::open(&database_url).await?;
     let blob_dir = config
         .blob_dir
         .clone()
@@ -124,10 +124,10 @@ pub async fn run(
     std::fs::create_dir_all(&repo_dir)
         .with_context(|| format!("creating {}", repo_dir.display()))?;
 
-    auth::ensure_admin_token(&db, &config.data_dir, config.admin_token.as_deref()).await?;
+    auth::ensure_admin_token(&store, &config.data_dir, config.admin_token.as_deref()).await?;
 
     let state: State = Arc::new(AppState {
-        db,
+        store,
         blob_dir,
         repo_dir,
         task_lease: config.task_lease,

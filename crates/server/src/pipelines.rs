@@ -16,6 +16,7 @@ use serde::Deserialize;
 use crate::State;
 use crate::auth::Admin;
 use crate::error::{AppError, AppResult};
+use crate::store::{NewJob, NewPipeline, PipelineState, PipelineStatus, ProjectRow, StoreTx};
 use crate::util::{new_id, now_ms, rfc3339};
 use crate::{git, logs, scheduler};
 
@@ -91,44 +92,40 @@ async fn create_project(
     validate_slug(&body.slug)?;
     git::validate_url(&body.git_url).map_err(AppError::bad_request)?;
     let namespace = project_namespace(&body.slug, body.namespace.as_deref())?;
-    let id = new_id();
-    let inserted = sqlx::query(
-        "INSERT INTO projects (id, slug, git_url, namespace, created_at) VALUES (?, ?, ?, ?, ?)
-         ON CONFLICT (slug) DO NOTHING",
-    )
-    .bind(&id)
-    .bind(&body.slug)
-    .bind(&body.git_url)
-    .bind(&namespace)
-    .bind(now_ms())
-    .execute(&state.db)
-    .await?;
-    if inserted.rows_affected() == 0 {
+    let project = ProjectRow {
+        id: new_id(),
+        slug: body.slug,
+        git_url: body.git_url,
+        namespace,
+    };
+    if !state.store.create_project(&project, now_ms()).await? {
         return Err(AppError::conflict(format!(
             "project `{}` already exists",
-            body.slug
+            project.slug
         )));
     }
-    let classes: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM resource_classes WHERE namespace = ?")
-            .bind(&namespace)
-            .fetch_one(&state.db)
-            .await?;
+    let ProjectRow {
+        id,
+        slug,
+        git_url,
+        namespace,
+    } = project;
+    let classes = state.store.count_resource_classes(&namespace).await?;
     let warning = (classes == 0).then(|| {
         format!(
             "namespace `{namespace}` has no resource class yet: jobs of `{}` run only on \
              `{namespace}/NAME` resource classes (create one with \
              `bosun runner resource-class create {namespace}/NAME`)",
-            body.slug
+            slug
         )
     });
-    tracing::info!(project = %body.slug, namespace = %namespace, "project created");
+    tracing::info!(project = %slug, namespace = %namespace, "project created");
     Ok((
         StatusCode::CREATED,
         Json(api::Project {
             id,
-            slug: body.slug,
-            git_url: body.git_url,
+            slug,
+            git_url,
             namespace,
             warning,
         }),
@@ -136,18 +133,16 @@ async fn create_project(
 }
 
 pub(crate) async fn find_project(state: &State, slug: &str) -> AppResult<api::Project> {
-    let row: Option<(String, String, String)> =
-        sqlx::query_as("SELECT id, git_url, namespace FROM projects WHERE slug = ?")
-            .bind(slug)
-            .fetch_optional(&state.db)
-            .await?;
-    let (id, git_url, namespace) =
-        row.ok_or_else(|| AppError::not_found(format!("project `{slug}` not found")))?;
+    let row = state
+        .store
+        .project_by_slug(slug)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("project `{slug}` not found")))?;
     Ok(api::Project {
-        id,
-        slug: slug.to_owned(),
-        git_url,
-        namespace,
+        id: row.id,
+        slug: row.slug,
+        git_url: row.git_url,
+        namespace: row.namespace,
         warning: None,
     })
 }
@@ -282,13 +277,7 @@ async fn trigger_pipeline(
     // The number first: the config may use `<< pipeline.number >>`. A number lost to a failed
     // request leaves a gap, as on CircleCI.
     let pipeline_id = new_id();
-    let number: i64 = sqlx::query_scalar(
-        "UPDATE projects SET next_pipeline_number = next_pipeline_number + 1 WHERE id = ?
-         RETURNING next_pipeline_number - 1",
-    )
-    .bind(&project.id)
-    .fetch_one(&state.db)
-    .await?;
+    let number = state.store.next_pipeline_number(&project.id).await?;
     let context = pipeline_context(
         &project,
         &resolved,
@@ -317,20 +306,19 @@ async fn trigger_pipeline(
     };
 
     let now = now_ms();
-    let mut tx = state.db.begin().await?;
-    // A write first, so this transaction holds SQLite's write lock from its start and two
-    // triggers of one project never read the same job number.
-    let mut next_job: i64 = sqlx::query_scalar(
-        "UPDATE projects SET next_job_number = next_job_number WHERE id = ? RETURNING next_job_number",
-    )
-            .bind(&project.id)
-            .fetch_one(&mut *tx)
-            .await?;
+    let mut tx = state.store.begin().await?;
+    // First, so this transaction holds the write lock from its start and two triggers of one
+    // project never read the same job number.
+    let mut next_job = tx.lock_next_job_number(&project.id).await?;
     let (state_name, status, errors) = match &compiled {
-        Ok(_) => ("created", "running", "[]".to_owned()),
+        Ok(_) => (
+            PipelineState::Created,
+            PipelineStatus::Running,
+            "[]".to_owned(),
+        ),
         Err(message) => (
-            "errored",
-            "error",
+            PipelineState::Errored,
+            PipelineStatus::Error,
             serde_json::to_string(&[api::PipelineError {
                 kind: "config".into(),
                 message: message.clone(),
@@ -338,21 +326,18 @@ async fn trigger_pipeline(
             .unwrap_or_default(),
         ),
     };
-    sqlx::query(
-        "INSERT INTO pipelines (id, project_id, number, branch, tag, revision, state, status, errors, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&pipeline_id)
-    .bind(&project.id)
-    .bind(number)
-    .bind(&resolved.branch)
-    .bind(&resolved.tag)
-    .bind(&resolved.revision)
-    .bind(state_name)
-    .bind(status)
-    .bind(&errors)
-    .bind(now)
-    .execute(&mut *tx)
+    tx.insert_pipeline(&NewPipeline {
+        id: &pipeline_id,
+        project_id: &project.id,
+        number,
+        branch: resolved.branch.as_deref(),
+        tag: resolved.tag.as_deref(),
+        revision: &resolved.revision,
+        state: state_name,
+        status,
+        errors: &errors,
+        created_at: now,
+    })
     .await?;
 
     let mut queued = false;
@@ -384,20 +369,18 @@ async fn trigger_pipeline(
         )
         .await?;
         if pipeline.workflows.is_empty() {
-            sqlx::query("UPDATE pipelines SET status = 'success' WHERE id = ?")
-                .bind(&pipeline_id)
-                .execute(&mut *tx)
+            tx.set_pipeline_status(&pipeline_id, PipelineStatus::Success)
                 .await?;
         }
     }
     commit_jobs(&state, tx, &project.id, next_job, queued).await?;
-    tracing::info!(pipeline = %pipeline_id, project = %slug, number, state = state_name, "pipeline created");
+    tracing::info!(pipeline = %pipeline_id, project = %slug, number, state = state_name.as_str(), "pipeline created");
     Ok((
         StatusCode::CREATED,
         Json(api::PipelineCreated {
             id: pipeline_id,
             number: number as u64,
-            state: state_name.to_owned(),
+            state: state_name.to_string(),
             created_at: rfc3339(now),
         }),
     ))
@@ -422,7 +405,7 @@ pub(crate) struct AddWorkflows<'a> {
 /// Inserts a compiled (and checked) config's workflows and jobs into a pipeline, numbering jobs
 /// from `next_job`, and queues what can start. Returns whether a job was queued.
 pub(crate) async fn add_workflows(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut StoreTx,
     pipeline: &bosun_config::Pipeline,
     add: &AddWorkflows<'_>,
     next_job: &mut i64,
@@ -431,16 +414,14 @@ pub(crate) async fn add_workflows(
     let mut queued = false;
     for (position, workflow) in pipeline.workflows.iter().enumerate() {
         let workflow_id = new_id();
-        sqlx::query(
-                "INSERT INTO workflows (id, pipeline_id, name, position, status, created_at) VALUES (?, ?, ?, ?, 'running', ?)",
-            )
-            .bind(&workflow_id)
-            .bind(add.pipeline_id)
-            .bind(&workflow.name)
-            .bind(add.first_position + position as i64)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
+        tx.insert_workflow(
+            &workflow_id,
+            add.pipeline_id,
+            &workflow.name,
+            add.first_position + position as i64,
+            now,
+        )
+        .await?;
         for (job_position, entry) in workflow.jobs.iter().enumerate() {
             let Some(job) = pipeline.jobs.get(&entry.job) else {
                 continue; // The compiler checked every reference.
@@ -464,22 +445,22 @@ pub(crate) async fn add_workflows(
             task.environment
                 .extend(add.environment.iter().map(|(k, v)| (k.clone(), v.clone())));
             let resource_class = job.resource_class.clone().unwrap_or_default();
-            sqlx::query(
-                    "INSERT INTO jobs (id, workflow_id, pipeline_id, name, number, position, status, resource_class, requires, spec, continuation)
-                     VALUES (?, ?, ?, ?, ?, ?, 'blocked', ?, ?, ?, ?)",
-                )
-                .bind(&job_id)
-                .bind(&workflow_id)
-                .bind(add.pipeline_id)
-                .bind(&entry.name)
-                .bind(job_number)
-                .bind(job_position as i64)
-                .bind(&resource_class)
-                .bind(serde_json::to_string(&entry.requires).unwrap_or_else(|_| "[]".into()))
-                .bind(serde_json::to_string(&task).map_err(|err| anyhow::anyhow!(err))?)
-                .bind(add.continuation)
-                .execute(&mut **tx)
-                .await?;
+            let requires = serde_json::to_string(&entry.requires).unwrap_or_else(|_| "[]".into());
+            let spec = serde_json::to_string(&task).map_err(|err| anyhow::anyhow!(err))?;
+            tx.insert_job(&NewJob {
+                id: &job_id,
+                workflow_id: &workflow_id,
+                pipeline_id: add.pipeline_id,
+                name: &entry.name,
+                number: job_number,
+                position: job_position as i64,
+                resource_class: &resource_class,
+                requires: &requires,
+                spec: &spec,
+                step_count: task.steps.len() as i64,
+                continuation: add.continuation,
+            })
+            .await?;
         }
         queued |= scheduler::advance_workflow(tx, &workflow_id).await?;
     }
@@ -490,16 +471,12 @@ pub(crate) async fn add_workflows(
 /// long-polling claims when a job was queued.
 pub(crate) async fn commit_jobs(
     state: &State,
-    mut tx: sqlx::Transaction<'_, sqlx::Sqlite>,
+    mut tx: StoreTx,
     project_id: &str,
     next_job: i64,
     queued: bool,
 ) -> AppResult<()> {
-    sqlx::query("UPDATE projects SET next_job_number = ? WHERE id = ?")
-        .bind(next_job)
-        .bind(project_id)
-        .execute(&mut *tx)
-        .await?;
+    tx.set_next_job_number(project_id, next_job).await?;
     tx.commit().await?;
     if queued {
         state.queued.notify_waiters();
@@ -619,14 +596,9 @@ pub(crate) async fn check_resource_classes(
                     entry.job, project.slug, project.namespace
                 ));
             }
-            let found: Result<Option<i64>, sqlx::Error> =
-                sqlx::query_scalar("SELECT 1 FROM resource_classes WHERE name = ?")
-                    .bind(class)
-                    .fetch_optional(&state.db)
-                    .await;
-            match found {
-                Ok(Some(_)) => {}
-                Ok(None) => {
+            match state.store.resource_class_exists(class).await {
+                Ok(true) => {}
+                Ok(false) => {
                     return Err(format!(
                         "job `{}` uses resource class `{class}`, which does not exist",
                         entry.job
@@ -728,51 +700,30 @@ fn default_step_name(command: &str) -> String {
     if name.is_empty() { "run".into() } else { name }
 }
 
-type PipelineRow = (
-    String,
-    i64,
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    String,
-    i64,
-);
-
 async fn get_pipeline(
     _: Admin,
     StateExt(state): StateExt<State>,
     Path(id): Path<String>,
 ) -> AppResult<Json<api::Pipeline>> {
-    let row: Option<PipelineRow> = sqlx::query_as(
-        "SELECT p.id, p.number, pr.slug, p.state, p.status, p.errors, p.branch, p.tag, p.revision, p.created_at
-         FROM pipelines p JOIN projects pr ON pr.id = p.project_id WHERE p.id = ?",
-    )
-    .bind(&id)
-    .fetch_optional(&state.db)
-    .await?;
-    let (id, number, slug, state_name, status, errors, branch, tag, revision, created_at) =
-        row.ok_or_else(|| AppError::not_found(format!("pipeline {id} not found")))?;
-    let git_url: String = sqlx::query_scalar("SELECT git_url FROM projects WHERE slug = ?")
-        .bind(&slug)
-        .fetch_one(&state.db)
-        .await?;
+    let row = state
+        .store
+        .pipeline(&id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("pipeline {id} not found")))?;
     Ok(Json(api::Pipeline {
-        id,
-        number: number as u64,
-        project_slug: slug,
-        state: state_name,
-        status,
-        errors: serde_json::from_str(&errors).unwrap_or_default(),
+        id: row.id,
+        number: row.number as u64,
+        project_slug: row.project_slug,
+        state: row.state.to_string(),
+        status: row.status.to_string(),
+        errors: serde_json::from_str(&row.errors).unwrap_or_default(),
         vcs: Some(api::Vcs {
-            origin_repository_url: git_url,
-            branch,
-            tag,
-            revision,
+            origin_repository_url: row.git_url,
+            branch: row.branch,
+            tag: row.tag,
+            revision: row.revision,
         }),
-        created_at: rfc3339(created_at),
+        created_at: rfc3339(row.created_at),
     }))
 }
 
@@ -781,38 +732,23 @@ async fn pipeline_workflows(
     StateExt(state): StateExt<State>,
     Path(id): Path<String>,
 ) -> AppResult<Json<Items<api::Workflow>>> {
-    let rows: Vec<WorkflowRow> = sqlx::query_as(
-        "SELECT w.id, w.name, p.number, pr.slug, w.status, w.created_at, w.stopped_at
-         FROM workflows w JOIN pipelines p ON p.id = w.pipeline_id JOIN projects pr ON pr.id = p.project_id
-         WHERE w.pipeline_id = ? ORDER BY w.position",
-    )
-    .bind(&id)
-    .fetch_all(&state.db)
-    .await?;
-    if rows.is_empty() {
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM pipelines WHERE id = ?")
-            .bind(&id)
-            .fetch_optional(&state.db)
-            .await?;
-        if exists.is_none() {
-            return Err(AppError::not_found(format!("pipeline {id} not found")));
-        }
+    let rows = state.store.workflows(&id).await?;
+    if rows.is_empty() && !state.store.pipeline_exists(&id).await? {
+        return Err(AppError::not_found(format!("pipeline {id} not found")));
     }
     Ok(Json(Items {
         items: rows
             .into_iter()
-            .map(
-                |(wid, name, number, slug, status, created, stopped)| api::Workflow {
-                    id: wid,
-                    name,
-                    pipeline_id: id.clone(),
-                    pipeline_number: number as u64,
-                    project_slug: slug,
-                    status,
-                    created_at: rfc3339(created),
-                    stopped_at: stopped.map(rfc3339),
-                },
-            )
+            .map(|row| api::Workflow {
+                id: row.id,
+                name: row.name,
+                pipeline_id: id.clone(),
+                pipeline_number: row.pipeline_number as u64,
+                project_slug: row.project_slug,
+                status: row.status.to_string(),
+                created_at: rfc3339(row.created_at),
+                stopped_at: row.stopped_at.map(rfc3339),
+            })
             .collect(),
     }))
 }
@@ -822,37 +758,26 @@ async fn workflow_jobs(
     StateExt(state): StateExt<State>,
     Path(id): Path<String>,
 ) -> AppResult<Json<Items<api::Job>>> {
-    let rows: Vec<JobListRow> = sqlx::query_as(
-        "SELECT id, name, number, status, started_at, stopped_at, requires FROM jobs WHERE workflow_id = ? ORDER BY position",
-    )
-    .bind(&id)
-    .fetch_all(&state.db)
-    .await?;
-    if rows.is_empty() {
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM workflows WHERE id = ?")
-            .bind(&id)
-            .fetch_optional(&state.db)
-            .await?;
-        if exists.is_none() {
-            return Err(AppError::not_found(format!("workflow {id} not found")));
-        }
+    let rows = state.store.jobs_of_workflow(&id).await?;
+    if rows.is_empty() && !state.store.workflow_exists(&id).await? {
+        return Err(AppError::not_found(format!("workflow {id} not found")));
     }
     let ids: BTreeMap<String, String> = rows
         .iter()
-        .map(|(id, name, ..)| (name.clone(), id.clone()))
+        .map(|row| (row.name.clone(), row.id.clone()))
         .collect();
     Ok(Json(Items {
         items: rows
             .into_iter()
-            .map(|(id, name, number, status, started, stopped, requires)| {
-                let requires: Vec<String> = serde_json::from_str(&requires).unwrap_or_default();
+            .map(|row| {
+                let requires: Vec<String> = serde_json::from_str(&row.requires).unwrap_or_default();
                 api::Job {
-                    id,
-                    name,
-                    job_number: number as u64,
-                    status,
-                    started_at: started.map(rfc3339),
-                    stopped_at: stopped.map(rfc3339),
+                    id: row.id,
+                    name: row.name,
+                    job_number: row.number as u64,
+                    status: row.status.to_string(),
+                    started_at: row.started_at.map(rfc3339),
+                    stopped_at: row.stopped_at.map(rfc3339),
                     dependencies: requires
                         .iter()
                         .filter_map(|r| ids.get(r).cloned())
@@ -863,78 +788,39 @@ async fn workflow_jobs(
     }))
 }
 
-type WorkflowRow = (String, String, i64, String, String, i64, Option<i64>);
-type JobListRow = (
-    String,
-    String,
-    i64,
-    String,
-    Option<i64>,
-    Option<i64>,
-    String,
-);
-type StepRow = (i64, String, String, Option<i32>, Option<i64>);
-type JobRow = (
-    String,
-    String,
-    i64,
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    String,
-);
-
 async fn get_job(
     _: Admin,
     StateExt(state): StateExt<State>,
     Path(id): Path<String>,
 ) -> AppResult<Json<api::JobDetail>> {
-    let row: Option<JobRow> = sqlx::query_as(
-        "SELECT id, name, number, status, pipeline_id, workflow_id, resource_class, message, spec FROM jobs WHERE id = ?",
-    )
-    .bind(&id)
-    .fetch_optional(&state.db)
-    .await?;
-    let (id, name, number, status, pipeline_id, workflow_id, resource_class, message, spec) =
-        row.ok_or_else(|| AppError::not_found(format!("job {id} not found")))?;
-    let task_id: Option<String> = sqlx::query_scalar(
-        "SELECT id FROM tasks WHERE job_id = ? ORDER BY created_at DESC LIMIT 1",
-    )
-    .bind(&id)
-    .fetch_optional(&state.db)
-    .await?;
+    let row = state
+        .store
+        .job(&id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("job {id} not found")))?;
     let mut steps = Vec::new();
-    if let Some(task_id) = task_id {
-        let rows: Vec<StepRow> = sqlx::query_as(
-            "SELECT idx, name, status, exit_code, duration_ms FROM steps WHERE task_id = ? ORDER BY idx",
-        )
-        .bind(&task_id)
-        .fetch_all(&state.db)
-        .await?;
-        for (index, step_name, step_status, exit_code, duration) in rows {
+    if let Some(task_id) = state.store.latest_task(&row.id).await? {
+        for step in state.store.steps(&task_id).await? {
+            let index = step.idx.clamp(0, i64::from(u32::MAX)) as u32;
             steps.push(api::StepInfo {
-                index: index as u32,
-                name: step_name,
-                status: step_status,
-                exit_code,
-                duration_ms: duration.map(|d| d as u64),
-                log_length: logs::length(&state, &task_id, index as u32).await,
+                index,
+                name: step.name,
+                status: step.status.to_string(),
+                exit_code: step.exit_code,
+                duration_ms: step.duration_ms.map(|d| d.max(0) as u64),
+                log_length: logs::length(&state, &task_id, index).await,
             });
         }
     }
-    // The spec is stored for the task-agent; the job view only needs to know it parses.
-    let _: Option<TaskSpec> = serde_json::from_str(&spec).ok();
     Ok(Json(api::JobDetail {
-        id,
-        name,
-        job_number: number as u64,
-        status,
-        pipeline_id,
-        workflow_id,
-        resource_class,
-        message,
+        id: row.id,
+        name: row.name,
+        job_number: row.number as u64,
+        status: row.status.to_string(),
+        pipeline_id: row.pipeline_id,
+        workflow_id: row.workflow_id,
+        resource_class: row.resource_class,
+        message: row.message,
         steps,
     }))
 }
@@ -952,13 +838,7 @@ async fn step_log(
     Path((id, index)): Path<(String, u32)>,
     Query(query): Query<LogQuery>,
 ) -> AppResult<impl IntoResponse> {
-    let task_id: Option<String> = sqlx::query_scalar(
-        "SELECT id FROM tasks WHERE job_id = ? ORDER BY created_at DESC LIMIT 1",
-    )
-    .bind(&id)
-    .fetch_optional(&state.db)
-    .await?;
-    let Some(task_id) = task_id else {
+    let Some(task_id) = state.store.latest_task(&id).await? else {
         return Err(AppError::not_found(format!("job {id} has no log yet")));
     };
     let bytes = logs::read(

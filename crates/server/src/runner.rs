@@ -18,6 +18,7 @@ use serde::Deserialize;
 use crate::State;
 use crate::auth::{Runner, TaskAuth, generate_token, hash_token};
 use crate::error::{AppError, AppResult};
+use crate::store::{Claim, ClaimedTask, Lease, RunnerSeen, StepStatus, StepUpdate, TaskStatus};
 use crate::util::now_ms;
 use crate::{logs, scheduler};
 
@@ -77,22 +78,17 @@ async fn claim(
         return Err(AppError::bad_request("`name` must not be empty"));
     }
     let now = now_ms();
-    sqlx::query(
-        "INSERT INTO runners (resource_class, name, hostname, ip, version, first_connected, last_connected)
-         VALUES (?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (resource_class, name) DO UPDATE SET
-           hostname = excluded.hostname, ip = excluded.ip, version = excluded.version,
-           last_connected = excluded.last_connected",
-    )
-    .bind(&runner.resource_class)
-    .bind(&body.name)
-    .bind(&body.hostname)
-    .bind(&body.ip)
-    .bind(&body.version)
-    .bind(now)
-    .bind(now)
-    .execute(&state.db)
-    .await?;
+    state
+        .store
+        .runner_seen(&RunnerSeen {
+            resource_class: &runner.resource_class,
+            name: &body.name,
+            hostname: &body.hostname,
+            ip: &body.ip,
+            version: &body.version,
+            now,
+        })
+        .await?;
 
     let wait = match query.wait.as_deref() {
         Some(text) => parse_wait(text)?,
@@ -119,34 +115,20 @@ async fn try_claim(
     let token = generate_token("bosun_task_")?;
     let now = now_ms();
     let lease = now + state.task_lease.as_millis() as i64;
-    // One statement, so two runners can never claim the same task; the org-wide concurrency
-    // limit counts running tasks, not runners.
-    let claimed: Option<(String, String)> = sqlx::query_as(
-        "UPDATE tasks SET status = 'running', token_hash = ?, runner_name = ?, lease_expires = ?, claimed_at = ?
-         WHERE id = (SELECT id FROM tasks WHERE status = 'queued' AND resource_class = ?
-                     ORDER BY created_at, id LIMIT 1)
-           AND status = 'queued'
-           AND (SELECT COUNT(*) FROM tasks WHERE status = 'running') < ?
-         RETURNING id, job_id",
-    )
-    .bind(hash_token(&token))
-    .bind(runner_name)
-    .bind(lease)
-    .bind(now)
-    .bind(resource_class)
-    .bind(state.max_running_tasks as i64)
-    .fetch_optional(&state.db)
-    .await?;
-    let Some((task_id, job_id)) = claimed else {
+    let claimed = state
+        .store
+        .claim_task(&Claim {
+            resource_class,
+            runner_name,
+            token_hash: &hash_token(&token),
+            lease_expires: lease,
+            max_running: state.max_running_tasks,
+            now,
+        })
+        .await?;
+    let Some(ClaimedTask { task_id, job_id }) = claimed else {
         return Ok(None);
     };
-    scheduler::job_started(state, &job_id).await?;
-    sqlx::query("UPDATE runners SET last_used = ? WHERE resource_class = ? AND name = ?")
-        .bind(now)
-        .bind(resource_class)
-        .bind(runner_name)
-        .execute(&state.db)
-        .await?;
     tracing::info!(task = %task_id, job = %job_id, runner = runner_name, "task claimed");
     Ok(Some(ClaimResponse {
         task_token: token,
@@ -161,7 +143,7 @@ async fn try_claim(
 /// answered as an unknown one: the same 401, naming neither the task nor its status, so whoever
 /// holds an old token learns nothing from it.
 fn require_running(task: &TaskAuth) -> Result<(), AppError> {
-    if task.status != "running" {
+    if task.status != TaskStatus::Running {
         return Err(ended_task());
     }
     Ok(())
@@ -178,19 +160,17 @@ async fn task_config(
     StateExt(state): StateExt<State>,
 ) -> AppResult<Json<TaskSpec>> {
     require_running(&task)?;
-    let (spec, pipeline_id, continuation): (String, String, bool) =
-        sqlx::query_as("SELECT spec, pipeline_id, continuation FROM jobs WHERE id = ?")
-            .bind(&task.job_id)
-            .fetch_one(&state.db)
-            .await?;
-    let mut spec: TaskSpec = serde_json::from_str(&spec).map_err(|err| {
+    let row = state.store.job_spec(&task.job_id).await?.ok_or_else(|| {
+        anyhow::anyhow!("job {} of task {} is missing", task.job_id, task.task_id)
+    })?;
+    let mut spec: TaskSpec = serde_json::from_str(&row.spec).map_err(|err| {
         anyhow::anyhow!(
             "stored task spec of job {} is unreadable: {err}",
             task.job_id
         )
     })?;
-    if continuation {
-        let key = crate::continuation::issue_key(&state, &pipeline_id, &task.task_id).await?;
+    if row.continuation {
+        let key = crate::continuation::issue_key(&state, &row.pipeline_id, &task.task_id).await?;
         spec.environment
             .insert("CIRCLE_CONTINUATION_KEY".to_owned(), key);
     }
@@ -228,19 +208,13 @@ async fn heartbeat(
 
 async fn renew_lease(state: &State, task: &TaskAuth) -> AppResult<HeartbeatResponse> {
     let lease = now_ms() + state.task_lease.as_millis() as i64;
-    let cancel: Option<i64> = sqlx::query_scalar(
-        "UPDATE tasks SET lease_expires = ? WHERE id = ? AND status = 'running' RETURNING cancel_requested",
-    )
-    .bind(lease)
-    .bind(&task.task_id)
-    .fetch_optional(&state.db)
-    .await?;
-    let Some(cancel) = cancel else {
+    let Lease::Renewed { cancel_requested } = state.store.renew_lease(&task.task_id, lease).await?
+    else {
         // The task ended since the request was authenticated.
         return Err(ended_task());
     };
     Ok(HeartbeatResponse {
-        cancel: cancel != 0,
+        cancel: cancel_requested,
         lease_secs: state.task_lease.as_secs(),
     })
 }
@@ -258,8 +232,8 @@ async fn append_log(
     body: Bytes,
 ) -> AppResult<Json<LogAppendResponse>> {
     require_running(&task)?;
-    let steps = step_count(&state, &task.job_id).await?;
-    if query.step as usize >= steps {
+    let steps = state.store.step_count(&task.job_id).await?;
+    if query.step >= steps {
         return Err(AppError::bad_request(format!(
             "step {} does not exist: the job has {steps} step(s)",
             query.step
@@ -273,18 +247,13 @@ async fn append_log(
     }))
 }
 
-/// How many steps the job has. Called for every log chunk, so SQLite reads the count out of the
-/// stored spec instead of the server deserializing the whole spec each time.
-async fn step_count(state: &State, job_id: &str) -> AppResult<usize> {
-    let count: Option<i64> =
-        sqlx::query_scalar("SELECT json_array_length(spec, '$.steps') FROM jobs WHERE id = ?")
-            .bind(job_id)
-            .fetch_one(&state.db)
-            .await?;
-    Ok(count.unwrap_or(0).max(0) as usize)
+/// `["a", "b"]`: the statuses an error message lists as allowed.
+fn spelled<T: Copy>(statuses: &[T], as_str: fn(T) -> &'static str) -> String {
+    format!(
+        "{:?}",
+        statuses.iter().map(|s| as_str(*s)).collect::<Vec<_>>()
+    )
 }
-
-const STEP_STATUSES: &[&str] = &["running", "success", "failed", "canceled", "skipped"];
 
 async fn step_event(
     task: TaskAuth,
@@ -292,51 +261,49 @@ async fn step_event(
     Json(event): Json<StepEvent>,
 ) -> AppResult<Json<serde_json::Value>> {
     require_running(&task)?;
-    if !STEP_STATUSES.contains(&event.status.as_str()) {
+    let Some(status) = StepStatus::parse(&event.status) else {
         return Err(AppError::bad_request(format!(
-            "step status `{}` is not one of {STEP_STATUSES:?}",
-            event.status
+            "step status `{}` is not one of {}",
+            event.status,
+            spelled(StepStatus::ALL, StepStatus::as_str)
         )));
-    }
+    };
     check_field("name", &event.name, 1024)?;
-    let steps = step_count(&state, &task.job_id).await?;
-    if event.step as usize >= steps {
+    let steps = state.store.step_count(&task.job_id).await?;
+    if event.step >= steps {
         return Err(AppError::bad_request(format!(
             "step {} does not exist: the job has {steps} step(s)",
             event.step
         )));
     }
-    sqlx::query(
-        "INSERT INTO steps (task_id, idx, name, status, exit_code, duration_ms) VALUES (?, ?, ?, ?, ?, ?)
-         ON CONFLICT (task_id, idx) DO UPDATE SET
-           name = excluded.name, status = excluded.status, exit_code = excluded.exit_code,
-           duration_ms = excluded.duration_ms",
-    )
-    .bind(&task.task_id)
-    .bind(event.step as i64)
-    .bind(&event.name)
-    .bind(&event.status)
-    .bind(event.exit_code)
-    .bind(event.duration_ms.map(|d| d as i64))
-    .execute(&state.db)
-    .await?;
+    state
+        .store
+        .record_step(&StepUpdate {
+            task_id: &task.task_id,
+            index: event.step,
+            name: &event.name,
+            status,
+            exit_code: event.exit_code,
+            duration_ms: event.duration_ms,
+        })
+        .await?;
     Ok(Json(serde_json::json!({ "message": "ok" })))
 }
-
-const TASK_RESULTS: &[&str] = &["success", "failed", "canceled", "infrastructure_fail"];
 
 async fn complete(
     task: TaskAuth,
     StateExt(state): StateExt<State>,
     Json(body): Json<CompleteRequest>,
 ) -> AppResult<Json<serde_json::Value>> {
-    if !TASK_RESULTS.contains(&body.status.as_str()) {
+    let status = TaskStatus::parse(&body.status).filter(|s| TaskStatus::RESULTS.contains(s));
+    let Some(status) = status else {
         return Err(AppError::bad_request(format!(
-            "task status `{}` is not one of {TASK_RESULTS:?}",
-            body.status
+            "task status `{}` is not one of {}",
+            body.status,
+            spelled(TaskStatus::RESULTS, TaskStatus::as_str)
         )));
-    }
-    if task.status == body.status {
+    };
+    if task.status == status {
         // A retried completion: already recorded.
         return Ok(Json(serde_json::json!({ "message": "ok" })));
     }
@@ -344,6 +311,6 @@ async fn complete(
     let message = body
         .message
         .map(|m| m.chars().take(4096).collect::<String>());
-    scheduler::finish_task(&state, &task.task_id, &body.status, message.as_deref()).await?;
+    scheduler::finish_task(&state, &task.task_id, status, message.as_deref()).await?;
     Ok(Json(serde_json::json!({ "message": "ok" })))
 }

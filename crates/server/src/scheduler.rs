@@ -1,194 +1,162 @@
 //! Moves pipelines forward: queues jobs whose `requires` succeeded, marks the rest `not_run`,
 //! rolls job results up into workflow and pipeline status, and ends tasks whose lease lapsed.
+//!
+//! The rules live here; the statements are the store's ([`StoreTx`]), so the same rules run on
+//! any backend.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use sqlx::{Sqlite, Transaction};
-
 use crate::State;
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
+use crate::store::{
+    JobStatus, Outcome, PipelineStatus, StepStatus, Store, StoreResult, StoreTx, TaskStatus,
+};
 use crate::util::{new_id, now_ms};
-
-const FAILED_RESULTS: &[&str] = &["failed", "canceled", "not_run", "infrastructure_fail"];
-
-/// Inserts the task of a job and marks the job queued. The caller wakes claimers after commit.
-pub async fn queue_job(
-    tx: &mut Transaction<'_, Sqlite>,
-    job_id: &str,
-    resource_class: &str,
-) -> AppResult<()> {
-    sqlx::query(
-        "INSERT INTO tasks (id, job_id, resource_class, status, created_at) VALUES (?, ?, ?, 'queued', ?)",
-    )
-    .bind(new_id())
-    .bind(job_id)
-    .bind(resource_class)
-    .bind(now_ms())
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query("UPDATE jobs SET status = 'queued' WHERE id = ?")
-        .bind(job_id)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-pub async fn job_started(state: &State, job_id: &str) -> AppResult<()> {
-    let now = now_ms();
-    sqlx::query("UPDATE jobs SET status = 'running', started_at = ? WHERE id = ?")
-        .bind(now)
-        .bind(job_id)
-        .execute(&state.db)
-        .await?;
-    Ok(())
-}
 
 /// Records a task's result, then advances its workflow.
 pub async fn finish_task(
     state: &State,
     task_id: &str,
-    status: &str,
+    status: TaskStatus,
     message: Option<&str>,
 ) -> AppResult<()> {
-    let now = now_ms();
-    let mut tx = state.db.begin().await?;
-    let job: Option<(String, String)> = sqlx::query_as(
-        "UPDATE tasks SET status = ?, finished_at = ?, lease_expires = NULL
-         WHERE id = ? AND status = 'running' RETURNING job_id, (SELECT workflow_id FROM jobs WHERE jobs.id = tasks.job_id)",
-    )
-    .bind(status)
-    .bind(now)
-    .bind(task_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((job_id, workflow_id)) = job else {
-        // Someone else (the lease reaper, a retry) finished it first.
-        return Ok(());
-    };
-    sqlx::query("UPDATE jobs SET status = ?, stopped_at = ?, message = ? WHERE id = ?")
-        .bind(status)
-        .bind(now)
-        .bind(message)
-        .bind(&job_id)
-        .execute(&mut *tx)
-        .await?;
-    // A step still marked running when its task ended did not finish.
-    sqlx::query("UPDATE steps SET status = ? WHERE task_id = ? AND status = 'running'")
-        .bind(if status == "canceled" {
-            "canceled"
-        } else {
-            "failed"
-        })
-        .bind(task_id)
-        .execute(&mut *tx)
-        .await?;
-    let queued = advance_workflow(&mut tx, &workflow_id).await?;
-    tx.commit().await?;
-    tracing::info!(task = task_id, job = %job_id, status, "task finished");
+    let queued = finish_task_in(&state.store, task_id, status, message).await?;
     if queued {
         state.queued.notify_waiters();
     }
     Ok(())
 }
 
-/// Queues the blocked jobs whose requirements all succeeded, marks `not_run` the ones with a
-/// failed requirement, and updates the workflow and pipeline status. Returns whether a job was
-/// queued.
-pub async fn advance_workflow(
-    tx: &mut Transaction<'_, Sqlite>,
-    workflow_id: &str,
-) -> AppResult<bool> {
-    let rows: Vec<(String, String, String, String, String)> = sqlx::query_as(
-        "SELECT id, name, status, requires, resource_class FROM jobs WHERE workflow_id = ? ORDER BY position",
-    )
-    .bind(workflow_id)
-    .fetch_all(&mut **tx)
-    .await?;
-    let mut status: HashMap<String, String> = rows
-        .iter()
-        .map(|(_, name, status, _, _)| (name.clone(), status.clone()))
-        .collect();
-    let mut queued_any = false;
+/// [`finish_task`] without the wake-up: answers whether a job was queued.
+async fn finish_task_in(
+    store: &Store,
+    task_id: &str,
+    status: TaskStatus,
+    message: Option<&str>,
+) -> StoreResult<bool> {
+    let now = now_ms();
+    let mut tx = store.begin().await?;
+    // A step still marked running when its task ended did not finish.
+    let step_status = if status == TaskStatus::Canceled {
+        StepStatus::Canceled
+    } else {
+        StepStatus::Failed
+    };
+    let Some(finished) = tx
+        .finish_task(task_id, status, step_status, message, now)
+        .await?
+    else {
+        // Someone else (the lease reaper, a retry) finished it first.
+        return Ok(false);
+    };
+    let queued = advance_workflow(&mut tx, &finished.workflow_id).await?;
+    tx.commit().await?;
+    tracing::info!(task = task_id, job = %finished.job_id, status = status.as_str(), "task finished");
+    Ok(queued)
+}
+
+/// What [`settle`] decided for one blocked job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Decision {
+    Queue,
+    NotRun,
+}
+
+/// The scheduling rule: a blocked job is queued once every job it requires succeeded, and is
+/// `not_run` once any of them failed, was canceled or did not run (a requirement naming no job
+/// of the workflow counts as not run). Settles transitively: `jobs` maps each job's name to its
+/// status and requirements, and is updated in place. Answers the decisions, in settling order.
+fn settle(
+    order: &[String],
+    jobs: &mut HashMap<String, (JobStatus, Vec<String>)>,
+) -> Vec<(String, Decision)> {
+    let mut decisions = Vec::new();
     // Each pass settles at least one blocked job or stops; jobs form a DAG (checked at compile).
     loop {
         let mut changed = false;
-        for (id, name, _, requires, resource_class) in &rows {
-            if status.get(name).map(String::as_str) != Some("blocked") {
+        for name in order {
+            let Some((JobStatus::Blocked, requires)) = jobs.get(name) else {
                 continue;
-            }
-            let requires: Vec<String> = serde_json::from_str(requires).unwrap_or_default();
-            let states: Vec<&str> = requires
+            };
+            let states: Vec<JobStatus> = requires
                 .iter()
-                .map(|r| status.get(r).map(String::as_str).unwrap_or("not_run"))
+                .map(|r| jobs.get(r).map_or(JobStatus::NotRun, |(status, _)| *status))
                 .collect();
-            if states.iter().any(|s| FAILED_RESULTS.contains(s)) {
-                sqlx::query("UPDATE jobs SET status = 'not_run', stopped_at = ? WHERE id = ?")
-                    .bind(now_ms())
-                    .bind(id)
-                    .execute(&mut **tx)
-                    .await?;
-                status.insert(name.clone(), "not_run".into());
-                changed = true;
-            } else if states.iter().all(|s| *s == "success") {
-                queue_job(tx, id, resource_class).await?;
-                status.insert(name.clone(), "queued".into());
-                queued_any = true;
-                changed = true;
+            let decision = if states
+                .iter()
+                .any(|s| matches!(s.outcome(), Some(Outcome::Failed | Outcome::Canceled)))
+            {
+                Decision::NotRun
+            } else if states.iter().all(|s| *s == JobStatus::Success) {
+                Decision::Queue
+            } else {
+                continue;
+            };
+            let status = match decision {
+                Decision::Queue => JobStatus::Queued,
+                Decision::NotRun => JobStatus::NotRun,
+            };
+            if let Some(entry) = jobs.get_mut(name) {
+                entry.0 = status;
             }
+            decisions.push((name.clone(), decision));
+            changed = true;
         }
         if !changed {
-            break;
+            return decisions;
         }
     }
-    let all_final = status.values().all(|s| bosun_api::job_status_is_final(s));
-    if all_final {
-        let workflow_status = if status.values().all(|s| s == "success") {
-            "success"
-        } else if status.values().any(|s| s == "canceled") {
-            "canceled"
-        } else {
-            "failed"
+}
+
+/// Queues the blocked jobs whose requirements all succeeded, marks `not_run` the ones with a
+/// failed requirement, and updates the workflow and pipeline status. Returns whether a job was
+/// queued.
+pub async fn advance_workflow(tx: &mut StoreTx, workflow_id: &str) -> StoreResult<bool> {
+    let rows = tx.workflow_jobs(workflow_id).await?;
+    let order: Vec<String> = rows.iter().map(|row| row.name.clone()).collect();
+    let mut jobs: HashMap<String, (JobStatus, Vec<String>)> = rows
+        .iter()
+        .map(|row| {
+            let requires: Vec<String> = serde_json::from_str(&row.requires).unwrap_or_default();
+            (row.name.clone(), (row.status, requires))
+        })
+        .collect();
+    let by_name: HashMap<&str, &crate::store::SchedulerJobRow> =
+        rows.iter().map(|row| (row.name.as_str(), row)).collect();
+    let mut queued_any = false;
+    for (name, decision) in settle(&order, &mut jobs) {
+        let Some(row) = by_name.get(name.as_str()) else {
+            continue;
         };
-        sqlx::query("UPDATE workflows SET status = ?, stopped_at = ? WHERE id = ?")
-            .bind(workflow_status)
-            .bind(now_ms())
-            .bind(workflow_id)
-            .execute(&mut **tx)
-            .await?;
-        let pipeline_id: String =
-            sqlx::query_scalar("SELECT pipeline_id FROM workflows WHERE id = ?")
-                .bind(workflow_id)
-                .fetch_one(&mut **tx)
-                .await?;
+        match decision {
+            Decision::NotRun => tx.mark_not_run(&row.id, now_ms()).await?,
+            Decision::Queue => {
+                tx.queue_job(&new_id(), &row.id, &row.resource_class, now_ms())
+                    .await?;
+                queued_any = true;
+            }
+        }
+    }
+    let outcomes: Option<Vec<Outcome>> =
+        jobs.values().map(|(status, _)| status.outcome()).collect();
+    if let Some(outcomes) = outcomes {
+        let status = Outcome::roll_up(outcomes).into();
+        let pipeline_id = tx.end_workflow(workflow_id, status, now_ms()).await?;
         rollup_pipeline(tx, &pipeline_id).await?;
     }
     Ok(queued_any)
 }
 
 /// Sets the pipeline's status once every workflow is final.
-pub async fn rollup_pipeline(tx: &mut Transaction<'_, Sqlite>, pipeline_id: &str) -> AppResult<()> {
-    let statuses: Vec<String> =
-        sqlx::query_scalar("SELECT status FROM workflows WHERE pipeline_id = ?")
-            .bind(pipeline_id)
-            .fetch_all(&mut **tx)
-            .await?;
-    if statuses.iter().any(|s| s == "running") {
+pub async fn rollup_pipeline(tx: &mut StoreTx, pipeline_id: &str) -> StoreResult<()> {
+    let statuses = tx.workflow_statuses(pipeline_id).await?;
+    let outcomes: Option<Vec<Outcome>> = statuses.iter().map(|s| s.outcome()).collect();
+    let Some(outcomes) = outcomes else {
         return Ok(());
-    }
-    let status = if statuses.iter().all(|s| s == "success") {
-        "success"
-    } else if statuses.iter().any(|s| s == "canceled") {
-        "canceled"
-    } else {
-        "failed"
     };
-    sqlx::query("UPDATE pipelines SET status = ? WHERE id = ?")
-        .bind(status)
-        .bind(pipeline_id)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    let status: PipelineStatus = Outcome::roll_up(outcomes).into();
+    tx.set_pipeline_status(pipeline_id, status).await
 }
 
 /// Ends running tasks whose lease lapsed (their runner died) as `infrastructure_fail`.
@@ -197,77 +165,437 @@ pub async fn reap_expired_leases(state: State) {
     let mut tick = tokio::time::interval(period);
     loop {
         tick.tick().await;
-        let expired: Result<Vec<String>, sqlx::Error> = sqlx::query_scalar(
-            "SELECT id FROM tasks WHERE status = 'running' AND lease_expires < ?",
-        )
-        .bind(now_ms())
-        .fetch_all(&state.db)
-        .await;
-        match expired {
-            Ok(ids) => {
-                for id in ids {
-                    tracing::warn!(task = %id, "task lease lapsed: marking it infrastructure_fail");
-                    if let Err(err) = finish_task(
-                        &state,
-                        &id,
-                        "infrastructure_fail",
-                        Some("the runner stopped sending heartbeats"),
-                    )
-                    .await
-                    {
-                        tracing::error!(task = %id, "could not end task: {}", err.message);
-                    }
-                }
-            }
+        match reap_once(&state.store, now_ms()).await {
+            Ok(true) => state.queued.notify_waiters(),
+            Ok(false) => {}
             Err(err) => tracing::error!("lease check failed: {err}"),
+        }
+    }
+}
+
+/// Ends the tasks whose lease lapsed before `now`; answers whether a job was queued.
+async fn reap_once(store: &Store, now: i64) -> StoreResult<bool> {
+    let mut queued = false;
+    for id in store.expired_tasks(now).await? {
+        tracing::warn!(task = %id, "task lease lapsed: marking it infrastructure_fail");
+        match finish_task_in(
+            store,
+            &id,
+            TaskStatus::InfrastructureFail,
+            Some("the runner stopped sending heartbeats"),
+        )
+        .await
+        {
+            Ok(q) => queued |= q,
+            Err(err) => tracing::error!(task = %id, "could not end task: {err}"),
+        }
+    }
+    Ok(queued)
+}
+
+/// What [`cancel_job`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The job had not started: it ended `canceled`.
+    Canceled,
+    /// It runs: its runner was asked to stop.
+    Canceling,
+    /// It ended in between.
+    AlreadyEnded,
+}
+
+impl CancelOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelOutcome::Canceled => "canceled",
+            CancelOutcome::Canceling => "canceling",
+            CancelOutcome::AlreadyEnded => "ended",
         }
     }
 }
 
 /// Cancels job `job_id`; returns what happened, for the answer.
 pub async fn cancel_job(state: &State, job_id: &str) -> AppResult<&'static str> {
+    let (outcome, queued) = cancel_job_in(&state.store, job_id).await?;
+    if queued {
+        state.queued.notify_waiters();
+    }
+    match outcome {
+        CancelOutcome::Canceled => Ok(outcome.as_str()),
+        CancelOutcome::Canceling => {
+            state.cancels.notify_waiters();
+            Ok(outcome.as_str())
+        }
+        CancelOutcome::AlreadyEnded => Err(AppError::conflict(format!(
+            "job {job_id} is not running any more"
+        ))),
+    }
+}
+
+/// [`cancel_job`] without the wake-ups: answers what happened and whether a job was queued.
+async fn cancel_job_in(store: &Store, job_id: &str) -> StoreResult<(CancelOutcome, bool)> {
     let now = now_ms();
-    let mut tx = state.db.begin().await?;
+    let mut tx = store.begin().await?;
     // Not claimed yet: the queued task (if any) and the job end here.
-    sqlx::query(
-        "UPDATE tasks SET status = 'canceled', finished_at = ? WHERE job_id = ? AND status = 'queued'",
-    )
-    .bind(now)
-    .bind(job_id)
-    .execute(&mut *tx)
-    .await?;
-    let waiting = sqlx::query(
-        "UPDATE jobs SET status = 'canceled', stopped_at = ?, message = 'canceled before it ran'
-         WHERE id = ? AND status IN ('blocked', 'queued')
-         RETURNING workflow_id",
-    )
-    .bind(now)
-    .bind(job_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if let Some(row) = waiting {
-        let workflow_id: String = sqlx::Row::get(&row, 0);
+    if let Some(workflow_id) = tx.cancel_waiting_job(job_id, now).await? {
         let queued = advance_workflow(&mut tx, &workflow_id).await?;
         tx.commit().await?;
-        if queued {
-            state.queued.notify_waiters();
-        }
-        return Ok("canceled");
+        return Ok((CancelOutcome::Canceled, queued));
     }
     // Running: ask its runner, through the heartbeat.
-    let asked = sqlx::query(
-        "UPDATE tasks SET cancel_requested = 1 WHERE job_id = ? AND status = 'running'",
-    )
-    .bind(job_id)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    let asked = tx.request_cancel(job_id).await?;
     tx.commit().await?;
     if asked > 0 {
-        state.cancels.notify_waiters();
-        return Ok("canceling");
+        Ok((CancelOutcome::Canceling, false))
+    } else {
+        Ok((CancelOutcome::AlreadyEnded, false))
     }
-    Err(crate::error::AppError::conflict(format!(
-        "job {job_id} is not running any more"
-    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{
+        Claim, Lease, NewJob, NewPipeline, PipelineState, ProjectRow, WorkflowStatus, test_store,
+    };
+
+    const CLASS: &str = "acme/linux";
+
+    /// One pipeline with one workflow of `jobs` (name, requires), advanced once, as a trigger
+    /// leaves it. Answers the pipeline's id and each job's id by name.
+    async fn pipeline(
+        store: &Store,
+        jobs: &[(&str, &[&str])],
+    ) -> (String, HashMap<String, String>) {
+        let project = ProjectRow {
+            id: new_id(),
+            slug: format!("gh/acme/{}", new_id()),
+            git_url: "/dev/null".into(),
+            namespace: "acme".into(),
+        };
+        assert!(store.create_project(&project, 1).await.unwrap());
+        let pipeline_id = new_id();
+        let workflow_id = new_id();
+        let mut tx = store.begin().await.unwrap();
+        tx.insert_pipeline(&NewPipeline {
+            id: &pipeline_id,
+            project_id: &project.id,
+            number: 1,
+            branch: Some("main"),
+            tag: None,
+            revision: "abc",
+            state: PipelineState::Created,
+            status: PipelineStatus::Running,
+            errors: "[]",
+            created_at: 1,
+        })
+        .await
+        .unwrap();
+        tx.insert_workflow(&workflow_id, &pipeline_id, "build", 0, 1)
+            .await
+            .unwrap();
+        let mut ids = HashMap::new();
+        for (position, (name, requires)) in jobs.iter().enumerate() {
+            let id = new_id();
+            tx.insert_job(&NewJob {
+                id: &id,
+                workflow_id: &workflow_id,
+                pipeline_id: &pipeline_id,
+                name,
+                number: position as i64 + 1,
+                position: position as i64,
+                resource_class: CLASS,
+                requires: &serde_json::to_string(requires).unwrap(),
+                spec: "{}",
+                step_count: 2,
+                continuation: false,
+            })
+            .await
+            .unwrap();
+            ids.insert(name.to_string(), id);
+        }
+        advance_workflow(&mut tx, &workflow_id).await.unwrap();
+        tx.commit().await.unwrap();
+        (pipeline_id, ids)
+    }
+
+    fn claim<'a>(runner_name: &'a str, token_hash: &'a str, now: i64) -> Claim<'a> {
+        Claim {
+            resource_class: CLASS,
+            runner_name,
+            token_hash,
+            lease_expires: now + 1_000,
+            max_running: 10,
+            now,
+        }
+    }
+
+    async fn status(store: &Store, job: &str) -> JobStatus {
+        store.job_status(job).await.unwrap().unwrap()
+    }
+
+    async fn statuses(store: &Store, pipeline_id: &str) -> (WorkflowStatus, PipelineStatus) {
+        let workflow = store.workflows(pipeline_id).await.unwrap()[0].status;
+        let pipeline = store.pipeline(pipeline_id).await.unwrap().unwrap().status;
+        (workflow, pipeline)
+    }
+
+    #[test]
+    fn settling_queues_jobs_whose_requirements_succeeded_and_skips_the_rest_transitively() {
+        let order: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+        let graph = |a: JobStatus| -> HashMap<String, (JobStatus, Vec<String>)> {
+            [
+                ("a", a, vec![]),
+                ("b", JobStatus::Blocked, vec!["a".to_owned()]),
+                (
+                    "c",
+                    JobStatus::Blocked,
+                    vec!["a".to_owned(), "ghost".to_owned()],
+                ),
+                (
+                    "d",
+                    JobStatus::Blocked,
+                    vec!["b".to_owned(), "c".to_owned()],
+                ),
+            ]
+            .into_iter()
+            .map(|(name, status, requires)| (name.to_owned(), (status, requires)))
+            .collect()
+        };
+        // `c` requires a job the workflow does not have: that one counts as not run, so `c` and
+        // `d` are settled at once, while `b` waits for `a`.
+        let mut jobs = graph(JobStatus::Running);
+        assert_eq!(
+            settle(&order, &mut jobs),
+            vec![
+                ("c".to_owned(), Decision::NotRun),
+                ("d".to_owned(), Decision::NotRun),
+            ]
+        );
+        assert_eq!(jobs["b"].0, JobStatus::Blocked);
+
+        let mut jobs = graph(JobStatus::Success);
+        assert_eq!(
+            settle(&order, &mut jobs),
+            vec![
+                ("b".to_owned(), Decision::Queue),
+                ("c".to_owned(), Decision::NotRun),
+                ("d".to_owned(), Decision::NotRun),
+            ]
+        );
+
+        let mut jobs = graph(JobStatus::Canceled);
+        let decided: Vec<Decision> = settle(&order, &mut jobs)
+            .into_iter()
+            .map(|(_, d)| d)
+            .collect();
+        assert_eq!(decided, vec![Decision::NotRun; 3]);
+        assert_eq!(jobs["d"].0, JobStatus::NotRun);
+    }
+
+    #[tokio::test]
+    async fn claims_take_the_oldest_task_once_and_respect_the_running_limit() {
+        let (store, _dir) = test_store().await;
+        // Two pipelines, so their tasks are queued at different times (tasks queued in the same
+        // millisecond are taken in id order).
+        let (first_pipeline, mut jobs) = pipeline(&store, &[("a", &[])]).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let (second_pipeline, more) = pipeline(&store, &[("b", &[])]).await;
+        jobs.extend(more);
+        assert_eq!(status(&store, &jobs["a"]).await, JobStatus::Queued);
+        assert_eq!(
+            store.count_tasks(CLASS, TaskStatus::Queued).await.unwrap(),
+            2
+        );
+
+        let mut limited = claim("r1", "hash-1", 10);
+        limited.max_running = 0;
+        assert!(store.claim_task(&limited).await.unwrap().is_none());
+        let first = store
+            .claim_task(&claim("r1", "hash-1", 10))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.job_id, jobs["a"], "the oldest task first");
+        assert_eq!(status(&store, &jobs["a"]).await, JobStatus::Running);
+        let mut limited = claim("r2", "hash-2", 10);
+        limited.max_running = 1;
+        assert!(
+            store.claim_task(&limited).await.unwrap().is_none(),
+            "one runs already"
+        );
+        let second = store
+            .claim_task(&claim("r2", "hash-2", 10))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(second.job_id, jobs["b"]);
+        assert!(
+            store
+                .claim_task(&claim("r3", "hash-3", 10))
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        let by_token = store.task_by_token("hash-2").await.unwrap().unwrap();
+        assert_eq!(by_token.task_id, second.task_id);
+        assert_eq!(by_token.status, TaskStatus::Running);
+        assert_eq!(store.step_count(&jobs["b"]).await.unwrap(), 2);
+
+        for task in [&first.task_id, &second.task_id] {
+            finish_task_in(&store, task, TaskStatus::Success, None)
+                .await
+                .unwrap();
+        }
+        for pipeline_id in [&first_pipeline, &second_pipeline] {
+            assert_eq!(
+                statuses(&store, pipeline_id).await,
+                (WorkflowStatus::Success, PipelineStatus::Success)
+            );
+        }
+        // A second report of the same task changes nothing.
+        let again = finish_task_in(&store, &first.task_id, TaskStatus::Failed, None).await;
+        assert!(!again.unwrap());
+        assert_eq!(status(&store, &jobs["a"]).await, JobStatus::Success);
+    }
+
+    #[tokio::test]
+    async fn a_finished_job_queues_its_dependents_and_a_failed_one_skips_them() {
+        let (store, _dir) = test_store().await;
+        let (pipeline_id, jobs) =
+            pipeline(&store, &[("a", &[]), ("b", &["a"]), ("c", &["b"])]).await;
+        assert_eq!(status(&store, &jobs["b"]).await, JobStatus::Blocked);
+        let a = store
+            .claim_task(&claim("r", "h-a", 10))
+            .await
+            .unwrap()
+            .unwrap();
+        let queued = finish_task_in(&store, &a.task_id, TaskStatus::Success, None).await;
+        assert!(queued.unwrap(), "b was queued");
+        assert_eq!(status(&store, &jobs["b"]).await, JobStatus::Queued);
+
+        let b = store
+            .claim_task(&claim("r", "h-b", 20))
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .record_step(&crate::store::StepUpdate {
+                task_id: &b.task_id,
+                index: 0,
+                name: "build",
+                status: StepStatus::Running,
+                exit_code: None,
+                duration_ms: None,
+            })
+            .await
+            .unwrap();
+        finish_task_in(&store, &b.task_id, TaskStatus::Failed, Some("exit 1"))
+            .await
+            .unwrap();
+        assert_eq!(status(&store, &jobs["b"]).await, JobStatus::Failed);
+        assert_eq!(status(&store, &jobs["c"]).await, JobStatus::NotRun);
+        let steps = store.steps(&b.task_id).await.unwrap();
+        assert_eq!(
+            steps[0].status,
+            StepStatus::Failed,
+            "a step left running failed"
+        );
+        let job = store.job(&jobs["b"]).await.unwrap().unwrap();
+        assert_eq!(job.message.as_deref(), Some("exit 1"));
+        assert_eq!(
+            statuses(&store, &pipeline_id).await,
+            (WorkflowStatus::Failed, PipelineStatus::Failed)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lapsed_lease_ends_the_task_as_infrastructure_fail_and_a_renewed_one_does_not() {
+        let (store, _dir) = test_store().await;
+        let (pipeline_id, jobs) = pipeline(&store, &[("a", &[]), ("b", &["a"])]).await;
+        let a = store
+            .claim_task(&claim("r", "h", 10))
+            .await
+            .unwrap()
+            .unwrap();
+        // The lease runs until 1010; renewing it moves it to 2000.
+        assert!(!reap_once(&store, 500).await.unwrap());
+        assert_eq!(
+            store.renew_lease(&a.task_id, 2_000).await.unwrap(),
+            Lease::Renewed {
+                cancel_requested: false
+            }
+        );
+        reap_once(&store, 1_500).await.unwrap();
+        assert_eq!(status(&store, &jobs["a"]).await, JobStatus::Running);
+
+        reap_once(&store, 2_001).await.unwrap();
+        assert_eq!(
+            status(&store, &jobs["a"]).await,
+            JobStatus::InfrastructureFail
+        );
+        assert_eq!(status(&store, &jobs["b"]).await, JobStatus::NotRun);
+        assert_eq!(
+            store.renew_lease(&a.task_id, 3_000).await.unwrap(),
+            Lease::Ended
+        );
+        let job = store.job(&jobs["a"]).await.unwrap().unwrap();
+        assert_eq!(
+            job.message.as_deref(),
+            Some("the runner stopped sending heartbeats")
+        );
+        assert_eq!(
+            statuses(&store, &pipeline_id).await,
+            (WorkflowStatus::Failed, PipelineStatus::Failed)
+        );
+    }
+
+    #[tokio::test]
+    async fn cancel_ends_a_waiting_job_asks_a_running_one_and_refuses_an_ended_one() {
+        let (store, _dir) = test_store().await;
+        let (pipeline_id, jobs) =
+            pipeline(&store, &[("a", &[]), ("b", &[]), ("c", &["a", "b"])]).await;
+        let claimed = store
+            .claim_task(&claim("r", "h", 10))
+            .await
+            .unwrap()
+            .unwrap();
+        // Both roots were queued at once; whichever was claimed runs, the other waits.
+        let (running, waiting) = if claimed.job_id == jobs["a"] {
+            (&jobs["a"], &jobs["b"])
+        } else {
+            (&jobs["b"], &jobs["a"])
+        };
+        assert_eq!(&claimed.job_id, running);
+
+        // The waiting job is queued: it ends at once, and `c`, which requires it, does not run.
+        let (outcome, _) = cancel_job_in(&store, waiting).await.unwrap();
+        assert_eq!(outcome, CancelOutcome::Canceled);
+        assert_eq!(status(&store, waiting).await, JobStatus::Canceled);
+        assert_eq!(status(&store, &jobs["c"]).await, JobStatus::NotRun);
+        assert_eq!(
+            store.count_tasks(CLASS, TaskStatus::Queued).await.unwrap(),
+            0
+        );
+
+        // The running job's heartbeat learns of the cancel, and its runner reports it canceled.
+        let (outcome, _) = cancel_job_in(&store, running).await.unwrap();
+        assert_eq!(outcome, CancelOutcome::Canceling);
+        assert_eq!(
+            store.renew_lease(&claimed.task_id, 500).await.unwrap(),
+            Lease::Renewed {
+                cancel_requested: true
+            }
+        );
+        finish_task_in(&store, &claimed.task_id, TaskStatus::Canceled, None)
+            .await
+            .unwrap();
+        let (outcome, _) = cancel_job_in(&store, running).await.unwrap();
+        assert_eq!(outcome, CancelOutcome::AlreadyEnded);
+        assert_eq!(
+            statuses(&store, &pipeline_id).await,
+            (WorkflowStatus::Canceled, PipelineStatus::Canceled)
+        );
+    }
 }
