@@ -920,7 +920,7 @@ async fn get_job(
                 status: step_status,
                 exit_code,
                 duration_ms: duration.map(|d| d as u64),
-                log_length: logs::length(&state, &task_id, index as u32).await,
+                log_length: state.logs.length(&task_id, index as u32).await?,
             });
         }
     }
@@ -961,13 +961,14 @@ async fn step_log(
     let Some(task_id) = task_id else {
         return Err(AppError::not_found(format!("job {id} has no log yet")));
     };
-    let bytes = logs::read(
-        &state,
-        &task_id,
-        index,
-        query.offset,
-        query.limit.unwrap_or(logs::MAX_LOG_PAGE),
-    )
-    .await?;
+    let bytes = state
+        .logs
+        .read(
+            &task_id,
+            index,
+            query.offset,
+            query.limit.unwrap_or(logs::MAX_LOG_PAGE),
+        )
+        .await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes))
 }
