@@ -895,6 +895,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_axum_request_body_streams_into_a_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = store(dir.path());
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 199) as u8).collect();
+        let body = axum::body::Body::from_stream(pieces(&data, 8192));
+        let stored = blobs
+            .put_stream(
+                &key("artifacts/job-1/0"),
+                body.into_data_stream(),
+                10 << 20,
+                Overwrite::Refused,
+            )
+            .await
+            .unwrap();
+        assert_eq!(stored.size, data.len() as u64);
+        let read = blobs
+            .get(&key("artifacts/job-1/0"), Some(5..2_500_000))
+            .await;
+        assert_eq!(read_all(read.unwrap()).await, &data[5..2_500_000]);
+    }
+
+    #[tokio::test]
     async fn objects_are_private_under_the_servers_umask() {
         // The server's umask (datadir.rs); setting it here only makes this process stricter.
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));

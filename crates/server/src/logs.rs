@@ -167,6 +167,65 @@ pub struct Appended {
 
 /// The step logs: their blob store, limits and indexes.
 pub struct Logs {
+    inner: Arc<Inner>,
+}
+
+impl Logs {
+    pub fn new(blobs: Arc<Blobs>, limits: Limits) -> Logs {
+        Logs {
+            inner: Arc::new(Inner {
+                blobs,
+                limits,
+                lock: tokio::sync::Mutex::new(()),
+                index: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Appends `upload`, whose bytes start at `offset` of the step's log. Bytes already stored
+    /// are compared with what is stored (equal: an idempotent retry; different: 409); a gap is
+    /// refused with 409. Once the task's log reached a limit, appends are acknowledged without
+    /// storing anything.
+    ///
+    /// The append runs in its own task, to completion even when the request is dropped (the
+    /// agent timed out and retries): a chunk written to the store but missing from the index
+    /// would make the two disagree about the log's length.
+    ///
+    /// Errors name neither the blob store's location nor any path: internal failures go
+    /// through `anyhow`, which the client sees only as "internal error".
+    pub async fn append(
+        &self,
+        task_id: &str,
+        step: u32,
+        offset: u64,
+        upload: Upload,
+    ) -> AppResult<Appended> {
+        let inner = self.inner.clone();
+        let task_id = task_id.to_owned();
+        tokio::spawn(async move { inner.append(&task_id, step, offset, &upload).await })
+            .await
+            .map_err(|err| anyhow::anyhow!("appending a log chunk failed: {err}"))?
+    }
+
+    /// Length of a step's log (0 if none yet).
+    pub async fn length(&self, task_id: &str, step: u32) -> AppResult<u64> {
+        self.inner.with_index(task_id, |log| log.length(step)).await
+    }
+
+    /// Up to `limit` bytes of a step's log from `offset`. An offset at the end reads nothing (how
+    /// a follower knows it caught up); one past the end is a 416.
+    pub async fn read(
+        &self,
+        task_id: &str,
+        step: u32,
+        offset: u64,
+        limit: u64,
+    ) -> AppResult<Vec<u8>> {
+        self.inner.read(task_id, step, offset, limit).await
+    }
+}
+
+struct Inner {
     blobs: Arc<Blobs>,
     limits: Limits,
     /// Serializes appends (and index loads) so the offset check and the write are one step.
@@ -175,16 +234,7 @@ pub struct Logs {
     index: Mutex<HashMap<String, TaskLog>>,
 }
 
-impl Logs {
-    pub fn new(blobs: Arc<Blobs>, limits: Limits) -> Logs {
-        Logs {
-            blobs,
-            limits,
-            lock: tokio::sync::Mutex::new(()),
-            index: Mutex::new(HashMap::new()),
-        }
-    }
-
+impl Inner {
     /// Runs `look` on the task's index, if it is in memory.
     fn cached<T>(&self, task_id: &str, look: impl FnOnce(&TaskLog) -> T) -> Option<T> {
         let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
@@ -305,14 +355,8 @@ impl Logs {
         Ok(log)
     }
 
-    /// Appends `upload`, whose bytes start at `offset` of the step's log. Bytes already stored
-    /// are compared with what is stored (equal: an idempotent retry; different: 409); a gap is
-    /// refused with 409. Once the task's log reached a limit, appends are acknowledged without
-    /// storing anything.
-    ///
-    /// Errors name neither the blob store's location nor any path: internal failures go
-    /// through `anyhow`, which the client sees only as "internal error".
-    pub async fn append(
+    /// [`Logs::append`], run to completion.
+    async fn append(
         &self,
         task_id: &str,
         step: u32,
@@ -581,20 +625,7 @@ impl Logs {
         Ok(())
     }
 
-    /// Length of a step's log (0 if none yet).
-    pub async fn length(&self, task_id: &str, step: u32) -> AppResult<u64> {
-        self.with_index(task_id, |log| log.length(step)).await
-    }
-
-    /// Up to `limit` bytes of a step's log from `offset`. An offset at the end reads nothing (how
-    /// a follower knows it caught up); one past the end is a 416.
-    pub async fn read(
-        &self,
-        task_id: &str,
-        step: u32,
-        offset: u64,
-        limit: u64,
-    ) -> AppResult<Vec<u8>> {
+    async fn read(&self, task_id: &str, step: u32, offset: u64, limit: u64) -> AppResult<Vec<u8>> {
         let limit = limit.min(MAX_LOG_PAGE);
         let (stored, chunks) = self
             .with_index(task_id, |log| {
@@ -681,7 +712,7 @@ mod tests {
     }
 
     async fn append(logs: &Logs, step: u32, offset: u64, bytes: &[u8]) -> AppResult<Appended> {
-        logs.append("task-1", step, offset, &upload(bytes)).await
+        logs.append("task-1", step, offset, upload(bytes)).await
     }
 
     #[test]
@@ -734,6 +765,26 @@ mod tests {
         assert_eq!(err.status, StatusCode::RANGE_NOT_SATISFIABLE);
         assert_eq!(again.read("task-1", 1, 0, 3).await.unwrap(), b"");
         assert_eq!(append(&again, 0, 11, b"!").await.unwrap().length, 12);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_retries_store_one_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = Arc::new(logs(dir.path(), 1 << 30, 1 << 30));
+        let mut retries = Vec::new();
+        for _ in 0..8 {
+            let logs = logs.clone();
+            retries.push(tokio::spawn(async move {
+                append(&logs, 0, 0, b"hello").await.map(|done| done.length)
+            }));
+        }
+        for retry in retries {
+            assert_eq!(retry.await.unwrap().unwrap(), 5);
+        }
+        let chunks = std::fs::read_dir(dir.path().join("logs/task-1/0"))
+            .unwrap()
+            .count();
+        assert_eq!(chunks, 1);
     }
 
     #[tokio::test]
@@ -844,7 +895,7 @@ mod tests {
         body.extend(zstd::bulk::compress(b"x", 1).unwrap());
         let upload = decompress(Bytes::from(body)).unwrap();
         assert_eq!(upload.bytes, b"x");
-        logs.append("task-1", 0, 0, &upload).await.unwrap();
+        logs.append("task-1", 0, 0, upload).await.unwrap();
         let stored = std::fs::read_dir(dir.path().join("logs/task-1/0"))
             .unwrap()
             .map(|entry| entry.unwrap().metadata().unwrap().len())

@@ -268,7 +268,7 @@ async fn append_log(
     let upload = logs::decompress(body)?;
     let appended = state
         .logs
-        .append(&task.task_id, query.step, query.offset, &upload)
+        .append(&task.task_id, query.step, query.offset, upload)
         .await?;
     Ok(Json(LogAppendResponse {
         length: appended.length,
