@@ -212,8 +212,62 @@ impl Logs {
         self.inner.with_index(task_id, |log| log.length(step)).await
     }
 
-    /// Up to `limit` bytes of a step's log from `offset`. An offset at the end reads nothing (how
-    /// a follower knows it caught up); one past the end is a 416.
+    /// Up to `limit` bytes (at most [`MAX_LOG_PAGE`]) of a step's log from `offset`, as a
+    /// stream that fetches and decompresses one chunk at a time. An offset at the end reads
+    /// nothing (how a follower knows it caught up); one past the end is a 416.
+    pub async fn read_stream(
+        &self,
+        task_id: &str,
+        step: u32,
+        offset: u64,
+        limit: u64,
+    ) -> AppResult<Page> {
+        let limit = limit.min(MAX_LOG_PAGE);
+        let (stored, chunks) = self
+            .inner
+            .with_index(task_id, |log| {
+                let stored = log.length(step);
+                let to = offset.saturating_add(limit).min(stored);
+                (stored, log.overlapping(step, offset, to))
+            })
+            .await?;
+        if offset > stored {
+            return Err(AppError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                format!("offset {offset} is past the end of the log ({stored} bytes)"),
+            ));
+        }
+        let to = offset.saturating_add(limit).min(stored);
+        let inner = self.inner.clone();
+        let task_id = task_id.to_owned();
+        let stream = futures_util::stream::iter(chunks)
+            .then(move |chunk| {
+                let inner = inner.clone();
+                let task_id = task_id.clone();
+                async move {
+                    let from = offset.max(chunk.start);
+                    let until = to.min(chunk.end);
+                    let mut out = Vec::with_capacity((until - from) as usize);
+                    inner
+                        .visit(&task_id, step, &[chunk], from, until, |_, piece| {
+                            out.extend_from_slice(piece);
+                            true
+                        })
+                        .await
+                        // The cause is in the server's log; the client sees the body cut short.
+                        .map_err(|err| std::io::Error::other(err.message))?;
+                    Ok::<_, std::io::Error>(Bytes::from(out))
+                }
+            })
+            .boxed();
+        Ok(Page {
+            length: to - offset,
+            stream,
+        })
+    }
+
+    /// [`Logs::read_stream`], collected.
+    #[cfg(test)]
     pub async fn read(
         &self,
         task_id: &str,
@@ -221,8 +275,22 @@ impl Logs {
         offset: u64,
         limit: u64,
     ) -> AppResult<Vec<u8>> {
-        self.inner.read(task_id, step, offset, limit).await
+        let page = self.read_stream(task_id, step, offset, limit).await?;
+        let mut out = Vec::new();
+        let mut stream = page.stream;
+        while let Some(piece) = stream.next().await {
+            out.extend_from_slice(&piece.map_err(|err| anyhow::anyhow!(err))?);
+        }
+        assert_eq!(out.len() as u64, page.length);
+        Ok(out)
     }
+}
+
+/// A page of a step's log being read.
+pub struct Page {
+    /// Bytes `stream` yields.
+    pub length: u64,
+    pub stream: futures_util::stream::BoxStream<'static, Result<Bytes, std::io::Error>>,
 }
 
 struct Inner {
@@ -623,31 +691,6 @@ impl Inner {
             .into());
         }
         Ok(())
-    }
-
-    async fn read(&self, task_id: &str, step: u32, offset: u64, limit: u64) -> AppResult<Vec<u8>> {
-        let limit = limit.min(MAX_LOG_PAGE);
-        let (stored, chunks) = self
-            .with_index(task_id, |log| {
-                let stored = log.length(step);
-                let to = offset.saturating_add(limit).min(stored);
-                (stored, log.overlapping(step, offset, to))
-            })
-            .await?;
-        if offset > stored {
-            return Err(AppError::new(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                format!("offset {offset} is past the end of the log ({stored} bytes)"),
-            ));
-        }
-        let to = offset.saturating_add(limit).min(stored);
-        let mut out = Vec::with_capacity((to - offset) as usize);
-        self.visit(task_id, step, &chunks, offset, to, |_, piece| {
-            out.extend_from_slice(piece);
-            true
-        })
-        .await?;
-        Ok(out)
     }
 }
 
