@@ -562,6 +562,28 @@ impl Blobs {
         Ok(deleted)
     }
 
+    /// Deletes streamed uploads left in the staging area by a server that died mid-upload,
+    /// those last written more than `older_than` ago; answers how many. One server calls it at
+    /// start with zero (nothing of its own is in flight yet); replicas sharing a store would
+    /// pass the longest upload they allow.
+    pub async fn sweep_staging(&self, older_than: Duration) -> Result<u64, BlobError> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as i64;
+        let cutoff = now_ms - older_than.as_millis() as i64;
+        let mut listing = self.list(&BlobKey::parse(STAGING_PREFIX)?);
+        let mut deleted = 0;
+        while let Some(meta) = listing.next().await {
+            let meta = meta?;
+            if meta.modified_ms <= cutoff {
+                self.delete(&meta.key).await?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Refuses to write `need` more bytes when that would leave less than the floor free.
     pub async fn check_free_space(&self, need: u64) -> Result<(), BlobError> {
         let Some(root) = &self.local_root else {
@@ -892,6 +914,28 @@ mod tests {
             .await
             .unwrap();
         assert!(staged.is_empty(), "{staged:?}");
+
+        // What a server that died mid-upload leaves is swept at the next start.
+        blobs
+            .put(
+                &key("staging/left-over"),
+                Bytes::from_static(b"x"),
+                Overwrite::Refused,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            blobs
+                .sweep_staging(Duration::from_secs(3600))
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(blobs.sweep_staging(Duration::ZERO).await.unwrap(), 1);
+        assert_eq!(
+            blobs.head(&key("caches/p/k1")).await.unwrap().unwrap().size,
+            5
+        );
     }
 
     #[tokio::test]

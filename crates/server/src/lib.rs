@@ -142,6 +142,11 @@ pub async fn run(
             )
         })?,
     );
+    match blobs.sweep_staging(Duration::ZERO).await {
+        Ok(0) => {}
+        Ok(swept) => tracing::info!("deleted {swept} unfinished upload(s) of an earlier run"),
+        Err(err) => tracing::warn!("sweeping unfinished uploads: {err}"),
+    }
     let repo_dir = config.data_dir.join("repos");
     std::fs::create_dir_all(&repo_dir)
         .with_context(|| format!("creating {}", repo_dir.display()))?;
