@@ -88,7 +88,8 @@ jobs:
           name: steal
           command: |
             DATA={data}
-            LOG="$DATA/blobs/logs/$BOSUN_TASK_ID/0.log"
+            # The first chunk of step 0's log ("a step log to steal\n", 20 bytes).
+            LOG="$DATA/blobs/logs/$BOSUN_TASK_ID/0/$(printf '%020d-%020d.zst' 0 20)"
             # Where the directories are open (as before the fix), wait for the first log.
             if ls "$DATA/blobs/logs" > /dev/null 2>&1; then
               for i in $(seq 50); do test -s "$LOG" && break; sleep 0.1; done
@@ -144,7 +145,10 @@ workflows:
 
     let entries = walk(&data);
     assert!(
-        entries.iter().any(|(path, _)| path.ends_with("0.log")),
+        entries
+            .iter()
+            .any(|(path, _)| path.to_string_lossy().contains("/blobs/logs/")
+                && path.extension().is_some_and(|ext| ext == "zst")),
         "no step log under {}",
         data.display()
     );

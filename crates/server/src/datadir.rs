@@ -55,10 +55,7 @@ pub(crate) fn prepare(config: &Config) -> anyhow::Result<()> {
         tighten(file, 0o600)?;
     }
 
-    let blob_dir = config
-        .blob_dir
-        .clone()
-        .unwrap_or_else(|| data_dir.join("blobs"));
+    let blob_dir = config.blob_location()?.dir().to_owned();
     for dir in [blob_dir, data_dir.join("repos")] {
         tighten(&dir, 0o700)?;
     }

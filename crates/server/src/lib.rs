@@ -7,6 +7,7 @@
 
 mod admin;
 mod auth;
+pub mod blobs;
 mod continuation;
 mod datadir;
 mod error;
@@ -40,8 +41,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `sqlite://PATH`; `None` means `DATA_DIR/bosun.db`.
     pub database_url: Option<String>,
-    /// `None` means `DATA_DIR/blobs`.
+    /// `None` means `DATA_DIR/blobs` (unless `blob_url` is set).
     pub blob_dir: Option<PathBuf>,
+    /// `--blob-url`: `file:///DIR` today (`s3://` is refused as not built in yet). Wins over
+    /// `blob_dir`; the binary refuses both at once.
+    pub blob_url: Option<String>,
     /// The URL agents and users reach the server at; `None` means `http://LISTEN`.
     pub public_url: Option<String>,
     /// The admin token from `BOSUN_ADMIN_TOKEN`, if set.
@@ -54,7 +58,8 @@ pub struct Config {
     pub max_step_log: u64,
     /// Bytes of one task's logs (all its steps) kept; the rest is dropped and the job stopped.
     pub max_job_log: u64,
-    /// Free bytes the blob directory's file system keeps: below it new log bytes are refused.
+    /// Free bytes the blob directory's file system keeps: below it new blob bytes (log bytes
+    /// today) are refused.
     pub min_free_space: u64,
     /// Connection cap, header and idle timeouts of the HTTP listener.
     pub connections: ConnectionLimits,
@@ -67,6 +72,7 @@ impl Config {
             data_dir,
             database_url: None,
             blob_dir: None,
+            blob_url: None,
             public_url: None,
             admin_token: None,
             task_lease: Duration::from_secs(60),
@@ -77,12 +83,27 @@ impl Config {
             connections: ConnectionLimits::default(),
         }
     }
+
+    /// Where the blobs live: `blob_url`, else `blob_dir`, else `DATA_DIR/blobs`.
+    pub(crate) fn blob_location(&self) -> Result<blobs::Location, blobs::LocationError> {
+        match (&self.blob_url, &self.blob_dir) {
+            (Some(url), _) => blobs::Location::parse_url(url),
+            (None, Some(dir)) => Ok(blobs::Location::Dir(dir.clone())),
+            (None, None) => Ok(blobs::Location::Dir(self.data_dir.join("blobs"))),
+        }
+    }
 }
 
 /// Shared state of the request handlers.
 pub(crate) struct AppState {
     pub store: store::Store,
-    pub blob_dir: PathBuf,
+    /// The blob store: logs go through `logs`; caches, workspaces and artifacts will use it
+    /// directly.
+    #[expect(
+        dead_code,
+        reason = "the cache, workspace and artifact handlers are next"
+    )]
+    pub blobs: Arc<blobs::Blobs>,
     pub repo_dir: PathBuf,
     pub task_lease: Duration,
     pub max_running_tasks: u64,
@@ -90,10 +111,8 @@ pub(crate) struct AppState {
     pub queued: Notify,
     /// Woken whenever a running task is asked to cancel, so long-polling heartbeats answer at once.
     pub cancels: Notify,
-    /// Serializes log appends so the offset check and the write are one step.
-    pub log_lock: tokio::sync::Mutex<()>,
-    /// Log size limits and the free-space floor.
-    pub log_limits: logs::Limits,
+    /// Step logs: chunked objects in `blobs`, their limits and in-memory indexes.
+    pub logs: logs::Logs,
     /// The server's URL as jobs reach it (`public_url`, else `http://<bound address>`), set once
     /// bound; given to setup-workflow jobs as `BOSUN_API_URL`.
     pub api_url: std::sync::OnceLock<String>,
@@ -114,12 +133,20 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", config.data_dir.join("bosun.db").display()));
     let store = store::Store::open(&database_url).await?;
-    let blob_dir = config
-        .blob_dir
-        .clone()
-        .unwrap_or_else(|| config.data_dir.join("blobs"));
-    std::fs::create_dir_all(&blob_dir)
-        .with_context(|| format!("creating blob directory {}", blob_dir.display()))?;
+    let blob_location = config.blob_location()?;
+    let blobs = Arc::new(
+        blobs::Blobs::open(&blob_location, config.min_free_space).with_context(|| {
+            format!(
+                "opening the blob directory {}",
+                blob_location.dir().display()
+            )
+        })?,
+    );
+    match blobs.sweep_staging(Duration::ZERO).await {
+        Ok(0) => {}
+        Ok(swept) => tracing::info!("deleted {swept} unfinished upload(s) of an earlier run"),
+        Err(err) => tracing::warn!("sweeping unfinished uploads: {err}"),
+    }
     let repo_dir = config.data_dir.join("repos");
     std::fs::create_dir_all(&repo_dir)
         .with_context(|| format!("creating {}", repo_dir.display()))?;
@@ -128,17 +155,18 @@ pub async fn run(
 
     let state: State = Arc::new(AppState {
         store,
-        blob_dir,
+        blobs: blobs.clone(),
         repo_dir,
         task_lease: config.task_lease,
         max_running_tasks: config.max_running_tasks,
         queued: Notify::new(),
         cancels: Notify::new(),
-        log_lock: tokio::sync::Mutex::new(()),
-        log_limits: logs::Limits::new(
-            config.max_step_log,
-            config.max_job_log,
-            config.min_free_space,
+        logs: logs::Logs::new(
+            blobs,
+            logs::Limits {
+                max_step: config.max_step_log,
+                max_job: config.max_job_log,
+            },
         ),
         api_url: std::sync::OnceLock::new(),
     });

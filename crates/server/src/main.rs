@@ -20,9 +20,13 @@ struct Args {
     /// Database URL (`sqlite://PATH`); default `sqlite://DATA_DIR/bosun.db`.
     #[arg(long)]
     database_url: Option<String>,
-    /// Blob directory; default `DATA_DIR/blobs`.
-    #[arg(long)]
+    /// Blob directory (logs; caches, workspaces and artifacts); default `DATA_DIR/blobs`.
+    #[arg(long, conflicts_with = "blob_url")]
     blob_dir: Option<PathBuf>,
+    /// Blob store as a URL: `file:///DIR` (the same as --blob-dir DIR); S3-compatible storage
+    /// (`s3://bucket/prefix`) is not built in yet.
+    #[arg(long, value_name = "URL")]
+    blob_url: Option<String>,
     /// URL agents and users reach this server at.
     #[arg(long)]
     public_url: Option<String>,
@@ -120,6 +124,7 @@ fn main() -> ExitCode {
         bosun_server::Config::new(args.listen, args.data_dir.unwrap_or_else(default_data_dir));
     config.database_url = args.database_url;
     config.blob_dir = args.blob_dir;
+    config.blob_url = args.blob_url;
     config.public_url = args.public_url;
     config.admin_token = std::env::var("BOSUN_ADMIN_TOKEN")
         .ok()

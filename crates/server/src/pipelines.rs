@@ -808,7 +808,8 @@ async fn get_job(
                 status: step.status.to_string(),
                 exit_code: step.exit_code,
                 duration_ms: step.duration_ms.map(|d| d.max(0) as u64),
-                log_length: logs::length(&state, &task_id, index).await,
+                // A log that cannot be read (the server's log says why) does not hide the job.
+                log_length: state.logs.length(&task_id, index).await.unwrap_or(0),
             });
         }
     }
@@ -841,13 +842,20 @@ async fn step_log(
     let Some(task_id) = state.store.latest_task(&id).await? else {
         return Err(AppError::not_found(format!("job {id} has no log yet")));
     };
-    let bytes = logs::read(
-        &state,
-        &task_id,
-        index,
-        query.offset,
-        query.limit.unwrap_or(logs::MAX_LOG_PAGE),
-    )
-    .await?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes))
+    let page = state
+        .logs
+        .read_stream(
+            &task_id,
+            index,
+            query.offset,
+            query.limit.unwrap_or(logs::MAX_LOG_PAGE),
+        )
+        .await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (header::CONTENT_LENGTH, page.length.to_string()),
+        ],
+        axum::body::Body::from_stream(page.stream),
+    ))
 }

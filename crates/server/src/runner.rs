@@ -239,8 +239,11 @@ async fn append_log(
             query.step
         )));
     }
-    let bytes = logs::decompress(&body)?;
-    let appended = logs::append(&state, &task.task_id, query.step, query.offset, &bytes).await?;
+    let upload = logs::decompress(body)?;
+    let appended = state
+        .logs
+        .append(&task.task_id, query.step, query.offset, upload)
+        .await?;
     Ok(Json(LogAppendResponse {
         length: appended.length,
         truncated: appended.truncated,
