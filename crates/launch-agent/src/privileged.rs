@@ -227,9 +227,10 @@ pub fn task_agent_command(
     let nproc = identity.rlimit_nproc;
     let parent = nix::unistd::getpid();
     // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
-    // syscalls (setsid, dup2, fcntl, close_range/close, open, write, umask, setgroups, setgid,
-    // setuid, prctl, getppid); every value it needs (the group list, the ids, the cgroup path as
-    // a C string) was computed before the fork, so it neither allocates nor takes a lock.
+    // syscalls (setsid, dup2, fcntl, close_range/close, open, write, setrlimit, umask,
+    // setgroups, setgid, setuid, prctl, getppid); every value it needs (the group list, the ids,
+    // the cgroup path as a C string, the process limit) was computed before the fork, so it
+    // neither allocates nor takes a lock.
     unsafe {
         command.pre_exec(move || {
             new_session()?;
