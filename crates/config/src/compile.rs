@@ -725,7 +725,12 @@ impl Cx<'_> {
             self.map(node, path)?
         };
         let mut name = None;
-        let mut when = When::OnSuccess;
+        // CircleCI stores artifacts even after a failed step; the other steps run on success.
+        let mut when = if kind == "store_artifacts" {
+            When::Always
+        } else {
+            When::OnSuccess
+        };
         let mut fields: HashMap<&str, (&Node, String)> = HashMap::new();
         let allowed: &[&str] = match kind {
             "save_cache" => &["key", "paths"],
@@ -809,6 +814,7 @@ impl Cx<'_> {
                     name,
                     path: self.string(p, &pp)?,
                     destination: optional_string("destination")?,
+                    when,
                 }
             }
             "store_test_results" => {

@@ -534,7 +534,9 @@ pub(crate) fn check_runnable(pipeline: &bosun_config::Pipeline) -> Result<(), St
             for (i, step) in job.steps.iter().enumerate() {
                 if !matches!(
                     step,
-                    bosun_config::Step::Checkout { .. } | bosun_config::Step::Run(_)
+                    bosun_config::Step::Checkout { .. }
+                        | bosun_config::Step::Run(_)
+                        | bosun_config::Step::StoreArtifacts { .. }
                 ) {
                     return Err(format!(
                         "job `{}` step {} `{}` is not supported by bosun's task-agent yet",
@@ -627,6 +629,14 @@ struct TaskContext<'a> {
     resolved: &'a Resolved,
 }
 
+fn spec_when(when: bosun_config::When) -> spec::When {
+    match when {
+        bosun_config::When::OnSuccess => spec::When::OnSuccess,
+        bosun_config::When::OnFail => spec::When::OnFail,
+        bosun_config::When::Always => spec::When::Always,
+    }
+}
+
 /// Maps a compiled job to the task spec a task-agent runs.
 fn task_spec(
     job: &bosun_config::Job,
@@ -655,11 +665,20 @@ fn task_spec(
                 working_directory: run.working_directory.clone(),
                 background: run.background,
                 no_output_timeout_secs: run.no_output_timeout_secs,
-                when: match run.when {
-                    bosun_config::When::OnSuccess => spec::When::OnSuccess,
-                    bosun_config::When::OnFail => spec::When::OnFail,
-                    bosun_config::When::Always => spec::When::Always,
-                },
+                when: spec_when(run.when),
+            })),
+            bosun_config::Step::StoreArtifacts {
+                name,
+                path,
+                destination,
+                when,
+            } => Some(spec::Step::StoreArtifacts(spec::StoreArtifactsStep {
+                name: name
+                    .clone()
+                    .unwrap_or_else(|| "Uploading artifacts".to_owned()),
+                path: path.clone(),
+                destination: destination.clone(),
+                when: spec_when(*when),
             })),
             _ => None,
         })
