@@ -444,3 +444,20 @@ async fn job_logs(ctx: &Ctx, job: &str) -> Result<u8, Failure> {
     );
     Ok(if detail.status == "success" { 0 } else { 1 })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::safe_relative;
+
+    #[test]
+    fn downloads_stay_inside_their_directory() {
+        assert_eq!(
+            safe_relative("out/sub/a b.txt"),
+            Some(std::path::PathBuf::from("out/sub/a b.txt"))
+        );
+        assert_eq!(safe_relative("./x"), Some(std::path::PathBuf::from("x")));
+        for bad in ["/etc/passwd", "../x", "a/../../x", "", "."] {
+            assert_eq!(safe_relative(bad), None, "{bad}");
+        }
+    }
+}

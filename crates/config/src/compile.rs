@@ -1362,4 +1362,32 @@ mod tests {
              each other in a cycle: `a` -> `a` (each requires the next)"
         );
     }
+
+    #[test]
+    fn store_artifacts_runs_always_unless_it_says_otherwise() {
+        let src = concat!(
+            "version: 2.1\njobs:\n  build:\n    machine: true\n    steps:\n",
+            "      - store_artifacts:\n          path: out\n",
+            "      - store_artifacts:\n          path: x\n          destination: y\n",
+            "          when: on_success\n",
+        );
+        let pipeline = compile(src, "c.yml").unwrap();
+        let whens: Vec<_> = pipeline.jobs["build"]
+            .steps
+            .iter()
+            .map(|step| match step {
+                Step::StoreArtifacts {
+                    when, destination, ..
+                } => (*when, destination.clone()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            whens,
+            [
+                (When::Always, None),
+                (When::OnSuccess, Some("y".to_owned()))
+            ]
+        );
+    }
 }

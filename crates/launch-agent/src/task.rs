@@ -1065,4 +1065,56 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("`end` for log stream 1"), "{err}");
     }
+
+    #[tokio::test]
+    async fn an_artifact_upload_streams_and_its_failure_comes_back_as_its_answer() {
+        // Nothing listens on port 9: the upload fails, and its answer must still arrive,
+        // without a data frame or the `End` waiting forever on a body nobody reads.
+        let client = Client::new("http://127.0.0.1:9").unwrap();
+        let (answers_tx, mut answers) = mpsc::channel(4);
+        let mut routes = Routes::new(1);
+        let upload = Message::Upload {
+            stream: 5,
+            kind: BlobKind::Artifact,
+            name: "out/a.txt".into(),
+        };
+        let answer = routes
+            .transfer(upload, &client, &Auth::None, &answers_tx)
+            .await
+            .unwrap();
+        assert_eq!(
+            answer, None,
+            "an artifact upload is answered by its own task"
+        );
+        for _ in 0..(UPLOAD_QUEUE * 4) {
+            match routes.data(5).unwrap() {
+                DataRoute::Upload(upload) => upload.send(Bytes::from_static(b"x")).await,
+                DataRoute::Drop => {}
+                DataRoute::Log(_) => panic!("an upload's data is not a log"),
+            }
+        }
+        let (stream, outcome) = tokio::time::timeout(Duration::from_secs(10), answers.recv())
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert_eq!(stream, 5);
+        assert!(
+            matches!(&outcome, UploadOutcome::Failed { message } if message.contains("upload failed")),
+            "{outcome:?}"
+        );
+        routes.answered(5);
+        assert!(matches!(routes.data(5).unwrap(), DataRoute::Drop));
+        let end = Message::End {
+            stream: 5,
+            error: None,
+        };
+        assert_eq!(
+            routes
+                .transfer(end, &client, &Auth::None, &answers_tx)
+                .await
+                .unwrap(),
+            None
+        );
+        assert!(routes.data(5).is_err(), "the stream is closed");
+    }
 }

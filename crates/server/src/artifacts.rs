@@ -224,3 +224,28 @@ async fn download_artifact(
         axum::body::Body::from_stream(download.stream),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::check_path;
+
+    #[test]
+    fn artifact_paths_are_relative_and_plain() {
+        for ok in ["a", "out/sub/a b.txt", "x..y/z"] {
+            assert!(check_path(ok).is_ok(), "{ok}");
+        }
+        let long = "a".repeat(1025);
+        for bad in [
+            "",
+            "/abs",
+            "a/../b",
+            "./a",
+            "a//b",
+            "a/",
+            "a\nb",
+            long.as_str(),
+        ] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
+    }
+}

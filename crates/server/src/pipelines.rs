@@ -878,3 +878,27 @@ async fn step_log(
         axum::body::Body::from_stream(page.stream),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::check_runnable;
+
+    fn job(steps: &str) -> String {
+        format!(
+            "version: 2.1\njobs:\n  build:\n    machine: true\n    resource_class: a/b\n    steps:\n{steps}"
+        )
+    }
+
+    #[test]
+    fn store_artifacts_runs_and_the_other_blob_steps_are_still_refused() {
+        let artifacts = job("      - store_artifacts:\n          path: out\n");
+        let pipeline = bosun_config::compile(&artifacts, "c.yml").unwrap();
+        assert_eq!(check_runnable(&pipeline), Ok(()));
+        let cache = job("      - save_cache:\n          key: k\n          paths: [x]\n");
+        let pipeline = bosun_config::compile(&cache, "c.yml").unwrap();
+        assert_eq!(
+            check_runnable(&pipeline).unwrap_err(),
+            "job `build` step 1 `save_cache` is not supported by bosun's task-agent yet"
+        );
+    }
+}
