@@ -114,18 +114,13 @@ pub async fn execute(
     }
     let mut bytes_total = 0u64;
     for (path, name) in &files {
-        if !matches!(*control.borrow(), Control::Run) {
-            return Ok(StepResult {
-                status: StepStatus::Canceled,
-                exit_code: None,
-            });
-        }
         job.out
             .text(log, format!("  {} -> {name}\n", path.display()))
             .await?;
-        match upload_file(job, path, name).await? {
+        match upload_file(job, path, name, control).await? {
             Ok(size) => bytes_total += size,
-            Err(message) => {
+            Err(Stopped::Canceled) => return canceled(job, log, control).await,
+            Err(Stopped::Failed(message)) => {
                 return job
                     .fail(
                         log,
@@ -147,6 +142,30 @@ pub async fn execute(
         )
         .await?;
     Ok(success())
+}
+
+/// Why a file was not stored.
+enum Stopped {
+    Canceled,
+    Failed(String),
+}
+
+/// The step was stopped (a cancel, the launch-agent gone) between or during uploads.
+async fn canceled(
+    job: &Job,
+    log: u32,
+    control: &watch::Receiver<Control>,
+) -> Result<StepResult, Lost> {
+    let reason = match &*control.borrow() {
+        Control::Lost => return Err(Lost),
+        Control::Cancel { reason, .. } => reason.clone(),
+        Control::Run | Control::Finish { .. } => "the task is ending".to_owned(),
+    };
+    job.out.text(log, format!("\nCanceled: {reason}\n")).await?;
+    Ok(StepResult {
+        status: StepStatus::Canceled,
+        exit_code: None,
+    })
 }
 
 fn success() -> StepResult {
@@ -249,8 +268,14 @@ pub fn walk(root: &Path, prefix: &str) -> Result<Walked, String> {
     Ok(walked)
 }
 
-/// Streams one file as artifact `name`; the inner error says why it was not stored.
-async fn upload_file(job: &Job, path: &Path, name: &str) -> Result<Result<u64, String>, Lost> {
+/// Streams one file as artifact `name`; the inner error says why it was not stored. A cancel
+/// is checked before every chunk, so a large file does not hold up a stop.
+async fn upload_file(
+    job: &Job,
+    path: &Path,
+    name: &str,
+    control: &watch::Receiver<Control>,
+) -> Result<Result<u64, Stopped>, Lost> {
     // `O_NOFOLLOW`: a file swapped for a symlink after the walk is refused, not followed.
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -258,11 +283,15 @@ async fn upload_file(job: &Job, path: &Path, name: &str) -> Result<Result<u64, S
         .open(path);
     let mut file = match file {
         Ok(file) => tokio::fs::File::from_std(file),
-        Err(err) => return Ok(Err(format!("cannot open it: {err}"))),
+        Err(err) => return Ok(Err(Stopped::Failed(format!("cannot open it: {err}")))),
     };
     let mut upload = job.out.upload(BlobKind::Artifact, name.to_owned()).await?;
     let mut size = 0u64;
     loop {
+        if !matches!(*control.borrow(), Control::Run) {
+            upload.abort("the step was canceled".to_owned()).await?;
+            return Ok(Err(Stopped::Canceled));
+        }
         let mut buf = vec![0u8; CHUNK];
         let read = match file.read(&mut buf).await {
             Ok(0) => break,
@@ -270,7 +299,7 @@ async fn upload_file(job: &Job, path: &Path, name: &str) -> Result<Result<u64, S
             Err(err) => {
                 let message = format!("cannot read it: {err}");
                 upload.abort(message.clone()).await?;
-                return Ok(Err(message));
+                return Ok(Err(Stopped::Failed(message)));
             }
         };
         buf.truncate(read);
@@ -283,8 +312,10 @@ async fn upload_file(job: &Job, path: &Path, name: &str) -> Result<Result<u64, S
     }
     match upload.finish().await? {
         UploadOutcome::Stored => Ok(Ok(size)),
-        UploadOutcome::Exists => Ok(Err(format!("an artifact `{name}` exists already"))),
-        UploadOutcome::Failed { message } => Ok(Err(message)),
+        UploadOutcome::Exists => Ok(Err(Stopped::Failed(format!(
+            "an artifact `{name}` exists already"
+        )))),
+        UploadOutcome::Failed { message } => Ok(Err(Stopped::Failed(message))),
     }
 }
 
