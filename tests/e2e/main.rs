@@ -1,5 +1,6 @@
 //! End-to-end tests: real server, launch-agent and task-agent processes, real git, loopback only.
 
+mod artifacts;
 mod auth;
 mod connections;
 mod containment;

@@ -294,6 +294,52 @@ impl Client {
         Ok(self.send(Method::GET, &path, auth, None, None).await?.body)
     }
 
+    /// `PUT /api/v2/task/artifact?path=`: streams `body` as the task's artifact at `path`.
+    pub async fn upload_artifact(
+        &self,
+        auth: &Auth,
+        path: &str,
+        body: crate::client::Body,
+    ) -> Result<(), ApiError> {
+        let path = format!("/api/v2/task/artifact?path={}", encode_component(path));
+        self.upload(Method::PUT, &path, auth, "application/octet-stream", body)
+            .await?;
+        Ok(())
+    }
+
+    /// `GET /api/v2/job/{id}/artifacts`: the job's artifacts.
+    pub async fn job_artifacts(&self, auth: &Auth, job_id: &str) -> Result<ArtifactList, ApiError> {
+        let path = format!("/api/v2/job/{}/artifacts", encode_component(job_id));
+        self.get(&path, auth).await
+    }
+
+    /// `GET /api/v2/project/{slug}/{job-number}/artifacts`: CircleCI's artifact listing.
+    pub async fn project_job_artifacts(
+        &self,
+        auth: &Auth,
+        slug: &str,
+        job_number: u64,
+    ) -> Result<ArtifactList, ApiError> {
+        let slug: Vec<String> = slug.split('/').map(encode_component).collect();
+        let path = format!("/api/v2/project/{}/{job_number}/artifacts", slug.join("/"));
+        self.get(&path, auth).await
+    }
+
+    /// Streams an artifact's bytes from the `url` a listing gave. Only its path is used, on
+    /// this client's server: the token never goes to another host, whatever the URL says (the
+    /// server's `--public-url` may name it differently than this client does).
+    pub async fn download_artifact(
+        &self,
+        auth: &Auth,
+        url: &str,
+    ) -> Result<crate::client::Download, ApiError> {
+        let path = match url.find("/api/") {
+            Some(start) => &url[start..],
+            None => url,
+        };
+        self.download(Method::GET, path, auth).await
+    }
+
     /// `POST /api/v2/job/{id}/cancel`: the server's sentence about what it did, if it said one.
     pub async fn cancel_job(&self, auth: &Auth, id: &str) -> Result<Option<String>, ApiError> {
         let path = format!("/api/v2/job/{}/cancel", encode_component(id));

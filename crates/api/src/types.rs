@@ -297,3 +297,24 @@ pub fn job_status_is_final(status: &str) -> bool {
         "success" | "failed" | "canceled" | "not_run" | "infrastructure_fail"
     )
 }
+
+/// One artifact in `GET /api/v2/project/{slug}/{job-number}/artifacts`: CircleCI's fields, and
+/// bosun's `size` on top.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Artifact {
+    /// The artifact's path, as `store_artifacts` named it (`destination/relative/path`).
+    pub path: String,
+    pub node_index: u32,
+    /// Where its bytes download from, with the same token.
+    pub url: String,
+    /// Its size in bytes.
+    #[serde(default)]
+    pub size: Option<u64>,
+}
+
+/// A job's artifacts, in CircleCI's paginated shape (bosun answers one page).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactList {
+    pub items: Vec<Artifact>,
+    pub next_page_token: Option<String>,
+}

@@ -64,9 +64,78 @@ pub async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                     println!("job {job}: {}", message.as_deref().unwrap_or("canceled"));
                     Ok(0)
                 }
+                Command::Artifacts { job, download } => {
+                    artifacts(&ctx, &job, download.as_deref()).await
+                }
                 Command::Config(_) | Command::Quickstart(_) => unreachable!("handled above"),
             }
         }
+    }
+}
+
+/// `bosun artifacts JOB [--download DIR]`.
+async fn artifacts(
+    ctx: &Ctx,
+    job: &str,
+    download: Option<&std::path::Path>,
+) -> Result<u8, Failure> {
+    let list = ctx.client.job_artifacts(&ctx.auth, job).await?;
+    let Some(dir) = download else {
+        for artifact in &list.items {
+            let size = artifact.size.map(|size| size.to_string());
+            println!(
+                "{} {} {}",
+                artifact.path,
+                size.as_deref().unwrap_or("-"),
+                artifact.url
+            );
+        }
+        return Ok(0);
+    };
+    for artifact in &list.items {
+        let relative = safe_relative(&artifact.path).ok_or_else(|| {
+            Failure::failed(format!(
+                "artifact path `{}` is absolute or leaves the download directory: not written",
+                artifact.path
+            ))
+        })?;
+        let target = dir.join(&relative);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|err| Failure::failed(format!("creating {}: {err}", parent.display())))?;
+        }
+        let mut body = ctx
+            .client
+            .download_artifact(&ctx.auth, &artifact.url)
+            .await?;
+        let mut file = std::fs::File::create(&target)
+            .map_err(|err| Failure::failed(format!("creating {}: {err}", target.display())))?;
+        let mut written = 0u64;
+        while let Some(chunk) = body.chunk().await? {
+            file.write_all(&chunk)
+                .map_err(|err| Failure::failed(format!("writing {}: {err}", target.display())))?;
+            written += chunk.len() as u64;
+        }
+        println!("{} {written} {}", artifact.path, target.display());
+    }
+    Ok(0)
+}
+
+/// `path` as a relative path of plain components only: `None` for an absolute path or one with
+/// `..` (or a root, prefix or nothing at all), which could name a file outside the directory.
+fn safe_relative(path: &str) -> Option<std::path::PathBuf> {
+    let mut out = std::path::PathBuf::new();
+    for component in std::path::Path::new(path).components() {
+        match component {
+            std::path::Component::Normal(part) => out.push(part),
+            std::path::Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    if out.as_os_str().is_empty() {
+        None
+    } else {
+        Some(out)
     }
 }
 
@@ -374,4 +443,21 @@ async fn job_logs(ctx: &Ctx, job: &str) -> Result<u8, Failure> {
         detail.name, detail.job_number, detail.status
     );
     Ok(if detail.status == "success" { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_relative;
+
+    #[test]
+    fn downloads_stay_inside_their_directory() {
+        assert_eq!(
+            safe_relative("out/sub/a b.txt"),
+            Some(std::path::PathBuf::from("out/sub/a b.txt"))
+        );
+        assert_eq!(safe_relative("./x"), Some(std::path::PathBuf::from("x")));
+        for bad in ["/etc/passwd", "../x", "a/../../x", "", "."] {
+            assert_eq!(safe_relative(bad), None, "{bad}");
+        }
+    }
 }

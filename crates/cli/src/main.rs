@@ -48,6 +48,14 @@ pub enum Command {
     /// Jobs.
     #[command(subcommand)]
     Job(JobCommand),
+    /// List a job's artifacts (`path size url`), or download them.
+    Artifacts {
+        /// The job's id.
+        job: String,
+        /// Write each artifact under DIR at its path (never outside DIR).
+        #[arg(long, value_name = "DIR")]
+        download: Option<std::path::PathBuf>,
+    },
     /// Check `.circleci/config.yml` files.
     #[command(subcommand)]
     Config(ConfigCommand),

@@ -725,7 +725,12 @@ impl Cx<'_> {
             self.map(node, path)?
         };
         let mut name = None;
-        let mut when = When::OnSuccess;
+        // CircleCI stores artifacts even after a failed step; the other steps run on success.
+        let mut when = if kind == "store_artifacts" {
+            When::Always
+        } else {
+            When::OnSuccess
+        };
         let mut fields: HashMap<&str, (&Node, String)> = HashMap::new();
         let allowed: &[&str] = match kind {
             "save_cache" => &["key", "paths"],
@@ -809,6 +814,7 @@ impl Cx<'_> {
                     name,
                     path: self.string(p, &pp)?,
                     destination: optional_string("destination")?,
+                    when,
                 }
             }
             "store_test_results" => {
@@ -1354,6 +1360,34 @@ mod tests {
             e.to_string(),
             "c.yml:10:22: workflows.w.jobs[0].a.requires[0]: the jobs of workflow `w` require \
              each other in a cycle: `a` -> `a` (each requires the next)"
+        );
+    }
+
+    #[test]
+    fn store_artifacts_runs_always_unless_it_says_otherwise() {
+        let src = concat!(
+            "version: 2.1\njobs:\n  build:\n    machine: true\n    steps:\n",
+            "      - store_artifacts:\n          path: out\n",
+            "      - store_artifacts:\n          path: x\n          destination: y\n",
+            "          when: on_success\n",
+        );
+        let pipeline = compile(src, "c.yml").unwrap();
+        let whens: Vec<_> = pipeline.jobs["build"]
+            .steps
+            .iter()
+            .map(|step| match step {
+                Step::StoreArtifacts {
+                    when, destination, ..
+                } => (*when, destination.clone()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            whens,
+            [
+                (When::Always, None),
+                (When::OnSuccess, Some("y".to_owned()))
+            ]
         );
     }
 }

@@ -116,6 +116,9 @@ pub enum Step {
         path: String,
         /// `destination` prefix.
         destination: Option<String>,
+        /// `when`; `always` unless the step says otherwise: CircleCI stores artifacts after a
+        /// failed step too.
+        when: When,
     },
     /// `store_test_results`: collect JUnit XML files under `path`.
     StoreTestResults {

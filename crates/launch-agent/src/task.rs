@@ -8,12 +8,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use bosun_api::{Auth, ClaimResponse, Client, CompleteRequest, StepEvent, TaskSpec};
-use bosun_protocol::{
-    Connection, DEFAULT_MAX_OPEN_STREAMS, FrameCodec, Incoming, Message, ProtocolError, StepStatus,
-    StreamTable, TaskStatus, UploadOutcome,
+use bosun_api::{
+    Auth, Body, BodySender, ClaimResponse, Client, CompleteRequest, StepEvent, TaskSpec,
 };
-use tokio::sync::watch;
+use bosun_protocol::{
+    BlobKind, Connection, DEFAULT_MAX_OPEN_STREAMS, FrameCodec, Incoming, Message, ProtocolError,
+    StepStatus, StreamTable, TaskStatus, UploadOutcome,
+};
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::privileged::{self, Identity, Ledger, LedgerEntry, TaskCgroup};
@@ -21,6 +24,9 @@ use crate::upload::{LogStop, LogUploader, with_retry};
 
 /// How often buffered log bytes are sent even when less than a flush's worth.
 const FLUSH_PERIOD: Duration = Duration::from_millis(200);
+/// Data frames of one upload that wait between the relay and its HTTP request: past them the
+/// relay waits for the server (backpressure), so a slow server slows the job, not memory.
+const UPLOAD_QUEUE: usize = 16;
 /// How long the task-agent has to say hello.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -509,6 +515,8 @@ async fn relay(
 ) -> anyhow::Result<(Outcome, Option<String>, Option<LogStop>)> {
     let mut uploader = LogUploader::new(client.clone(), auth.clone());
     let mut routes = Routes::new(step_count);
+    // Answers of the uploads running in their own tasks, for the task-agent.
+    let (answers_tx, mut answers) = mpsc::channel::<(u32, UploadOutcome)>(DEFAULT_MAX_OPEN_STREAMS);
     let mut flush = tokio::time::interval(FLUSH_PERIOD);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let deadline = tokio::time::Instant::now() + config.max_run_time;
@@ -518,8 +526,9 @@ async fn relay(
         tokio::select! {
             incoming = conn.recv() => match incoming {
                 Ok(Some(Incoming::Data { stream, bytes })) => match routes.data(stream) {
-                    Ok(Some(step)) => uploader.push(step, bytes).await?,
-                    Ok(None) => {}
+                    Ok(DataRoute::Log(step)) => uploader.push(step, bytes).await?,
+                    Ok(DataRoute::Upload(upload)) => upload.send(bytes).await,
+                    Ok(DataRoute::Drop) => {}
                     Err(err) => break Outcome::AgentLost(format!("task-agent broke the protocol: {err}")),
                 },
                 Ok(Some(Incoming::Message(Message::StepStarted { step, name, log }))) => {
@@ -555,7 +564,7 @@ async fn relay(
                 | Message::Download { .. }
                 | Message::End { .. }
                 | Message::Abandon { .. })))) => {
-                    match routes.transfer(message) {
+                    match routes.transfer(message, client, auth, &answers_tx).await {
                         Ok(Some(answer)) => {
                             if let Err(err) = conn.send(&answer).await {
                                 break Outcome::AgentLost(format!("task-agent socket: {err}"));
@@ -571,6 +580,12 @@ async fn relay(
                 Ok(None) => break Outcome::AgentLost("task-agent exited before reporting a result".into()),
                 Err(err) => break Outcome::AgentLost(format!("task-agent socket: {err}")),
             },
+            Some((stream, outcome)) = answers.recv() => {
+                routes.answered(stream);
+                if let Err(err) = conn.send(&Message::Uploaded { stream, outcome }).await {
+                    break Outcome::AgentLost(format!("task-agent socket: {err}"));
+                }
+            }
             _ = flush.tick() => uploader.flush_all().await?,
             changed = cancel_rx.changed(), if cancel_reason.is_none() => {
                 let reason = match changed {
@@ -613,12 +628,99 @@ async fn relay(
 }
 
 /// What one of the task-agent's open data streams is, to the relay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum Route {
     /// Step `step`'s log: its bytes go to the server's log of that step.
     Log { step: u32 },
-    /// An upload this launch-agent refused: its data is dropped until its `End`.
+    /// An upload this launch-agent refused or that was answered already: its data is dropped
+    /// until its `End`.
     Refused,
+    /// An upload streaming to the server from a task of its own.
+    Upload(Relayed),
+}
+
+/// Where a data frame goes.
+enum DataRoute<'a> {
+    Log(u32),
+    Upload(&'a Relayed),
+    Drop,
+}
+
+/// The relay's end of an upload running in its own task: data frames go into its request body.
+#[derive(Debug)]
+struct Relayed {
+    body: BodySender,
+    /// Set once the upload's task ended (stored, refused, failed), so that a frame waiting for
+    /// room in a body nobody reads any more does not wait forever.
+    done: watch::Receiver<bool>,
+}
+
+impl Relayed {
+    /// Queues `bytes` for the server; waits only while the body's queue is full and the upload
+    /// still runs (backpressure). Bytes for an upload that already ended are dropped: its
+    /// answer is on the way to the task-agent.
+    async fn send(&self, bytes: Bytes) {
+        let mut done = self.done.clone();
+        tokio::select! {
+            _ = self.body.send(bytes) => {}
+            _ = done.wait_for(|done| *done) => {}
+        }
+    }
+
+    /// Ends the body, completely (`error: None`) or as failed.
+    async fn end(self, error: Option<String>) {
+        let mut done = self.done.clone();
+        let body = self.body;
+        tokio::select! {
+            () = async move {
+                match error {
+                    None => body.finish().await,
+                    Some(error) => body.fail(error).await,
+                }
+            } => {}
+            _ = done.wait_for(|done| *done) => {}
+        }
+    }
+}
+
+/// Starts streaming upload `stream` (artifact `name`) to the server; its outcome goes to
+/// `answers` for the task-agent.
+fn start_artifact_upload(
+    client: &Client,
+    auth: &Auth,
+    stream: u32,
+    name: String,
+    answers: &mpsc::Sender<(u32, UploadOutcome)>,
+) -> Relayed {
+    let (body, request) = Body::channel(UPLOAD_QUEUE);
+    let (done_tx, done) = watch::channel(false);
+    let client = client.clone();
+    let auth = auth.clone();
+    let answers = answers.clone();
+    tokio::spawn(async move {
+        let outcome = match client.upload_artifact(&auth, &name, request).await {
+            Ok(()) => UploadOutcome::Stored,
+            Err(err) => {
+                tracing::warn!(stream, "artifact `{name}` was not stored: {err}");
+                UploadOutcome::Failed {
+                    message: server_message(&err),
+                }
+            }
+        };
+        let _ = done_tx.send(true);
+        let _ = answers.send((stream, outcome)).await;
+    });
+    Relayed { body, done }
+}
+
+/// What the job's log says about a failed upload: the server's own message when it answered.
+fn server_message(err: &bosun_api::ApiError) -> String {
+    match err {
+        bosun_api::ApiError::Status {
+            status, message, ..
+        } => format!("the server refused it ({status}): {message}"),
+        other => format!("the upload failed: {other}"),
+    }
 }
 
 /// The relay's view of the task-agent's streams and steps: every frame is checked against it, so
@@ -665,20 +767,47 @@ impl Routes {
         Ok(name)
     }
 
-    /// The step whose log a data frame of `stream` belongs to (`None`: dropped).
-    fn data(&mut self, stream: u32) -> Result<Option<u32>, ProtocolError> {
+    /// Where a data frame of `stream` goes.
+    fn data(&mut self, stream: u32) -> Result<DataRoute<'_>, ProtocolError> {
         match self.streams.expect(stream, "a data frame")? {
-            Route::Log { step } => Ok(Some(*step)),
-            Route::Refused => Ok(None),
+            Route::Log { step } => Ok(DataRoute::Log(*step)),
+            Route::Upload(upload) => Ok(DataRoute::Upload(upload)),
+            Route::Refused => Ok(DataRoute::Drop),
         }
     }
 
-    /// Handles an upload or download message; returns the answer for the task-agent.
+    /// Upload `stream` was answered: if it is still open, the rest of its data is dropped.
+    fn answered(&mut self, stream: u32) {
+        if let Ok(route) = self.streams.expect(stream, "an answer") {
+            *route = Route::Refused;
+        }
+    }
+
+    /// Handles an upload or download message; returns the answer for the task-agent, if one
+    /// is due at once.
     ///
-    /// The server has no blob endpoints yet: an upload is refused at once (the task-agent
-    /// stops sending; what is in flight is dropped until its `End`) and a download is not found.
-    fn transfer(&mut self, message: Message) -> Result<Option<Message>, ProtocolError> {
+    /// An artifact upload streams to the server from a task of its own, answered through
+    /// `answers`; the other kinds are refused at once (the task-agent stops sending; what is in
+    /// flight is dropped until its `End`), and a download is not found.
+    async fn transfer(
+        &mut self,
+        message: Message,
+        client: &Client,
+        auth: &Auth,
+        answers: &mpsc::Sender<(u32, UploadOutcome)>,
+    ) -> Result<Option<Message>, ProtocolError> {
         match message {
+            Message::Upload {
+                stream,
+                kind: BlobKind::Artifact,
+                name,
+            } => {
+                // The stream is opened first, so a bad id is refused before any request starts.
+                self.streams.open(stream, Route::Refused)?;
+                let upload = start_artifact_upload(client, auth, stream, name, answers);
+                *self.streams.expect(stream, "an `upload` message")? = Route::Upload(upload);
+                Ok(None)
+            }
             Message::Upload { stream, kind, name } => {
                 self.streams.open(stream, Route::Refused)?;
                 let message = format!(
@@ -701,16 +830,21 @@ impl Routes {
                 );
                 Ok(Some(Message::NotFound { stream }))
             }
-            Message::End { stream, .. } => match self.streams.expect(stream, "an `end` message")? {
-                Route::Refused => {
-                    self.streams.close(stream, "an `end` message")?;
-                    Ok(None)
+            Message::End { stream, error } => {
+                match self.streams.expect(stream, "an `end` message")? {
+                    Route::Log { .. } => {
+                        return Err(ProtocolError::UnexpectedMessage {
+                            expected: "`end` only for an upload (a step's log ends with its step)",
+                            received: format!("`end` for log stream {stream}"),
+                        });
+                    }
+                    Route::Refused | Route::Upload(_) => {}
                 }
-                Route::Log { .. } => Err(ProtocolError::UnexpectedMessage {
-                    expected: "`end` only for an upload (a step's log ends with its step)",
-                    received: format!("`end` for log stream {stream}"),
-                }),
-            },
+                if let Route::Upload(upload) = self.streams.close(stream, "an `end` message")? {
+                    upload.end(error).await;
+                }
+                Ok(None)
+            }
             // Every download is answered at once, so an abandon always comes after its end;
             // only an id never opened is wrong.
             Message::Abandon { stream, .. } if self.streams.was_opened(stream) => Ok(None),
@@ -794,16 +928,30 @@ mod tests {
 
     use super::*;
 
+    /// Where a data frame of `stream` goes, as a comparable value.
+    fn data(routes: &mut Routes, stream: u32) -> Result<Option<u32>, ProtocolError> {
+        Ok(match routes.data(stream)? {
+            DataRoute::Log(step) => Some(step),
+            DataRoute::Upload(_) | DataRoute::Drop => None,
+        })
+    }
+
+    fn offline() -> (Client, Auth, mpsc::Sender<(u32, UploadOutcome)>) {
+        let client = Client::new("http://127.0.0.1:9").unwrap();
+        let (tx, _rx) = mpsc::channel(1);
+        (client, Auth::None, tx)
+    }
+
     #[test]
     fn log_data_goes_to_the_step_that_named_the_stream() {
         let mut routes = Routes::new(3);
         routes.step_started(0, "checkout", 1).unwrap();
         routes.step_started(2, "background", 4).unwrap();
-        assert_eq!(routes.data(1).unwrap(), Some(0));
-        assert_eq!(routes.data(4).unwrap(), Some(2));
+        assert_eq!(data(&mut routes, 1).unwrap(), Some(0));
+        assert_eq!(data(&mut routes, 4).unwrap(), Some(2));
         assert_eq!(routes.step_finished(0).unwrap(), "checkout");
         assert_eq!(
-            routes.data(1).unwrap_err().to_string(),
+            data(&mut routes, 1).unwrap_err().to_string(),
             "a data frame for stream 1, which is not open"
         );
         // A step index the task does not have, a step started twice, a reused stream id.
@@ -815,15 +963,22 @@ mod tests {
         );
     }
 
-    #[test]
-    fn uploads_are_refused_and_downloads_not_found_until_the_server_stores_blobs() {
+    #[tokio::test]
+    async fn other_uploads_are_refused_and_downloads_not_found_until_the_server_stores_them() {
+        let (client, auth, answers) = offline();
         let mut routes = Routes::new(1);
         let answer = routes
-            .transfer(Message::Upload {
-                stream: 2,
-                kind: BlobKind::Cache,
-                name: "v1-deps".into(),
-            })
+            .transfer(
+                Message::Upload {
+                    stream: 2,
+                    kind: BlobKind::Cache,
+                    name: "v1-deps".into(),
+                },
+                &client,
+                &auth,
+                &answers,
+            )
+            .await
             .unwrap();
         assert_eq!(
             answer,
@@ -837,19 +992,36 @@ mod tests {
             })
         );
         // The data in flight is dropped until the task-agent ends the stream.
-        assert_eq!(routes.data(2).unwrap(), None);
+        assert_eq!(data(&mut routes, 2).unwrap(), None);
         let end = Message::End {
             stream: 2,
             error: None,
         };
-        assert_eq!(routes.transfer(end.clone()).unwrap(), None);
-        assert!(routes.transfer(end).is_err());
+        assert_eq!(
+            routes
+                .transfer(end.clone(), &client, &auth, &answers)
+                .await
+                .unwrap(),
+            None
+        );
+        assert!(
+            routes
+                .transfer(end, &client, &auth, &answers)
+                .await
+                .is_err()
+        );
         let answer = routes
-            .transfer(Message::Download {
-                stream: 3,
-                kind: BlobKind::Workspace,
-                keys: vec![],
-            })
+            .transfer(
+                Message::Download {
+                    stream: 3,
+                    kind: BlobKind::Workspace,
+                    keys: vec![],
+                },
+                &client,
+                &auth,
+                &answers,
+            )
+            .await
             .unwrap();
         assert_eq!(answer, Some(Message::NotFound { stream: 3 }));
         // Abandoning a download answered already is a race, not an error; one never asked is.
@@ -857,23 +1029,92 @@ mod tests {
             stream,
             reason: "x".into(),
         };
-        assert_eq!(routes.transfer(abandon(3)).unwrap(), None);
         assert_eq!(
-            routes.transfer(abandon(7)).unwrap_err().to_string(),
+            routes
+                .transfer(abandon(3), &client, &auth, &answers)
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            routes
+                .transfer(abandon(7), &client, &auth, &answers)
+                .await
+                .unwrap_err()
+                .to_string(),
             "an `abandon` message for stream 7, which is not open"
         );
     }
 
-    #[test]
-    fn a_log_stream_is_not_ended_like_an_upload() {
+    #[tokio::test]
+    async fn a_log_stream_is_not_ended_like_an_upload() {
+        let (client, auth, answers) = offline();
         let mut routes = Routes::new(1);
         routes.step_started(0, "run", 1).unwrap();
         let err = routes
-            .transfer(Message::End {
-                stream: 1,
-                error: None,
-            })
+            .transfer(
+                Message::End {
+                    stream: 1,
+                    error: None,
+                },
+                &client,
+                &auth,
+                &answers,
+            )
+            .await
             .unwrap_err();
         assert!(err.to_string().contains("`end` for log stream 1"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_artifact_upload_streams_and_its_failure_comes_back_as_its_answer() {
+        // Nothing listens on port 9: the upload fails, and its answer must still arrive,
+        // without a data frame or the `End` waiting forever on a body nobody reads.
+        let client = Client::new("http://127.0.0.1:9").unwrap();
+        let (answers_tx, mut answers) = mpsc::channel(4);
+        let mut routes = Routes::new(1);
+        let upload = Message::Upload {
+            stream: 5,
+            kind: BlobKind::Artifact,
+            name: "out/a.txt".into(),
+        };
+        let answer = routes
+            .transfer(upload, &client, &Auth::None, &answers_tx)
+            .await
+            .unwrap();
+        assert_eq!(
+            answer, None,
+            "an artifact upload is answered by its own task"
+        );
+        for _ in 0..(UPLOAD_QUEUE * 4) {
+            match routes.data(5).unwrap() {
+                DataRoute::Upload(upload) => upload.send(Bytes::from_static(b"x")).await,
+                DataRoute::Drop => {}
+                DataRoute::Log(_) => panic!("an upload's data is not a log"),
+            }
+        }
+        let (stream, outcome) = tokio::time::timeout(Duration::from_secs(10), answers.recv())
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert_eq!(stream, 5);
+        assert!(
+            matches!(&outcome, UploadOutcome::Failed { message } if message.contains("upload failed")),
+            "{outcome:?}"
+        );
+        routes.answered(5);
+        assert!(matches!(routes.data(5).unwrap(), DataRoute::Drop));
+        let end = Message::End {
+            stream: 5,
+            error: None,
+        };
+        assert_eq!(
+            routes
+                .transfer(end, &client, &Auth::None, &answers_tx)
+                .await
+                .unwrap(),
+            None
+        );
+        assert!(routes.data(5).is_err(), "the stream is closed");
     }
 }

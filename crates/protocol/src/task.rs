@@ -40,6 +40,7 @@ pub struct TaskSpec {
 pub enum Step {
     Checkout(CheckoutStep),
     Run(RunStep),
+    StoreArtifacts(StoreArtifactsStep),
 }
 
 impl Step {
@@ -48,6 +49,7 @@ impl Step {
         match self {
             Step::Checkout(step) => &step.name,
             Step::Run(step) => &step.name,
+            Step::StoreArtifacts(step) => &step.name,
         }
     }
 
@@ -56,6 +58,7 @@ impl Step {
         match self {
             Step::Checkout(_) => When::OnSuccess,
             Step::Run(step) => step.when,
+            Step::StoreArtifacts(step) => step.when,
         }
     }
 }
@@ -83,6 +86,22 @@ pub struct RunStep {
     pub no_output_timeout_secs: Option<u64>,
     #[serde(default)]
     pub when: When,
+}
+
+/// `store_artifacts`: upload a file, or every regular file under a directory, as artifacts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreArtifactsStep {
+    pub name: String,
+    /// A file or a directory, relative to the job's working directory (`~` is `$HOME`).
+    pub path: String,
+    /// The prefix of the artifacts' paths; `None` means the `path` as written, as on CircleCI.
+    pub destination: Option<String>,
+    #[serde(default = "always")]
+    pub when: When,
+}
+
+fn always() -> When {
+    When::Always
 }
 
 /// A step's `when` attribute.

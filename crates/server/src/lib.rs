@@ -6,6 +6,7 @@
 //! Entry point: [`run`], which tests call in-process or through the `bosun-server` binary.
 
 mod admin;
+mod artifacts;
 mod auth;
 pub mod blobs;
 mod continuation;
@@ -61,6 +62,8 @@ pub struct Config {
     /// Free bytes the blob directory's file system keeps: below it new blob bytes (log bytes
     /// today) are refused.
     pub min_free_space: u64,
+    /// Largest artifact stored (`--max-artifact-size`).
+    pub max_artifact_size: u64,
     /// Connection cap, header and idle timeouts of the HTTP listener.
     pub connections: ConnectionLimits,
 }
@@ -80,6 +83,7 @@ impl Config {
             max_step_log: logs::DEFAULT_MAX_STEP_LOG,
             max_job_log: logs::DEFAULT_MAX_JOB_LOG,
             min_free_space: logs::DEFAULT_MIN_FREE_SPACE,
+            max_artifact_size: artifacts::DEFAULT_MAX_ARTIFACT_SIZE,
             connections: ConnectionLimits::default(),
         }
     }
@@ -99,14 +103,12 @@ pub(crate) struct AppState {
     pub store: store::Store,
     /// The blob store: logs go through `logs`; caches, workspaces and artifacts will use it
     /// directly.
-    #[expect(
-        dead_code,
-        reason = "the cache, workspace and artifact handlers are next"
-    )]
     pub blobs: Arc<blobs::Blobs>,
     pub repo_dir: PathBuf,
     pub task_lease: Duration,
     pub max_running_tasks: u64,
+    /// Largest artifact stored.
+    pub max_artifact_size: u64,
     /// Woken whenever a task is queued, so long-polling claims answer at once.
     pub queued: Notify,
     /// Woken whenever a running task is asked to cancel, so long-polling heartbeats answer at once.
@@ -159,6 +161,7 @@ pub async fn run(
         repo_dir,
         task_lease: config.task_lease,
         max_running_tasks: config.max_running_tasks,
+        max_artifact_size: config.max_artifact_size,
         queued: Notify::new(),
         cancels: Notify::new(),
         logs: logs::Logs::new(
@@ -198,6 +201,7 @@ fn router(state: State) -> Router {
         .merge(runner::routes())
         .merge(pipelines::routes())
         .merge(jobs::routes())
+        .merge(artifacts::routes())
         .merge(continuation::routes())
         .with_state(state)
 }

@@ -59,6 +59,10 @@ struct Args {
     /// refused (507) and the jobs writing them fail; `0` turns the check off.
     #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
     min_free_space: u64,
+    /// Largest artifact one `store_artifacts` file may be: past it the upload is refused (413)
+    /// and the step fails.
+    #[arg(long, value_name = "SIZE", default_value = "10GiB", value_parser = parse_size)]
+    max_artifact_size: u64,
 }
 
 /// Reads a size as people write it: `4096`, `100K`, `512MiB`, `1GiB`, `10GB`, `1 TiB`.
@@ -134,6 +138,7 @@ fn main() -> ExitCode {
     config.max_step_log = args.max_step_log;
     config.max_job_log = args.max_job_log;
     config.min_free_space = args.min_free_space;
+    config.max_artifact_size = args.max_artifact_size;
     config.connections.max_connections = args.max_connections;
     config.connections.header_timeout = Duration::from_secs(args.header_timeout_secs.max(1));
     config.connections.idle_timeout = Duration::from_secs(args.idle_timeout_secs.max(1));

@@ -534,7 +534,9 @@ pub(crate) fn check_runnable(pipeline: &bosun_config::Pipeline) -> Result<(), St
             for (i, step) in job.steps.iter().enumerate() {
                 if !matches!(
                     step,
-                    bosun_config::Step::Checkout { .. } | bosun_config::Step::Run(_)
+                    bosun_config::Step::Checkout { .. }
+                        | bosun_config::Step::Run(_)
+                        | bosun_config::Step::StoreArtifacts { .. }
                 ) {
                     return Err(format!(
                         "job `{}` step {} `{}` is not supported by bosun's task-agent yet",
@@ -627,6 +629,14 @@ struct TaskContext<'a> {
     resolved: &'a Resolved,
 }
 
+fn spec_when(when: bosun_config::When) -> spec::When {
+    match when {
+        bosun_config::When::OnSuccess => spec::When::OnSuccess,
+        bosun_config::When::OnFail => spec::When::OnFail,
+        bosun_config::When::Always => spec::When::Always,
+    }
+}
+
 /// Maps a compiled job to the task spec a task-agent runs.
 fn task_spec(
     job: &bosun_config::Job,
@@ -655,11 +665,20 @@ fn task_spec(
                 working_directory: run.working_directory.clone(),
                 background: run.background,
                 no_output_timeout_secs: run.no_output_timeout_secs,
-                when: match run.when {
-                    bosun_config::When::OnSuccess => spec::When::OnSuccess,
-                    bosun_config::When::OnFail => spec::When::OnFail,
-                    bosun_config::When::Always => spec::When::Always,
-                },
+                when: spec_when(run.when),
+            })),
+            bosun_config::Step::StoreArtifacts {
+                name,
+                path,
+                destination,
+                when,
+            } => Some(spec::Step::StoreArtifacts(spec::StoreArtifactsStep {
+                name: name
+                    .clone()
+                    .unwrap_or_else(|| "Uploading artifacts".to_owned()),
+                path: path.clone(),
+                destination: destination.clone(),
+                when: spec_when(*when),
             })),
             _ => None,
         })
@@ -858,4 +877,28 @@ async fn step_log(
         ],
         axum::body::Body::from_stream(page.stream),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_runnable;
+
+    fn job(steps: &str) -> String {
+        format!(
+            "version: 2.1\njobs:\n  build:\n    machine: true\n    resource_class: a/b\n    steps:\n{steps}"
+        )
+    }
+
+    #[test]
+    fn store_artifacts_runs_and_the_other_blob_steps_are_still_refused() {
+        let artifacts = job("      - store_artifacts:\n          path: out\n");
+        let pipeline = bosun_config::compile(&artifacts, "c.yml").unwrap();
+        assert_eq!(check_runnable(&pipeline), Ok(()));
+        let cache = job("      - save_cache:\n          key: k\n          paths: [x]\n");
+        let pipeline = bosun_config::compile(&cache, "c.yml").unwrap();
+        assert_eq!(
+            check_runnable(&pipeline).unwrap_err(),
+            "job `build` step 1 `save_cache` is not supported by bosun's task-agent yet"
+        );
+    }
 }

@@ -18,6 +18,7 @@
 //! `store/<feature>.rs` with its methods and rows, as the files here do.
 
 mod admin;
+mod artifacts;
 mod continuations;
 mod pipelines;
 pub mod rows;
@@ -32,6 +33,7 @@ use std::time::Duration;
 use anyhow::Context;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
+pub use artifacts::ArtifactRow;
 pub use rows::*;
 pub use status::*;
 

@@ -5,6 +5,7 @@
 //! [`StepResult`]; the [`crate::engine`] sends `StepStarted`/`StepFinished` around it. New step
 //! types (caches, workspaces, artifacts, test results) add a module here and a match arm there.
 
+pub mod artifacts;
 pub mod checkout;
 pub mod run;
 

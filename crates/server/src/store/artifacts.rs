@@ -1,0 +1,85 @@
+//! Artifacts: a row per stored file, found by job.
+
+use super::{Store, StoreResult};
+
+/// One stored artifact.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ArtifactRow {
+    pub id: String,
+    pub task_id: String,
+    pub job_id: String,
+    pub node_index: i64,
+    pub path: String,
+    pub size: i64,
+    pub sha256: String,
+    pub blob_key: String,
+    pub created_at: i64,
+}
+
+impl Store {
+    /// Records a stored artifact.
+    pub async fn add_artifact(&self, row: &ArtifactRow) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO artifacts (id, task_id, job_id, node_index, path, size, sha256, blob_key, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&row.id)
+        .bind(&row.task_id)
+        .bind(&row.job_id)
+        .bind(row.node_index)
+        .bind(&row.path)
+        .bind(row.size)
+        .bind(&row.sha256)
+        .bind(&row.blob_key)
+        .bind(row.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// How many artifacts task `task_id` stored.
+    pub async fn artifact_count(&self, task_id: &str) -> StoreResult<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM artifacts WHERE task_id = $1")
+                .bind(task_id)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Job `job_id`'s artifacts, by path (then by when they were stored).
+    pub async fn job_artifacts(&self, job_id: &str) -> StoreResult<Vec<ArtifactRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, task_id, job_id, node_index, path, size, sha256, blob_key, created_at
+               FROM artifacts WHERE job_id = $1 ORDER BY path, created_at",
+        )
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Artifact `id`.
+    pub async fn artifact(&self, id: &str) -> StoreResult<Option<ArtifactRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, task_id, job_id, node_index, path, size, sha256, blob_key, created_at
+               FROM artifacts WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// The id of job number `number` of the project `slug`.
+    pub async fn job_by_number(&self, slug: &str, number: i64) -> StoreResult<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT jobs.id FROM jobs
+               JOIN pipelines ON pipelines.id = jobs.pipeline_id
+               JOIN projects ON projects.id = pipelines.project_id
+              WHERE projects.slug = $1 AND jobs.number = $2",
+        )
+        .bind(slug)
+        .bind(number)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+}
