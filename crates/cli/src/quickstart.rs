@@ -465,6 +465,9 @@ jobs:
           command: |
             for i in 1 2 3; do echo "tick $i"; sleep 0.2; done
             echo "stderr is captured too" >&2
+      - store_artifacts:
+          path: out
+          destination: build-output
 
   test:
     machine: true
