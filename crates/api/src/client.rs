@@ -271,15 +271,7 @@ impl Client {
                     message: error_chain(&err),
                 })?;
             let (parts, body) = response.into_parts();
-            let body = Limited::new(body, MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map_err(|err| ApiError::Transport {
-                    method: method.clone(),
-                    url: url.clone(),
-                    message: format!("reading the answer: {err}"),
-                })?
-                .to_bytes();
+            let body = collect_limited(body, MAX_RESPONSE_BYTES, &method, &url).await?;
             Ok::<_, ApiError>(Response {
                 status: parts.status,
                 headers: parts.headers,
@@ -342,15 +334,7 @@ impl Client {
             } else {
                 MAX_ERROR_BYTES
             };
-            let body = Limited::new(body, limit)
-                .collect()
-                .await
-                .map_err(|err| ApiError::Transport {
-                    method: method.clone(),
-                    url: url.clone(),
-                    message: format!("reading the answer: {err}"),
-                })?
-                .to_bytes();
+            let body = collect_limited(body, limit, &method, &url).await?;
             Ok::<_, ApiError>(Response {
                 status: parts.status,
                 headers: parts.headers,
@@ -500,6 +484,24 @@ impl Client {
 }
 
 /// The error of a non-2xx answer: the server's `{"message"}`, or the start of its text.
+/// Reads a whole (small) answer body, at most `limit` bytes.
+async fn collect_limited(
+    body: Incoming,
+    limit: usize,
+    method: &Method,
+    url: &str,
+) -> Result<Bytes, ApiError> {
+    Ok(Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|err| ApiError::Transport {
+            method: method.clone(),
+            url: url.to_owned(),
+            message: format!("reading the answer: {err}"),
+        })?
+        .to_bytes())
+}
+
 fn status_error(method: Method, url: String, status: StatusCode, body: &[u8]) -> ApiError {
     let message = match serde_json::from_slice::<ErrorBody>(body) {
         Ok(body) => body.message,
