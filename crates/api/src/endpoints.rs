@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
 
-use crate::client::{ApiError, Auth, Client, encode_component};
+use crate::client::{ApiError, Auth, Client, decode_component, encode_component};
 use crate::types::*;
 use bosun_protocol::task::TaskSpec;
 
@@ -307,6 +307,118 @@ impl Client {
         Ok(())
     }
 
+    /// `PUT /api/v2/task/cache?key=` (task token): streams `body` as the project's cache `key`.
+    /// A key that exists is never overwritten: the server answers 409 before reading the body,
+    /// which comes back as [`ApiError::Status`] with [`StatusCode::CONFLICT`]; an archive over
+    /// the server's size limit is 413.
+    pub async fn upload_cache(
+        &self,
+        auth: &Auth,
+        key: &str,
+        body: crate::client::Body,
+    ) -> Result<StoredBlob, ApiError> {
+        let path = format!("/api/v2/task/cache?key={}", encode_component(key));
+        let response = self
+            .upload(Method::PUT, &path, auth, "application/zstd", body)
+            .await?;
+        self.decode(Method::PUT, &path, &response)
+    }
+
+    /// `GET /api/v2/task/cache?key=P1&key=P2...` (task token): the most recently saved cache of
+    /// the task's project whose key starts with the first prefix that matches any, streamed, and
+    /// the key it was saved under (the `x-bosun-cache-key` header); `None` when nothing matches
+    /// (404).
+    pub async fn download_cache(
+        &self,
+        auth: &Auth,
+        prefixes: &[String],
+    ) -> Result<Option<(String, crate::client::Download)>, ApiError> {
+        let query: Vec<String> = prefixes
+            .iter()
+            .map(|prefix| format!("key={}", encode_component(prefix)))
+            .collect();
+        let path = format!("/api/v2/task/cache?{}", query.join("&"));
+        match self.download(Method::GET, &path, auth).await {
+            Ok(download) => {
+                let key = download
+                    .headers()
+                    .get(CACHE_KEY_HEADER)
+                    .and_then(|value| value.to_str().ok())
+                    .map(|key| decode_component(key))
+                    .ok_or_else(|| ApiError::Decode {
+                        method: Method::GET,
+                        url: self.url(&path),
+                        message: format!("the answer has no `{CACHE_KEY_HEADER}` header"),
+                    })?;
+                Ok(Some((key, download)))
+            }
+            Err(err) if err.status() == Some(StatusCode::NOT_FOUND) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// `PUT /api/v2/task/workspace` (task token): streams `body` as one workspace layer of the
+    /// task's job.
+    pub async fn upload_workspace_layer(
+        &self,
+        auth: &Auth,
+        body: crate::client::Body,
+    ) -> Result<StoredBlob, ApiError> {
+        let path = "/api/v2/task/workspace";
+        let response = self
+            .upload(Method::PUT, path, auth, "application/zstd", body)
+            .await?;
+        self.decode(Method::PUT, path, &response)
+    }
+
+    /// `GET /api/v2/task/workspace` (task token): the layers the task's `attach_workspace`
+    /// applies, as the JSON of a `bosun_protocol::task::WorkspaceManifest`, streamed as bytes
+    /// (the launch-agent relays it without reading it).
+    pub async fn workspace_manifest(
+        &self,
+        auth: &Auth,
+    ) -> Result<crate::client::Download, ApiError> {
+        self.download(Method::GET, "/api/v2/task/workspace", auth)
+            .await
+    }
+
+    /// `GET /api/v2/task/workspace/{layer}` (task token): one layer of the manifest, streamed;
+    /// `None` when it is gone (404: expired, or not upstream of the task's job).
+    pub async fn download_workspace_layer(
+        &self,
+        auth: &Auth,
+        layer: &str,
+    ) -> Result<Option<crate::client::Download>, ApiError> {
+        let path = format!("/api/v2/task/workspace/{}", encode_component(layer));
+        match self.download(Method::GET, &path, auth).await {
+            Ok(download) => Ok(Some(download)),
+            Err(err) if err.status() == Some(StatusCode::NOT_FOUND) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// `GET /api/v2/project/{slug}/cache` (admin): the project's caches, newest first.
+    pub async fn project_caches(&self, auth: &Auth, slug: &str) -> Result<CacheList, ApiError> {
+        self.get(&format!("/api/v2/project/{}/cache", slug_path(slug)), auth)
+            .await
+    }
+
+    /// `DELETE /api/v2/project/{slug}/cache?prefix=` (admin): deletes every cache of the project
+    /// whose key starts with `prefix` (all of them for an empty prefix).
+    pub async fn delete_project_caches(
+        &self,
+        auth: &Auth,
+        slug: &str,
+        prefix: &str,
+    ) -> Result<CacheDeleted, ApiError> {
+        let path = format!(
+            "/api/v2/project/{}/cache?prefix={}",
+            slug_path(slug),
+            encode_component(prefix)
+        );
+        self.json::<(), _>(Method::DELETE, &path, auth, None).await
+    }
+
     /// `GET /api/v2/job/{id}/artifacts`: the job's artifacts.
     pub async fn job_artifacts(&self, auth: &Auth, job_id: &str) -> Result<ArtifactList, ApiError> {
         let path = format!("/api/v2/job/{}/artifacts", encode_component(job_id));
@@ -354,6 +466,9 @@ impl Client {
         Ok(())
     }
 }
+
+/// The header of a cache download naming the key that matched, percent-encoded.
+pub const CACHE_KEY_HEADER: &str = "x-bosun-cache-key";
 
 /// The `message` of an answer like `{"message": "..."}`.
 fn message_of(answer: &serde_json::Value) -> Option<String> {

@@ -14,8 +14,8 @@ pub use bosun_protocol::task;
 pub use bosun_protocol::task::TaskSpec;
 pub use client::{
     ApiError, Auth, Body, BodySender, BoxError, Client, Download, MAX_RESPONSE_BYTES, Response,
-    Timeouts, UploadGone, encode_component,
+    Timeouts, UploadGone, decode_component, encode_component,
 };
-pub use endpoints::InstanceFilter;
+pub use endpoints::{CACHE_KEY_HEADER, InstanceFilter};
 pub use hyper::{Method, StatusCode};
 pub use types::*;

@@ -312,6 +312,45 @@ pub struct Artifact {
     pub size: Option<u64>,
 }
 
+/// One saved cache of a project, in `GET /api/v2/project/{slug}/cache`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheEntry {
+    /// The key it was saved under (rendered: no templates).
+    pub key: String,
+    /// Its archive's size in bytes.
+    pub size: u64,
+    /// When it was saved (RFC 3339, UTC).
+    pub created_at: String,
+    /// The job that saved it.
+    pub job_id: String,
+    /// When the retention sweep deletes it (RFC 3339, UTC).
+    pub expires_at: String,
+}
+
+/// A project's caches, newest first, in CircleCI's paginated shape (bosun answers one page).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheList {
+    pub items: Vec<CacheEntry>,
+    pub next_page_token: Option<String>,
+}
+
+/// What `DELETE /api/v2/project/{slug}/cache?prefix=` removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheDeleted {
+    /// How many caches (keys) were deleted.
+    pub deleted: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// What the server answers to a stored cache or workspace layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredBlob {
+    /// The cache key, or the workspace layer's id.
+    pub key: String,
+    pub size: u64,
+}
+
 /// A job's artifacts, in CircleCI's paginated shape (bosun answers one page).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArtifactList {

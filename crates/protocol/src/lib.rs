@@ -25,8 +25,9 @@ pub use message::{BlobKind, Message, StepStatus, TaskStatus, UploadOutcome};
 pub use streams::{DEFAULT_MAX_OPEN_STREAMS, StreamTable};
 
 /// Version of the wire protocol; both sides must speak the same one. 2: data streams have ids of
-/// their own (`StepStarted` names its log's), uploads and downloads.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// their own (`StepStarted` names its log's), uploads and downloads. 3: cache and workspace steps
+/// in the task spec, workspace manifests.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Everything that can go wrong on the wire.
 #[derive(Debug, thiserror::Error)]

@@ -41,6 +41,10 @@ pub enum Step {
     Checkout(CheckoutStep),
     Run(RunStep),
     StoreArtifacts(StoreArtifactsStep),
+    SaveCache(SaveCacheStep),
+    RestoreCache(RestoreCacheStep),
+    PersistToWorkspace(PersistToWorkspaceStep),
+    AttachWorkspace(AttachWorkspaceStep),
 }
 
 impl Step {
@@ -50,6 +54,10 @@ impl Step {
             Step::Checkout(step) => &step.name,
             Step::Run(step) => &step.name,
             Step::StoreArtifacts(step) => &step.name,
+            Step::SaveCache(step) => &step.name,
+            Step::RestoreCache(step) => &step.name,
+            Step::PersistToWorkspace(step) => &step.name,
+            Step::AttachWorkspace(step) => &step.name,
         }
     }
 
@@ -59,6 +67,10 @@ impl Step {
             Step::Checkout(_) => When::OnSuccess,
             Step::Run(step) => step.when,
             Step::StoreArtifacts(step) => step.when,
+            Step::SaveCache(step) => step.when,
+            Step::RestoreCache(_) | Step::PersistToWorkspace(_) | Step::AttachWorkspace(_) => {
+                When::OnSuccess
+            }
         }
     }
 }
@@ -98,6 +110,72 @@ pub struct StoreArtifactsStep {
     pub destination: Option<String>,
     #[serde(default = "always")]
     pub when: When,
+}
+
+/// `save_cache`: archive `paths` under the key `key` renders to, unless that key exists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SaveCacheStep {
+    pub name: String,
+    /// The key template, rendered by the task-agent (`{{ checksum "f" }}`, `{{ .Branch }}`, ...).
+    pub key: String,
+    /// Paths relative to the job's working directory, absolute, or starting with `~`.
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub when: When,
+}
+
+/// `restore_cache`: the most recently saved cache whose key starts with the first of `keys`
+/// (rendered) that matches any.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestoreCacheStep {
+    pub name: String,
+    /// Key templates, tried in order; each is a prefix.
+    pub keys: Vec<String>,
+}
+
+/// `persist_to_workspace`: add `paths` (globs relative to `root`) to the workflow's workspace
+/// as one layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PersistToWorkspaceStep {
+    pub name: String,
+    /// Relative to the job's working directory, absolute, or starting with `~`.
+    pub root: String,
+    pub paths: Vec<String>,
+}
+
+/// `attach_workspace`: apply the layers of every job this job requires, directly or not, at
+/// `at`, in dependency order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttachWorkspaceStep {
+    pub name: String,
+    /// Relative to the job's working directory, absolute, or starting with `~`.
+    pub at: String,
+}
+
+/// What a workspace download with no keys answers: the layers an `attach_workspace` applies,
+/// in the order to apply them (a layer comes after every layer of the jobs its job requires;
+/// one job's layers in the order it persisted them). The server writes it; the launch-agent
+/// relays it as bytes; the task-agent reads it and then downloads each layer by its `id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceManifest {
+    pub layers: Vec<WorkspaceLayer>,
+}
+
+/// One `persist_to_workspace` of an upstream job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceLayer {
+    /// The layer's id: the key to download it with.
+    pub id: String,
+    /// The workflow job that persisted it (its name in the workflow).
+    pub job_name: String,
+    pub job_id: String,
+    /// Its archive's size in bytes.
+    pub size: u64,
+    /// The names of the jobs of this manifest that `job_name` requires, directly or
+    /// transitively: a path of theirs that this layer persists again is overwritten, not a
+    /// conflict. Two layers of jobs neither of which requires the other that persist one path
+    /// are CircleCI's conflict, and the attach fails naming the path and both jobs.
+    pub requires: Vec<String>,
 }
 
 fn always() -> When {

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::link::{Control, Lost, Outbox};
 use crate::process::BACKGROUND_KILL_GRACE;
-use crate::steps::{Job, StepResult, artifacts, checkout, run};
+use crate::steps::{Job, StepResult, artifacts, cache, checkout, run, workspace};
 
 /// A background step still (maybe) running.
 struct Background {
@@ -138,6 +138,10 @@ async fn run_steps(
             Step::Run(step) => run::execute(job, index, log, step, control).await?,
             Step::Checkout(step) => checkout::execute(job, log, step, control).await?,
             Step::StoreArtifacts(step) => artifacts::execute(job, log, step, control).await?,
+            Step::SaveCache(step) => cache::save(job, log, step, control).await?,
+            Step::RestoreCache(step) => cache::restore(job, log, step, control).await?,
+            Step::PersistToWorkspace(step) => workspace::persist(job, log, step, control).await?,
+            Step::AttachWorkspace(step) => workspace::attach(job, log, step, control).await?,
         };
         finish(&job.out, index, result, started).await?;
         match result.status {

@@ -6,8 +6,10 @@
 //! types (caches, workspaces, artifacts, test results) add a module here and a match arm there.
 
 pub mod artifacts;
+pub mod cache;
 pub mod checkout;
 pub mod run;
+pub mod workspace;
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
