@@ -9,6 +9,7 @@
 pub mod config;
 pub mod privileged;
 mod task;
+mod transfer;
 mod upload;
 
 use std::net::UdpSocket;

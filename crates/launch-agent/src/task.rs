@@ -1,32 +1,26 @@
 //! Running one claimed task: fetch its spec, make its working directory, start the task-agent
 //! on a socketpair, relay logs and step events, heartbeat the lease, report completion, clean up.
 
-use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use bosun_api::{
-    Auth, Body, BodySender, ClaimResponse, Client, CompleteRequest, StepEvent, TaskSpec,
-};
+use bosun_api::{Auth, ClaimResponse, Client, CompleteRequest, StepEvent, TaskSpec};
 use bosun_protocol::{
-    BlobKind, Connection, DEFAULT_MAX_OPEN_STREAMS, FrameCodec, Incoming, Message, ProtocolError,
-    StepStatus, StreamTable, TaskStatus, UploadOutcome,
+    Connection, DEFAULT_MAX_OPEN_STREAMS, FrameCodec, Incoming, Message, StepStatus, TaskStatus,
+    UploadOutcome,
 };
-use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::privileged::{self, Identity, Ledger, LedgerEntry, TaskCgroup};
+use crate::transfer::{self, Routes, ToAgent};
 use crate::upload::{LogStop, LogUploader, with_retry};
 
 /// How often buffered log bytes are sent even when less than a flush's worth.
 const FLUSH_PERIOD: Duration = Duration::from_millis(200);
-/// Data frames of one upload that wait between the relay and its HTTP request: past them the
-/// relay waits for the server (backpressure), so a slow server slows the job, not memory.
-const UPLOAD_QUEUE: usize = 16;
 /// How long the task-agent has to say hello.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -222,7 +216,7 @@ async fn run_in_dir(
             .context("creating the working directory")??;
     }
 
-    let (mut child, mut conn) = if config.command_prefix.is_empty() {
+    let (mut child, conn) = if config.command_prefix.is_empty() {
         start_with_socketpair(config, identity, spec, work_dir, cgroup).await?
     } else {
         start_with_prefix(config, identity, spec, work_dir, cgroup).await?
@@ -235,15 +229,15 @@ async fn run_in_dir(
         auth,
         config,
         spec.steps.len(),
-        &mut conn,
+        conn,
         &mut cancel_rx,
         stop,
     )
     .await;
     heartbeat.abort();
 
-    // The task-agent exits after its last message; give it a moment, then make sure.
-    drop(conn);
+    // The task-agent exits after its last message (the relay dropped the socket); give it a
+    // moment, then make sure.
     let exit = match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
         Ok(status) => status.ok(),
         Err(_) => {
@@ -509,14 +503,27 @@ async fn relay(
     auth: &Auth,
     config: &Config,
     step_count: usize,
-    conn: &mut Connection<tokio::net::UnixStream>,
+    conn: Connection<tokio::net::UnixStream>,
     cancel_rx: &mut watch::Receiver<Option<String>>,
     stop: &mut StopLevel,
 ) -> anyhow::Result<(Outcome, Option<String>, Option<LogStop>)> {
     let mut uploader = LogUploader::new(client.clone(), auth.clone());
     let mut routes = Routes::new(step_count);
+    // The read loop below never writes to the socket itself: a writer task does (see
+    // `transfer`), so the loop keeps reading logs while a download waits for the task-agent.
+    let (mut conn, writer) = conn.split();
+    let (to_agent, mut writer) = transfer::spawn_writer(writer);
     // Answers of the uploads running in their own tasks, for the task-agent.
     let (answers_tx, mut answers) = mpsc::channel::<(u32, UploadOutcome)>(DEFAULT_MAX_OPEN_STREAMS);
+    // Downloads that sent their last message.
+    let (downloaded_tx, mut downloaded) = mpsc::unbounded_channel::<u32>();
+    let ctx = transfer::Context {
+        client: client.clone(),
+        auth: auth.clone(),
+        to_agent: to_agent.clone(),
+        answers: answers_tx,
+        downloaded: downloaded_tx,
+    };
     let mut flush = tokio::time::interval(FLUSH_PERIOD);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let deadline = tokio::time::Instant::now() + config.max_run_time;
@@ -526,9 +533,9 @@ async fn relay(
         tokio::select! {
             incoming = conn.recv() => match incoming {
                 Ok(Some(Incoming::Data { stream, bytes })) => match routes.data(stream) {
-                    Ok(DataRoute::Log(step)) => uploader.push(step, bytes).await?,
-                    Ok(DataRoute::Upload(upload)) => upload.send(bytes).await,
-                    Ok(DataRoute::Drop) => {}
+                    Ok(transfer::DataRoute::Log(step)) => uploader.push(step, bytes).await?,
+                    Ok(transfer::DataRoute::Upload(upload)) => upload.send(bytes).await,
+                    Ok(transfer::DataRoute::Drop) => {}
                     Err(err) => break Outcome::AgentLost(format!("task-agent broke the protocol: {err}")),
                 },
                 Ok(Some(Incoming::Message(Message::StepStarted { step, name, log }))) => {
@@ -564,12 +571,8 @@ async fn relay(
                 | Message::Download { .. }
                 | Message::End { .. }
                 | Message::Abandon { .. })))) => {
-                    match routes.transfer(message, client, auth, &answers_tx).await {
-                        Ok(Some(answer)) => {
-                            if let Err(err) = conn.send(&answer).await {
-                                break Outcome::AgentLost(format!("task-agent socket: {err}"));
-                            }
-                        }
+                    match routes.transfer(message, &ctx).await {
+                        Ok(Some(answer)) => to_agent.message(answer),
                         Ok(None) => {}
                         Err(err) => break Outcome::AgentLost(format!("task-agent broke the protocol: {err}")),
                     }
@@ -582,9 +585,16 @@ async fn relay(
             },
             Some((stream, outcome)) = answers.recv() => {
                 routes.answered(stream);
-                if let Err(err) = conn.send(&Message::Uploaded { stream, outcome }).await {
-                    break Outcome::AgentLost(format!("task-agent socket: {err}"));
-                }
+                to_agent.message(Message::Uploaded { stream, outcome });
+            }
+            Some(stream) = downloaded.recv() => routes.downloaded(stream),
+            written = &mut writer => {
+                let why = match written {
+                    Ok(Err(err)) => err.to_string(),
+                    Ok(Ok(())) => "the writer ended".to_owned(),
+                    Err(err) => err.to_string(),
+                };
+                break Outcome::AgentLost(format!("task-agent socket: {why}"));
             }
             _ = flush.tick() => uploader.flush_all().await?,
             changed = cancel_rx.changed(), if cancel_reason.is_none() => {
@@ -594,19 +604,19 @@ async fn relay(
                 };
                 if let Some(reason) = reason {
                     cancel_reason = Some(reason.clone());
-                    send_cancel(conn, &reason, config.termination_grace_period).await;
+                    send_cancel(&to_agent, &reason, config.termination_grace_period);
                 }
             }
             _ = tokio::time::sleep_until(deadline), if cancel_reason.is_none() => {
                 let reason = format!("the job exceeded runner.max_run_time ({:?})", config.max_run_time);
                 cancel_reason = Some(reason.clone());
-                send_cancel(conn, &reason, config.termination_grace_period).await;
+                send_cancel(&to_agent, &reason, config.termination_grace_period);
             }
             changed = stop.changed(), if cancel_reason.is_none() => {
                 if changed.is_err() || *stop.borrow() >= 2 {
                     let reason = "the launch-agent is shutting down".to_owned();
                     cancel_reason = Some(reason.clone());
-                    send_cancel(conn, &reason, config.termination_grace_period).await;
+                    send_cancel(&to_agent, &reason, config.termination_grace_period);
                 }
             }
         }
@@ -616,7 +626,7 @@ async fn relay(
             if let Some(stopped) = uploader.stopped() {
                 cancel_reason = Some(stopped.message.clone());
                 log_stop = Some(stopped.clone());
-                send_cancel(conn, &stopped.message, config.termination_grace_period).await;
+                send_cancel(&to_agent, &stopped.message, config.termination_grace_period);
             }
         }
     };
@@ -627,248 +637,12 @@ async fn relay(
     Ok((outcome, cancel_reason, log_stop))
 }
 
-/// What one of the task-agent's open data streams is, to the relay.
-#[derive(Debug)]
-enum Route {
-    /// Step `step`'s log: its bytes go to the server's log of that step.
-    Log { step: u32 },
-    /// An upload this launch-agent refused or that was answered already: its data is dropped
-    /// until its `End`.
-    Refused,
-    /// An upload streaming to the server from a task of its own.
-    Upload(Relayed),
-}
-
-/// Where a data frame goes.
-enum DataRoute<'a> {
-    Log(u32),
-    Upload(&'a Relayed),
-    Drop,
-}
-
-/// The relay's end of an upload running in its own task: data frames go into its request body.
-#[derive(Debug)]
-struct Relayed {
-    body: BodySender,
-    /// Set once the upload's task ended (stored, refused, failed), so that a frame waiting for
-    /// room in a body nobody reads any more does not wait forever.
-    done: watch::Receiver<bool>,
-}
-
-impl Relayed {
-    /// Queues `bytes` for the server; waits only while the body's queue is full and the upload
-    /// still runs (backpressure). Bytes for an upload that already ended are dropped: its
-    /// answer is on the way to the task-agent.
-    async fn send(&self, bytes: Bytes) {
-        let mut done = self.done.clone();
-        tokio::select! {
-            _ = self.body.send(bytes) => {}
-            _ = done.wait_for(|done| *done) => {}
-        }
-    }
-
-    /// Ends the body, completely (`error: None`) or as failed.
-    async fn end(self, error: Option<String>) {
-        let mut done = self.done.clone();
-        let body = self.body;
-        tokio::select! {
-            () = async move {
-                match error {
-                    None => body.finish().await,
-                    Some(error) => body.fail(error).await,
-                }
-            } => {}
-            _ = done.wait_for(|done| *done) => {}
-        }
-    }
-}
-
-/// Starts streaming upload `stream` (artifact `name`) to the server; its outcome goes to
-/// `answers` for the task-agent.
-fn start_artifact_upload(
-    client: &Client,
-    auth: &Auth,
-    stream: u32,
-    name: String,
-    answers: &mpsc::Sender<(u32, UploadOutcome)>,
-) -> Relayed {
-    let (body, request) = Body::channel(UPLOAD_QUEUE);
-    let (done_tx, done) = watch::channel(false);
-    let client = client.clone();
-    let auth = auth.clone();
-    let answers = answers.clone();
-    tokio::spawn(async move {
-        let outcome = match client.upload_artifact(&auth, &name, request).await {
-            Ok(()) => UploadOutcome::Stored,
-            Err(err) => {
-                tracing::warn!(stream, "artifact `{name}` was not stored: {err}");
-                UploadOutcome::Failed {
-                    message: server_message(&err),
-                }
-            }
-        };
-        let _ = done_tx.send(true);
-        let _ = answers.send((stream, outcome)).await;
-    });
-    Relayed { body, done }
-}
-
-/// What the job's log says about a failed upload: the server's own message when it answered.
-fn server_message(err: &bosun_api::ApiError) -> String {
-    match err {
-        bosun_api::ApiError::Status {
-            status, message, ..
-        } => format!("the server refused it ({status}): {message}"),
-        other => format!("the upload failed: {other}"),
-    }
-}
-
-/// The relay's view of the task-agent's streams and steps: every frame is checked against it, so
-/// a task-agent (the job user's process) that breaks the protocol ends its task with a message
-/// naming what it did, instead of writing into another step's log or growing memory.
-struct Routes {
-    streams: StreamTable<Route>,
-    /// Name and log stream of each step started and not yet finished.
-    steps: HashMap<u32, (String, u32)>,
-    /// How many steps the task has: a step index at or past it is refused.
-    step_count: usize,
-}
-
-impl Routes {
-    fn new(step_count: usize) -> Routes {
-        Routes {
-            streams: StreamTable::new(DEFAULT_MAX_OPEN_STREAMS),
-            steps: HashMap::new(),
-            step_count,
-        }
-    }
-
-    fn step_started(&mut self, step: u32, name: &str, log: u32) -> Result<(), ProtocolError> {
-        if step as usize >= self.step_count || self.steps.contains_key(&step) {
-            return Err(ProtocolError::UnexpectedMessage {
-                expected: "a `step_started` for a step of the task that has not started",
-                received: format!("`step_started` for step {step} of {}", self.step_count),
-            });
-        }
-        self.streams.open(log, Route::Log { step })?;
-        self.steps.insert(step, (name.to_owned(), log));
-        Ok(())
-    }
-
-    /// Closes the step's log stream; returns the step's name.
-    fn step_finished(&mut self, step: u32) -> Result<String, ProtocolError> {
-        let Some((name, log)) = self.steps.remove(&step) else {
-            return Err(ProtocolError::UnexpectedMessage {
-                expected: "a `step_finished` for a running step",
-                received: format!("`step_finished` for step {step}"),
-            });
-        };
-        self.streams.close(log, "a `step_finished` message")?;
-        Ok(name)
-    }
-
-    /// Where a data frame of `stream` goes.
-    fn data(&mut self, stream: u32) -> Result<DataRoute<'_>, ProtocolError> {
-        match self.streams.expect(stream, "a data frame")? {
-            Route::Log { step } => Ok(DataRoute::Log(*step)),
-            Route::Upload(upload) => Ok(DataRoute::Upload(upload)),
-            Route::Refused => Ok(DataRoute::Drop),
-        }
-    }
-
-    /// Upload `stream` was answered: if it is still open, the rest of its data is dropped.
-    fn answered(&mut self, stream: u32) {
-        if let Ok(route) = self.streams.expect(stream, "an answer") {
-            *route = Route::Refused;
-        }
-    }
-
-    /// Handles an upload or download message; returns the answer for the task-agent, if one
-    /// is due at once.
-    ///
-    /// An artifact upload streams to the server from a task of its own, answered through
-    /// `answers`; the other kinds are refused at once (the task-agent stops sending; what is in
-    /// flight is dropped until its `End`), and a download is not found.
-    async fn transfer(
-        &mut self,
-        message: Message,
-        client: &Client,
-        auth: &Auth,
-        answers: &mpsc::Sender<(u32, UploadOutcome)>,
-    ) -> Result<Option<Message>, ProtocolError> {
-        match message {
-            Message::Upload {
-                stream,
-                kind: BlobKind::Artifact,
-                name,
-            } => {
-                // The stream is opened first, so a bad id is refused before any request starts.
-                self.streams.open(stream, Route::Refused)?;
-                let upload = start_artifact_upload(client, auth, stream, name, answers);
-                *self.streams.expect(stream, "an `upload` message")? = Route::Upload(upload);
-                Ok(None)
-            }
-            Message::Upload { stream, kind, name } => {
-                self.streams.open(stream, Route::Refused)?;
-                let message = format!(
-                    "the server does not support {} uploads yet: `{name}` was not stored",
-                    kind.as_str()
-                );
-                tracing::warn!(stream, "{message}");
-                Ok(Some(Message::Uploaded {
-                    stream,
-                    outcome: UploadOutcome::Failed { message },
-                }))
-            }
-            Message::Download { stream, kind, .. } => {
-                self.streams.open(stream, Route::Refused)?;
-                self.streams.close(stream, "a `download` message")?;
-                tracing::info!(
-                    stream,
-                    kind = kind.as_str(),
-                    "download not found: the server does not store blobs yet"
-                );
-                Ok(Some(Message::NotFound { stream }))
-            }
-            Message::End { stream, error } => {
-                match self.streams.expect(stream, "an `end` message")? {
-                    Route::Log { .. } => {
-                        return Err(ProtocolError::UnexpectedMessage {
-                            expected: "`end` only for an upload (a step's log ends with its step)",
-                            received: format!("`end` for log stream {stream}"),
-                        });
-                    }
-                    Route::Refused | Route::Upload(_) => {}
-                }
-                if let Route::Upload(upload) = self.streams.close(stream, "an `end` message")? {
-                    upload.end(error).await;
-                }
-                Ok(None)
-            }
-            // Every download is answered at once, so an abandon always comes after its end;
-            // only an id never opened is wrong.
-            Message::Abandon { stream, .. } if self.streams.was_opened(stream) => Ok(None),
-            Message::Abandon { stream, .. } => Err(ProtocolError::UnknownStream {
-                stream,
-                what: "an `abandon` message",
-            }),
-            other => Err(ProtocolError::UnexpectedMessage {
-                expected: "an upload or download message",
-                received: other.kind().to_owned(),
-            }),
-        }
-    }
-}
-
-async fn send_cancel(conn: &mut Connection<tokio::net::UnixStream>, reason: &str, grace: Duration) {
+fn send_cancel(to_agent: &ToAgent, reason: &str, grace: Duration) {
     tracing::info!("canceling the task: {reason}");
-    let message = Message::Cancel {
+    to_agent.message(Message::Cancel {
         reason: reason.to_owned(),
         grace_ms: grace.as_millis() as u64,
-    };
-    if let Err(err) = conn.send(&message).await {
-        tracing::warn!("could not send cancel to the task-agent: {err}");
-    }
+    });
 }
 
 fn step_status(status: StepStatus) -> &'static str {
@@ -919,202 +693,5 @@ async fn heartbeat_loop(client: Client, auth: Auth, cancel: watch::Sender<Option
         }
         // A held heartbeat already waited; an early answer (error, old server) must not spin.
         tokio::time::sleep_until(started + Duration::from_millis(500)).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use bosun_protocol::BlobKind;
-
-    use super::*;
-
-    /// Where a data frame of `stream` goes, as a comparable value.
-    fn data(routes: &mut Routes, stream: u32) -> Result<Option<u32>, ProtocolError> {
-        Ok(match routes.data(stream)? {
-            DataRoute::Log(step) => Some(step),
-            DataRoute::Upload(_) | DataRoute::Drop => None,
-        })
-    }
-
-    fn offline() -> (Client, Auth, mpsc::Sender<(u32, UploadOutcome)>) {
-        let client = Client::new("http://127.0.0.1:9").unwrap();
-        let (tx, _rx) = mpsc::channel(1);
-        (client, Auth::None, tx)
-    }
-
-    #[test]
-    fn log_data_goes_to_the_step_that_named_the_stream() {
-        let mut routes = Routes::new(3);
-        routes.step_started(0, "checkout", 1).unwrap();
-        routes.step_started(2, "background", 4).unwrap();
-        assert_eq!(data(&mut routes, 1).unwrap(), Some(0));
-        assert_eq!(data(&mut routes, 4).unwrap(), Some(2));
-        assert_eq!(routes.step_finished(0).unwrap(), "checkout");
-        assert_eq!(
-            data(&mut routes, 1).unwrap_err().to_string(),
-            "a data frame for stream 1, which is not open"
-        );
-        // A step index the task does not have, a step started twice, a reused stream id.
-        assert!(routes.step_started(3, "x", 9).is_err());
-        assert!(routes.step_started(2, "again", 9).is_err());
-        assert_eq!(
-            routes.step_started(1, "reuse", 4).unwrap_err().to_string(),
-            "stream 4 opened after stream 4: stream ids increase and are never reused"
-        );
-    }
-
-    #[tokio::test]
-    async fn other_uploads_are_refused_and_downloads_not_found_until_the_server_stores_them() {
-        let (client, auth, answers) = offline();
-        let mut routes = Routes::new(1);
-        let answer = routes
-            .transfer(
-                Message::Upload {
-                    stream: 2,
-                    kind: BlobKind::Cache,
-                    name: "v1-deps".into(),
-                },
-                &client,
-                &auth,
-                &answers,
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            answer,
-            Some(Message::Uploaded {
-                stream: 2,
-                outcome: UploadOutcome::Failed {
-                    message:
-                        "the server does not support cache uploads yet: `v1-deps` was not stored"
-                            .into()
-                },
-            })
-        );
-        // The data in flight is dropped until the task-agent ends the stream.
-        assert_eq!(data(&mut routes, 2).unwrap(), None);
-        let end = Message::End {
-            stream: 2,
-            error: None,
-        };
-        assert_eq!(
-            routes
-                .transfer(end.clone(), &client, &auth, &answers)
-                .await
-                .unwrap(),
-            None
-        );
-        assert!(
-            routes
-                .transfer(end, &client, &auth, &answers)
-                .await
-                .is_err()
-        );
-        let answer = routes
-            .transfer(
-                Message::Download {
-                    stream: 3,
-                    kind: BlobKind::Workspace,
-                    keys: vec![],
-                },
-                &client,
-                &auth,
-                &answers,
-            )
-            .await
-            .unwrap();
-        assert_eq!(answer, Some(Message::NotFound { stream: 3 }));
-        // Abandoning a download answered already is a race, not an error; one never asked is.
-        let abandon = |stream| Message::Abandon {
-            stream,
-            reason: "x".into(),
-        };
-        assert_eq!(
-            routes
-                .transfer(abandon(3), &client, &auth, &answers)
-                .await
-                .unwrap(),
-            None
-        );
-        assert_eq!(
-            routes
-                .transfer(abandon(7), &client, &auth, &answers)
-                .await
-                .unwrap_err()
-                .to_string(),
-            "an `abandon` message for stream 7, which is not open"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_log_stream_is_not_ended_like_an_upload() {
-        let (client, auth, answers) = offline();
-        let mut routes = Routes::new(1);
-        routes.step_started(0, "run", 1).unwrap();
-        let err = routes
-            .transfer(
-                Message::End {
-                    stream: 1,
-                    error: None,
-                },
-                &client,
-                &auth,
-                &answers,
-            )
-            .await
-            .unwrap_err();
-        assert!(err.to_string().contains("`end` for log stream 1"), "{err}");
-    }
-
-    #[tokio::test]
-    async fn an_artifact_upload_streams_and_its_failure_comes_back_as_its_answer() {
-        // Nothing listens on port 9: the upload fails, and its answer must still arrive,
-        // without a data frame or the `End` waiting forever on a body nobody reads.
-        let client = Client::new("http://127.0.0.1:9").unwrap();
-        let (answers_tx, mut answers) = mpsc::channel(4);
-        let mut routes = Routes::new(1);
-        let upload = Message::Upload {
-            stream: 5,
-            kind: BlobKind::Artifact,
-            name: "out/a.txt".into(),
-        };
-        let answer = routes
-            .transfer(upload, &client, &Auth::None, &answers_tx)
-            .await
-            .unwrap();
-        assert_eq!(
-            answer, None,
-            "an artifact upload is answered by its own task"
-        );
-        for _ in 0..(UPLOAD_QUEUE * 4) {
-            match routes.data(5).unwrap() {
-                DataRoute::Upload(upload) => upload.send(Bytes::from_static(b"x")).await,
-                DataRoute::Drop => {}
-                DataRoute::Log(_) => panic!("an upload's data is not a log"),
-            }
-        }
-        let (stream, outcome) = tokio::time::timeout(Duration::from_secs(10), answers.recv())
-            .await
-            .expect("an answer")
-            .unwrap();
-        assert_eq!(stream, 5);
-        assert!(
-            matches!(&outcome, UploadOutcome::Failed { message } if message.contains("upload failed")),
-            "{outcome:?}"
-        );
-        routes.answered(5);
-        assert!(matches!(routes.data(5).unwrap(), DataRoute::Drop));
-        let end = Message::End {
-            stream: 5,
-            error: None,
-        };
-        assert_eq!(
-            routes
-                .transfer(end, &client, &Auth::None, &answers_tx)
-                .await
-                .unwrap(),
-            None
-        );
-        assert!(routes.data(5).is_err(), "the stream is closed");
     }
 }

@@ -1,7 +1,8 @@
 //! A framed connection with typed send and receive methods and the handshake for each role.
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::Framed;
 
@@ -34,35 +35,31 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     }
 
     pub async fn send(&mut self, message: &Message) -> Result<(), ProtocolError> {
-        let json = serde_json::to_vec(message)?;
-        self.framed.send(Frame::Control(Bytes::from(json))).await
+        send_message(&mut self.framed, message).await
     }
 
     /// Sends raw bytes of `stream`, split into as many frames as needed.
-    pub async fn send_data(&mut self, stream: u32, mut bytes: Bytes) -> Result<(), ProtocolError> {
+    pub async fn send_data(&mut self, stream: u32, bytes: Bytes) -> Result<(), ProtocolError> {
         let chunk = self.max_data_chunk();
-        while !bytes.is_empty() {
-            let piece = bytes.split_to(bytes.len().min(chunk));
-            self.framed
-                .feed(Frame::Data {
-                    stream,
-                    bytes: piece,
-                })
-                .await?;
-        }
-        self.framed.flush().await
+        send_data(&mut self.framed, chunk, stream, bytes).await
     }
 
     /// The next frame, or `None` on a clean end of stream.
     pub async fn recv(&mut self) -> Result<Option<Incoming>, ProtocolError> {
-        match self.framed.next().await {
-            None => Ok(None),
-            Some(Err(err)) => Err(err),
-            Some(Ok(Frame::Control(json))) => {
-                Ok(Some(Incoming::Message(serde_json::from_slice(&json)?)))
-            }
-            Some(Ok(Frame::Data { stream, bytes })) => Ok(Some(Incoming::Data { stream, bytes })),
-        }
+        recv(&mut self.framed).await
+    }
+
+    /// Splits the connection into a reading and a writing half, for a side that must keep
+    /// reading while a write waits (the launch-agent's relay: a download's data waits for the
+    /// task-agent to read while the relay goes on reading that task-agent's logs). Bytes already
+    /// read and buffered stay with the reading half.
+    pub fn split(self) -> (ConnectionReader<T>, ConnectionWriter<T>) {
+        let max_chunk = self.max_data_chunk();
+        let (sink, stream) = self.framed.split();
+        (
+            ConnectionReader { stream },
+            ConnectionWriter { sink, max_chunk },
+        )
     }
 
     async fn recv_message(&mut self, expected: &'static str) -> Result<Message, ProtocolError> {
@@ -163,6 +160,79 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                 received: other.kind().to_owned(),
             }),
         }
+    }
+}
+
+/// The reading half of a [`Connection::split`].
+#[derive(Debug)]
+pub struct ConnectionReader<T> {
+    stream: SplitStream<Framed<T, FrameCodec>>,
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> ConnectionReader<T> {
+    /// The next frame, or `None` on a clean end of stream.
+    pub async fn recv(&mut self) -> Result<Option<Incoming>, ProtocolError> {
+        recv(&mut self.stream).await
+    }
+}
+
+/// The writing half of a [`Connection::split`].
+#[derive(Debug)]
+pub struct ConnectionWriter<T> {
+    sink: SplitSink<Framed<T, FrameCodec>, Frame>,
+    max_chunk: usize,
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> ConnectionWriter<T> {
+    pub async fn send(&mut self, message: &Message) -> Result<(), ProtocolError> {
+        send_message(&mut self.sink, message).await
+    }
+
+    /// Sends raw bytes of `stream`, split into as many frames as needed.
+    pub async fn send_data(&mut self, stream: u32, bytes: Bytes) -> Result<(), ProtocolError> {
+        send_data(&mut self.sink, self.max_chunk, stream, bytes).await
+    }
+}
+
+async fn send_message<S>(sink: &mut S, message: &Message) -> Result<(), ProtocolError>
+where
+    S: Sink<Frame, Error = ProtocolError> + Unpin,
+{
+    let json = serde_json::to_vec(message)?;
+    sink.send(Frame::Control(Bytes::from(json))).await
+}
+
+async fn send_data<S>(
+    sink: &mut S,
+    chunk: usize,
+    stream: u32,
+    mut bytes: Bytes,
+) -> Result<(), ProtocolError>
+where
+    S: Sink<Frame, Error = ProtocolError> + Unpin,
+{
+    while !bytes.is_empty() {
+        let piece = bytes.split_to(bytes.len().min(chunk));
+        sink.feed(Frame::Data {
+            stream,
+            bytes: piece,
+        })
+        .await?;
+    }
+    sink.flush().await
+}
+
+async fn recv<S>(stream: &mut S) -> Result<Option<Incoming>, ProtocolError>
+where
+    S: Stream<Item = Result<Frame, ProtocolError>> + Unpin,
+{
+    match stream.next().await {
+        None => Ok(None),
+        Some(Err(err)) => Err(err),
+        Some(Ok(Frame::Control(json))) => {
+            Ok(Some(Incoming::Message(serde_json::from_slice(&json)?)))
+        }
+        Some(Ok(Frame::Data { stream, bytes })) => Ok(Some(Incoming::Data { stream, bytes })),
     }
 }
 

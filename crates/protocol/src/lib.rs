@@ -19,7 +19,7 @@ mod proptests;
 pub mod streams;
 pub mod task;
 
-pub use connection::{Connection, Incoming};
+pub use connection::{Connection, ConnectionReader, ConnectionWriter, Incoming};
 pub use frame::{DEFAULT_MAX_FRAME, Frame, FrameCodec, FrameKind};
 pub use message::{BlobKind, Message, StepStatus, TaskStatus, UploadOutcome};
 pub use streams::{DEFAULT_MAX_OPEN_STREAMS, StreamTable};

@@ -537,6 +537,10 @@ pub(crate) fn check_runnable(pipeline: &bosun_config::Pipeline) -> Result<(), St
                     bosun_config::Step::Checkout { .. }
                         | bosun_config::Step::Run(_)
                         | bosun_config::Step::StoreArtifacts { .. }
+                        | bosun_config::Step::SaveCache { .. }
+                        | bosun_config::Step::RestoreCache { .. }
+                        | bosun_config::Step::PersistToWorkspace { .. }
+                        | bosun_config::Step::AttachWorkspace { .. }
                 ) {
                     return Err(format!(
                         "job `{}` step {} `{}` is not supported by bosun's task-agent yet",
@@ -680,6 +684,41 @@ fn task_spec(
                 destination: destination.clone(),
                 when: spec_when(*when),
             })),
+            // CircleCI's default step names.
+            bosun_config::Step::SaveCache {
+                name,
+                key,
+                paths,
+                when,
+            } => Some(spec::Step::SaveCache(spec::SaveCacheStep {
+                name: name.clone().unwrap_or_else(|| "Saving Cache".to_owned()),
+                key: key.clone(),
+                paths: paths.clone(),
+                when: spec_when(*when),
+            })),
+            bosun_config::Step::RestoreCache { name, keys } => {
+                Some(spec::Step::RestoreCache(spec::RestoreCacheStep {
+                    name: name.clone().unwrap_or_else(|| "Restoring Cache".to_owned()),
+                    keys: keys.clone(),
+                }))
+            }
+            bosun_config::Step::PersistToWorkspace { name, root, paths } => Some(
+                spec::Step::PersistToWorkspace(spec::PersistToWorkspaceStep {
+                    name: name
+                        .clone()
+                        .unwrap_or_else(|| "Persisting to Workspace".to_owned()),
+                    root: root.clone(),
+                    paths: paths.clone(),
+                }),
+            ),
+            bosun_config::Step::AttachWorkspace { name, at } => {
+                Some(spec::Step::AttachWorkspace(spec::AttachWorkspaceStep {
+                    name: name
+                        .clone()
+                        .unwrap_or_else(|| "Attaching Workspace".to_owned()),
+                    at: at.clone(),
+                }))
+            }
             _ => None,
         })
         .collect();
@@ -890,15 +929,22 @@ mod tests {
     }
 
     #[test]
-    fn store_artifacts_runs_and_the_other_blob_steps_are_still_refused() {
-        let artifacts = job("      - store_artifacts:\n          path: out\n");
-        let pipeline = bosun_config::compile(&artifacts, "c.yml").unwrap();
-        assert_eq!(check_runnable(&pipeline), Ok(()));
-        let cache = job("      - save_cache:\n          key: k\n          paths: [x]\n");
-        let pipeline = bosun_config::compile(&cache, "c.yml").unwrap();
+    fn blob_steps_run_and_test_results_are_still_refused() {
+        for step in [
+            "      - store_artifacts:\n          path: out\n",
+            "      - save_cache:\n          key: k\n          paths: [x]\n",
+            "      - restore_cache:\n          keys: [k]\n",
+            "      - persist_to_workspace:\n          root: .\n          paths: [x]\n",
+            "      - attach_workspace:\n          at: .\n",
+        ] {
+            let pipeline = bosun_config::compile(&job(step), "c.yml").unwrap();
+            assert_eq!(check_runnable(&pipeline), Ok(()), "{step}");
+        }
+        let results = job("      - store_test_results:\n          path: out\n");
+        let pipeline = bosun_config::compile(&results, "c.yml").unwrap();
         assert_eq!(
             check_runnable(&pipeline).unwrap_err(),
-            "job `build` step 1 `save_cache` is not supported by bosun's task-agent yet"
+            "job `build` step 1 `store_test_results` is not supported by bosun's task-agent yet"
         );
     }
 }
