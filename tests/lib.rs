@@ -747,3 +747,38 @@ impl Server {
         })
     }
 }
+
+// ---- caches and workspaces (issue 9): a server restarted on its own data ----
+
+/// A loopback address whose port is free now, for a server that is restarted on it.
+pub fn free_listen_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    format!(
+        "127.0.0.1:{}",
+        listener.local_addr().expect("address").port()
+    )
+}
+
+impl Server {
+    /// Kills this server (SIGKILL, as a crash would) and starts it again on the same data
+    /// directory with `extra` arguments (which name the same `--listen` address, so agents and
+    /// clients find it where they left it).
+    pub fn restart(self, dir: &Path, extra: &[&str]) -> Server {
+        let Server { proc, data_dir, .. } = self;
+        drop(proc);
+        // The new server writes its address again once it listens; the old one's file must not
+        // pass for it.
+        let _ = std::fs::remove_file(data_dir.join("server-url"));
+        Server::start_with(dir, extra)
+    }
+}
+
+/// `VmHWM` (peak resident set) of process `pid`, in KiB.
+pub fn peak_rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}

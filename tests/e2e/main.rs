@@ -2,6 +2,7 @@
 
 mod artifacts;
 mod auth;
+mod caches;
 mod connections;
 mod containment;
 mod hardening;
