@@ -454,12 +454,29 @@ jobs:
     steps:
       - checkout
       - run: echo "$GREETING on $(uname -m), as $(id -un), at commit ${CIRCLE_SHA1:0:12} of $CIRCLE_BRANCH"
+      - restore_cache:
+          keys:
+            - v1-tools-{{ checksum "build.sh" }}
+            - v1-tools-
+      - run:
+          name: Prepare a (pretend) toolchain, unless the cache had it
+          command: |
+            if [ -f tools/version ]; then echo "toolchain from the cache: $(cat tools/version)"; exit 0; fi
+            mkdir -p tools && echo "demo-toolchain 1.0" > tools/version && echo "toolchain prepared"
+      - save_cache:
+          key: v1-tools-{{ checksum "build.sh" }}
+          paths:
+            - tools
       - run:
           name: Build
           command: |
             mkdir -p out
             ./build.sh > out/result.txt
             cat out/result.txt
+      - persist_to_workspace:
+          root: out
+          paths:
+            - result.txt
       - run:
           name: Output streams as it is produced
           command: |
@@ -474,6 +491,9 @@ jobs:
     resource_class: bosun/quickstart
     steps:
       - checkout
+      - attach_workspace:
+          at: from-build
+      - run: echo "the build job's result, from the workspace: $(cat from-build/result.txt)"
       - run:
           name: Run the tests
           working_directory: tests
