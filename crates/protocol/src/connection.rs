@@ -287,6 +287,64 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_split_connection_reads_while_a_write_waits_and_keeps_buffered_frames() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut launch = Connection::new(a, FrameCodec::default());
+        let mut agent = Connection::new(b, FrameCodec::default());
+        let spec = task();
+        let handshake = tokio::spawn(async move {
+            launch.handshake_as_launch_agent(&spec).await.unwrap();
+            launch
+        });
+        agent.handshake_as_task_agent("1").await.unwrap();
+        // Sent before the split: these frames may already sit in the reader's buffer.
+        for step in 0..3 {
+            agent
+                .send(&Message::StepStarted {
+                    step,
+                    name: format!("s{step}"),
+                    log: step + 1,
+                })
+                .await
+                .unwrap();
+        }
+        let launch = handshake.await.unwrap();
+        let (mut reader, mut writer) = launch.split();
+        // The agent reads nothing, so a large write fills the socket and waits; reading the
+        // other way still works meanwhile.
+        let big = Bytes::from(vec![7u8; 8 << 20]);
+        let write = tokio::spawn(async move {
+            writer.send_data(9, big).await.unwrap();
+            writer
+        });
+        for step in 0..3 {
+            match reader.recv().await.unwrap() {
+                Some(Incoming::Message(Message::StepStarted { step: got, .. })) => {
+                    assert_eq!(got, step)
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(!write.is_finished(), "8 MiB cannot fit in a socket buffer");
+        let mut received = 0;
+        while received < 8 << 20 {
+            match agent.recv().await.unwrap() {
+                Some(Incoming::Data { stream: 9, bytes }) => received += bytes.len(),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let mut writer = write.await.unwrap();
+        writer
+            .send(&Message::NotFound { stream: 10 })
+            .await
+            .unwrap();
+        assert_eq!(
+            agent.recv().await.unwrap(),
+            Some(Incoming::Message(Message::NotFound { stream: 10 }))
+        );
+    }
+
+    #[tokio::test]
     async fn handshake_then_data_over_a_real_socket() {
         let (a, b) = UnixStream::pair().unwrap();
         let mut launch = Connection::new(a, FrameCodec::default());
