@@ -344,7 +344,7 @@ impl Client {
                     .headers()
                     .get(CACHE_KEY_HEADER)
                     .and_then(|value| value.to_str().ok())
-                    .map(|key| decode_component(key))
+                    .map(decode_component)
                     .ok_or_else(|| ApiError::Decode {
                         method: Method::GET,
                         url: self.url(&path),
