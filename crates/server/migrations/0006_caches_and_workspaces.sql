@@ -16,10 +16,12 @@ CREATE TABLE caches (
     created_at INTEGER NOT NULL,
     last_used_at INTEGER
 );
--- The key lookup and the prefix range (`key >= p AND key < successor(p)`) use this index.
+-- The key lookup, the prefix range (`key >= p AND key < successor(p)`) and the admin listing
+-- use this index. There is deliberately no (project_id, created_at) index: given one, SQLite
+-- walks a project's caches newest first to find a prefix, every cache of the project for a
+-- prefix that matches none; the key range reads only the matching keys.
 CREATE UNIQUE INDEX caches_project_key ON caches (project_id, key);
--- The listing (newest first) and the sweep (oldest first, by creation: retention counts from it).
-CREATE INDEX caches_project_created ON caches (project_id, created_at);
+-- The sweep, oldest first (retention counts from creation).
 CREATE INDEX caches_created ON caches (created_at);
 
 -- A workspace layer is one `persist_to_workspace` of a job, in the workflow's workspace; `seq`
