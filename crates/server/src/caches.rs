@@ -9,13 +9,12 @@
 //! 409. A restore names up to [`MAX_RESTORE_KEYS`] prefixes; for the first that matches any live
 //! cache the most recent one is streamed, its key in [`bosun_api::CACHE_KEY_HEADER`].
 
-use axum::extract::{DefaultBodyLimit, Path, Query, RawQuery, State as StateExt};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State as StateExt};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use bosun_api::{CACHE_KEY_HEADER, CacheDeleted, CacheEntry, CacheList, StoredBlob};
-use serde::Deserialize;
 
 use crate::State;
 use crate::auth::{Admin, TaskAuth};
@@ -128,9 +127,17 @@ pub fn hex(sha256: &[u8; 32]) -> String {
     sha256.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-#[derive(Deserialize)]
-struct SaveQuery {
-    key: String,
+/// The one value of parameter `name` of a raw query (missing: the empty string), or 400 naming
+/// it when it is given more than once. Read by hand, so that a malformed query is answered with
+/// `{"message"}` as every other error.
+fn single_value(raw: Option<&str>, name: &str) -> AppResult<String> {
+    let mut values = query_values(raw, name);
+    if values.len() > 1 {
+        return Err(AppError::bad_request(format!(
+            "query parameter `{name}` is given more than once"
+        )));
+    }
+    Ok(values.pop().unwrap_or_default())
 }
 
 fn exists(key: &str) -> AppError {
@@ -142,30 +149,37 @@ fn exists(key: &str) -> AppError {
 async fn save_cache(
     task: TaskAuth,
     StateExt(state): StateExt<State>,
-    Query(query): Query<SaveQuery>,
+    RawQuery(raw): RawQuery,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> AppResult<Json<StoredBlob>> {
     let scope = running_scope(&state, &task).await?;
-    check_key(&query.key, "cache key", false)?;
+    if raw
+        .as_ref()
+        .is_some_and(|raw| raw.len() > 3 * MAX_KEY_LEN + 64)
+    {
+        return Err(AppError::bad_request("the query is too long"));
+    }
+    let key = single_value(raw.as_deref(), "key")?;
+    check_key(&key, "cache key", false)?;
     let alive_after = state.retention.caches_after(now_ms());
     // Before a byte of the body is read: the agent stops sending on this answer.
     if state
         .store
-        .cache_exists(&scope.project_id, &query.key, alive_after)
+        .cache_exists(&scope.project_id, &key, alive_after)
         .await?
     {
-        return Err(exists(&query.key));
+        return Err(exists(&key));
     }
     let id = new_id();
     let blob_key = BlobKey::new(["caches", scope.project_id.as_str(), id.as_str()])
         .map_err(|err| anyhow::anyhow!("cache blob key: {err}"))?;
-    let what = format!("cache `{}`", query.key);
+    let what = format!("cache `{}`", key);
     let stored = store_archive(&state, &what, &blob_key, &headers, body).await?;
     let row = CacheRow {
         id,
         project_id: scope.project_id,
-        key: query.key.clone(),
+        key: key.clone(),
         size: stored.size as i64,
         sha256: hex(&stored.sha256),
         blob_key: blob_key.as_str().to_owned(),
@@ -189,14 +203,14 @@ async fn save_cache(
         CacheInsert::Exists => {
             // A concurrent save of the same key won the race.
             discard(&state, &blob_key).await;
-            Err(exists(&query.key))
+            Err(exists(&key))
         }
         CacheInsert::Inserted { replaced } => {
             if let Some(replaced) = replaced.and_then(|key| BlobKey::parse(&key).ok()) {
                 discard(&state, &replaced).await;
             }
             Ok(Json(StoredBlob {
-                key: query.key,
+                key,
                 size: stored.size,
             }))
         }
@@ -314,26 +328,27 @@ async fn list_caches(
     }))
 }
 
-#[derive(Deserialize)]
-struct DeleteQuery {
-    #[serde(default)]
-    prefix: String,
-}
-
 async fn delete_caches(
     _: Admin,
     StateExt(state): StateExt<State>,
     Path((vcs, org, repo)): Path<(String, String, String)>,
-    Query(query): Query<DeleteQuery>,
+    RawQuery(raw): RawQuery,
 ) -> AppResult<Json<CacheDeleted>> {
-    check_key(&query.prefix, "key prefix", true)?;
+    if raw
+        .as_ref()
+        .is_some_and(|raw| raw.len() > 3 * MAX_KEY_LEN + 64)
+    {
+        return Err(AppError::bad_request("the query is too long"));
+    }
+    let prefix = single_value(raw.as_deref(), "prefix")?;
+    check_key(&prefix, "key prefix", true)?;
     let project_id = project_id(&state, &vcs, &org, &repo).await?;
     let (mut deleted, mut bytes, mut failed) = (0u64, 0u64, 0u64);
     let mut after: Option<String> = None;
     loop {
         let page = state
             .store
-            .caches_with_prefix(&project_id, &query.prefix, after.as_deref(), DELETE_PAGE)
+            .caches_with_prefix(&project_id, &prefix, after.as_deref(), DELETE_PAGE)
             .await?;
         let full = page.len() as i64 == DELETE_PAGE;
         for row in &page {

@@ -211,6 +211,17 @@ async fn a_saved_key_and_an_oversized_archive_are_refused_before_the_body() {
         .await;
     assert!(answer.starts_with("HTTP/1.1 409"), "{answer}");
     assert!(answer.contains("never overwritten"), "{answer}");
+    // Through the typed client, the 409 arrives while the body is still open.
+    let (sender, body) = Body::sized_channel(1 << 30, 4);
+    sender.send(Bytes::from_static(b"more")).await.unwrap();
+    let refused = tokio::time::timeout(
+        Duration::from_secs(5),
+        server.client.upload_cache(&auth, "deps-v1", body),
+    )
+    .await
+    .expect("the client sees the 409 before the body ends");
+    assert_eq!(status(refused), StatusCode::CONFLICT);
+    drop(sender);
     // Over --max-archive-size by its Content-Length: 413, also before the body.
     let answer = server
         .raw_head_only(&format!(
@@ -239,6 +250,15 @@ async fn a_saved_key_and_an_oversized_archive_are_refused_before_the_body() {
     assert_eq!(server.blob_files("caches").len(), 1);
     assert!(server.blob_files("staging").is_empty());
 
+    // No key, or two: 400 with a message, before the body too.
+    for query in ["", "?key=a&key=b"] {
+        let answer = server
+            .raw_head_only(&format!(
+                "PUT /api/v2/task/cache{query} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 100\r\n\r\n"
+            ))
+            .await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    }
     // Keys: 1 to 512 bytes, no control characters.
     for bad in [String::new(), "k".repeat(513), "a\nb".into()] {
         assert_eq!(
