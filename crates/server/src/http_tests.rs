@@ -365,11 +365,15 @@ async fn of_two_concurrent_saves_of_one_key_exactly_one_is_stored() {
         }));
         senders.push((sender, fill));
     }
-    // Both pass the existence check before either body ends.
+    // Both pass the existence check before either body ends: both are staging their bytes.
     for (sender, fill) in &senders {
         sender.send(Bytes::from(vec![*fill; 1000])).await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while server.blob_files("staging").len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "both uploads stage");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for (sender, fill) in senders {
         sender.send(Bytes::from(vec![fill; 1000])).await.unwrap();
         sender.finish().await;
@@ -569,7 +573,7 @@ async fn admins_list_and_delete_a_projects_caches() {
 
 #[tokio::test]
 async fn expired_objects_vanish_from_reads_at_once_and_the_sweep_frees_them() {
-    let keep = Duration::from_millis(800);
+    let keep = Duration::from_secs(2);
     let retention = Retention {
         caches: keep,
         workspaces: keep,
@@ -606,7 +610,7 @@ async fn expired_objects_vanish_from_reads_at_once_and_the_sweep_frees_them() {
         .unwrap();
     assert_eq!(artifacts.items.len(), 1);
 
-    tokio::time::sleep(keep + Duration::from_millis(200)).await;
+    tokio::time::sleep(keep + Duration::from_millis(300)).await;
     assert_eq!(server.restore(&b, &["v1"]).await, None);
     assert!(server.manifest(&b).await.layers.is_empty());
     assert!(
