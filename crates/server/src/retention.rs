@@ -7,8 +7,8 @@
 //! however long ago the sweep ran. The sweep ([`sweep_loop`], every `--sweep-interval`) then frees
 //! the space: in batches of [`BATCH`], oldest first, it deletes each object's blob and then its
 //! row, so a blob whose deletion failed keeps its row and is found again by the next sweep
-//! (never an orphan no row names). A failure (a blob that cannot be deleted, the database) is logged and ends that kind's sweep;
-//! the next sweep retries. The server never stops over it.
+//! (never an orphan no row names). A failure (a blob that cannot be deleted, the database) is
+//! logged and ends that kind's sweep; the next sweep retries. The server never stops over it.
 
 use std::time::Duration;
 
