@@ -8,8 +8,9 @@ use bosun_api::{
 };
 
 use crate::{
-    Cli, Command, ConfigCommand, Failure, InstanceCommand, JobCommand, PipelineCommand,
-    ProjectCommand, ResourceClassCommand, RunArgs, RunnerCommand, TokenCommand, follow,
+    CacheCommand, Cli, Command, ConfigCommand, Failure, InstanceCommand, JobCommand,
+    PipelineCommand, ProjectCommand, ResourceClassCommand, RunArgs, RunnerCommand, TokenCommand,
+    follow,
 };
 
 pub async fn dispatch(cli: Cli) -> Result<u8, Failure> {
@@ -67,6 +68,7 @@ pub async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                 Command::Artifacts { job, download } => {
                     artifacts(&ctx, &job, download.as_deref()).await
                 }
+                Command::Cache(command) => cache(&ctx, command).await,
                 Command::Config(_) | Command::Quickstart(_) => unreachable!("handled above"),
             }
         }
@@ -119,6 +121,87 @@ async fn artifacts(
         println!("{} {written} {}", artifact.path, target.display());
     }
     Ok(0)
+}
+
+/// `bosun cache list SLUG` and `bosun cache delete SLUG KEY_PREFIX`.
+async fn cache(ctx: &Ctx, command: CacheCommand) -> Result<u8, Failure> {
+    match command {
+        CacheCommand::List { slug } => {
+            let list = ctx.client.project_caches(&ctx.auth, &slug).await?;
+            print!("{}", cache_table(&list.items));
+            Ok(0)
+        }
+        CacheCommand::Delete { slug, key_prefix } => {
+            let deleted = ctx
+                .client
+                .delete_project_caches(&ctx.auth, &slug, &key_prefix)
+                .await?;
+            let which = if key_prefix.is_empty() {
+                String::new()
+            } else {
+                format!(" with keys starting with `{key_prefix}`")
+            };
+            println!(
+                "deleted {} cache(s) of {slug}{which}, {}",
+                deleted.deleted,
+                human_size(deleted.bytes)
+            );
+            Ok(0)
+        }
+    }
+}
+
+/// Caches as a table of aligned columns: key, size, created, expires.
+fn cache_table(items: &[bosun_api::CacheEntry]) -> String {
+    let rows: Vec<[String; 4]> = items
+        .iter()
+        .map(|cache| {
+            [
+                cache.key.clone(),
+                human_size(cache.size),
+                cache.created_at.clone(),
+                cache.expires_at.clone(),
+            ]
+        })
+        .collect();
+    let header = ["KEY", "SIZE", "CREATED", "EXPIRES"].map(str::to_owned);
+    let mut widths = header.clone().map(|title| title.chars().count());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let line = format!(
+            "{:<w0$}  {:>w1$}  {:<w2$}  {}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// A size as people read it: bytes below 1 KiB, else one decimal of the largest binary unit.
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 /// `path` as a relative path of plain components only: `None` for an absolute path or one with
@@ -447,7 +530,36 @@ async fn job_logs(ctx: &Ctx, job: &str) -> Result<u8, Failure> {
 
 #[cfg(test)]
 mod tests {
-    use super::safe_relative;
+    use super::{cache_table, human_size, safe_relative};
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(1023), "1023 B");
+        assert_eq!(human_size(1024), "1.0 KiB");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(10 << 30), "10.0 GiB");
+        assert_eq!(human_size(u64::MAX), "16384.0 PiB");
+    }
+
+    #[test]
+    fn caches_print_as_an_aligned_table() {
+        let entry = |key: &str, size: u64| bosun_api::CacheEntry {
+            key: key.to_owned(),
+            size,
+            created_at: "2026-12-01T20:00:00.000Z".into(),
+            job_id: "j".into(),
+            expires_at: "2026-12-16T20:00:00.000Z".into(),
+        };
+        let table = cache_table(&[entry("v1-deps-long-key", 3 << 20), entry("v1", 12)]);
+        assert_eq!(
+            table,
+            "KEY                  SIZE  CREATED                   EXPIRES\n\
+             v1-deps-long-key  3.0 MiB  2026-12-01T20:00:00.000Z  2026-12-16T20:00:00.000Z\n\
+             v1                   12 B  2026-12-01T20:00:00.000Z  2026-12-16T20:00:00.000Z\n"
+        );
+        assert_eq!(cache_table(&[]), "KEY  SIZE  CREATED  EXPIRES\n");
+    }
 
     #[test]
     fn downloads_stay_inside_their_directory() {

@@ -56,6 +56,9 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         download: Option<std::path::PathBuf>,
     },
+    /// A project's caches (`save_cache` / `restore_cache`).
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// Check `.circleci/config.yml` files.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -163,6 +166,21 @@ pub enum JobCommand {
     Logs { job: String },
     /// Cancel a job: a running one is stopped (SIGTERM, grace, SIGKILL) and ends `canceled`.
     Cancel { job: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CacheCommand {
+    /// List a project's caches, newest first: key, size, created, expires.
+    List {
+        /// Project slug (vcs/org/repo).
+        slug: String,
+    },
+    /// Delete every cache of a project whose key starts with KEY_PREFIX (`""`: all of them).
+    Delete {
+        /// Project slug (vcs/org/repo).
+        slug: String,
+        key_prefix: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

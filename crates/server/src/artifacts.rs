@@ -155,7 +155,7 @@ async fn listing(state: &State, job_id: &str) -> AppResult<Json<ArtifactList>> {
     let base = state.api_url.get().cloned().unwrap_or_default();
     let items = state
         .store
-        .job_artifacts(job_id)
+        .job_artifacts(job_id, state.retention.artifacts_after(now_ms()))
         .await?
         .into_iter()
         .map(|row| Artifact {
@@ -206,7 +206,8 @@ async fn download_artifact(
     StateExt(state): StateExt<State>,
     Path(id): Path<String>,
 ) -> AppResult<impl IntoResponse> {
-    let Some(row) = state.store.artifact(&id).await? else {
+    let alive_after = state.retention.artifacts_after(now_ms());
+    let Some(row) = state.store.artifact(&id, alive_after).await? else {
         return Err(AppError::not_found(format!("no artifact {id}")));
     };
     let key =

@@ -9,18 +9,23 @@ mod admin;
 mod artifacts;
 mod auth;
 pub mod blobs;
+mod caches;
 mod continuation;
 mod datadir;
 mod error;
 mod git;
+#[cfg(test)]
+mod http_tests;
 mod jobs;
 mod logs;
 mod pipelines;
+pub mod retention;
 mod runner;
 mod scheduler;
 mod serve;
 mod store;
 mod util;
+mod workspaces;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,6 +39,9 @@ use tokio::sync::Notify;
 
 pub use error::AppError;
 pub use serve::ConnectionLimits;
+
+/// Largest cache or workspace layer archive by default (`--max-archive-size`).
+pub const DEFAULT_MAX_ARCHIVE_SIZE: u64 = 10 << 30;
 
 /// Everything `bosun-server` needs to start.
 #[derive(Debug, Clone)]
@@ -64,6 +72,13 @@ pub struct Config {
     pub min_free_space: u64,
     /// Largest artifact stored (`--max-artifact-size`).
     pub max_artifact_size: u64,
+    /// Largest cache or workspace layer archive stored (`--max-archive-size`).
+    pub max_archive_size: u64,
+    /// How long caches, workspace layers and artifacts live from their creation
+    /// (`--cache-retention`, `--workspace-retention`, `--artifact-retention`).
+    pub retention: retention::Retention,
+    /// Time between retention sweeps (`--sweep-interval`); the first runs at start.
+    pub sweep_interval: Duration,
     /// Connection cap, header and idle timeouts of the HTTP listener.
     pub connections: ConnectionLimits,
 }
@@ -84,6 +99,9 @@ impl Config {
             max_job_log: logs::DEFAULT_MAX_JOB_LOG,
             min_free_space: logs::DEFAULT_MIN_FREE_SPACE,
             max_artifact_size: artifacts::DEFAULT_MAX_ARTIFACT_SIZE,
+            max_archive_size: DEFAULT_MAX_ARCHIVE_SIZE,
+            retention: retention::Retention::default(),
+            sweep_interval: retention::DEFAULT_SWEEP_INTERVAL,
             connections: ConnectionLimits::default(),
         }
     }
@@ -101,7 +119,7 @@ impl Config {
 /// Shared state of the request handlers.
 pub(crate) struct AppState {
     pub store: store::Store,
-    /// The blob store: logs go through `logs`; caches, workspaces and artifacts will use it
+    /// The blob store: logs go through `logs`; caches, workspaces and artifacts use it
     /// directly.
     pub blobs: Arc<blobs::Blobs>,
     pub repo_dir: PathBuf,
@@ -109,6 +127,10 @@ pub(crate) struct AppState {
     pub max_running_tasks: u64,
     /// Largest artifact stored.
     pub max_artifact_size: u64,
+    /// Largest cache or workspace layer archive stored.
+    pub max_archive_size: u64,
+    /// How long caches, workspace layers and artifacts stay readable.
+    pub retention: retention::Retention,
     /// Woken whenever a task is queued, so long-polling claims answer at once.
     pub queued: Notify,
     /// Woken whenever a running task is asked to cancel, so long-polling heartbeats answer at once.
@@ -162,6 +184,8 @@ pub async fn run(
         task_lease: config.task_lease,
         max_running_tasks: config.max_running_tasks,
         max_artifact_size: config.max_artifact_size,
+        max_archive_size: config.max_archive_size,
+        retention: config.retention,
         queued: Notify::new(),
         cancels: Notify::new(),
         logs: logs::Logs::new(
@@ -187,11 +211,13 @@ pub async fn run(
     on_listening(addr);
 
     let reaper = tokio::spawn(scheduler::reap_expired_leases(state.clone()));
+    let sweeper = tokio::spawn(retention::sweep_loop(state.clone(), config.sweep_interval));
     let app = router(state);
     let result = serve::serve(listener, app, config.connections, shutdown)
         .await
         .context("serving HTTP");
     reaper.abort();
+    sweeper.abort();
     result
 }
 
@@ -202,6 +228,8 @@ fn router(state: State) -> Router {
         .merge(pipelines::routes())
         .merge(jobs::routes())
         .merge(artifacts::routes())
+        .merge(caches::routes())
+        .merge(workspaces::routes())
         .merge(continuation::routes())
         .with_state(state)
 }

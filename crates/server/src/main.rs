@@ -63,6 +63,39 @@ struct Args {
     /// and the step fails.
     #[arg(long, value_name = "SIZE", default_value = "10GiB", value_parser = parse_size)]
     max_artifact_size: u64,
+    /// Largest cache (`save_cache`) or workspace layer (`persist_to_workspace`) archive: past it
+    /// the upload is refused (413) and the step fails.
+    #[arg(long, value_name = "SIZE", default_value = "10GiB", value_parser = parse_size)]
+    max_archive_size: u64,
+    /// How long a cache lives from its creation (`15d`, `36h`, `90m`).
+    #[arg(long, value_name = "DURATION", default_value = "15d", value_parser = parse_duration)]
+    cache_retention: Duration,
+    /// How long a workspace layer lives from its creation.
+    #[arg(long, value_name = "DURATION", default_value = "15d", value_parser = parse_duration)]
+    workspace_retention: Duration,
+    /// How long an artifact lives from its creation.
+    #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = parse_duration)]
+    artifact_retention: Duration,
+    /// Time between sweeps deleting expired caches, workspace layers and artifacts (expired ones
+    /// are unreadable at once; the sweep frees their space).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    sweep_interval: Duration,
+    /// Print the effective settings and exit, without opening the data directory.
+    #[arg(long)]
+    check_config: bool,
+}
+
+/// Reads a duration as people write it: `15d`, `36h`, `90m`, `30s`, `1h 30m`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text.trim()).map_err(|err| {
+        format!(
+            "`{text}` is not a duration ({err}): use a number and a unit, such as 15d, 36h or 90s"
+        )
+    })?;
+    if duration.is_zero() {
+        return Err(format!("`{text}` is zero: a duration must be positive"));
+    }
+    Ok(duration)
 }
 
 /// Reads a size as people write it: `4096`, `100K`, `512MiB`, `1GiB`, `10GB`, `1 TiB`.
@@ -139,9 +172,21 @@ fn main() -> ExitCode {
     config.max_job_log = args.max_job_log;
     config.min_free_space = args.min_free_space;
     config.max_artifact_size = args.max_artifact_size;
+    config.max_archive_size = args.max_archive_size;
+    config.retention = bosun_server::retention::Retention {
+        caches: args.cache_retention,
+        workspaces: args.workspace_retention,
+        artifacts: args.artifact_retention,
+    };
+    config.sweep_interval = args.sweep_interval;
     config.connections.max_connections = args.max_connections;
     config.connections.header_timeout = Duration::from_secs(args.header_timeout_secs.max(1));
     config.connections.idle_timeout = Duration::from_secs(args.idle_timeout_secs.max(1));
+
+    if args.check_config {
+        print!("{}", config_summary(&config));
+        return ExitCode::SUCCESS;
+    }
 
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -173,6 +218,52 @@ fn main() -> ExitCode {
     }
 }
 
+/// What `--check-config` prints: the settings the server would run with, one per line.
+fn config_summary(config: &bosun_server::Config) -> String {
+    let duration = |d: Duration| humantime::format_duration(d).to_string();
+    let blobs = match (&config.blob_url, &config.blob_dir) {
+        (Some(url), _) => url.clone(),
+        (None, Some(dir)) => dir.display().to_string(),
+        (None, None) => config.data_dir.join("blobs").display().to_string(),
+    };
+    let lines = [
+        ("listen", config.listen.to_string()),
+        ("data dir", config.data_dir.display().to_string()),
+        (
+            "database",
+            config.database_url.clone().unwrap_or_else(|| {
+                format!("sqlite://{}", config.data_dir.join("bosun.db").display())
+            }),
+        ),
+        ("blobs", blobs),
+        ("task lease", duration(config.task_lease)),
+        ("max running tasks", config.max_running_tasks.to_string()),
+        ("max step log", format!("{} bytes", config.max_step_log)),
+        ("max job log", format!("{} bytes", config.max_job_log)),
+        ("min free space", format!("{} bytes", config.min_free_space)),
+        (
+            "max artifact size",
+            format!("{} bytes", config.max_artifact_size),
+        ),
+        (
+            "max archive size",
+            format!(
+                "{} bytes (caches, workspace layers)",
+                config.max_archive_size
+            ),
+        ),
+        ("cache retention", duration(config.retention.caches)),
+        ("workspace retention", duration(config.retention.workspaces)),
+        ("artifact retention", duration(config.retention.artifacts)),
+        ("sweep interval", duration(config.sweep_interval)),
+    ];
+    let mut out = String::new();
+    for (name, value) in lines {
+        out.push_str(&format!("{name}: {value}\n"));
+    }
+    out
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
@@ -188,7 +279,18 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_duration, parse_size};
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse_as_people_write_them() {
+        assert_eq!(parse_duration("15d"), Ok(Duration::from_secs(15 * 86400)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("15").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
 
     #[test]
     fn sizes_parse_as_people_write_them() {

@@ -1,4 +1,5 @@
-//! Artifacts: a row per stored file, found by job.
+//! Artifacts: a row per stored file, found by job. They expire by `--artifact-retention`:
+//! reads take the oldest creation time still alive (`created_after`).
 
 use super::{Store, StoreResult};
 
@@ -47,26 +48,57 @@ impl Store {
         )
     }
 
-    /// Job `job_id`'s artifacts, by path (then by when they were stored).
-    pub async fn job_artifacts(&self, job_id: &str) -> StoreResult<Vec<ArtifactRow>> {
+    /// Job `job_id`'s live artifacts, by path (then by when they were stored).
+    pub async fn job_artifacts(
+        &self,
+        job_id: &str,
+        created_after: i64,
+    ) -> StoreResult<Vec<ArtifactRow>> {
         Ok(sqlx::query_as(
             "SELECT id, task_id, job_id, node_index, path, size, sha256, blob_key, created_at
-               FROM artifacts WHERE job_id = $1 ORDER BY path, created_at",
+               FROM artifacts WHERE job_id = $1 AND created_at > $2 ORDER BY path, created_at",
         )
         .bind(job_id)
+        .bind(created_after)
         .fetch_all(&self.pool)
         .await?)
     }
 
-    /// Artifact `id`.
-    pub async fn artifact(&self, id: &str) -> StoreResult<Option<ArtifactRow>> {
+    /// Artifact `id`, if it is live.
+    pub async fn artifact(&self, id: &str, created_after: i64) -> StoreResult<Option<ArtifactRow>> {
         Ok(sqlx::query_as(
             "SELECT id, task_id, job_id, node_index, path, size, sha256, blob_key, created_at
-               FROM artifacts WHERE id = $1",
+               FROM artifacts WHERE id = $1 AND created_at > $2",
         )
         .bind(id)
+        .bind(created_after)
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    /// Up to `limit` artifacts created at or before `cutoff`, oldest first: the sweep's batch.
+    pub async fn expired_artifacts(
+        &self,
+        cutoff: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<ArtifactRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, task_id, job_id, node_index, path, size, sha256, blob_key, created_at
+               FROM artifacts WHERE created_at <= $1 ORDER BY created_at, id LIMIT $2",
+        )
+        .bind(cutoff)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Deletes artifact `id`'s row; `false` if it was gone.
+    pub async fn delete_artifact(&self, id: &str) -> StoreResult<bool> {
+        let deleted = sqlx::query("DELETE FROM artifacts WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(deleted.rows_affected() > 0)
     }
 
     /// The id of job number `number` of the project `slug`.

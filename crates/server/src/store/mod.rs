@@ -15,17 +15,23 @@
 //! into a trait), its own `migrations/postgres/`, and `FOR UPDATE SKIP LOCKED` in `claim_task`.
 //!
 //! A feature that needs tables (caches, workspaces, artifacts) adds a migration and a
-//! `store/<feature>.rs` with its methods and rows, as the files here do.
+//! `store/<feature>.rs` with its methods and rows, as the files here do. Objects that expire
+//! (caches, workspace layers, artifacts) carry only their creation time: every read takes the
+//! oldest creation time still alive (`created_after`), so expiry needs no sweep to take effect.
 
 mod admin;
 mod artifacts;
+mod caches;
 mod continuations;
+#[cfg(test)]
+pub(crate) mod fixtures;
 mod pipelines;
 pub mod rows;
 pub mod status;
 mod tasks;
 #[cfg(test)]
 mod tests;
+mod workspaces;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -34,8 +40,10 @@ use anyhow::Context;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 pub use artifacts::ArtifactRow;
+pub use caches::{CacheInsert, CacheRow, JobScope};
 pub use rows::*;
 pub use status::*;
+pub use workspaces::LayerRow;
 
 /// What went wrong in the store. Callers answer clients with a generic message; the details go
 /// to the server's log.

@@ -188,3 +188,213 @@ async fn statuses_are_stored_as_circleci_strings() {
         "{error}"
     );
 }
+
+fn cache(project_id: &str, job_id: &str, task_id: &str, key: &str, created_at: i64) -> CacheRow {
+    CacheRow {
+        id: crate::util::new_id(),
+        project_id: project_id.to_owned(),
+        key: key.to_owned(),
+        size: key.len() as i64,
+        sha256: "00".into(),
+        blob_key: format!("caches/{project_id}/{key}"),
+        job_id: job_id.to_owned(),
+        task_id: task_id.to_owned(),
+        created_at,
+        last_used_at: None,
+    }
+}
+
+#[tokio::test]
+async fn cache_prefixes_are_literal_and_the_most_recent_match_wins() {
+    let (store, _dir) = test_store().await;
+    let project = fixtures::project(&store, "gh/acme/a").await;
+    let other = fixtures::project(&store, "gh/acme/b").await;
+    let flow = fixtures::workflow(&store, &project, &[("build", &[])]).await;
+    let job = &flow.jobs["build"];
+    let task = fixtures::task(&store, job, TaskStatus::Running, "h").await;
+    let keys = [
+        ("a%b", 1),
+        ("axb", 2),
+        ("a_b", 3),
+        ("a%bc", 4),
+        ("aXb", 5),
+        ("a\\b", 6),
+        ("v1-é", 7),
+        ("v1-\u{10FFFF}x", 8),
+    ];
+    for (key, at) in keys {
+        let inserted = store
+            .add_cache(&cache(&project, job, &task, key, at), 0)
+            .await
+            .unwrap();
+        assert_eq!(inserted, CacheInsert::Inserted { replaced: None });
+    }
+    // The other project's newest cache is not this one's.
+    store
+        .add_cache(&cache(&other, job, &task, "a%zzz", 100), 0)
+        .await
+        .unwrap();
+    let latest = |prefix: &'static str, after: i64| {
+        let store = store.clone();
+        let project = project.clone();
+        async move {
+            store
+                .latest_cache_with_prefix(&project, prefix, after)
+                .await
+                .unwrap()
+                .map(|row| row.key)
+        }
+    };
+    assert_eq!(latest("a%", 0).await.as_deref(), Some("a%bc"));
+    assert_eq!(latest("a%b", 0).await.as_deref(), Some("a%bc"));
+    assert_eq!(latest("a%b", 0).await.as_deref(), Some("a%bc"));
+    assert_eq!(latest("a_", 0).await.as_deref(), Some("a_b"));
+    assert_eq!(latest("a\\", 0).await.as_deref(), Some("a\\b"));
+    assert_eq!(latest("ax", 0).await.as_deref(), Some("axb"));
+    assert_eq!(latest("a", 0).await.as_deref(), Some("a\\b"));
+    assert_eq!(latest("", 0).await.as_deref(), Some("v1-\u{10FFFF}x"));
+    assert_eq!(latest("v1-", 0).await.as_deref(), Some("v1-\u{10FFFF}x"));
+    assert_eq!(latest("v1-é", 0).await.as_deref(), Some("v1-é"));
+    assert_eq!(latest("b", 0).await, None);
+    assert_eq!(latest("a%bcd", 0).await, None);
+    // Expired caches (created at or before the cutoff) are invisible at once.
+    assert_eq!(latest("a%", 3).await.as_deref(), Some("a%bc"));
+    assert_eq!(latest("a%", 4).await, None);
+    assert!(store.cache_exists(&project, "a%b", 0).await.unwrap());
+    assert!(!store.cache_exists(&project, "a%b", 1).await.unwrap());
+    assert!(!store.cache_exists(&project, "a%", 0).await.unwrap());
+
+    // The listing: newest first, live only.
+    let listed: Vec<String> = store
+        .project_caches(&project, 4, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| row.key)
+        .collect();
+    assert_eq!(listed, ["v1-\u{10FFFF}x", "v1-é", "a\\b", "aXb"]);
+
+    // Pages of a prefix, in key order, after a key.
+    let page = |after: Option<&'static str>| {
+        let store = store.clone();
+        let project = project.clone();
+        async move {
+            store
+                .caches_with_prefix(&project, "a", after, 2)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|row| row.key)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(page(None).await, ["a%b", "a%bc"]);
+    assert_eq!(page(Some("a%bc")).await, ["aXb", "a\\b"]);
+    assert_eq!(page(Some("a\\b")).await, ["a_b", "axb"]);
+    assert!(page(Some("axb")).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_cache_key_is_saved_once_and_an_expired_one_gives_way() {
+    let (store, _dir) = test_store().await;
+    let project = fixtures::project(&store, "gh/acme/a").await;
+    let flow = fixtures::workflow(&store, &project, &[("build", &[])]).await;
+    let job = &flow.jobs["build"];
+    let task = fixtures::task(&store, job, TaskStatus::Running, "h").await;
+    let first = cache(&project, job, &task, "k", 10);
+    assert_eq!(
+        store.add_cache(&first, 0).await.unwrap(),
+        CacheInsert::Inserted { replaced: None }
+    );
+    let mut second = cache(&project, job, &task, "k", 20);
+    second.blob_key = "caches/p/second".into();
+    assert_eq!(
+        store.add_cache(&second, 0).await.unwrap(),
+        CacheInsert::Exists
+    );
+    // Once the first expired (alive only after 10), the second replaces it.
+    assert_eq!(
+        store.add_cache(&second, 10).await.unwrap(),
+        CacheInsert::Inserted {
+            replaced: Some(first.blob_key.clone())
+        }
+    );
+    let row = store
+        .latest_cache_with_prefix(&project, "k", 0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.id, second.id);
+    store.touch_cache(&row.id, 99).await.unwrap();
+    let row = store
+        .latest_cache_with_prefix(&project, "k", 0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.last_used_at, Some(99));
+    assert_eq!(
+        store
+            .expired_caches(20, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| &row.id)
+            .collect::<Vec<_>>(),
+        [&second.id]
+    );
+    assert!(store.expired_caches(19, 10).await.unwrap().is_empty());
+    assert!(store.delete_cache(&second.id).await.unwrap());
+    assert!(!store.delete_cache(&second.id).await.unwrap());
+    assert_eq!(fixtures::count(&store, "caches").await, 0);
+}
+
+#[tokio::test]
+async fn workspace_layers_keep_their_jobs_order_and_only_succeeded_tasks_count() {
+    let (store, _dir) = test_store().await;
+    let project = fixtures::project(&store, "gh/acme/a").await;
+    let flow = fixtures::workflow(&store, &project, &[("a", &[]), ("b", &["a"])]).await;
+    let a = &flow.jobs["a"];
+    let b = &flow.jobs["b"];
+    let ok = fixtures::task(&store, a, TaskStatus::Success, "h1").await;
+    let failed = fixtures::task(&store, b, TaskStatus::Failed, "h2").await;
+    let layer = |job: &str, task: &str, at: i64| LayerRow {
+        id: crate::util::new_id(),
+        workflow_id: flow.id.clone(),
+        job_id: job.to_owned(),
+        task_id: task.to_owned(),
+        seq: 0,
+        size: 1,
+        sha256: "00".into(),
+        blob_key: "workspaces/x/y".into(),
+        created_at: at,
+    };
+    let first = layer(a, &ok, 10);
+    let second = layer(a, &ok, 11);
+    let of_failed = layer(b, &failed, 5);
+    assert_eq!(store.add_workspace_layer(&first).await.unwrap(), 1);
+    assert_eq!(store.add_workspace_layer(&second).await.unwrap(), 2);
+    assert_eq!(store.add_workspace_layer(&of_failed).await.unwrap(), 1);
+    assert_eq!(store.job_layer_count(a).await.unwrap(), 2);
+    let ids = |rows: Vec<LayerRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.workflow_layers(&flow.id, 0).await.unwrap()),
+        [first.id.clone(), second.id.clone()]
+    );
+    assert_eq!(
+        ids(store.workflow_layers(&flow.id, 10).await.unwrap()),
+        [second.id.as_str()]
+    );
+    assert!(
+        store
+            .workflow_layers(&flow.id, 11)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        ids(store.expired_workspace_layers(10, 2).await.unwrap()),
+        [of_failed.id.clone(), first.id.clone()]
+    );
+    assert!(store.delete_workspace_layer(&first.id).await.unwrap());
+    assert_eq!(fixtures::count(&store, "workspace_layers").await, 2);
+}

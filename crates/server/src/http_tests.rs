@@ -1,0 +1,710 @@
+//! HTTP-level tests of caches, workspaces and retention: a real server (`run`) on 127.0.0.1:0
+//! in-process, the typed `bosun_api` client the launch-agent uses, raw TCP where the order of
+//! bytes on the wire is the point, and rows made directly through the store (no git, no
+//! agents: the end-to-end suite runs those).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bosun_api::task::WorkspaceManifest;
+use bosun_api::{Auth, Body, Client, StatusCode};
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::auth::hash_token;
+use crate::blobs::{Blobs, Location};
+use crate::retention::{Retention, sweep_once};
+use crate::store::{Store, TaskStatus, fixtures};
+use crate::util::{new_id, now_ms};
+use crate::{Config, run};
+
+const ADMIN: &str = "bosun_admin_test_token_0123456789";
+
+struct TestServer {
+    addr: std::net::SocketAddr,
+    client: Client,
+    admin: Auth,
+    store: Store,
+    blob_dir: PathBuf,
+    _dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let mut config = Config::new("127.0.0.1:0".parse().unwrap(), data_dir.clone());
+    config.admin_token = Some(ADMIN.into());
+    config.min_free_space = 0;
+    tweak(&mut config);
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let result = run(
+            config,
+            move |addr| {
+                let _ = addr_tx.send(addr);
+            },
+            async move {
+                let _ = stop_rx.await;
+            },
+        )
+        .await;
+        if let Err(err) = result {
+            panic!("server failed: {err:#}");
+        }
+    });
+    let addr = addr_rx.await.expect("the server listens");
+    let url = format!("sqlite://{}", data_dir.join("bosun.db").display());
+    let store = Store::open(&url).await.unwrap();
+    TestServer {
+        addr,
+        client: Client::new(&format!("http://{addr}")).unwrap(),
+        admin: Auth::CircleToken(ADMIN.into()),
+        store,
+        blob_dir: data_dir.join("blobs"),
+        _dir: dir,
+        stop: Some(stop_tx),
+    }
+}
+
+impl TestServer {
+    /// A running task of `job_id`, and the token that authenticates it.
+    async fn task(&self, job_id: &str) -> (String, Auth) {
+        let token = format!("bosun_task_{}", new_id());
+        let id = fixtures::task(
+            &self.store,
+            job_id,
+            TaskStatus::Running,
+            &hash_token(&token),
+        )
+        .await;
+        (id, Auth::Bearer(token))
+    }
+
+    /// Every file under the blob directory's `prefix`.
+    fn blob_files(&self, prefix: &str) -> Vec<PathBuf> {
+        files_under(&self.blob_dir.join(prefix))
+    }
+
+    async fn save(
+        &self,
+        auth: &Auth,
+        key: &str,
+        bytes: &'static [u8],
+    ) -> Result<u64, bosun_api::ApiError> {
+        let body = Body::sized(
+            bytes.len() as u64,
+            futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(bytes))]),
+        );
+        let stored = self.client.upload_cache(auth, key, body).await?;
+        assert_eq!(stored.key, key);
+        Ok(stored.size)
+    }
+
+    async fn persist(&self, auth: &Auth, bytes: &'static [u8]) -> String {
+        let body = Body::sized(
+            bytes.len() as u64,
+            futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(bytes))]),
+        );
+        let stored = self
+            .client
+            .upload_workspace_layer(auth, body)
+            .await
+            .unwrap();
+        assert_eq!(stored.size, bytes.len() as u64);
+        stored.key
+    }
+
+    async fn restore(&self, auth: &Auth, prefixes: &[&str]) -> Option<(String, Vec<u8>)> {
+        let prefixes: Vec<String> = prefixes.iter().map(|p| p.to_string()).collect();
+        let (key, download) = self.client.download_cache(auth, &prefixes).await.unwrap()?;
+        let length = download.content_length();
+        let bytes = download.bytes().await.unwrap().to_vec();
+        assert_eq!(length, Some(bytes.len() as u64));
+        Some((key, bytes))
+    }
+
+    async fn manifest(&self, auth: &Auth) -> WorkspaceManifest {
+        let download = self.client.workspace_manifest(auth).await.unwrap();
+        serde_json::from_slice(&download.bytes().await.unwrap()).unwrap()
+    }
+
+    /// Sends a request head (and no body) on a fresh connection; answers the status line and
+    /// the answer's body, read until the server closes or 5 s pass.
+    async fn raw_head_only(&self, head: &str) -> String {
+        let mut socket = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        socket.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let mut buffer = [0u8; 4096];
+        let read = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let n = socket.read(&mut buffer).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                answer.extend_from_slice(&buffer[..n]);
+                let text = String::from_utf8_lossy(&answer);
+                if text.contains("\r\n\r\n") && text.contains("\"message\"") && text.ends_with('}')
+                {
+                    break;
+                }
+            }
+        })
+        .await;
+        assert!(
+            read.is_ok(),
+            "no answer before the body was sent: {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+fn status(result: Result<impl std::fmt::Debug, bosun_api::ApiError>) -> StatusCode {
+    result
+        .expect_err("an error answer")
+        .status()
+        .expect("an HTTP status")
+}
+
+#[tokio::test]
+async fn a_saved_key_and_an_oversized_archive_are_refused_before_the_body() {
+    let server = start(|config| config.max_archive_size = 1 << 20).await;
+    let project = fixtures::project(&server.store, "gh/acme/widgets").await;
+    let flow = fixtures::workflow(&server.store, &project, &[("build", &[])]).await;
+    let (_, auth) = server.task(&flow.jobs["build"]).await;
+    let Auth::Bearer(token) = &auth else {
+        unreachable!()
+    };
+
+    assert_eq!(server.save(&auth, "deps-v1", b"hello").await.unwrap(), 5);
+    // The key exists: 409 while the announced gigabyte is still unsent.
+    let answer = server
+        .raw_head_only(&format!(
+            "PUT /api/v2/task/cache?key=deps-v1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 1073741824\r\n\r\n"
+        ))
+        .await;
+    assert!(answer.starts_with("HTTP/1.1 409"), "{answer}");
+    assert!(answer.contains("never overwritten"), "{answer}");
+    // Through the typed client, the 409 arrives while the body is still open.
+    let (sender, body) = Body::sized_channel(1 << 30, 4);
+    sender.send(Bytes::from_static(b"more")).await.unwrap();
+    let refused = tokio::time::timeout(
+        Duration::from_secs(5),
+        server.client.upload_cache(&auth, "deps-v1", body),
+    )
+    .await
+    .expect("the client sees the 409 before the body ends");
+    assert_eq!(status(refused), StatusCode::CONFLICT);
+    drop(sender);
+    // Over --max-archive-size by its Content-Length: 413, also before the body.
+    let answer = server
+        .raw_head_only(&format!(
+            "PUT /api/v2/task/cache?key=new HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 2097152\r\n\r\n"
+        ))
+        .await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("--max-archive-size"), "{answer}");
+    let answer = server
+        .raw_head_only(&format!(
+            "PUT /api/v2/task/workspace HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 2097152\r\n\r\n"
+        ))
+        .await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+
+    // Over the limit without a length: 413 once the stream passes it, and nothing is stored.
+    let big: Vec<Result<Bytes, std::io::Error>> = (0..32)
+        .map(|_| Ok(Bytes::from(vec![7u8; 64 << 10])))
+        .collect();
+    let upload = server
+        .client
+        .upload_cache(&auth, "big", Body::stream(futures_util::stream::iter(big)))
+        .await;
+    assert_eq!(status(upload), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(fixtures::count(&server.store, "caches").await, 1);
+    assert_eq!(server.blob_files("caches").len(), 1);
+    assert!(server.blob_files("staging").is_empty());
+
+    // No key, or two: 400 with a message, before the body too.
+    for query in ["", "?key=a&key=b"] {
+        let answer = server
+            .raw_head_only(&format!(
+                "PUT /api/v2/task/cache{query} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 100\r\n\r\n"
+            ))
+            .await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    }
+    // Keys: 1 to 512 bytes, no control characters.
+    for bad in [String::new(), "k".repeat(513), "a\nb".into()] {
+        assert_eq!(
+            status(server.save(&auth, &bad, b"x").await),
+            StatusCode::BAD_REQUEST,
+            "{bad:?}"
+        );
+    }
+    assert_eq!(server.save(&auth, &"k".repeat(512), b"x").await.unwrap(), 1);
+    let many: Vec<String> = (0..65).map(|i| format!("k{i}")).collect();
+    assert_eq!(
+        status(server.client.download_cache(&auth, &many).await),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        status(server.client.download_cache(&auth, &[]).await),
+        StatusCode::BAD_REQUEST
+    );
+
+    // A task that ended may not save or restore.
+    let (ended, ended_auth) = server.task(&flow.jobs["build"]).await;
+    fixtures::set_task_status(&server.store, &ended, TaskStatus::Success).await;
+    assert_eq!(
+        status(server.save(&ended_auth, "late", b"x").await),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        status(
+            server
+                .client
+                .download_cache(&ended_auth, &["deps".into()])
+                .await
+        ),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn a_restore_takes_the_newest_cache_of_the_first_prefix_that_matches() {
+    let server = start(|_| {}).await;
+    let project = fixtures::project(&server.store, "gh/acme/widgets").await;
+    let other = fixtures::project(&server.store, "gh/acme/other").await;
+    let flow = fixtures::workflow(&server.store, &project, &[("build", &[])]).await;
+    let foreign = fixtures::workflow(&server.store, &other, &[("build", &[])]).await;
+    let (_, auth) = server.task(&flow.jobs["build"]).await;
+    let (_, foreign_auth) = server.task(&foreign.jobs["build"]).await;
+
+    server.save(&auth, "v1-linux-aaa", b"first").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    server.save(&auth, "v1-linux-bbb", b"second").await.unwrap();
+    let odd = "v1 %_ é/+&=?x";
+    server.save(&auth, odd, b"odd").await.unwrap();
+    server
+        .save(&foreign_auth, "v1-linux-zzz", b"foreign")
+        .await
+        .unwrap();
+
+    assert_eq!(
+        server.restore(&auth, &["nomatch", "v1-linux-", "v1"]).await,
+        Some(("v1-linux-bbb".into(), b"second".to_vec()))
+    );
+    // The first prefix that matches wins, though a later one has a newer cache.
+    assert_eq!(
+        server.restore(&auth, &["v1-linux-a", "v1-linux-"]).await,
+        Some(("v1-linux-aaa".into(), b"first".to_vec()))
+    );
+    // `%` and `_` are characters, and the key comes back exactly through the header.
+    assert_eq!(
+        server.restore(&auth, &["v1 %_"]).await,
+        Some((odd.into(), b"odd".to_vec()))
+    );
+    assert_eq!(server.restore(&auth, &["v1_"]).await, None);
+    assert_eq!(server.restore(&auth, &["x", "y"]).await, None);
+    // Another project's caches are not this one's.
+    assert_eq!(
+        server.restore(&foreign_auth, &["v1-linux-"]).await,
+        Some(("v1-linux-zzz".into(), b"foreign".to_vec()))
+    );
+    assert_eq!(server.restore(&foreign_auth, &["v1-linux-a"]).await, None);
+    // A restore notes when the cache was last used.
+    let used = server
+        .store
+        .latest_cache_with_prefix(&project, "v1-linux-aaa", 0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(used.last_used_at.is_some());
+}
+
+#[tokio::test]
+async fn of_two_concurrent_saves_of_one_key_exactly_one_is_stored() {
+    let server = start(|_| {}).await;
+    let project = fixtures::project(&server.store, "gh/acme/widgets").await;
+    let flow = fixtures::workflow(&server.store, &project, &[("a", &[]), ("b", &[])]).await;
+    let (_, first) = server.task(&flow.jobs["a"]).await;
+    let (_, second) = server.task(&flow.jobs["b"]).await;
+    let mut uploads = Vec::new();
+    let mut senders = Vec::new();
+    for (auth, fill) in [(first, 1u8), (second, 2u8)] {
+        let (sender, body) = Body::channel(4);
+        let client = server.client.clone();
+        uploads.push(tokio::spawn(async move {
+            client.upload_cache(&auth, "race", body).await
+        }));
+        senders.push((sender, fill));
+    }
+    // Both pass the existence check before either body ends: both are staging their bytes.
+    for (sender, fill) in &senders {
+        sender.send(Bytes::from(vec![*fill; 1000])).await.unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while server.blob_files("staging").len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "both uploads stage");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (sender, fill) in senders {
+        sender.send(Bytes::from(vec![fill; 1000])).await.unwrap();
+        sender.finish().await;
+    }
+    let mut won = Vec::new();
+    for upload in uploads {
+        match upload.await.unwrap() {
+            Ok(stored) => won.push(stored.size),
+            Err(err) => assert_eq!(err.status(), Some(StatusCode::CONFLICT), "{err}"),
+        }
+    }
+    assert_eq!(won, [2000], "exactly one save wins");
+    assert_eq!(fixtures::count(&server.store, "caches").await, 1);
+    assert_eq!(
+        server.blob_files("caches").len(),
+        1,
+        "the loser's blob is deleted"
+    );
+    let (_, reader) = server.task(&flow.jobs["a"]).await;
+    let (_, bytes) = server.restore(&reader, &["race"]).await.unwrap();
+    assert_eq!(bytes.len(), 2000);
+    assert!(
+        bytes.iter().all(|b| *b == bytes[0]),
+        "one upload's bytes, not a mix"
+    );
+}
+
+#[tokio::test]
+async fn a_workspace_manifest_holds_upstream_layers_only_and_serves_only_those() {
+    let server = start(|_| {}).await;
+    let project = fixtures::project(&server.store, "gh/acme/widgets").await;
+    let flow = fixtures::workflow(
+        &server.store,
+        &project,
+        &[("a", &[]), ("b", &["a"]), ("c", &[]), ("d", &["b"])],
+    )
+    .await;
+    let other = fixtures::workflow(&server.store, &project, &[("a", &[])]).await;
+
+    let mut layers = std::collections::HashMap::new();
+    for (flow, job, contents) in [
+        (&flow, "a", &["a1", "a2"][..]),
+        (&flow, "c", &["c1"][..]),
+        (&flow, "b", &["b1"][..]),
+        (&other, "a", &["f1"][..]),
+    ] {
+        let (task, auth) = server.task(&flow.jobs[job]).await;
+        for name in contents {
+            let id = server.persist(&auth, name.as_bytes()).await;
+            layers.insert(name.to_string(), id);
+        }
+        fixtures::set_task_status(&server.store, &task, TaskStatus::Success).await;
+    }
+    let (_, d) = server.task(&flow.jobs["d"]).await;
+    let own = server.persist(&d, b"d1").await;
+    let manifest = server.manifest(&d).await;
+    let seen: Vec<(&str, &str, u64, Vec<String>)> = manifest
+        .layers
+        .iter()
+        .map(|l| {
+            (
+                l.id.as_str(),
+                l.job_name.as_str(),
+                l.size,
+                l.requires.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (layers["a1"].as_str(), "a", 2, vec![]),
+            (layers["a2"].as_str(), "a", 2, vec![]),
+            (layers["b1"].as_str(), "b", 2, vec!["a".to_owned()]),
+        ]
+    );
+    assert_eq!(manifest.layers[0].job_id, flow.jobs["a"]);
+    for name in ["a1", "a2", "b1"] {
+        let download = server
+            .client
+            .download_workspace_layer(&d, &layers[name])
+            .await
+            .unwrap()
+            .expect("an upstream layer");
+        assert_eq!(download.bytes().await.unwrap().as_ref(), name.as_bytes());
+    }
+    // Not upstream (c), another workflow's (f1), its own, or no layer at all: 404.
+    for layer in [
+        &layers["c1"],
+        &layers["f1"],
+        &own,
+        &"no-such-layer".to_owned(),
+    ] {
+        assert!(
+            server
+                .client
+                .download_workspace_layer(&d, layer)
+                .await
+                .unwrap()
+                .is_none(),
+            "{layer}"
+        );
+    }
+    // A job with nothing upstream gets an empty list.
+    let (_, a) = server.task(&flow.jobs["a"]).await;
+    assert!(server.manifest(&a).await.layers.is_empty());
+}
+
+#[tokio::test]
+async fn admins_list_and_delete_a_projects_caches() {
+    let server = start(|_| {}).await;
+    let project = fixtures::project(&server.store, "gh/acme/widgets").await;
+    let flow = fixtures::workflow(&server.store, &project, &[("build", &[])]).await;
+    let (_, auth) = server.task(&flow.jobs["build"]).await;
+    for key in ["v1-a", "v1-b", "v2-a"] {
+        server.save(&auth, key, b"12345").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let slug = "gh/acme/widgets";
+    let list = server
+        .client
+        .project_caches(&server.admin, slug)
+        .await
+        .unwrap();
+    let keys: Vec<&str> = list.items.iter().map(|c| c.key.as_str()).collect();
+    assert_eq!(keys, ["v2-a", "v1-b", "v1-a"], "newest first");
+    assert_eq!(list.next_page_token, None);
+    let entry = &list.items[0];
+    assert_eq!(
+        (entry.size, entry.job_id.as_str()),
+        (5, flow.jobs["build"].as_str())
+    );
+    let created = humantime::parse_rfc3339(&entry.created_at).unwrap();
+    let expires = humantime::parse_rfc3339(&entry.expires_at).unwrap();
+    assert_eq!(
+        expires.duration_since(created).unwrap(),
+        Duration::from_secs(15 * 24 * 3600)
+    );
+    assert!(entry.created_at.ends_with('Z'), "{}", entry.created_at);
+
+    let deleted = server
+        .client
+        .delete_project_caches(&server.admin, slug, "v1-")
+        .await
+        .unwrap();
+    assert_eq!((deleted.deleted, deleted.bytes), (2, 10));
+    let keys: Vec<String> = server
+        .client
+        .project_caches(&server.admin, slug)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|c| c.key)
+        .collect();
+    assert_eq!(keys, ["v2-a"]);
+    assert_eq!(server.blob_files("caches").len(), 1);
+    assert_eq!(server.restore(&auth, &["v1-"]).await, None);
+    // A deleted key may be saved again.
+    server.save(&auth, "v1-a", b"again").await.unwrap();
+    let all = server
+        .client
+        .delete_project_caches(&server.admin, slug, "")
+        .await
+        .unwrap();
+    assert_eq!((all.deleted, all.bytes), (2, 10));
+    assert!(server.blob_files("caches").is_empty());
+
+    assert_eq!(
+        status(
+            server
+                .client
+                .project_caches(&server.admin, "gh/acme/none")
+                .await
+        ),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        status(
+            server
+                .client
+                .delete_project_caches(&server.admin, "gh/acme/none", "")
+                .await
+        ),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        status(server.client.project_caches(&Auth::None, slug).await),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        status(server.client.project_caches(&auth, slug).await),
+        StatusCode::UNAUTHORIZED,
+        "a task token is not an admin token"
+    );
+}
+
+#[tokio::test]
+async fn expired_objects_vanish_from_reads_at_once_and_the_sweep_frees_them() {
+    let keep = Duration::from_secs(2);
+    let retention = Retention {
+        caches: keep,
+        workspaces: keep,
+        artifacts: keep,
+    };
+    // Only the sweep at start runs: expiry alone must hide what expired.
+    let server = start(|config| {
+        config.retention = retention;
+        config.sweep_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let project = fixtures::project(&server.store, "gh/acme/widgets").await;
+    let flow = fixtures::workflow(&server.store, &project, &[("a", &[]), ("b", &["a"])]).await;
+    let (a_task, a) = server.task(&flow.jobs["a"]).await;
+    server.save(&a, "v1", b"cached").await.unwrap();
+    let layer = server.persist(&a, b"layer").await;
+    let artifact = Body::sized(
+        4,
+        futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"file"))]),
+    );
+    server
+        .client
+        .upload_artifact(&a, "out.txt", artifact)
+        .await
+        .unwrap();
+    fixtures::set_task_status(&server.store, &a_task, TaskStatus::Success).await;
+    let (_, b) = server.task(&flow.jobs["b"]).await;
+    assert!(server.restore(&b, &["v1"]).await.is_some());
+    assert_eq!(server.manifest(&b).await.layers.len(), 1);
+    let artifacts = server
+        .client
+        .job_artifacts(&server.admin, &flow.jobs["a"])
+        .await
+        .unwrap();
+    assert_eq!(artifacts.items.len(), 1);
+
+    tokio::time::sleep(keep + Duration::from_millis(300)).await;
+    assert_eq!(server.restore(&b, &["v1"]).await, None);
+    assert!(server.manifest(&b).await.layers.is_empty());
+    assert!(
+        server
+            .client
+            .download_workspace_layer(&b, &layer)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        server
+            .client
+            .project_caches(&server.admin, "gh/acme/widgets")
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        server
+            .client
+            .job_artifacts(&server.admin, &flow.jobs["a"])
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert_eq!(
+        status(
+            server
+                .client
+                .download_artifact(&server.admin, &artifacts.items[0].url)
+                .await
+        ),
+        StatusCode::NOT_FOUND
+    );
+    // The rows and blobs are still there until a sweep.
+    for table in ["caches", "workspace_layers", "artifacts"] {
+        assert_eq!(fixtures::count(&server.store, table).await, 1, "{table}");
+    }
+    assert_eq!(server.blob_files("caches").len(), 1);
+
+    let blobs = Blobs::open(&Location::Dir(server.blob_dir.clone()), 0).unwrap();
+    let swept = sweep_once(&server.store, &blobs, &retention, now_ms()).await;
+    assert_eq!(swept.caches, (1, 6));
+    assert_eq!(swept.workspace_layers, (1, 5));
+    assert_eq!(swept.artifacts, (1, 4));
+    assert_eq!(swept.failures, 0);
+    for table in ["caches", "workspace_layers", "artifacts"] {
+        assert_eq!(fixtures::count(&server.store, table).await, 0, "{table}");
+    }
+    for prefix in ["caches", "workspaces", "artifacts"] {
+        assert!(server.blob_files(prefix).is_empty(), "{prefix}");
+    }
+    assert_eq!(
+        sweep_once(&server.store, &blobs, &retention, now_ms())
+            .await
+            .caches,
+        (0, 0)
+    );
+}
+
+#[tokio::test]
+async fn the_background_sweep_runs_every_interval() {
+    let keep = Duration::from_millis(300);
+    let server = start(|config| {
+        config.retention = Retention {
+            caches: keep,
+            workspaces: keep,
+            artifacts: keep,
+        };
+        config.sweep_interval = Duration::from_millis(200);
+    })
+    .await;
+    let project = fixtures::project(&server.store, "gh/acme/widgets").await;
+    let flow = fixtures::workflow(&server.store, &project, &[("a", &[])]).await;
+    let (_, a) = server.task(&flow.jobs["a"]).await;
+    server.save(&a, "v1", b"cached").await.unwrap();
+    server.persist(&a, b"layer").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = fixtures::count(&server.store, "caches").await
+            + fixtures::count(&server.store, "workspace_layers").await;
+        if left == 0
+            && server.blob_files("caches").is_empty()
+            && server.blob_files("workspaces").is_empty()
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{left} rows left after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
