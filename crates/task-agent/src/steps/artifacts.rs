@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use bosun_protocol::task::StoreArtifactsStep;
-use bosun_protocol::{BlobKind, StepStatus, UploadOutcome};
+use bosun_protocol::{BlobKind, UploadOutcome};
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
@@ -150,29 +150,16 @@ enum Stopped {
     Failed(String),
 }
 
-/// The step was stopped (a cancel, the launch-agent gone) between or during uploads.
 async fn canceled(
     job: &Job,
     log: u32,
     control: &watch::Receiver<Control>,
 ) -> Result<StepResult, Lost> {
-    let reason = match &*control.borrow() {
-        Control::Lost => return Err(Lost),
-        Control::Cancel { reason, .. } => reason.clone(),
-        Control::Run | Control::Finish { .. } => "the task is ending".to_owned(),
-    };
-    job.out.text(log, format!("\nCanceled: {reason}\n")).await?;
-    Ok(StepResult {
-        status: StepStatus::Canceled,
-        exit_code: None,
-    })
+    super::canceled(&job.out, log, control).await
 }
 
 fn success() -> StepResult {
-    StepResult {
-        status: StepStatus::Success,
-        exit_code: Some(0),
-    }
+    StepResult::success()
 }
 
 /// `floor_char_boundary` is not stable on Rust 1.85.

@@ -5,10 +5,13 @@
 //! [`StepResult`]; the [`crate::engine`] sends `StepStarted`/`StepFinished` around it. New step
 //! types (caches, workspaces, artifacts, test results) add a module here and a match arm there.
 
+pub mod archive;
 pub mod artifacts;
 pub mod cache;
 pub mod checkout;
 pub mod run;
+pub mod template;
+pub mod transfer;
 pub mod workspace;
 
 use std::collections::BTreeMap;
@@ -21,7 +24,9 @@ use bosun_protocol::task::TaskSpec;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use crate::link::{Lost, Outbox};
+use tokio::sync::watch;
+
+use crate::link::{Control, Lost, Outbox};
 use crate::process::{Ended, Groups};
 
 /// Shell for `run` steps when neither the step nor the job names one (CircleCI's default).
@@ -144,6 +149,34 @@ impl StepResult {
             exit_code,
         }
     }
+}
+
+impl StepResult {
+    pub fn success() -> StepResult {
+        StepResult {
+            status: StepStatus::Success,
+            exit_code: Some(0),
+        }
+    }
+}
+
+/// A step that was stopped (a cancel, the end of the task, the launch-agent gone) between or
+/// during transfers: says so in its log and returns its result.
+pub async fn canceled(
+    out: &Outbox,
+    log: u32,
+    control: &watch::Receiver<Control>,
+) -> Result<StepResult, Lost> {
+    let reason = match &*control.borrow() {
+        Control::Lost => return Err(Lost),
+        Control::Cancel { reason, .. } => reason.clone(),
+        Control::Run | Control::Finish { .. } => "the task is ending".to_owned(),
+    };
+    out.text(log, format!("\nCanceled: {reason}\n")).await?;
+    Ok(StepResult {
+        status: StepStatus::Canceled,
+        exit_code: None,
+    })
 }
 
 /// Maps a supervised process's end to the step's result and writes CircleCI's closing line, if

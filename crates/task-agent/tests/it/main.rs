@@ -1,6 +1,7 @@
 //! Integration tests: the real `task-agent` binary, driven over a real socketpair by a test that
 //! plays the launch-agent.
 
+mod blobs;
 mod checkout;
 mod control;
 mod harness;
