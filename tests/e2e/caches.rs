@@ -37,8 +37,11 @@ async fn start(dir: &Path, flags: &[&str], config: &str) -> (Server, Proc, std::
 /// Runs a pipeline on `main` to its end; returns its jobs by name.
 async fn run(server: &Server) -> Vec<bosun_api::Job> {
     let id = server.trigger(SLUG, "main").await;
-    server.wait_pipeline(&id, Duration::from_secs(240)).await;
-    server.jobs(&id).await
+    let pipeline = server.wait_pipeline(&id, Duration::from_secs(240)).await;
+    let jobs = server.jobs(&id).await;
+    // A pipeline that did not start has no jobs: every check below would pass on nothing.
+    assert!(!jobs.is_empty(), "the pipeline made no jobs: {pipeline:?}");
+    jobs
 }
 
 fn job<'a>(jobs: &'a [bosun_api::Job], name: &str) -> &'a bosun_api::Job {
@@ -362,7 +365,8 @@ jobs:
     <<: *defaults
     steps:
       - restore_cache:
-          keys: [big-{{ .Revision }}]
+          keys:
+            - big-{{ .Revision }}
       - attach_workspace:
           at: .
       - run:
