@@ -9,4 +9,5 @@ mod hardening;
 mod isolation;
 mod log_limits;
 mod pipeline;
+mod quickstart;
 mod server_hardening;

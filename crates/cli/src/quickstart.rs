@@ -493,7 +493,9 @@ jobs:
       - checkout
       - attach_workspace:
           at: from-build
-      - run: echo "the build job's result, from the workspace: $(cat from-build/result.txt)"
+      - run:
+          name: Read the build job's result from the workspace
+          command: echo "the build printed $(cat from-build/result.txt)"
       - run:
           name: Run the tests
           working_directory: tests
