@@ -514,7 +514,7 @@ pub struct Unpacker {
     /// The parent directories of the last entry, checked: each path and whether it was
     /// created here.
     checked: Vec<(PathBuf, bool)>,
-    /// Directories entered and not yet left, outermost first.
+    /// Directories made here, entered and not yet left, outermost first.
     open_dirs: Vec<OpenDir>,
     /// For the workspace conflict rule: which layer (an index into `owners`) wrote each file.
     writers: HashMap<PathBuf, usize>,
@@ -700,16 +700,24 @@ impl Unpacker {
                 return Ok(());
             }
             self.check_parents(&target, &name)?;
-            match fs::symlink_metadata(&path) {
-                Ok(meta) if meta.is_dir() => {}
+            // A directory that exists keeps its mode and mtime (it may not be the job user's:
+            // `/opt`, a shared cache root); one made here gets the archive's when it is left.
+            let made = match fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_dir() => false,
                 Ok(_) => {
                     self.remove_in_the_way(&path)?;
                     self.make_dir(&path)?;
+                    true
                 }
-                Err(err) if err.kind() == io::ErrorKind::NotFound => self.make_dir(&path)?,
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                    self.make_dir(&path)?;
+                    true
+                }
                 Err(err) => return Err(ArchiveError::io("read", &path)(err)),
+            };
+            if made {
+                self.open_dirs.push(OpenDir { path, mode, mtime });
             }
-            self.open_dirs.push(OpenDir { path, mode, mtime });
             self.unpacked.entries += 1;
             return Ok(());
         }

@@ -23,6 +23,9 @@ struct Peer {
     manifest: Option<WorkspaceManifest>,
     /// Downloads the agent abandoned.
     abandoned: Vec<u32>,
+    /// Send half of each download, then cancel the task (and send the rest, as a launch-agent
+    /// still streaming would).
+    cancel_midway: bool,
 }
 
 struct Open {
@@ -128,22 +131,42 @@ impl Peer {
                                     size: Some(bytes.len() as u64),
                                 })
                                 .await;
-                            for chunk in bytes.chunks(100_000) {
+                            if self.cancel_midway {
+                                let half = Bytes::copy_from_slice(&bytes[..bytes.len() / 2]);
+                                agent.conn.send_data(stream, half).await.unwrap();
                                 agent
-                                    .conn
-                                    .send_data(stream, Bytes::copy_from_slice(chunk))
-                                    .await
-                                    .unwrap();
+                                    .send(Message::Cancel {
+                                        reason: "canceled by the test".into(),
+                                        grace_ms: 1000,
+                                    })
+                                    .await;
                             }
-                            agent
-                                .send(Message::End {
-                                    stream,
-                                    error: None,
-                                })
-                                .await;
+                            let from = if self.cancel_midway {
+                                bytes.len() / 2
+                            } else {
+                                0
+                            };
+                            // After a cancel the agent may end the task and close the socket
+                            // while the rest is on its way: a failed send is not an error then.
+                            let mut sent = true;
+                            for chunk in bytes[from..].chunks(100_000) {
+                                let chunk = Bytes::copy_from_slice(chunk);
+                                sent = agent.conn.send_data(stream, chunk).await.is_ok();
+                                if !sent {
+                                    break;
+                                }
+                            }
+                            let end = Message::End {
+                                stream,
+                                error: None,
+                            };
+                            if sent && agent.conn.send(&end).await.is_err() {
+                                assert!(self.cancel_midway, "the task-agent hung up");
+                            }
                         }
                     }
                 }
+                // Every download was sent whole, `End` included, before this arrives.
                 Incoming::Message(Message::Abandon { stream, .. }) => self.abandoned.push(stream),
                 other => {
                     let done = matches!(other, Incoming::Message(Message::TaskFinished { .. }));
@@ -292,6 +315,46 @@ async fn a_corrupt_cache_fails_the_restore_and_leaves_nothing() {
         log.contains("cannot restore the cache v1-deps: corrupt or incomplete archive")
             && log.contains("what it had unpacked was removed"),
         "{log}"
+    );
+    assert!(
+        !second.path().join("deps").exists(),
+        "a half-restored tree was left"
+    );
+}
+
+#[tokio::test]
+async fn a_restore_canceled_midway_stops_and_leaves_nothing() {
+    let first = tempfile::tempdir().unwrap();
+    let mut peer = Peer::default();
+    let report = peer
+        .run(
+            vec![
+                shell("mkdir -p deps/a && head -c 3000000 /dev/urandom > deps/a/blob"),
+                save("v1-deps", &["deps"]),
+            ],
+            first.path(),
+        )
+        .await;
+    assert_eq!(
+        report.finished(1).0,
+        StepStatus::Success,
+        "{}",
+        report.log(1)
+    );
+    peer.cancel_midway = true;
+    let second = tempfile::tempdir().unwrap();
+    let report = peer.run(vec![restore(&["v1-"])], second.path()).await;
+    report.assert_clean_exit();
+    assert_eq!(
+        report.finished(0).0,
+        StepStatus::Canceled,
+        "{}",
+        report.log(0)
+    );
+    assert!(
+        report.log(0).contains("Canceled: canceled by the test"),
+        "{}",
+        report.log(0)
     );
     assert!(
         !second.path().join("deps").exists(),
