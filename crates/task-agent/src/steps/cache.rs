@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use super::archive::{Layout, Source, Unpacker};
 use super::template::{self, Context};
-use super::transfer::{self, Received, Sent, human};
+use super::transfer::{self, Received, Sent, files, human};
 use super::{Job, StepResult, canceled};
 use crate::link::{Control, Fetched, Lost};
 
@@ -155,8 +155,8 @@ pub async fn save(
                 .text(
                     log,
                     format!(
-                        "Stored cache {key} ({} files, {}; {} compressed) in {:.1}s\n",
-                        created.files,
+                        "Stored cache {key} ({}, {}; {} compressed) in {:.1}s\n",
+                        files(created.files),
                         human(created.bytes),
                         human(compressed),
                         started.elapsed().as_secs_f64()
@@ -224,9 +224,9 @@ pub async fn restore(
                 .text(
                     log,
                     format!(
-                        "Unarchived cache in {:.1}s ({} files, {})\n",
+                        "Unarchived cache in {:.1}s ({}, {})\n",
                         started.elapsed().as_secs_f64(),
-                        unpacked.files,
+                        files(unpacked.files),
                         human(unpacked.bytes)
                     ),
                 )

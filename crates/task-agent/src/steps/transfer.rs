@@ -19,6 +19,15 @@ use crate::link::{Control, Download, DownloadError, Fetched, Lost, Outbox, Uploa
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 /// Bytes as CircleCI's logs show sizes: `512 B`, `1.2 KiB`, `12 MiB`, `1.5 GiB`.
+/// `1 file`, `2 files`.
+pub fn files(count: u64) -> String {
+    if count == 1 {
+        "1 file".to_owned()
+    } else {
+        format!("{count} files")
+    }
+}
+
 pub fn human(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if bytes < 1024 {

@@ -22,7 +22,7 @@ use bosun_protocol::{BlobKind, UploadOutcome};
 use tokio::sync::watch;
 
 use super::archive::{LayerOwner, Layout, Source, Unpacker};
-use super::transfer::{self, Received, Sent, human};
+use super::transfer::{self, Received, Sent, files, human};
 use super::{Job, StepResult, canceled};
 use crate::link::{Control, Fetched, Lost};
 
@@ -127,8 +127,8 @@ pub async fn persist(
                 .text(
                     log,
                     format!(
-                        "Persisted {} files ({}; {} uploaded) to the workspace in {:.1}s\n",
-                        created.files,
+                        "Persisted {} ({}; {} uploaded) to the workspace in {:.1}s\n",
+                        files(created.files),
                         human(created.bytes),
                         human(compressed),
                         started.elapsed().as_secs_f64()
@@ -352,10 +352,10 @@ pub async fn attach(
         .text(
             log,
             format!(
-                "Attached {} layer{} ({} files, {}) in {:.1}s\n",
+                "Attached {} layer{} ({}, {}) in {:.1}s\n",
                 manifest.layers.len(),
                 if manifest.layers.len() == 1 { "" } else { "s" },
-                unpacked.files,
+                files(unpacked.files),
                 human(unpacked.bytes),
                 started.elapsed().as_secs_f64()
             ),
