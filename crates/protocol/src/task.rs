@@ -191,3 +191,54 @@ pub enum When {
     OnFail,
     Always,
 }
+
+/// What one `store_test_results` step uploads (kind `test_results`, as JSON): every test case
+/// the task-agent parsed from the step's JUnit XML files. Parsing happens in the task-agent, so
+/// the server only checks and stores these rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestResults {
+    pub tests: Vec<TestCase>,
+}
+
+/// One test case, in CircleCI's fields (`GET /api/v2/project/{slug}/{job-number}/tests`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestCase {
+    pub name: String,
+    #[serde(default)]
+    pub classname: String,
+    /// The test's source file, when the report names one.
+    #[serde(default)]
+    pub file: Option<String>,
+    pub result: TestResult,
+    /// The failure, error or skip message, if any (bounded by the task-agent).
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Seconds.
+    #[serde(default)]
+    pub run_time: f64,
+    /// Where the case came from: the results file's path relative to the step's `path`
+    /// (CircleCI names the reporter's subdirectory here).
+    #[serde(default)]
+    pub source: String,
+}
+
+/// How a test case ended, in CircleCI's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TestResult {
+    Success,
+    Failure,
+    Skipped,
+    Error,
+}
+
+impl TestResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TestResult::Success => "success",
+            TestResult::Failure => "failure",
+            TestResult::Skipped => "skipped",
+            TestResult::Error => "error",
+        }
+    }
+}
