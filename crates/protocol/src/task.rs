@@ -45,6 +45,7 @@ pub enum Step {
     RestoreCache(RestoreCacheStep),
     PersistToWorkspace(PersistToWorkspaceStep),
     AttachWorkspace(AttachWorkspaceStep),
+    StoreTestResults(StoreTestResultsStep),
 }
 
 impl Step {
@@ -58,6 +59,7 @@ impl Step {
             Step::RestoreCache(step) => &step.name,
             Step::PersistToWorkspace(step) => &step.name,
             Step::AttachWorkspace(step) => &step.name,
+            Step::StoreTestResults(step) => &step.name,
         }
     }
 
@@ -68,6 +70,8 @@ impl Step {
             Step::Run(step) => step.when,
             Step::StoreArtifacts(step) => step.when,
             Step::SaveCache(step) => step.when,
+            // As on CircleCI, test results are stored after a failed step too.
+            Step::StoreTestResults(_) => When::Always,
             Step::RestoreCache(_) | Step::PersistToWorkspace(_) | Step::AttachWorkspace(_) => {
                 When::OnSuccess
             }
@@ -150,6 +154,15 @@ pub struct AttachWorkspaceStep {
     pub name: String,
     /// Relative to the job's working directory, absolute, or starting with `~`.
     pub at: String,
+}
+
+/// `store_test_results`: parse the JUnit XML file at `path`, or every one under the directory,
+/// and upload the test cases as one [`TestResults`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreTestResultsStep {
+    pub name: String,
+    /// A file or a directory, relative to the job's working directory (`~` is `$HOME`).
+    pub path: String,
 }
 
 /// What a workspace download with no keys answers: the layers an `attach_workspace` applies,

@@ -518,6 +518,7 @@ fn step_runnable(step: &bosun_config::Step) -> bool {
             | bosun_config::Step::RestoreCache { .. }
             | bosun_config::Step::PersistToWorkspace { .. }
             | bosun_config::Step::AttachWorkspace { .. }
+            | bosun_config::Step::StoreTestResults { .. }
     )
 }
 
@@ -722,6 +723,14 @@ fn task_spec(
                         .clone()
                         .unwrap_or_else(|| "Attaching Workspace".to_owned()),
                     at: at.clone(),
+                }))
+            }
+            bosun_config::Step::StoreTestResults { name, path } => {
+                Some(spec::Step::StoreTestResults(spec::StoreTestResultsStep {
+                    name: name
+                        .clone()
+                        .unwrap_or_else(|| "Uploading test results".to_owned()),
+                    path: path.clone(),
                 }))
             }
             _ => None,
@@ -984,22 +993,23 @@ mod tests {
     }
 
     #[test]
-    fn blob_steps_run_and_test_results_are_still_refused() {
+    fn blob_steps_run_and_ssh_keys_are_still_refused() {
         for step in [
             "      - store_artifacts:\n          path: out\n",
             "      - save_cache:\n          key: k\n          paths: [x]\n",
             "      - restore_cache:\n          keys: [k]\n",
             "      - persist_to_workspace:\n          root: .\n          paths: [x]\n",
             "      - attach_workspace:\n          at: .\n",
+            "      - store_test_results:\n          path: out\n",
         ] {
             let pipeline = bosun_config::compile(&job(step), "c.yml").unwrap();
             assert_eq!(check_runnable(&pipeline), Ok(()), "{step}");
         }
-        let results = job("      - store_test_results:\n          path: out\n");
-        let pipeline = bosun_config::compile(&results, "c.yml").unwrap();
+        let keys = job("      - add_ssh_keys\n");
+        let pipeline = bosun_config::compile(&keys, "c.yml").unwrap();
         assert_eq!(
             check_runnable(&pipeline).unwrap_err(),
-            "job `build` step 1 `store_test_results` is not supported by bosun's task-agent yet"
+            "job `build` step 1 `add_ssh_keys` is not supported by bosun's task-agent yet"
         );
     }
 }

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::link::{Control, Lost, Outbox};
 use crate::process::BACKGROUND_KILL_GRACE;
-use crate::steps::{Job, StepResult, artifacts, cache, checkout, run, workspace};
+use crate::steps::{Job, StepResult, artifacts, cache, checkout, run, test_results, workspace};
 
 /// A background step still (maybe) running.
 struct Background {
@@ -142,6 +142,7 @@ async fn run_steps(
             Step::RestoreCache(step) => cache::restore(job, log, step, control).await?,
             Step::PersistToWorkspace(step) => workspace::persist(job, log, step, control).await?,
             Step::AttachWorkspace(step) => workspace::attach(job, log, step, control).await?,
+            Step::StoreTestResults(step) => test_results::execute(job, log, step, control).await?,
         };
         finish(&job.out, index, result, started).await?;
         match result.status {

@@ -11,6 +11,7 @@ pub mod cache;
 pub mod checkout;
 pub mod run;
 pub mod template;
+pub mod test_results;
 pub mod transfer;
 pub mod workspace;
 
