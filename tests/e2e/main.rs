@@ -11,3 +11,4 @@ mod log_limits;
 mod pipeline;
 mod quickstart;
 mod server_hardening;
+mod test_results;

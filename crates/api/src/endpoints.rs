@@ -419,6 +419,38 @@ impl Client {
         self.json::<(), _>(Method::DELETE, &path, auth, None).await
     }
 
+    /// `PUT /api/v2/task/tests?source=` (task token): the JSON of a
+    /// `bosun_protocol::task::TestResults`, streamed, stored all or nothing.
+    pub async fn upload_test_results(
+        &self,
+        auth: &Auth,
+        source: &str,
+        body: crate::client::Body,
+    ) -> Result<StoredTests, ApiError> {
+        let path = format!("/api/v2/task/tests?source={}", encode_component(source));
+        let response = self
+            .upload(Method::PUT, &path, auth, "application/json", body)
+            .await?;
+        self.decode(Method::PUT, &path, &response)
+    }
+
+    /// `GET /api/v2/project/{slug}/{job-number}/tests`: CircleCI's test-results listing.
+    pub async fn project_job_tests(
+        &self,
+        auth: &Auth,
+        slug: &str,
+        job_number: u64,
+    ) -> Result<TestList, ApiError> {
+        let path = format!("/api/v2/project/{}/{job_number}/tests", slug_path(slug));
+        self.get(&path, auth).await
+    }
+
+    /// `GET /api/v2/job/{id}/tests`: the same listing, by bosun's job id.
+    pub async fn job_tests(&self, auth: &Auth, job_id: &str) -> Result<TestList, ApiError> {
+        let path = format!("/api/v2/job/{}/tests", encode_component(job_id));
+        self.get(&path, auth).await
+    }
+
     /// `GET /api/v2/job/{id}/artifacts`: the job's artifacts.
     pub async fn job_artifacts(&self, auth: &Auth, job_id: &str) -> Result<ArtifactList, ApiError> {
         let path = format!("/api/v2/job/{}/artifacts", encode_component(job_id));

@@ -351,6 +351,40 @@ pub struct StoredBlob {
     pub size: u64,
 }
 
+/// One test case in `GET /api/v2/project/{slug}/{job-number}/tests`: CircleCI's fields, and
+/// bosun's `node_index` and `flaky` on top.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestItem {
+    pub message: Option<String>,
+    pub source: String,
+    /// Seconds.
+    pub run_time: f64,
+    pub file: Option<String>,
+    /// `success`, `failure`, `skipped` or `error`.
+    pub result: String,
+    pub name: String,
+    pub classname: String,
+    #[serde(default)]
+    pub node_index: u32,
+    /// bosun's addition: the same test of the same job and revision both failed and passed.
+    #[serde(default)]
+    pub flaky: bool,
+}
+
+/// A job's test results, in CircleCI's paginated shape (bosun answers one page).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestList {
+    pub items: Vec<TestItem>,
+    pub next_page_token: Option<String>,
+}
+
+/// What the server answers to a stored `store_test_results` upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredTests {
+    /// Test cases stored.
+    pub stored: u64,
+}
+
 /// A job's artifacts, in CircleCI's paginated shape (bosun answers one page).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArtifactList {

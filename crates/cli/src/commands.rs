@@ -68,6 +68,11 @@ pub async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                 Command::Artifacts { job, download } => {
                     artifacts(&ctx, &job, download.as_deref()).await
                 }
+                Command::Tests { job, flaky } => {
+                    let list = ctx.client.job_tests(&ctx.auth, &job).await?;
+                    print!("{}", tests_report(&list.items, flaky));
+                    Ok(0)
+                }
                 Command::Cache(command) => cache(&ctx, command).await,
                 Command::Config(_) | Command::Quickstart(_) => unreachable!("handled above"),
             }
@@ -121,6 +126,67 @@ async fn artifacts(
         println!("{} {written} {}", artifact.path, target.display());
     }
     Ok(0)
+}
+
+/// Lines of a failure message `bosun tests` shows under each failed test.
+const MESSAGE_LINES: usize = 10;
+
+/// `bosun tests JOB [--flaky]`: the failed tests with their messages, then a summary line; with
+/// `flaky`, only the flaky tests and their count.
+fn tests_report(items: &[bosun_api::TestItem], flaky: bool) -> String {
+    let label = |item: &bosun_api::TestItem| {
+        let mut label = if item.classname.is_empty() {
+            item.name.clone()
+        } else {
+            format!("{} {}", item.classname, item.name)
+        };
+        if let Some(file) = &item.file {
+            label.push_str(&format!(" ({file})"));
+        }
+        label
+    };
+    let mut out = String::new();
+    if flaky {
+        let flaky: Vec<_> = items.iter().filter(|item| item.flaky).collect();
+        let mut seen = std::collections::BTreeSet::new();
+        for item in &flaky {
+            if seen.insert(label(item)) {
+                out.push_str(&format!("FLAKY {}\n", label(item)));
+            }
+        }
+        out.push_str(&format!("{} flaky tests\n", seen.len()));
+        return out;
+    }
+    let (mut passed, mut failed, mut skipped, mut time) = (0, 0, 0, 0.0f64);
+    for item in items {
+        time += item.run_time;
+        match item.result.as_str() {
+            "success" => passed += 1,
+            "skipped" => skipped += 1,
+            _ => {
+                failed += 1;
+                let word = if item.result == "error" {
+                    "ERROR"
+                } else {
+                    "FAILED"
+                };
+                out.push_str(&format!("{word} {} [{:.3}s]\n", label(item), item.run_time));
+                if let Some(message) = &item.message {
+                    for line in message.lines().take(MESSAGE_LINES) {
+                        out.push_str(&format!("    {line}\n"));
+                    }
+                    if message.lines().count() > MESSAGE_LINES {
+                        out.push_str("    ...\n");
+                    }
+                }
+            }
+        }
+    }
+    out.push_str(&format!(
+        "{} tests: {passed} passed, {failed} failed, {skipped} skipped, {time:.3}s\n",
+        items.len()
+    ));
+    out
 }
 
 /// `bosun cache list SLUG` and `bosun cache delete SLUG KEY_PREFIX`.

@@ -56,6 +56,15 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         download: Option<std::path::PathBuf>,
     },
+    /// A job's test results (`store_test_results`): failures first, then a summary line.
+    Tests {
+        /// The job's id.
+        job: String,
+        /// Only the flaky tests: those that both failed and passed in runs of this job on its
+        /// revision.
+        #[arg(long)]
+        flaky: bool,
+    },
     /// A project's caches (`save_cache` / `restore_cache`).
     #[command(subcommand)]
     Cache(CacheCommand),

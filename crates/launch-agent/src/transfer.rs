@@ -242,10 +242,9 @@ impl Routes {
     /// Handles an upload or download message; returns the answer for the task-agent, if one
     /// is due at once.
     ///
-    /// Artifact, cache and workspace uploads stream to the server from a task of their own,
-    /// answered through `ctx.answers`; test results are refused at once (the task-agent stops
-    /// sending; what is in flight is dropped until its `End`). Every download runs in a task of
-    /// its own that answers through `ctx.to_agent`.
+    /// Every upload streams to the server from a task of its own, answered through
+    /// `ctx.answers`; every download runs in a task of its own that answers through
+    /// `ctx.to_agent`.
     pub async fn transfer(
         &mut self,
         message: Message,
@@ -255,17 +254,6 @@ impl Routes {
             Message::Upload { stream, kind, name } => {
                 // The stream is opened first, so a bad id is refused before any request starts.
                 self.streams.open(stream, Route::Refused)?;
-                if kind == BlobKind::TestResults {
-                    let message = format!(
-                        "the server does not support {} uploads yet: `{name}` was not stored",
-                        kind.as_str()
-                    );
-                    tracing::warn!(stream, "{message}");
-                    return Ok(Some(Message::Uploaded {
-                        stream,
-                        outcome: UploadOutcome::Failed { message },
-                    }));
-                }
                 let upload = start_upload(ctx, stream, kind, name);
                 *self.streams.expect(stream, "an `upload` message")? = Route::Upload(upload);
                 Ok(None)
@@ -341,7 +329,10 @@ fn start_upload(ctx: &Context, stream: u32, kind: BlobKind, name: String) -> Rel
                 .upload_workspace_layer(&auth, request)
                 .await
                 .map(drop),
-            BlobKind::TestResults => unreachable!("test results are refused before an upload"),
+            BlobKind::TestResults => client
+                .upload_test_results(&auth, &name, request)
+                .await
+                .map(drop),
         };
         let outcome = match stored {
             Ok(()) => UploadOutcome::Stored,
@@ -565,36 +556,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn test_results_uploads_are_refused_until_the_server_stores_them() {
-        let t = offline();
-        let mut routes = Routes::new(1);
-        let upload = Message::Upload {
-            stream: 2,
-            kind: BlobKind::TestResults,
-            name: "junit.xml".into(),
-        };
-        assert_eq!(
-            routes.transfer(upload, &t.ctx).await.unwrap(),
-            Some(Message::Uploaded {
-                stream: 2,
-                outcome: UploadOutcome::Failed {
-                    message:
-                        "the server does not support test_results uploads yet: `junit.xml` was not stored"
-                            .into()
-                },
-            })
-        );
-        // The data in flight is dropped until the task-agent ends the stream.
-        assert_eq!(data(&mut routes, 2).unwrap(), None);
-        let end = Message::End {
-            stream: 2,
-            error: None,
-        };
-        assert_eq!(routes.transfer(end.clone(), &t.ctx).await.unwrap(), None);
-        assert!(routes.transfer(end, &t.ctx).await.is_err());
-    }
-
-    #[tokio::test]
     async fn a_download_the_server_cannot_answer_ends_with_the_reason_and_closes() {
         let mut t = offline();
         let mut routes = Routes::new(1);
@@ -662,7 +623,12 @@ mod tests {
     async fn an_upload_streams_and_its_failure_comes_back_as_its_answer() {
         // Nothing listens on port 9: the upload fails, and its answer must still arrive,
         // without a data frame or the `End` waiting forever on a body nobody reads.
-        for kind in [BlobKind::Artifact, BlobKind::Cache, BlobKind::Workspace] {
+        for kind in [
+            BlobKind::Artifact,
+            BlobKind::Cache,
+            BlobKind::Workspace,
+            BlobKind::TestResults,
+        ] {
             let mut t = offline();
             let mut routes = Routes::new(1);
             let upload = Message::Upload {

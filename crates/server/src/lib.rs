@@ -24,6 +24,7 @@ mod runner;
 mod scheduler;
 mod serve;
 mod store;
+mod test_results;
 mod util;
 mod workspaces;
 
@@ -230,6 +231,7 @@ fn router(state: State) -> Router {
         .merge(artifacts::routes())
         .merge(caches::routes())
         .merge(workspaces::routes())
+        .merge(test_results::routes())
         .merge(continuation::routes())
         .with_state(state)
 }

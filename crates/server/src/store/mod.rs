@@ -29,6 +29,7 @@ mod pipelines;
 pub mod rows;
 pub mod status;
 mod tasks;
+mod test_results;
 #[cfg(test)]
 mod tests;
 mod workspaces;
