@@ -596,7 +596,38 @@ async fn job_logs(ctx: &Ctx, job: &str) -> Result<u8, Failure> {
 
 #[cfg(test)]
 mod tests {
-    use super::{cache_table, human_size, safe_relative};
+    use super::{cache_table, human_size, safe_relative, tests_report};
+
+    #[test]
+    fn a_tests_report_lists_failures_first_then_a_summary() {
+        let item =
+            |name: &str, result: &str, run_time: f64, message: Option<&str>| bosun_api::TestItem {
+                message: message.map(str::to_owned),
+                source: "unit".into(),
+                run_time,
+                file: Some("t.py".into()),
+                result: result.into(),
+                name: name.into(),
+                classname: "t".into(),
+                node_index: 0,
+                flaky: name == "b",
+            };
+        let items = [
+            item("a", "success", 0.5, None),
+            item("b", "failure", 1.0, Some("boom\nline 2")),
+            item("c", "skipped", 0.0, None),
+            item("d", "error", 0.25, None),
+        ];
+        assert_eq!(
+            tests_report(&items, false),
+            "FAILED t b (t.py) [1.000s]\n    boom\n    line 2\nERROR t d (t.py) [0.250s]\n\
+             4 tests: 1 passed, 2 failed, 1 skipped, 1.750s\n"
+        );
+        assert_eq!(
+            tests_report(&items, true),
+            "FLAKY t b (t.py)\n1 flaky tests\n"
+        );
+    }
 
     #[test]
     fn sizes_read_as_people_write_them() {

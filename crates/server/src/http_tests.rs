@@ -708,3 +708,77 @@ async fn the_background_sweep_runs_every_interval() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn test_results_are_checked_whole_and_a_bad_upload_stores_nothing() {
+    let server = start(|_| {}).await;
+    let project = fixtures::project(&server.store, "gh/acme/widgets").await;
+    let flow = fixtures::workflow(&server.store, &project, &[("test", &[])]).await;
+    let job = &flow.jobs["test"];
+    let (_, auth) = server.task(job).await;
+    let upload = |json: String| {
+        let bytes = Bytes::from(json);
+        server.client.upload_test_results(
+            &auth,
+            "results",
+            Body::sized(
+                bytes.len() as u64,
+                futures_util::stream::iter([Ok::<_, std::io::Error>(bytes)]),
+            ),
+        )
+    };
+    let case = |name: &str, result: &str, run_time: &str| {
+        format!(
+            r#"{{"name":"{name}","classname":"c","result":"{result}","run_time":{run_time},"source":"unit"}}"#
+        )
+    };
+    // One bad case (a negative run time, an unknown result, an empty name, a control
+    // character) refuses the whole upload with a message naming the case.
+    for (bad, expected) in [
+        (case("b", "success", "-1"), "test case 1: `run_time`"),
+        (case("b", "exploded", "0"), "not valid JSON of test cases"),
+        (case("", "success", "0"), "test case 1: `name` is empty"),
+        (
+            case("a\\u0007b", "success", "0"),
+            "test case 1: `name` holds control",
+        ),
+    ] {
+        let json = format!(r#"{{"tests":[{},{bad}]}}"#, case("a", "success", "0.5"));
+        let err = upload(json).await.unwrap_err();
+        assert_eq!(err.status(), Some(StatusCode::BAD_REQUEST), "{err}");
+        assert!(err.to_string().contains(expected), "{err}");
+    }
+    assert_eq!(server.store.test_result_count(job).await.unwrap(), 0);
+    let json = format!(
+        r#"{{"tests":[{},{}]}}"#,
+        case("a", "success", "0.5"),
+        case("b", "failure", "1.25")
+    );
+    assert_eq!(upload(json).await.unwrap().stored, 2);
+    let list = server
+        .client
+        .job_tests(&server.admin, job)
+        .await
+        .expect("listing");
+    let names: Vec<(&str, &str)> = list
+        .items
+        .iter()
+        .map(|t| (t.name.as_str(), t.result.as_str()))
+        .collect();
+    assert_eq!(names, [("a", "success"), ("b", "failure")]);
+    assert!(list.items.iter().all(|t| !t.flaky && t.source == "unit"));
+    // Without a task token, nothing is stored.
+    let err = server
+        .client
+        .upload_test_results(
+            &Auth::None,
+            "x",
+            Body::sized(
+                0,
+                futures_util::stream::empty::<Result<Bytes, std::io::Error>>(),
+            ),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(StatusCode::UNAUTHORIZED));
+}
