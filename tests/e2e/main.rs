@@ -8,6 +8,7 @@ mod containment;
 mod hardening;
 mod isolation;
 mod log_limits;
+mod parallelism;
 mod pipeline;
 mod quickstart;
 mod server_hardening;

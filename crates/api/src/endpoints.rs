@@ -278,6 +278,15 @@ impl Client {
             .await
     }
 
+    /// `GET /api/v2/job/{id}?node=N`: the job with the steps of its node `node`.
+    pub async fn job_node(&self, auth: &Auth, id: &str, node: u32) -> Result<JobDetail, ApiError> {
+        self.get(
+            &format!("/api/v2/job/{}?node={node}", encode_component(id)),
+            auth,
+        )
+        .await
+    }
+
     /// `GET /api/v2/job/{id}/step/{index}/log?offset=`: one page of the step's log from
     /// `offset`; empty once `offset` reached the stored length.
     pub async fn step_log_page(
@@ -287,8 +296,26 @@ impl Client {
         step: u32,
         offset: u64,
     ) -> Result<Bytes, ApiError> {
+        self.node_step_log_page(auth, job_id, 0, step, offset).await
+    }
+
+    /// [`Client::step_log_page`] of node `node` of a parallel job.
+    pub async fn node_step_log_page(
+        &self,
+        auth: &Auth,
+        job_id: &str,
+        node: u32,
+        step: u32,
+        offset: u64,
+    ) -> Result<Bytes, ApiError> {
+        // Node 0 is the default: its URL stays the one older servers answer.
+        let node = if node == 0 {
+            String::new()
+        } else {
+            format!("&node={node}")
+        };
         let path = format!(
-            "/api/v2/job/{}/step/{step}/log?offset={offset}",
+            "/api/v2/job/{}/step/{step}/log?offset={offset}{node}",
             encode_component(job_id)
         );
         Ok(self.send(Method::GET, &path, auth, None, None).await?.body)

@@ -261,7 +261,11 @@ pub struct Job {
     pub dependencies: Vec<String>,
 }
 
-/// `GET /api/v2/job/{id}`: a job with its steps.
+fn one() -> u32 {
+    1
+}
+
+/// `GET /api/v2/job/{id}[?node=N]`: a job with the steps of one of its nodes (node 0 by default).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobDetail {
     pub id: String,
@@ -273,6 +277,12 @@ pub struct JobDetail {
     pub resource_class: String,
     #[serde(default)]
     pub message: Option<String>,
+    /// How many nodes the job runs as (`parallelism`).
+    #[serde(default = "one")]
+    pub parallelism: u32,
+    /// Which node's steps `steps` are.
+    #[serde(default)]
+    pub node: u32,
     pub steps: Vec<StepInfo>,
 }
 

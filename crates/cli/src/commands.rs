@@ -59,7 +59,7 @@ pub async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                 Command::Pipeline(PipelineCommand::Status { id }) => {
                     pipeline_status(&ctx, &id).await
                 }
-                Command::Job(JobCommand::Logs { job }) => job_logs(&ctx, &job).await,
+                Command::Job(JobCommand::Logs { job, node }) => job_logs(&ctx, &job, node).await,
                 Command::Job(JobCommand::Cancel { job }) => {
                     let message = ctx.client.cancel_job(&ctx.auth, &job).await?;
                     println!("job {job}: {}", message.as_deref().unwrap_or("canceled"));
@@ -570,14 +570,14 @@ async fn pipeline_status(ctx: &Ctx, id: &str) -> Result<u8, Failure> {
     })
 }
 
-async fn job_logs(ctx: &Ctx, job: &str) -> Result<u8, Failure> {
-    let detail = ctx.client.job(&ctx.auth, job).await?;
+async fn job_logs(ctx: &Ctx, job: &str, node: u32) -> Result<u8, Failure> {
+    let detail = ctx.client.job_node(&ctx.auth, job, node).await?;
     let mut out = std::io::stdout().lock();
     for step in &detail.steps {
         let _ = writeln!(out, "==> {}", step.name);
         let mut offset = 0;
         while offset < step.log_length {
-            let bytes = follow::read_log(ctx, &detail.id, step.index, offset).await?;
+            let bytes = follow::read_log(ctx, &detail.id, node, step.index, offset).await?;
             if bytes.is_empty() {
                 break;
             }

@@ -12,12 +12,27 @@ use crate::commands::Ctx;
 
 const POLL: Duration = Duration::from_millis(250);
 
-pub async fn read_log(ctx: &Ctx, job_id: &str, step: u32, offset: u64) -> Result<Vec<u8>, Failure> {
+pub async fn read_log(
+    ctx: &Ctx,
+    job_id: &str,
+    node: u32,
+    step: u32,
+    offset: u64,
+) -> Result<Vec<u8>, Failure> {
     let page = ctx
         .client
-        .step_log_page(&ctx.auth, job_id, step, offset)
+        .node_step_log_page(&ctx.auth, job_id, node, step, offset)
         .await?;
     Ok(page.to_vec())
+}
+
+/// How a job's node is named in the output: `test`, or `test 2/3` for node 1 of three.
+fn node_label(name: &str, node: u32, parallelism: u32) -> String {
+    if parallelism > 1 {
+        format!("{name} {}/{parallelism}", node + 1)
+    } else {
+        name.to_owned()
+    }
 }
 
 #[derive(Default)]
@@ -30,13 +45,14 @@ struct StepView {
 #[derive(Default)]
 struct JobView {
     status: String,
-    steps: HashMap<u32, StepView>,
+    /// Steps by node, then by index.
+    steps: HashMap<(u32, u32), StepView>,
 }
 
 /// Where the last printed bytes came from, so a switch of stream starts on a fresh line.
 #[derive(Default)]
 struct Printer {
-    current: Option<(String, u32)>,
+    current: Option<(String, u32, u32)>,
     at_line_start: bool,
 }
 
@@ -52,11 +68,19 @@ impl Printer {
         self.current = None;
     }
 
-    fn bytes(&mut self, job: &str, job_name: &str, step: u32, step_name: &str, bytes: &[u8]) {
+    fn bytes(
+        &mut self,
+        job: &str,
+        node: u32,
+        job_name: &str,
+        step: u32,
+        step_name: &str,
+        bytes: &[u8],
+    ) {
         if bytes.is_empty() {
             return;
         }
-        let stream = (job.to_owned(), step);
+        let stream = (job.to_owned(), node, step);
         if self.current.as_ref() != Some(&stream) && self.current.is_some() {
             self.line(&format!("[{job_name}] ... {step_name}"));
         }
@@ -106,45 +130,62 @@ pub async fn follow(ctx: &Ctx, pipeline_id: &str) -> Result<String, Failure> {
                 let has_steps =
                     matches!(job.status.as_str(), "running") || job_status_is_final(&job.status);
                 if has_steps && job.status != "not_run" {
-                    let detail = ctx.client.job(&ctx.auth, &job.id).await?;
-                    for step in &detail.steps {
-                        let step_view = view.steps.entry(step.index).or_default();
-                        if !step_view.started {
-                            printer.line(&format!("[{}] ==> {}", job.name, step.name));
-                            step_view.started = true;
-                        }
-                        while step_view.offset < step.log_length {
-                            let bytes =
-                                read_log(ctx, &job.id, step.index, step_view.offset).await?;
-                            if bytes.is_empty() {
-                                break;
+                    let first = ctx.client.job(&ctx.auth, &job.id).await?;
+                    let parallelism = first.parallelism.max(1);
+                    let mut message = first.message.clone();
+                    for node in 0..parallelism {
+                        let detail = if node == 0 {
+                            first.clone()
+                        } else {
+                            ctx.client.job_node(&ctx.auth, &job.id, node).await?
+                        };
+                        let label = node_label(&job.name, node, parallelism);
+                        for step in &detail.steps {
+                            let step_view = view.steps.entry((node, step.index)).or_default();
+                            if !step_view.started {
+                                printer.line(&format!("[{label}] ==> {}", step.name));
+                                step_view.started = true;
                             }
-                            step_view.offset += bytes.len() as u64;
-                            printer.bytes(&job.id, &job.name, step.index, &step.name, &bytes);
-                        }
-                        if step.status != "running"
-                            && !step_view.finished
-                            && step_view.offset >= step.log_length
-                        {
-                            step_view.finished = true;
-                            let detail = match (step.exit_code, step.duration_ms) {
-                                (Some(code), Some(ms)) => {
-                                    format!(" (exit {code}, {:.2} s)", ms as f64 / 1000.0)
+                            while step_view.offset < step.log_length {
+                                let bytes =
+                                    read_log(ctx, &job.id, node, step.index, step_view.offset)
+                                        .await?;
+                                if bytes.is_empty() {
+                                    break;
                                 }
-                                (None, Some(ms)) => format!(" ({:.2} s)", ms as f64 / 1000.0),
-                                _ => String::new(),
-                            };
-                            printer.line(&format!(
-                                "[{}] <== {}: {}{detail}",
-                                job.name, step.name, step.status
-                            ));
+                                step_view.offset += bytes.len() as u64;
+                                printer
+                                    .bytes(&job.id, node, &label, step.index, &step.name, &bytes);
+                            }
+                            if step.status != "running"
+                                && !step_view.finished
+                                && step_view.offset >= step.log_length
+                            {
+                                step_view.finished = true;
+                                let detail = match (step.exit_code, step.duration_ms) {
+                                    (Some(code), Some(ms)) => {
+                                        format!(" (exit {code}, {:.2} s)", ms as f64 / 1000.0)
+                                    }
+                                    (None, Some(ms)) => {
+                                        format!(" ({:.2} s)", ms as f64 / 1000.0)
+                                    }
+                                    _ => String::new(),
+                                };
+                                printer.line(&format!(
+                                    "[{label}] <== {}: {}{detail}",
+                                    step.name, step.status
+                                ));
+                            }
+                            if step_view.offset < step.log_length {
+                                pending_output = true;
+                            }
                         }
-                        if step_view.offset < step.log_length {
-                            pending_output = true;
+                        if message.is_none() {
+                            message = detail.message.clone();
                         }
                     }
                     if job_status_is_final(&job.status) {
-                        if let Some(message) = &detail.message {
+                        if let Some(message) = &message {
                             if view.status != job.status {
                                 printer.line(&format!("[{}] {message}", job.name));
                             }

@@ -172,7 +172,12 @@ pub enum PipelineCommand {
 #[derive(Subcommand, Debug)]
 pub enum JobCommand {
     /// Print a job's step logs.
-    Logs { job: String },
+    Logs {
+        job: String,
+        /// Which node of a parallel job (`parallelism`), from 0.
+        #[arg(long, default_value_t = 0)]
+        node: u32,
+    },
     /// Cancel a job: a running one is stopped (SIGTERM, grace, SIGKILL) and ends `canceled`.
     Cancel { job: String },
 }

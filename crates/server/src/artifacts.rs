@@ -136,7 +136,7 @@ async fn store_artifact(
             id: id.clone(),
             task_id: task.task_id.clone(),
             job_id: task.job_id.clone(),
-            node_index: 0,
+            node_index: i64::from(state.store.task_node(&task.task_id).await?),
             path: query.path.clone(),
             size: stored.size as i64,
             sha256,

@@ -459,6 +459,7 @@ pub(crate) async fn add_workflows(
                 spec: &spec,
                 step_count: task.steps.len() as i64,
                 continuation: add.continuation,
+                parallelism: i64::from(job.parallelism.max(1)),
             })
             .await?;
         }
@@ -507,6 +508,9 @@ pub(crate) fn pipeline_context(
 }
 
 /// Machine runners run `machine` jobs of a runner resource class.
+/// The most nodes (`parallelism`) one job runs as.
+pub const MAX_PARALLELISM: u32 = 100;
+
 /// Whether bosun's task-agent runs this kind of step.
 fn step_runnable(step: &bosun_config::Step) -> bool {
     matches!(
@@ -571,9 +575,9 @@ pub(crate) fn check_runnable(pipeline: &bosun_config::Pipeline) -> Result<(), St
                 }
                 Some(_) => {}
             }
-            if job.parallelism > 1 {
+            if job.parallelism > MAX_PARALLELISM {
                 return Err(format!(
-                    "job `{}` has parallelism {}: bosun does not split jobs yet",
+                    "job `{}` has parallelism {}: bosun runs at most {MAX_PARALLELISM} nodes of a job",
                     entry.job, job.parallelism
                 ));
             }
@@ -749,8 +753,9 @@ fn task_spec(
         branch: ctx.resolved.branch.clone(),
         tag: ctx.resolved.tag.clone(),
         revision: ctx.resolved.revision.clone(),
+        // Each node's task gets its own index when it asks for its config.
         parallel_index: 0,
-        parallel_total: 1,
+        parallel_total: job.parallelism.max(1),
         environment: job
             .environment
             .clone()
@@ -860,18 +865,39 @@ async fn workflow_jobs(
     }))
 }
 
+#[derive(Deserialize)]
+struct NodeQuery {
+    /// Which node of a parallel job (0 by default).
+    #[serde(default)]
+    node: u32,
+}
+
+/// The task of node `node` of job `id`; a node the job does not have is a 404.
+async fn node_task(state: &State, id: &str, node: u32) -> AppResult<Option<String>> {
+    let parallelism = state.store.job_parallelism(id).await?;
+    if node >= parallelism {
+        return Err(AppError::not_found(format!(
+            "job {id} has {parallelism} node{}: there is no node {node}",
+            if parallelism == 1 { "" } else { "s" }
+        )));
+    }
+    Ok(state.store.node_task(id, node).await?)
+}
+
 async fn get_job(
     _: Admin,
     StateExt(state): StateExt<State>,
     Path(id): Path<String>,
+    Query(query): Query<NodeQuery>,
 ) -> AppResult<Json<api::JobDetail>> {
     let row = state
         .store
         .job(&id)
         .await?
         .ok_or_else(|| AppError::not_found(format!("job {id} not found")))?;
+    let parallelism = state.store.job_parallelism(&row.id).await?;
     let mut steps = Vec::new();
-    if let Some(task_id) = state.store.latest_task(&row.id).await? {
+    if let Some(task_id) = node_task(&state, &row.id, query.node).await? {
         for step in state.store.steps(&task_id).await? {
             let index = step.idx.clamp(0, i64::from(u32::MAX)) as u32;
             steps.push(api::StepInfo {
@@ -894,6 +920,8 @@ async fn get_job(
         workflow_id: row.workflow_id,
         resource_class: row.resource_class,
         message: row.message,
+        parallelism,
+        node: query.node,
         steps,
     }))
 }
@@ -903,6 +931,8 @@ struct LogQuery {
     #[serde(default)]
     offset: u64,
     limit: Option<u64>,
+    #[serde(default)]
+    node: u32,
 }
 
 async fn step_log(
@@ -911,7 +941,7 @@ async fn step_log(
     Path((id, index)): Path<(String, u32)>,
     Query(query): Query<LogQuery>,
 ) -> AppResult<impl IntoResponse> {
-    let Some(task_id) = state.store.latest_task(&id).await? else {
+    let Some(task_id) = node_task(&state, &id, query.node).await? else {
         return Err(AppError::not_found(format!("job {id} has no log yet")));
     };
     let page = state

@@ -174,6 +174,7 @@ async fn task_config(
         spec.environment
             .insert("CIRCLE_CONTINUATION_KEY".to_owned(), key);
     }
+    spec.parallel_index = state.store.task_node(&task.task_id).await?;
     spec.task_id = task.task_id;
     Ok(Json(spec))
 }

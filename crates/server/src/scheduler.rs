@@ -12,7 +12,7 @@ use crate::error::{AppError, AppResult};
 use crate::store::{
     JobStatus, Outcome, PipelineStatus, StepStatus, Store, StoreResult, StoreTx, TaskStatus,
 };
-use crate::util::{new_id, now_ms};
+use crate::util::now_ms;
 
 /// Records a task's result, then advances its workflow.
 pub async fn finish_task(
@@ -50,7 +50,11 @@ async fn finish_task_in(
         // Someone else (the lease reaper, a retry) finished it first.
         return Ok(false);
     };
-    let queued = advance_workflow(&mut tx, &finished.workflow_id).await?;
+    // The job's other nodes may still run: then its workflow does not move yet.
+    let queued = match &finished.workflow_id {
+        Some(workflow_id) => advance_workflow(&mut tx, workflow_id).await?,
+        None => false,
+    };
     tx.commit().await?;
     tracing::info!(task = task_id, job = %finished.job_id, status = status.as_str(), "task finished");
     Ok(queued)
@@ -132,8 +136,7 @@ pub async fn advance_workflow(tx: &mut StoreTx, workflow_id: &str) -> StoreResul
         match decision {
             Decision::NotRun => tx.mark_not_run(&row.id, now_ms()).await?,
             Decision::Queue => {
-                tx.queue_job(&new_id(), &row.id, &row.resource_class, now_ms())
-                    .await?;
+                tx.queue_job(&row.id, &row.resource_class, now_ms()).await?;
                 queued_any = true;
             }
         }
@@ -242,11 +245,23 @@ async fn cancel_job_in(store: &Store, job_id: &str) -> StoreResult<(CancelOutcom
         tx.commit().await?;
         return Ok((CancelOutcome::Canceled, queued));
     }
-    // Running: ask its runner, through the heartbeat.
+    // Running: its nodes that have not started end here, and the runners of the others are
+    // asked, through the heartbeat. A job whose nodes all ended by now ends here.
+    let dropped = tx.cancel_queued_nodes(job_id, now).await?;
     let asked = tx.request_cancel(job_id).await?;
+    let mut queued = false;
+    let mut ended = false;
+    if dropped > 0 {
+        if let Some(workflow_id) = tx.settle_job(job_id, now).await? {
+            queued = advance_workflow(&mut tx, &workflow_id).await?;
+            ended = true;
+        }
+    }
     tx.commit().await?;
     if asked > 0 {
-        Ok((CancelOutcome::Canceling, false))
+        Ok((CancelOutcome::Canceling, queued))
+    } else if ended {
+        Ok((CancelOutcome::Canceled, queued))
     } else {
         Ok((CancelOutcome::AlreadyEnded, false))
     }
@@ -258,6 +273,7 @@ mod tests {
     use crate::store::{
         Claim, Lease, NewJob, NewPipeline, PipelineState, ProjectRow, WorkflowStatus, test_store,
     };
+    use crate::util::new_id;
 
     const CLASS: &str = "acme/linux";
 
@@ -309,6 +325,7 @@ mod tests {
                 spec: "{}",
                 step_count: 2,
                 continuation: false,
+                parallelism: 1,
             })
             .await
             .unwrap();

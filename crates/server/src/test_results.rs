@@ -133,9 +133,10 @@ async fn store_tests(
             format!("a job stores at most {MAX_CASES_PER_JOB} test cases"),
         ));
     }
+    let node = i64::from(state.store.task_node(&task.task_id).await?);
     state
         .store
-        .add_test_results(&task.task_id, &task.job_id, 0, &results.tests, now_ms())
+        .add_test_results(&task.task_id, &task.job_id, node, &results.tests, now_ms())
         .await?;
     Ok(Json(StoredTests {
         stored: results.tests.len() as u64,

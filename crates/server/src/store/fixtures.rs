@@ -68,6 +68,7 @@ pub(crate) async fn workflow(
             spec: "{}",
             step_count: 1,
             continuation: false,
+            parallelism: 1,
         })
         .await
         .unwrap();

@@ -220,8 +220,8 @@ impl StoreTx {
     pub async fn insert_job(&mut self, job: &NewJob<'_>) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO jobs (id, workflow_id, pipeline_id, name, number, position, status, resource_class,
-                               requires, spec, step_count, continuation)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                               requires, spec, step_count, continuation, parallelism)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(job.id)
         .bind(job.workflow_id)
@@ -235,6 +235,7 @@ impl StoreTx {
         .bind(job.spec)
         .bind(job.step_count)
         .bind(job.continuation)
+        .bind(job.parallelism.max(1))
         .execute(&mut *self.tx)
         .await?;
         Ok(())

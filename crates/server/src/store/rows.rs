@@ -127,7 +127,8 @@ pub struct SchedulerJobRow {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct FinishedTask {
     pub job_id: String,
-    pub workflow_id: String,
+    /// The job's workflow, when this task was the job's last node to end (the job ended).
+    pub workflow_id: Option<String>,
 }
 
 /// A project.
@@ -201,6 +202,8 @@ pub struct NewJob<'a> {
     /// How many steps the spec has (read on every log chunk and step event).
     pub step_count: i64,
     pub continuation: bool,
+    /// `parallelism`: how many tasks (nodes) the job runs as.
+    pub parallelism: i64,
 }
 
 /// A job of a workflow's job list.

@@ -124,7 +124,7 @@ impl JobStatus {
 }
 
 string_enum! {
-    /// A task's status: one task runs one job (one parallel index of it, later).
+    /// A task's status: one task runs one node (parallel index) of a job.
     pub enum TaskStatus {
         Queued = "queued",
         Running = "running",

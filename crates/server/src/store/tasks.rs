@@ -130,14 +130,35 @@ impl Store {
         Ok(())
     }
 
-    /// The latest task of job `job_id`.
-    pub async fn latest_task(&self, job_id: &str) -> StoreResult<Option<String>> {
+    /// Which node of its job task `task_id` runs (0 for a job without parallelism).
+    pub async fn task_node(&self, task_id: &str) -> StoreResult<u32> {
+        let node: Option<i64> = sqlx::query_scalar("SELECT node_index FROM tasks WHERE id = $1")
+            .bind(task_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(node.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32)
+    }
+
+    /// The task that runs node `node` of job `job_id` (the latest, should there be several).
+    pub async fn node_task(&self, job_id: &str, node: u32) -> StoreResult<Option<String>> {
         Ok(sqlx::query_scalar(
-            "SELECT id FROM tasks WHERE job_id = $1 ORDER BY created_at DESC LIMIT 1",
+            "SELECT id FROM tasks WHERE job_id = $1 AND node_index = $2
+             ORDER BY created_at DESC LIMIT 1",
         )
         .bind(job_id)
+        .bind(i64::from(node))
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    /// How many nodes job `job_id` runs as.
+    pub async fn job_parallelism(&self, job_id: &str) -> StoreResult<u32> {
+        let parallelism: Option<i64> =
+            sqlx::query_scalar("SELECT parallelism FROM jobs WHERE id = $1")
+                .bind(job_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(parallelism.unwrap_or(1).clamp(1, i64::from(u32::MAX)) as u32)
     }
 
     /// Whether task `task_id` runs.
@@ -166,35 +187,114 @@ impl Store {
 }
 
 impl StoreTx {
-    /// Adds a queued task for job `job_id` and marks the job queued.
+    /// Adds the queued tasks of job `job_id`, one per node of its `parallelism`, and marks the
+    /// job queued. Answers the tasks' ids, by node.
     pub async fn queue_job(
         &mut self,
-        task_id: &str,
         job_id: &str,
         resource_class: &str,
         now: i64,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO tasks (id, job_id, resource_class, status, created_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(task_id)
-        .bind(job_id)
-        .bind(resource_class)
-        .bind(TaskStatus::Queued)
-        .bind(now)
-        .execute(&mut *self.tx)
-        .await?;
+    ) -> StoreResult<Vec<String>> {
+        let parallelism: i64 = sqlx::query_scalar("SELECT parallelism FROM jobs WHERE id = $1")
+            .bind(job_id)
+            .fetch_one(&mut *self.tx)
+            .await?;
+        let mut ids = Vec::new();
+        for node in 0..parallelism.max(1) {
+            let task_id = crate::util::new_id();
+            sqlx::query(
+                "INSERT INTO tasks (id, job_id, resource_class, status, created_at, node_index)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&task_id)
+            .bind(job_id)
+            .bind(resource_class)
+            .bind(TaskStatus::Queued)
+            .bind(now)
+            .bind(node)
+            .execute(&mut *self.tx)
+            .await?;
+            ids.push(task_id);
+        }
         sqlx::query("UPDATE jobs SET status = $1 WHERE id = $2")
             .bind(JobStatus::Queued)
             .bind(job_id)
             .execute(&mut *self.tx)
             .await?;
-        Ok(())
+        Ok(ids)
     }
 
-    /// Ends running task `task_id` with `status`, its job too (with `message`), and its steps
-    /// still marked running (as `step_status`). `None` if the task did not run: someone else
-    /// (the lease reaper, a retry) ended it first.
+    /// Ends job `job_id` once every one of its nodes ended: `failed` if any node failed, else
+    /// the first of `infrastructure_fail`, `canceled` a node ended with, else
+    /// `success`; its message is the first failing node's (prefixed with the node when the job
+    /// has several). Answers the job's workflow when the job ended here.
+    pub async fn settle_job(&mut self, job_id: &str, now: i64) -> StoreResult<Option<String>> {
+        let nodes: Vec<(TaskStatus, Option<String>, i64)> = sqlx::query_as(
+            "SELECT status, message, node_index FROM tasks WHERE job_id = $1 ORDER BY node_index",
+        )
+        .bind(job_id)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        if nodes.is_empty()
+            || nodes
+                .iter()
+                .any(|(status, _, _)| matches!(status, TaskStatus::Queued | TaskStatus::Running))
+        {
+            return Ok(None);
+        }
+        let worst = [
+            TaskStatus::Failed,
+            TaskStatus::InfrastructureFail,
+            TaskStatus::Canceled,
+        ]
+        .into_iter()
+        .find(|worst| nodes.iter().any(|(status, _, _)| status == worst))
+        .unwrap_or(TaskStatus::Success);
+        let several = nodes.len() > 1;
+        let message = nodes
+            .iter()
+            .find(|(status, message, _)| *status == worst && message.is_some())
+            .and_then(|(_, message, node)| {
+                message.as_ref().map(|message| {
+                    if several {
+                        format!("node {node}: {message}")
+                    } else {
+                        message.clone()
+                    }
+                })
+            });
+        Ok(sqlx::query_scalar(
+            "UPDATE jobs SET status = $1, stopped_at = $2, message = $3
+             WHERE id = $4 AND status IN ($5, $6) RETURNING workflow_id",
+        )
+        .bind(worst.job_status())
+        .bind(now)
+        .bind(message)
+        .bind(job_id)
+        .bind(JobStatus::Queued)
+        .bind(JobStatus::Running)
+        .fetch_optional(&mut *self.tx)
+        .await?)
+    }
+
+    /// Cancels the nodes of job `job_id` that have not started; answers how many.
+    pub async fn cancel_queued_nodes(&mut self, job_id: &str, now: i64) -> StoreResult<u64> {
+        Ok(sqlx::query(
+            "UPDATE tasks SET status = $1, finished_at = $2, message = 'canceled before it ran'
+             WHERE job_id = $3 AND status = $4",
+        )
+        .bind(TaskStatus::Canceled)
+        .bind(now)
+        .bind(job_id)
+        .bind(TaskStatus::Queued)
+        .execute(&mut *self.tx)
+        .await?
+        .rows_affected())
+    }
+
+    /// Ends running task `task_id` with `status` and `message`, and its steps still marked
+    /// running (as `step_status`); ends its job too when it was the job's last running node.
+    /// `None` if the task did not run: someone else (the lease reaper, a retry) ended it first.
     pub async fn finish_task(
         &mut self,
         task_id: &str,
@@ -203,34 +303,32 @@ impl StoreTx {
         message: Option<&str>,
         now: i64,
     ) -> StoreResult<Option<FinishedTask>> {
-        let finished: Option<FinishedTask> = sqlx::query_as(
-            "UPDATE tasks SET status = $1, finished_at = $2, lease_expires = NULL
-             WHERE id = $3 AND status = $4
-             RETURNING job_id, (SELECT workflow_id FROM jobs WHERE jobs.id = tasks.job_id) AS workflow_id",
+        let job_id: Option<String> = sqlx::query_scalar(
+            "UPDATE tasks SET status = $1, finished_at = $2, lease_expires = NULL, message = $3
+             WHERE id = $4 AND status = $5
+             RETURNING job_id",
         )
         .bind(status)
         .bind(now)
+        .bind(message)
         .bind(task_id)
         .bind(TaskStatus::Running)
         .fetch_optional(&mut *self.tx)
         .await?;
-        let Some(finished) = finished else {
+        let Some(job_id) = job_id else {
             return Ok(None);
         };
-        sqlx::query("UPDATE jobs SET status = $1, stopped_at = $2, message = $3 WHERE id = $4")
-            .bind(status.job_status())
-            .bind(now)
-            .bind(message)
-            .bind(&finished.job_id)
-            .execute(&mut *self.tx)
-            .await?;
         sqlx::query("UPDATE steps SET status = $1 WHERE task_id = $2 AND status = $3")
             .bind(step_status)
             .bind(task_id)
             .bind(StepStatus::Running)
             .execute(&mut *self.tx)
             .await?;
-        Ok(Some(finished))
+        let workflow_id = self.settle_job(&job_id, now).await?;
+        Ok(Some(FinishedTask {
+            job_id,
+            workflow_id,
+        }))
     }
 
     /// Cancels job `job_id` if it has not started: its queued task and the job itself end

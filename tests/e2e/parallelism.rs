@@ -1,0 +1,216 @@
+//! `parallelism: N` end to end (issue 10): N tasks of one job, each with its node's
+//! `CIRCLE_NODE_INDEX`, claimed by two launch-agents; one failed node fails the job; logs and
+//! steps per node through the API, `bosun job logs --node` and `bosun pipeline run --follow`; a
+//! cancel ends every node and leaves no process.
+
+use std::time::{Duration, Instant};
+
+use bosun_api::Auth;
+use bosun_tests::{AgentOptions, Fixture, bin_dir, launch_agent};
+
+const CLASS: &str = "e2e/parallel";
+
+const THREE: &str = r#"version: 2.1
+jobs:
+  test:
+    machine: true
+    resource_class: e2e/parallel
+    parallelism: 3
+    steps:
+      - run: echo "node $CIRCLE_NODE_INDEX of $CIRCLE_NODE_TOTAL"
+      - run: '[ "$CIRCLE_NODE_INDEX" != 1 ] || { echo "node 1 fails"; exit 4; }'
+workflows:
+  main:
+    jobs: [test]
+"#;
+
+fn cli(fixture: &Fixture, args: &[&str]) -> (i32, String) {
+    let token = match &fixture.server.admin {
+        Auth::CircleToken(token) => token.clone(),
+        _ => unreachable!("the harness uses an admin token"),
+    };
+    let output = std::process::Command::new(bin_dir().join("bosun"))
+        .args(["--host", &fixture.server.url, "--token", &token])
+        .args(args)
+        .output()
+        .expect("bosun");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_run_with_their_index_and_one_failed_node_fails_the_job() {
+    let fixture = Fixture::with_files(
+        CLASS,
+        &[(".circleci/config.yml", THREE)],
+        AgentOptions::default(),
+    )
+    .await;
+    let _second = launch_agent(
+        &fixture.server,
+        &fixture.token,
+        fixture.dir.path(),
+        "agent-2",
+        AgentOptions::default(),
+    );
+    let (code, followed) = cli(
+        &fixture,
+        &[
+            "pipeline",
+            "run",
+            &fixture.slug,
+            "--branch",
+            "main",
+            "--follow",
+        ],
+    );
+    assert_eq!(code, 1, "a failed node fails the pipeline:\n{followed}");
+    for node in 1..=3 {
+        assert!(
+            followed.contains(&format!("[test {node}/3] ==> ")),
+            "every node's steps are shown with its node: {followed}"
+        );
+    }
+    let id = followed
+        .lines()
+        .find_map(|line| line.strip_prefix("pipeline "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the pipeline id")
+        .to_owned();
+    let jobs = fixture.server.jobs(&id).await;
+    let job = fixture.job(&jobs, "test");
+    assert_eq!(job.status, "failed");
+    let server = &fixture.server;
+    for node in 0..3u32 {
+        let detail = server
+            .client
+            .job_node(&server.admin, &job.id, node)
+            .await
+            .expect("job node");
+        assert_eq!(detail.parallelism, 3);
+        assert_eq!(detail.node, node);
+        let log = server
+            .client
+            .node_step_log_page(&server.admin, &job.id, node, 0, 0)
+            .await
+            .expect("log");
+        assert_eq!(
+            String::from_utf8_lossy(&log),
+            format!("node {node} of 3\n"),
+            "node {node}'s own log"
+        );
+        let expected = if node == 1 { "failed" } else { "success" };
+        assert_eq!(detail.steps[1].status, expected, "node {node}");
+    }
+    let message = server.job(&job.id).await.message.unwrap_or_default();
+    // A plain failure carries no message; one that does names its node.
+    assert!(
+        message.is_empty() || message.starts_with("node 1: "),
+        "{message}"
+    );
+    // A node the job does not have is a clear 404.
+    let err = server
+        .client
+        .job_node(&server.admin, &job.id, 3)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.status(),
+        Some(bosun_api::StatusCode::NOT_FOUND),
+        "{err}"
+    );
+    let (code, logs) = cli(&fixture, &["job", "logs", &job.id, "--node", "2"]);
+    assert_eq!(code, 1);
+    assert!(logs.contains("node 2 of 3"), "{logs}");
+}
+
+const SLOW: &str = r#"version: 2.1
+jobs:
+  test:
+    machine: true
+    resource_class: e2e/parallel
+    parallelism: 4
+    steps:
+      - run: echo started; sleep 300
+workflows:
+  main:
+    jobs: [test]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_ends_every_node_of_a_parallel_job_and_leaves_no_process() {
+    let fixture = Fixture::with_files(
+        CLASS,
+        &[(".circleci/config.yml", SLOW)],
+        AgentOptions::default(),
+    )
+    .await;
+    let _second = launch_agent(
+        &fixture.server,
+        &fixture.token,
+        fixture.dir.path(),
+        "agent-2",
+        AgentOptions::default(),
+    );
+    let server = &fixture.server;
+    let id = server.trigger(&fixture.slug, "main").await;
+    let job_id = server.job_id(&id, "test").await;
+    // Two agents: two nodes run, two wait in the queue.
+    let started = Instant::now();
+    let mut running = 0;
+    while running < 2 {
+        running = 0;
+        for node in 0..4 {
+            let log = server
+                .client
+                .node_step_log_page(&server.admin, &job_id, node, 0, 0)
+                .await
+                .unwrap_or_default();
+            running += usize::from(log.starts_with(b"started"));
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "two nodes never started: {}",
+            fixture.agent.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.cancel(&job_id).await;
+    let job = server.wait_job(&job_id, Duration::from_secs(60)).await;
+    assert_eq!(job.status, "canceled");
+    let pipeline = server.wait_pipeline(&id, Duration::from_secs(60)).await;
+    assert_eq!(pipeline.status, "canceled", "{pipeline:?}");
+    // Nothing of any node is left running.
+    let workflow = format!(
+        "CIRCLE_WORKFLOW_ID={}",
+        server.job(&job_id).await.workflow_id
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = processes_with(&workflow);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "processes of the canceled job live on: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Live processes whose environment holds `var` exactly.
+fn processes_with(var: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.split(|b| *b == 0).any(|v| v == var.as_bytes()))
+                .unwrap_or(false)
+        })
+        .collect()
+}
