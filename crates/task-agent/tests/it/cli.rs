@@ -380,3 +380,44 @@ async fn step_halt_skips_every_later_step_and_the_job_succeeds() {
     assert_eq!(report.finished(3), (StepStatus::Skipped, None));
     assert_eq!(report.task_status(), TaskStatus::Success);
 }
+
+#[tokio::test]
+async fn our_circleci_comes_before_the_hosts_and_the_tasks_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let host_bin = dir.path().join("host-bin");
+    std::fs::create_dir(&host_bin).unwrap();
+    let fake = host_bin.join("circleci");
+    std::fs::write(&fake, "#!/bin/sh\necho host-circleci\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:/usr/bin:/bin", host_bin.display());
+    let mut task = task(vec![step(run(
+        "which",
+        "command -v circleci; echo \"$PATH\" | cut -d: -f2-; echo a b c d | circleci tests split",
+    ))]);
+    // A task `PATH` replaces the agent's, and ours still comes first.
+    task.environment
+        .insert("PATH".into(), format!("{path}:/task-bin"));
+    let report = crate::harness::Agent::start_with(
+        &task,
+        dir.path(),
+        crate::harness::RootMode::Flag,
+        &[("PATH", &path)],
+    )
+    .await
+    .finish(crate::harness::Report::default())
+    .await;
+    let log = report.log(0);
+    let mut lines = log.lines();
+    let which = lines.next().unwrap_or_default();
+    assert!(
+        which.ends_with("/bin/circleci") && !which.contains("host-bin"),
+        "{log}"
+    );
+    assert_eq!(
+        lines.next(),
+        Some(format!("{path}:/task-bin").as_str()),
+        "{log}"
+    );
+    // The split defaults to the task's node: index 1 of 3 (the harness's task), so `c`.
+    assert_eq!(lines.collect::<Vec<_>>(), ["c"], "{log}");
+}
