@@ -34,6 +34,8 @@ pub const HALT_MARKER: &str = "halt";
 pub const MAX_INPUT: u64 = 64 << 20;
 /// Most patterns one glob pattern's `{a,b}` alternatives expand to.
 pub const MAX_BRACE_EXPANSIONS: usize = 4096;
+/// Most nodes a split is for (the shares are allocated up front).
+pub const MAX_TOTAL: usize = 10_000;
 /// Time for a name without timing data when `--time-default` is not given.
 pub const DEFAULT_TIME: Duration = Duration::from_secs(10);
 
@@ -147,7 +149,7 @@ pub enum CliError {
     Pattern { pattern: String, message: String },
     #[error("--index {index} is not below --total {total}")]
     Index { index: usize, total: usize },
-    #[error("--total must be at least 1")]
+    #[error("--total must be between 1 and {MAX_TOTAL}")]
     Total,
     #[error("${TASK_DATA_ENV} is not set: `step halt` works only inside a bosun job")]
     NoTaskData,
@@ -470,7 +472,7 @@ fn split_names(args: &SplitArgs, input: &str) -> Result<Vec<String>, CliError> {
         .total
         .or_else(|| env_number("CIRCLE_NODE_TOTAL"))
         .unwrap_or(1);
-    if total == 0 {
+    if total == 0 || total > MAX_TOTAL {
         return Err(CliError::Total);
     }
     if index >= total {
@@ -597,11 +599,17 @@ fn clean_file(name: &str) -> &str {
     name
 }
 
+/// A path, or a name ending in something that reads as a file extension (`.py`, `.rb`, `.java`:
+/// at most five lowercase letters or digits), so that `com.example.FooTest` stays a class name.
 fn looks_like_file(name: &str) -> bool {
     name.contains('/')
-        || Path::new(name)
-            .extension()
-            .is_some_and(|extension| !extension.is_empty())
+        || name.rsplit_once('.').is_some_and(|(stem, extension)| {
+            !stem.is_empty()
+                && (1..=5).contains(&extension.len())
+                && extension
+                    .bytes()
+                    .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit())
+        })
 }
 
 /// Splits the sorted, deduplicated `names` into `total` shares (each sorted by name). Every

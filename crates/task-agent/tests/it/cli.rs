@@ -181,6 +181,48 @@ fn timings_split_30_names_over_3_nodes_within_20_percent_of_the_ideal() {
 }
 
 #[test]
+fn autodetect_tells_class_names_from_file_names() {
+    let timings = vec![
+        Timing {
+            classname: "com.example.FooTest".into(),
+            file: "src/test/FooTest.java".into(),
+            run_time: 30.0,
+            ..Timing::default()
+        },
+        Timing {
+            classname: "com.example.BarTest".into(),
+            file: "src/test/BarTest.java".into(),
+            run_time: 1.0,
+            ..Timing::default()
+        },
+    ];
+    let plan = Plan {
+        split_by: SplitBy::Timings,
+        timings: Some(&timings),
+        ..by_name()
+    };
+    for (all, kind) in [
+        (
+            names(&["com.example.BarTest", "com.example.FooTest"]),
+            "classname",
+        ),
+        (
+            names(&["src/test/BarTest.java", "src/test/FooTest.java"]),
+            "filename",
+        ),
+        (names(&["BarTest.java", "x.py"]), "filename"),
+    ] {
+        let mut messages = Vec::new();
+        cli::split(&all, 2, &plan, &mut |line| messages.push(line.to_owned()));
+        assert_eq!(
+            messages[0],
+            format!("Autodetected {kind} timings."),
+            "{all:?}"
+        );
+    }
+}
+
+#[test]
 fn timings_that_match_nothing_fall_back_to_name_with_circlecis_message() {
     let timings = vec![Timing {
         file: "elsewhere.py".into(),
@@ -327,6 +369,7 @@ fn argument_errors_exit_2_with_one_line() {
         &["tests", "nope"],
         &["tests", "split", "--index", "2", "--total", "2"],
         &["tests", "split", "--total", "0"],
+        &["tests", "split", "--total", "1000000000"],
         &["tests", "split", "--split-by", "color"],
         &["tests", "glob"],
     ] {
