@@ -3,6 +3,7 @@
 mod artifacts;
 mod auth;
 mod caches;
+mod circleci_commands;
 mod connections;
 mod containment;
 mod hardening;

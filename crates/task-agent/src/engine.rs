@@ -31,6 +31,8 @@ struct Background {
 #[derive(Default)]
 struct Progress {
     failed: bool,
+    /// A step ran `circleci-agent step halt`: every later step is skipped.
+    halted: bool,
     canceled: bool,
     background: Vec<Background>,
 }
@@ -49,6 +51,10 @@ pub async fn run_task(
     if let Err(err) = std::fs::create_dir_all(&job.working_dir) {
         // Each step reports it in its own log when it needs the directory.
         tracing::warn!(dir = %job.working_dir.display(), %err, "cannot create the working directory");
+    }
+    if let Err(err) = job.prepare_dirs() {
+        // The steps still run; only `circleci` and `step halt` are missing.
+        tracing::warn!(%err, "cannot prepare the circleci CLI's directories");
     }
 
     let mut progress = Progress::default();
@@ -113,11 +119,13 @@ async fn run_steps(
                 return Ok(());
             }
         }
-        let runs = match step.when() {
-            When::OnSuccess => !progress.failed,
-            When::OnFail => progress.failed,
-            When::Always => true,
-        };
+        // After `step halt` nothing runs, not even `when: always` steps (CircleCI's rule).
+        let runs = !progress.halted
+            && match step.when() {
+                When::OnSuccess => !progress.failed,
+                When::OnFail => progress.failed,
+                When::Always => true,
+            };
         let log = job.out.step_started(index, step.name().to_owned()).await?;
         let started = Instant::now();
         if !runs {
@@ -144,6 +152,20 @@ async fn run_steps(
             Step::AttachWorkspace(step) => workspace::attach(job, log, step, control).await?,
             Step::StoreTestResults(step) => test_results::execute(job, log, step, control).await?,
         };
+        if job.halted() && !progress.halted {
+            progress.halted = true;
+            tracing::info!(
+                step = index,
+                "the job was halted by `circleci-agent step halt`"
+            );
+            job.out
+                .text(
+                    log,
+                    "task-agent: the job was halted (circleci-agent step halt); \
+                     the remaining steps do not run\n",
+                )
+                .await?;
+        }
         finish(&job.out, index, result, started).await?;
         match result.status {
             StepStatus::Failed => progress.failed = true,

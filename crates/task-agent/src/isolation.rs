@@ -160,7 +160,14 @@ impl ScriptsDir {
     pub fn clear(&self) {
         if let Ok(entries) = std::fs::read_dir(&self.path) {
             for entry in entries.flatten() {
-                let _ = std::fs::remove_file(entry.path());
+                // The CLI's `bin` and the task-data directory are directories; their symlinks
+                // and markers go with them (remove_dir_all does not follow symlinks).
+                let is_dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
+                let _ = if is_dir {
+                    std::fs::remove_dir_all(entry.path())
+                } else {
+                    std::fs::remove_file(entry.path())
+                };
             }
         }
     }

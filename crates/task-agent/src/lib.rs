@@ -17,9 +17,12 @@
 //! - [`process`]: spawning a step process in its own process group, killing the group, and
 //!   supervising it (output, no-output timeout, cancel).
 //! - [`output`]: the one pipe that carries a step's stdout and stderr.
+//! - [`cli`]: what the same executable does when called `circleci` or `circleci-agent` inside a
+//!   job (`tests glob/split/run`, `step halt`, `env subst`).
 //! - [`isolation`]: what the agent does to itself first: not dumpable, no new privileges, a
 //!   session of its own without a terminal, and the private directory for step scripts.
 
+pub mod cli;
 pub mod containment;
 pub mod engine;
 pub mod isolation;

@@ -38,6 +38,20 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // Inside a job the task-agent is also `circleci` and `circleci-agent` (symlinks first on every
+    // step's PATH): those names run the small synchronous CLI, never the agent.
+    let mut argv = std::env::args_os();
+    let name = argv
+        .next()
+        .and_then(|arg0| {
+            std::path::Path::new(&arg0)
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+        })
+        .unwrap_or_default();
+    if name == "circleci" || name == "circleci-agent" {
+        return bosun_task_agent::cli::main(&name, argv);
+    }
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

@@ -33,6 +33,9 @@ use crate::process::{Ended, Groups};
 /// Shell for `run` steps when neither the step nor the job names one (CircleCI's default).
 pub const DEFAULT_SHELL: &str = "/bin/bash -eo pipefail";
 
+/// `PATH` behind [`Job::bin_dir`] when neither the task nor the agent has one.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// `no_output_timeout` when the step does not set one: 10 minutes.
 pub const DEFAULT_NO_OUTPUT_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -50,6 +53,12 @@ pub struct Job {
     pub env: BTreeMap<String, String>,
     /// A private directory outside the checkout for step scripts.
     pub scripts_dir: PathBuf,
+    /// `<scripts_dir>/bin`: `circleci` and `circleci-agent`, symlinks to this executable, first
+    /// on every step's `PATH` (see [`Job::prepare_dirs`]).
+    pub bin_dir: PathBuf,
+    /// `<scripts_dir>/task-data` (0700), `$CIRCLE_INTERNAL_TASK_DATA` in every step: where
+    /// `circleci-agent step halt` leaves its marker for the engine.
+    pub task_data: PathBuf,
     pub out: Outbox,
     /// Grace between SIGTERM and SIGKILL when a step is stopped for its no-output timeout.
     pub kill_grace: Duration,
@@ -74,11 +83,18 @@ impl Job {
             None => task_dir.clone(),
             Some(dir) => resolve_path(&task_dir, dir, &home),
         };
+        let bin_dir = scripts_dir.join("bin");
+        let task_data = scripts_dir.join("task-data");
         let mut env = builtin_env(&task, &working_dir);
         env.extend(
             task.environment
                 .iter()
                 .map(|(name, value)| (name.clone(), value.clone())),
+        );
+        // Ours, whatever the task says: the CLI finds its directory by it.
+        env.insert(
+            crate::cli::TASK_DATA_ENV.to_owned(),
+            task_data.to_string_lossy().into_owned(),
         );
         Job {
             task,
@@ -87,10 +103,47 @@ impl Job {
             working_dir,
             env,
             scripts_dir,
+            bin_dir,
+            task_data,
             out,
             kill_grace,
             groups: Mutex::new(Groups::default()),
         }
+    }
+
+    /// Makes [`Job::bin_dir`] (with its two symlinks to `/proc/self/exe`, resolved) and
+    /// [`Job::task_data`], as the job user, before the first step. Errors name the path.
+    pub fn prepare_dirs(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+        let named = |path: &Path, err: std::io::Error| {
+            std::io::Error::new(err.kind(), format!("{}: {err}", path.display()))
+        };
+        let exe = std::fs::read_link("/proc/self/exe")
+            .map_err(|err| named(Path::new("/proc/self/exe"), err))?;
+        for dir in [&self.bin_dir, &self.task_data] {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .recursive(true)
+                .create(dir)
+                .map_err(|err| named(dir, err))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|err| named(dir, err))?;
+        }
+        for name in ["circleci", "circleci-agent"] {
+            let link = self.bin_dir.join(name);
+            match std::fs::remove_file(&link) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(named(&link, err)),
+            }
+            std::os::unix::fs::symlink(&exe, &link).map_err(|err| named(&link, err))?;
+        }
+        Ok(())
+    }
+
+    /// Whether a step ran `circleci-agent step halt`.
+    pub fn halted(&self) -> bool {
+        self.task_data.join(crate::cli::HALT_MARKER).exists()
     }
 
     /// Remembers a step's process group for the sweep at the end of the task.
@@ -124,13 +177,25 @@ impl Job {
         }
     }
 
-    /// The job's environment with a step's `environment` on top.
+    /// The job's environment with a step's `environment` on top, and [`Job::bin_dir`] first on
+    /// its `PATH` (the task's, else the agent's, else a standard one), even when the host has a
+    /// `circleci` of its own.
     pub fn step_env(&self, step_env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
         let mut env = self.env.clone();
         env.extend(
             step_env
                 .iter()
                 .map(|(name, value)| (name.clone(), value.clone())),
+        );
+        let rest = env
+            .get("PATH")
+            .cloned()
+            .or_else(|| std::env::var("PATH").ok())
+            .filter(|path| !path.is_empty())
+            .unwrap_or_else(|| DEFAULT_PATH.to_owned());
+        env.insert(
+            "PATH".to_owned(),
+            format!("{}:{rest}", self.bin_dir.display()),
         );
         env
     }

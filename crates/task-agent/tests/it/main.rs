@@ -3,6 +3,7 @@
 
 mod blobs;
 mod checkout;
+mod cli;
 mod control;
 mod harness;
 mod steps;
