@@ -5,5 +5,7 @@ mod blobs;
 mod checkout;
 mod control;
 mod harness;
+mod junit;
 mod steps;
 mod streams;
+mod test_results;
