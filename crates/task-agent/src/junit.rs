@@ -32,6 +32,9 @@ pub const MAX_DEPTH: usize = 64;
 pub const MAX_MESSAGE: usize = 64 << 10;
 /// Longest name, classname or file kept, in bytes; longer ones are cut.
 pub const MAX_FIELD: usize = 4 << 10;
+/// Most bytes of text (names, classnames, files, messages) the cases of one step hold: what
+/// bounds the step's memory, as [`MAX_CASES`] alone would allow 1M cases of 64 KiB messages.
+pub const MAX_TEXT_BYTES: usize = 256 << 20;
 
 /// What [`parse_file`] accepts.
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +44,7 @@ pub struct Limits {
     pub max_elements: u64,
     pub max_depth: usize,
     pub max_message: usize,
+    pub max_text_bytes: usize,
 }
 
 impl Default for Limits {
@@ -51,6 +55,7 @@ impl Default for Limits {
             max_elements: MAX_ELEMENTS,
             max_depth: MAX_DEPTH,
             max_message: MAX_MESSAGE,
+            max_text_bytes: MAX_TEXT_BYTES,
         }
     }
 }
@@ -197,6 +202,7 @@ fn parse<R: BufRead>(mut reader: R, limits: &Limits) -> Result<Vec<TestCase>, Fa
     let mut current: Option<Case> = None;
     let mut cases = Vec::new();
     let mut elements = 0u64;
+    let mut text_bytes = 0usize;
     let mut seen_root = false;
     loop {
         buf.clear();
@@ -291,6 +297,7 @@ fn parse<R: BufRead>(mut reader: R, limits: &Limits) -> Result<Vec<TestCase>, Fa
                 }
                 if empty {
                     close(open, &mut current, &mut suite_files, &mut cases, limits);
+                    count_text(&cases, open, &mut text_bytes, limits, here)?;
                 } else {
                     stack.push(open);
                 }
@@ -301,6 +308,7 @@ fn parse<R: BufRead>(mut reader: R, limits: &Limits) -> Result<Vec<TestCase>, Fa
                     return Err(Failure::at(here, "an end tag with no start"));
                 };
                 close(open, &mut current, &mut suite_files, &mut cases, limits);
+                count_text(&cases, open, &mut text_bytes, limits, here)?;
             }
             Event::Text(ref text) => {
                 if stack.last() == Some(&Open::Outcome) {
@@ -394,6 +402,41 @@ fn start_case(
         body: String::new(),
         body_cut: false,
     })
+}
+
+/// Adds the text of the case just completed (if `open` was a case) to `text_bytes`, failing
+/// past [`Limits::max_text_bytes`].
+fn count_text(
+    cases: &[TestCase],
+    open: Open,
+    text_bytes: &mut usize,
+    limits: &Limits,
+    here: u64,
+) -> Result<(), Failure> {
+    if open != Open::Case {
+        return Ok(());
+    }
+    if let Some(case) = cases.last() {
+        *text_bytes += text_len(case);
+    }
+    if *text_bytes > limits.max_text_bytes {
+        return Err(Failure::at(
+            here,
+            format!(
+                "the test cases hold more than {} bytes of names and messages; a step stores at most that",
+                limits.max_text_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The bytes of text a case holds, as [`Limits::max_text_bytes`] counts them.
+pub fn text_len(case: &TestCase) -> usize {
+    case.name.len()
+        + case.classname.len()
+        + case.file.as_ref().map_or(0, String::len)
+        + case.message.as_ref().map_or(0, String::len)
 }
 
 /// Ends an element: a case is complete, a suite's `file` is no longer in scope.
@@ -588,6 +631,11 @@ mod tests {
         let three = "<testsuite><testcase name=\"a\"/><testcase name=\"b\"/>\n<testcase name=\"c\"/></testsuite>";
         let err = parse_bytes(three.as_bytes(), "r.xml", &limits).unwrap_err();
         assert_eq!(err.line, Some(2), "{err}");
+        let texts = Limits {
+            max_text_bytes: 2,
+            ..Limits::default()
+        };
+        assert!(parse_bytes(three.as_bytes(), "r.xml", &texts).is_err());
         let deep = "<testsuites><testsuite><testsuite><testsuite><testsuite/></testsuite></testsuite></testsuite></testsuites>";
         assert!(parse_bytes(deep.as_bytes(), "r.xml", &limits).is_err());
         let small = Limits {

@@ -255,14 +255,18 @@ struct Parsed {
 fn parse_all(files: Vec<(PathBuf, String)>) -> Result<Parsed, String> {
     let mut tests = Vec::new();
     let mut per_file = Vec::new();
+    let mut text_bytes = 0;
     for (path, name) in files {
+        // One budget of cases and text for the whole step.
         let limits = Limits {
             max_cases: junit::MAX_CASES - tests.len(),
+            max_text_bytes: junit::MAX_TEXT_BYTES - text_bytes,
             ..Limits::default()
         };
         let mut cases = junit::parse_file(&path, &name, &limits).map_err(|err| err.to_string())?;
         for case in &mut cases {
             case.source.clone_from(&name);
+            text_bytes += junit::text_len(case);
         }
         per_file.push((name, Counts::of(&cases)));
         tests.append(&mut cases);
