@@ -3,8 +3,8 @@
 //! `path` as written).
 //!
 //! As on CircleCI, a missing `path` or a directory without XML files is not an error: the log
-//! says so and the step succeeds. Symlinks are never followed (each one is skipped with a line in
-//! the log). Every file is parsed before anything is uploaded, so a malformed one fails the step
+//! says so and the step succeeds. Symlinks are never followed and hidden directories are not
+//! entered (CircleCI ignores them); each is skipped with a line in the log. Every file is parsed before anything is uploaded, so a malformed one fails the step
 //! with `FILE:LINE: what` and stores nothing. A case's `source` is its file's path relative to
 //! `path` (the file's name when `path` is the file): its directory is the reporter's, which is
 //! what CircleCI shows. Memory: the cases and their JSON are held whole (bounded by
@@ -62,15 +62,9 @@ pub async fn execute(
     let files = if meta.is_dir() {
         match walk(&root) {
             Ok(walked) => {
-                for skipped in &walked.skipped {
+                for (skipped, why) in &walked.skipped {
                     job.out
-                        .text(
-                            log,
-                            format!(
-                                "Skipping {}: a symlink or special file, which is not read\n",
-                                skipped.display()
-                            ),
-                        )
+                        .text(log, format!("Skipping {}: {why}\n", skipped.display()))
                         .await?;
                 }
                 walked.files
@@ -279,11 +273,16 @@ fn parse_all(files: Vec<(PathBuf, String)>) -> Result<Parsed, String> {
 #[derive(Debug, Default)]
 pub struct Walked {
     pub files: Vec<(PathBuf, String)>,
-    pub skipped: Vec<PathBuf>,
+    /// Each with why it was skipped.
+    pub skipped: Vec<(PathBuf, &'static str)>,
 }
 
-/// Lists the `*.xml` files under `root` without following symlinks, sorted by name, at most
-/// [`MAX_FILES`] of them.
+const HIDDEN: &str = "a hidden directory, which is not read (as on CircleCI)";
+const NOT_A_FILE: &str = "a symlink or special file, which is not read";
+
+/// Lists the `*.xml` files under `root` without following symlinks or entering hidden
+/// directories (CircleCI ignores `path/.dir/report.xml`), sorted by name, at most [`MAX_FILES`]
+/// of them.
 pub fn walk(root: &Path) -> Result<Walked, String> {
     let mut walked = Walked::default();
     let mut pending = vec![(root.to_path_buf(), String::new())];
@@ -304,7 +303,11 @@ pub fn walk(root: &Path) -> Result<Walked, String> {
                 .file_type()
                 .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
             if kind.is_dir() {
-                pending.push((path, relative));
+                if name.starts_with('.') {
+                    walked.skipped.push((path, HIDDEN));
+                } else {
+                    pending.push((path, relative));
+                }
             } else if !name.to_ascii_lowercase().ends_with(".xml") {
                 continue;
             } else if kind.is_file() {
@@ -316,7 +319,7 @@ pub fn walk(root: &Path) -> Result<Walked, String> {
                 }
                 walked.files.push((path, relative));
             } else {
-                walked.skipped.push(path);
+                walked.skipped.push((path, NOT_A_FILE));
             }
         }
     }
@@ -337,10 +340,18 @@ mod tests {
         std::fs::write(dir.path().join("a.XML"), "<testsuite/>").unwrap();
         std::fs::write(dir.path().join("notes.txt"), "").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link.xml")).unwrap();
+        std::fs::create_dir(dir.path().join(".cache")).unwrap();
+        std::fs::write(dir.path().join(".cache/old.xml"), "<testsuite/>").unwrap();
         let walked = walk(dir.path()).unwrap();
         let names: Vec<_> = walked.files.iter().map(|(_, name)| name.as_str()).collect();
         assert_eq!(names, ["a.XML", "pytest/results.xml"]);
-        assert_eq!(walked.skipped, [dir.path().join("link.xml")]);
+        assert_eq!(
+            walked.skipped,
+            [
+                (dir.path().join(".cache"), HIDDEN),
+                (dir.path().join("link.xml"), NOT_A_FILE)
+            ]
+        );
     }
 
     #[test]
