@@ -102,10 +102,13 @@ pub async fn execute(
     }
 
     // Parsing is CPU and blocking I/O: off the runtime, all files before any upload.
-    let parsed = tokio::task::spawn_blocking(move || parse_all(files)).await;
+    // A cancel is seen between files.
+    let stop = control.clone();
+    let parsed = tokio::task::spawn_blocking(move || parse_all(files, &stop)).await;
     let Parsed { tests, per_file } = match parsed {
         Ok(Ok(parsed)) => parsed,
-        Ok(Err(message)) => {
+        Ok(Err(None)) => return super::canceled(&job.out, log, control).await,
+        Ok(Err(Some(message))) => {
             return job
                 .fail(
                     log,
@@ -244,20 +247,27 @@ struct Parsed {
     per_file: Vec<(String, Counts)>,
 }
 
-/// Parses every file (path, name relative to the step's `path`) with one case budget for the
-/// step; the first failure is the error.
-fn parse_all(files: Vec<(PathBuf, String)>) -> Result<Parsed, String> {
+/// Parses every file (path, name relative to the step's `path`) with one budget of cases and
+/// text for the step; the first failure is the error, `None` if the step was stopped.
+fn parse_all(
+    files: Vec<(PathBuf, String)>,
+    control: &watch::Receiver<Control>,
+) -> Result<Parsed, Option<String>> {
     let mut tests = Vec::new();
     let mut per_file = Vec::new();
     let mut text_bytes = 0;
     for (path, name) in files {
+        if !matches!(*control.borrow(), Control::Run) {
+            return Err(None);
+        }
         // One budget of cases and text for the whole step.
         let limits = Limits {
             max_cases: junit::MAX_CASES - tests.len(),
             max_text_bytes: junit::MAX_TEXT_BYTES - text_bytes,
             ..Limits::default()
         };
-        let mut cases = junit::parse_file(&path, &name, &limits).map_err(|err| err.to_string())?;
+        let mut cases =
+            junit::parse_file(&path, &name, &limits).map_err(|err| Some(err.to_string()))?;
         for case in &mut cases {
             case.source.clone_from(&name);
             text_bytes += junit::text_len(case);
