@@ -622,6 +622,16 @@ mod tests {
     }
 
     #[test]
+    fn a_bom_a_doctype_and_unknown_entities_are_accepted() {
+        let xml = "\u{feff}<?xml version=\"1.0\"?>\n<!DOCTYPE testsuite [<!ENTITY boom \"bang\">]>\n<testsuite><testcase name=\"t\"><failure>&boom;</failure></testcase></testsuite>";
+        let cases = parse(xml).unwrap();
+        // A DTD's entities are not expanded: the reference stays as written.
+        assert_eq!(cases[0].message.as_deref(), Some("&boom;"));
+        let err = parse("hello").unwrap_err();
+        assert!(err.to_string().contains("not a JUnit report"), "{err}");
+    }
+
+    #[test]
     fn limits_are_enforced() {
         let limits = Limits {
             max_cases: 2,
