@@ -26,6 +26,7 @@ pub mod cli;
 pub mod containment;
 pub mod engine;
 pub mod isolation;
+pub mod junit;
 pub mod link;
 pub mod output;
 pub mod process;

@@ -6,5 +6,7 @@ mod checkout;
 mod cli;
 mod control;
 mod harness;
+mod junit;
 mod steps;
 mod streams;
+mod test_results;
