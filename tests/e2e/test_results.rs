@@ -16,7 +16,7 @@ parameters:
 jobs:
   test:
     machine: true
-    resource_class: tests/e2e
+    resource_class: e2e/tests
     steps:
       - run:
           name: write reports
@@ -48,11 +48,14 @@ jobs:
             [ "$verdict" = pass ]
       - store_test_results:
           path: results
+workflows:
+  main:
+    jobs: [test]
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_results_are_stored_after_a_failure_listed_and_a_flip_is_flaky() {
-    let fixture = Fixture::new("tests/e2e", CONFIG).await;
+    let fixture = Fixture::new("e2e/tests", CONFIG).await;
     let server = &fixture.server;
     let (_, jobs) = fixture.run().await;
     let job = fixture.job(&jobs, "test");
