@@ -214,3 +214,129 @@ fn processes_with(var: &str) -> Vec<i32> {
         })
         .collect()
 }
+
+const SPLIT: &str = r#"version: 2.1
+jobs:
+  test:
+    machine: true
+    resource_class: e2e/parallel
+    parallelism: 3
+    steps:
+      - run:
+          name: split and run
+          command: |
+            for i in $(seq -w 1 30); do echo "test_$i"; done > all.txt
+            circleci tests split --split-by=timings --timings-type=testname all.txt > mine.txt 2> split.err
+            echo "SHARE $(tr '\n' ' ' < mine.txt)"
+            cat split.err
+            mkdir -p results
+            {
+              echo '<testsuite name="s">'
+              while read -r name; do
+                i=$((10#${name#test_}))
+                t=$(awk "BEGIN { print (($i * $i) % 17 + 1) * 0.37 }")
+                echo "<testcase classname=\"s\" name=\"$name\" time=\"$t\"/>"
+              done < mine.txt
+              echo '</testsuite>'
+            } > results/junit.xml
+      - store_test_results:
+          path: results
+workflows:
+  main:
+    jobs: [test]
+"#;
+
+/// The run time the job gives test `i` (the same formula as its awk line): uneven, so a split
+/// by name is off balance and one by timings is not.
+fn run_time(i: u32) -> f64 {
+    f64::from((i * i) % 17 + 1) * 0.37
+}
+
+/// Each node's share, from the `SHARE ...` line its first step printed.
+async fn shares(fixture: &Fixture, job_id: &str) -> (Vec<Vec<String>>, String) {
+    let server = &fixture.server;
+    let mut shares = Vec::new();
+    let mut logs = String::new();
+    for node in 0..3 {
+        let log = server
+            .client
+            .node_step_log_page(&server.admin, job_id, node, 0, 0)
+            .await
+            .expect("log");
+        let log = String::from_utf8_lossy(&log).into_owned();
+        let share = log
+            .lines()
+            .find_map(|line| line.strip_prefix("SHARE "))
+            .unwrap_or_else(|| panic!("node {node} printed no share: {log}"));
+        shares.push(share.split_whitespace().map(str::to_owned).collect());
+        logs.push_str(&log);
+    }
+    (shares, logs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_split_thirty_tests_by_the_timings_of_the_last_run() {
+    let fixture = Fixture::with_files(
+        CLASS,
+        &[(".circleci/config.yml", SPLIT)],
+        AgentOptions::default(),
+    )
+    .await;
+    let _second = launch_agent(
+        &fixture.server,
+        &fixture.token,
+        fixture.dir.path(),
+        "agent-2",
+        AgentOptions::default(),
+    );
+    let all: Vec<String> = (1..=30).map(|i| format!("test_{i:02}")).collect();
+    let check_once = |shares: &[Vec<String>]| {
+        let mut seen: Vec<String> = shares.iter().flatten().cloned().collect();
+        seen.sort();
+        assert_eq!(seen, all, "every name runs exactly once across the nodes");
+    };
+
+    // No history: names, and the fallback is said.
+    let (_, jobs) = fixture.run().await;
+    let first = fixture.job(&jobs, "test");
+    assert_eq!(first.status, "success", "{}", fixture.agent.log_text());
+    let (split, logs) = shares(&fixture, &first.id).await;
+    check_once(&split);
+    assert!(
+        logs.contains("falling back to splitting by name"),
+        "the fallback is said: {logs}"
+    );
+    let stored = fixture
+        .server
+        .client
+        .job_tests(&fixture.server.admin, &first.id)
+        .await
+        .expect("tests");
+    assert_eq!(stored.items.len(), 30, "every node stored its results");
+    let mut nodes: Vec<u32> = stored.items.iter().map(|t| t.node_index).collect();
+    nodes.sort();
+    nodes.dedup();
+    assert_eq!(nodes, [0, 1, 2], "results are kept per node");
+
+    // With the first run's timings: balanced.
+    let (_, jobs) = fixture.run().await;
+    let second = fixture.job(&jobs, "test");
+    assert_eq!(second.status, "success", "{}", fixture.agent.log_text());
+    let (split, logs) = shares(&fixture, &second.id).await;
+    check_once(&split);
+    assert!(!logs.contains("falling back"), "{logs}");
+    let load = |share: &Vec<String>| -> f64 {
+        share
+            .iter()
+            .map(|name| run_time(name["test_".len()..].parse().unwrap()))
+            .sum()
+    };
+    let loads: Vec<f64> = split.iter().map(load).collect();
+    let ideal = loads.iter().sum::<f64>() / 3.0;
+    let busiest = loads.iter().cloned().fold(0.0, f64::max);
+    eprintln!("timings split: node loads {loads:.2?} s, ideal {ideal:.2} s");
+    assert!(
+        busiest <= ideal * 1.2,
+        "the busiest node ({busiest:.2} s) is within 20 % of the ideal share ({ideal:.2} s): {loads:?}"
+    );
+}

@@ -461,6 +461,20 @@ impl Client {
         self.decode(Method::PUT, &path, &response)
     }
 
+    /// `GET /api/v2/task/timings` (task token): the test results of the most recent successful
+    /// run of the task's job (same branch, else the default branch), streamed as the JSON of a
+    /// `bosun_protocol::task::TestResults`; `None` when there is none (404).
+    pub async fn timings(&self, auth: &Auth) -> Result<Option<crate::client::Download>, ApiError> {
+        match self
+            .download(Method::GET, "/api/v2/task/timings", auth)
+            .await
+        {
+            Ok(download) => Ok(Some(download)),
+            Err(err) if err.status() == Some(StatusCode::NOT_FOUND) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
     /// `GET /api/v2/project/{slug}/{job-number}/tests`: CircleCI's test-results listing.
     pub async fn project_job_tests(
         &self,

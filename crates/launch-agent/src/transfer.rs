@@ -428,8 +428,12 @@ async fn fetch(
         })
         .await
         .map(|download| download.map(|download| (layer.clone(), download))),
+        // A job's timings for `circleci tests split`: the test results of its last good run.
+        (BlobKind::TestResults, []) => with_retry("timings", || client.timings(auth))
+            .await
+            .map(|download| download.map(|download| ("timings".to_owned(), download))),
         // Nothing else is stored for downloading: a workspace layer is asked for one at a time,
-        // and artifacts and test results are not read back by jobs.
+        // and artifacts are not read back by jobs.
         _ => Ok(None),
     };
     let (key, mut body) = match answer {

@@ -34,6 +34,7 @@ pub fn routes() -> Router<State> {
             "/api/v2/task/tests",
             put(store_tests).layer(DefaultBodyLimit::disable()),
         )
+        .route("/api/v2/task/timings", get(timings))
         .route("/api/v2/job/{id}/tests", get(job_tests))
         .route(
             "/api/v2/project/{vcs}/{org}/{repo}/{number}/tests",
@@ -141,6 +142,21 @@ async fn store_tests(
     Ok(Json(StoredTests {
         stored: results.tests.len() as u64,
     }))
+}
+
+/// The timings for the task's job: the test results of its most recent successful run (same
+/// job, same branch, else the default branch), as a [`TestResults`]; 404 when there is none.
+async fn timings(task: TaskAuth, StateExt(state): StateExt<State>) -> AppResult<Json<TestResults>> {
+    if task.status != TaskStatus::Running {
+        return Err(AppError::unauthorized("invalid bearer token"));
+    }
+    let tests = state.store.timings_for(&task.job_id).await?;
+    if tests.is_empty() {
+        return Err(AppError::not_found(
+            "no earlier successful run of this job stored test results",
+        ));
+    }
+    Ok(Json(TestResults { tests }))
 }
 
 async fn listing(state: &State, job_id: &str) -> AppResult<Json<TestList>> {

@@ -13,13 +13,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bosun_protocol::task::{RunStep, Step, TaskSpec, When};
-use bosun_protocol::{Message, StepStatus, TaskStatus};
+use bosun_protocol::{BlobKind, Message, StepStatus, TaskStatus};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::link::{Control, Lost, Outbox};
+use crate::link::{Control, Fetched, Lost, Outbox};
 use crate::process::BACKGROUND_KILL_GRACE;
-use crate::steps::{Job, StepResult, artifacts, cache, checkout, run, test_results, workspace};
+use crate::steps::{
+    Job, StepResult, artifacts, cache, checkout, run, test_results, transfer, workspace,
+};
 
 /// A background step still (maybe) running.
 struct Background {
@@ -55,6 +57,10 @@ pub async fn run_task(
     if let Err(err) = job.prepare_dirs() {
         // The steps still run; only `circleci` and `step halt` are missing.
         tracing::warn!(%err, "cannot prepare the circleci CLI's directories");
+    }
+
+    if job.task.parallel_total > 1 {
+        fetch_timings(&job, &mut control).await?;
     }
 
     let mut progress = Progress::default();
@@ -175,6 +181,37 @@ async fn run_steps(
             }
             StepStatus::Success | StepStatus::Skipped => {}
         }
+    }
+    Ok(())
+}
+
+/// Most bytes of timings a task keeps (the test results of the job's last good run).
+const MAX_TIMINGS_BYTES: usize = 64 << 20;
+
+/// Downloads the timings of the job's last successful run (its stored test results) to the file
+/// `circleci tests split --split-by=timings` reads, before the first step; without any, the
+/// split falls back to names and says so. Nothing here fails the task: a missing or unreadable
+/// answer only leaves the file out.
+async fn fetch_timings(job: &Job, control: &mut watch::Receiver<Control>) -> Result<(), Lost> {
+    let download = match transfer::ask(&job.out, BlobKind::TestResults, Vec::new(), control).await?
+    {
+        Some(Fetched::Found(download)) => download,
+        Some(Fetched::NotFound) | None => return Ok(()),
+    };
+    let bytes = match transfer::read_small(download, MAX_TIMINGS_BYTES).await? {
+        Ok(bytes) => bytes,
+        Err(message) => {
+            tracing::warn!("timings were not received: {message}");
+            return Ok(());
+        }
+    };
+    let path = job.task_data.join(crate::cli::TASK_DATA_TIMINGS);
+    let written = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(&path, &bytes));
+    if let Err(err) = written {
+        tracing::warn!(path = %path.display(), %err, "cannot keep the timings");
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Test results: a row per test case, found by job; flaky tests across runs of one job on one
 //! revision.
 
-use bosun_api::task::TestCase;
+use bosun_api::task::{TestCase, TestResult};
 
 use super::{Store, StoreResult};
 
@@ -56,6 +56,57 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The test cases of the most recent successful run of job `job_id`'s job (same name, same
+    /// project) on the job's branch, else on `main` or `master`; empty when there is none. The
+    /// timings `circleci tests split --split-by=timings` uses.
+    pub async fn timings_for(&self, job_id: &str) -> StoreResult<Vec<TestCase>> {
+        let source: Option<String> = sqlx::query_scalar(
+            "WITH this AS (
+                 SELECT jobs.name, pipelines.project_id, pipelines.branch, jobs.number
+                   FROM jobs JOIN pipelines ON pipelines.id = jobs.pipeline_id
+                  WHERE jobs.id = $1
+             )
+             SELECT jobs.id FROM jobs
+               JOIN pipelines ON pipelines.id = jobs.pipeline_id
+               JOIN this ON jobs.name = this.name AND pipelines.project_id = this.project_id
+              WHERE jobs.status = 'success' AND jobs.id <> $1
+                AND EXISTS (SELECT 1 FROM test_results t WHERE t.job_id = jobs.id)
+                AND (pipelines.branch = this.branch OR pipelines.branch IN ('main', 'master'))
+              ORDER BY (pipelines.branch = this.branch) DESC, jobs.number DESC
+              LIMIT 1",
+        )
+        .bind(job_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(source) = source else {
+            return Ok(Vec::new());
+        };
+        let rows: Vec<(String, String, Option<String>, String, f64)> = sqlx::query_as(
+            "SELECT name, classname, file, result, run_time FROM test_results
+              WHERE job_id = $1 ORDER BY id",
+        )
+        .bind(&source)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, classname, file, result, run_time)| TestCase {
+                name,
+                classname,
+                file,
+                result: match result.as_str() {
+                    "failure" => TestResult::Failure,
+                    "skipped" => TestResult::Skipped,
+                    "error" => TestResult::Error,
+                    _ => TestResult::Success,
+                },
+                message: None,
+                run_time,
+                source: String::new(),
+            })
+            .collect())
     }
 
     /// How many test cases job `job_id` stored.
