@@ -121,6 +121,41 @@ async fn three_nodes_run_with_their_index_and_one_failed_node_fails_the_job() {
         Some(bosun_api::StatusCode::NOT_FOUND),
         "{err}"
     );
+    // CircleCI's job details, by the project's job number.
+    let details = server
+        .client
+        .project_job(&server.admin, &fixture.slug, job.job_number)
+        .await
+        .expect("job details");
+    assert_eq!(details["number"], job.job_number);
+    assert_eq!(details["status"], "failed");
+    assert_eq!(details["parallelism"], 3);
+    assert_eq!(details["name"], "test");
+    assert_eq!(
+        details["parallel_runs"],
+        serde_json::json!([
+            {"index": 0, "status": "success"},
+            {"index": 1, "status": "failed"},
+            {"index": 2, "status": "success"},
+        ])
+    );
+    assert_eq!(details["project"]["slug"], fixture.slug);
+    assert!(details["duration"].as_i64().is_some(), "{details}");
+    for field in [
+        "web_url",
+        "started_at",
+        "stopped_at",
+        "queued_at",
+        "created_at",
+        "latest_workflow",
+        "executor",
+        "pipeline",
+        "messages",
+        "contexts",
+        "organization",
+    ] {
+        assert!(!details[field].is_null(), "{field} in {details}");
+    }
     let (code, logs) = cli(&fixture, &["job", "logs", &job.id, "--node", "2"]);
     assert_eq!(code, 1);
     assert!(logs.contains("node 2 of 3"), "{logs}");

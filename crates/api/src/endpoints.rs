@@ -278,6 +278,20 @@ impl Client {
             .await
     }
 
+    /// `GET /api/v2/project/{slug}/job/{number}`: CircleCI's job details, as JSON.
+    pub async fn project_job(
+        &self,
+        auth: &Auth,
+        slug: &str,
+        number: u64,
+    ) -> Result<serde_json::Value, ApiError> {
+        self.get(
+            &format!("/api/v2/project/{}/job/{number}", slug_path(slug)),
+            auth,
+        )
+        .await
+    }
+
     /// `GET /api/v2/job/{id}?node=N`: the job with the steps of its node `node`.
     pub async fn job_node(&self, auth: &Auth, id: &str, node: u32) -> Result<JobDetail, ApiError> {
         self.get(

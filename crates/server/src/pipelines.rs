@@ -34,6 +34,10 @@ pub fn routes() -> Router<State> {
         .route("/api/v2/pipeline/{id}/workflow", get(pipeline_workflows))
         .route("/api/v2/workflow/{id}/job", get(workflow_jobs))
         .route("/api/v2/job/{id}", get(get_job))
+        .route(
+            "/api/v2/project/{vcs}/{org}/{repo}/job/{number}",
+            get(project_job),
+        )
         .route("/api/v2/job/{id}/step/{index}/log", get(step_log))
 }
 
@@ -863,6 +867,74 @@ async fn workflow_jobs(
             })
             .collect(),
     }))
+}
+
+/// `GET /api/v2/project/{slug}/job/{number}`: job details in CircleCI's shape (its required
+/// fields), found by the project's job number.
+async fn project_job(
+    _: Admin,
+    StateExt(state): StateExt<State>,
+    Path((vcs, org, repo, number)): Path<(String, String, String, String)>,
+) -> AppResult<Json<serde_json::Value>> {
+    let slug = format!("{vcs}/{org}/{repo}");
+    let Ok(number) = number.parse::<i64>() else {
+        return Err(AppError::bad_request(format!(
+            "job number `{number}` is not a number"
+        )));
+    };
+    let not_found = || AppError::not_found(format!("project {slug} has no job {number}"));
+    let Some(job_id) = state.store.job_by_number(&slug, number).await? else {
+        return Err(not_found());
+    };
+    let (Some(row), Some(details)) = (
+        state.store.job(&job_id).await?,
+        state.store.job_details(&job_id).await?,
+    ) else {
+        return Err(not_found());
+    };
+    let base = state.api_url.get().cloned().unwrap_or_default();
+    let organization = slug.split('/').nth(1).unwrap_or_default().to_owned();
+    let name = slug.split('/').nth(2).unwrap_or_default().to_owned();
+    let duration = match (details.started_at, details.stopped_at) {
+        (Some(started), Some(stopped)) => serde_json::json!((stopped - started).max(0)),
+        _ => serde_json::Value::Null,
+    };
+    let time = |ms: Option<i64>| ms.map(rfc3339).map_or(serde_json::Value::Null, Into::into);
+    let messages: Vec<serde_json::Value> = row
+        .message
+        .iter()
+        .map(|message| serde_json::json!({"type": "bosun", "message": message}))
+        .collect();
+    Ok(Json(serde_json::json!({
+        "web_url": format!("{}/api/v2/job/{}", base.trim_end_matches('/'), row.id),
+        "project": {
+            "id": details.project_id,
+            "slug": details.project_slug,
+            "name": name,
+            "external_url": "",
+        },
+        "parallel_runs": details
+            .nodes
+            .iter()
+            .map(|(node, status)| serde_json::json!({"index": node, "status": status.as_str()}))
+            .collect::<Vec<_>>(),
+        "started_at": time(details.started_at),
+        "latest_workflow": {"id": row.workflow_id, "name": details.workflow_name},
+        "name": row.name,
+        "executor": {"type": "machine", "resource_class": row.resource_class},
+        "parallelism": details.parallelism,
+        "status": row.status.to_string(),
+        "number": row.number,
+        "pipeline": {"id": row.pipeline_id},
+        "duration": duration,
+        "created_at": rfc3339(details.created_at),
+        "messages": messages,
+        "contexts": [],
+        "organization": {"name": organization},
+        "queued_at": time(details.queued_at),
+        "stopped_at": time(details.stopped_at),
+        "id": row.id,
+    })))
 }
 
 #[derive(Deserialize)]

@@ -7,6 +7,23 @@ use super::rows::{
 use super::status::{JobStatus, PipelineStatus, StepStatus, TaskStatus, WorkflowStatus};
 use super::{Store, StoreResult, StoreTx};
 
+/// See [`Store::job_details`].
+#[derive(Debug, Clone)]
+pub struct JobDetailsRow {
+    pub workflow_name: String,
+    /// When the job's workflow was made (the job was made with it).
+    pub created_at: i64,
+    pub project_id: String,
+    pub project_slug: String,
+    pub parallelism: i64,
+    pub started_at: Option<i64>,
+    pub stopped_at: Option<i64>,
+    /// When its first task was queued.
+    pub queued_at: Option<i64>,
+    /// Each node's task status, by node.
+    pub nodes: Vec<(i64, TaskStatus)>,
+}
+
 impl Store {
     /// The task whose token hashes to `hash`.
     pub async fn task_by_token(&self, hash: &str) -> StoreResult<Option<TaskTokenRow>> {
@@ -149,6 +166,57 @@ impl Store {
         .bind(i64::from(node))
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    /// What CircleCI's job details (`GET /project/{slug}/job/{number}`) say of job `job_id`
+    /// besides its row: its workflow's name and creation, its project, and each node's task.
+    pub async fn job_details(&self, job_id: &str) -> StoreResult<Option<JobDetailsRow>> {
+        /// Workflow name and creation, project id and slug, parallelism, started, stopped.
+        type Head = (String, i64, String, String, i64, Option<i64>, Option<i64>);
+        let row: Option<Head> = sqlx::query_as(
+            "SELECT workflows.name, workflows.created_at, projects.id, projects.slug,
+                        jobs.parallelism, jobs.started_at, jobs.stopped_at
+                   FROM jobs
+                   JOIN workflows ON workflows.id = jobs.workflow_id
+                   JOIN pipelines ON pipelines.id = jobs.pipeline_id
+                   JOIN projects ON projects.id = pipelines.project_id
+                  WHERE jobs.id = $1",
+        )
+        .bind(job_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((
+            workflow_name,
+            created_at,
+            project_id,
+            project_slug,
+            parallelism,
+            started_at,
+            stopped_at,
+        )) = row
+        else {
+            return Ok(None);
+        };
+        let nodes: Vec<(i64, TaskStatus, i64)> = sqlx::query_as(
+            "SELECT node_index, status, created_at FROM tasks WHERE job_id = $1 ORDER BY node_index",
+        )
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Some(JobDetailsRow {
+            workflow_name,
+            created_at,
+            project_id,
+            project_slug,
+            parallelism,
+            started_at,
+            stopped_at,
+            queued_at: nodes.iter().map(|(_, _, created)| *created).min(),
+            nodes: nodes
+                .into_iter()
+                .map(|(node, status, _)| (node, status))
+                .collect(),
+        }))
     }
 
     /// How many nodes job `job_id` runs as.
