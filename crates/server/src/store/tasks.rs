@@ -65,12 +65,15 @@ impl Store {
         let Some(claimed) = claimed else {
             return Ok(None);
         };
-        sqlx::query("UPDATE jobs SET status = $1, started_at = $2 WHERE id = $3")
-            .bind(JobStatus::Running)
-            .bind(claim.now)
-            .bind(&claimed.job_id)
-            .execute(&mut *tx)
-            .await?;
+        // A parallel job starts with its first node; later claims keep that time.
+        sqlx::query(
+            "UPDATE jobs SET status = $1, started_at = COALESCE(started_at, $2) WHERE id = $3",
+        )
+        .bind(JobStatus::Running)
+        .bind(claim.now)
+        .bind(&claimed.job_id)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("UPDATE runners SET last_used = $1 WHERE resource_class = $2 AND name = $3")
             .bind(claim.now)
             .bind(claim.resource_class)
