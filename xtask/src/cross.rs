@@ -571,11 +571,31 @@ pub fn build(t: &Target, args: &[String]) -> anyhow::Result<()> {
 
 /// Tests whose expectation depends on something qemu-user emulates differently from a kernel,
 /// skipped under emulation (they run on the host), with the reason.
-const EMULATION_SKIPS: &[(&str, &str)] = &[(
-    "steps::a_missing_shell_fails_the_step_with_a_message",
-    "qemu-user runs glibc's posix_spawn (CLONE_VM|CLONE_VFORK) as a plain fork, so a failed \
-     exec shows up as a child exiting 127 instead of a spawn error",
-)];
+const EMULATION_SKIPS: &[(&str, &str)] = &[
+    (
+        "steps::a_missing_shell_fails_the_step_with_a_message",
+        "qemu-user runs glibc's posix_spawn (CLONE_VM|CLONE_VFORK) as a plain fork, so a failed \
+         exec shows up as a child exiting 127 instead of a spawn error",
+    ),
+    ("cli::argument_errors_exit_2_with_one_line", IN_JOB_CLI),
+    (
+        "cli::our_circleci_comes_before_the_hosts_and_the_tasks_path",
+        IN_JOB_CLI,
+    ),
+    (
+        "cli::the_binary_answers_as_circleci_and_circleci_agent",
+        IN_JOB_CLI,
+    ),
+    (
+        "cli::step_halt_skips_every_later_step_and_the_job_succeeds",
+        IN_JOB_CLI,
+    ),
+];
+
+/// Why the tests that run `circleci` from a step are host-only.
+const IN_JOB_CLI: &str = "a step (or the test) execs the task-agent through its `circleci` links \
+     by path, and binfmt handlers are not registered on purpose, so the kernel cannot run the \
+     foreign binary (the CLI's logic is covered by the in-process tests, which run here)";
 
 pub fn test(t: &Target, args: &[String]) -> anyhow::Result<()> {
     let started = Instant::now();
