@@ -283,6 +283,9 @@ mod tests {
                 no_output_timeout_secs: None,
                 when: When::OnSuccess,
             })],
+            secrets: Default::default(),
+            checkout_auth: None,
+            ssh_keys: Vec::new(),
         }
     }
 

@@ -26,8 +26,9 @@ pub use streams::{DEFAULT_MAX_OPEN_STREAMS, StreamTable};
 
 /// Version of the wire protocol; both sides must speak the same one. 2: data streams have ids of
 /// their own (`StepStarted` names its log's), uploads and downloads. 3: cache and workspace steps
-/// in the task spec, workspace manifests.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// in the task spec, workspace manifests. 4: secrets, checkout credentials, SSH keys and
+/// `add_ssh_keys` in the task spec.
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Everything that can go wrong on the wire.
 #[derive(Debug, thiserror::Error)]

@@ -32,6 +32,77 @@ pub struct TaskSpec {
     /// The job's default shell for `run` steps; `None` means `/bin/bash -eo pipefail`.
     pub shell: Option<String>,
     pub steps: Vec<Step>,
+    /// Secret environment: the project's variables, then those of the job's contexts in the
+    /// order the job names them (a later one wins). Below [`TaskSpec::environment`] and every
+    /// step's `environment`, above the built-ins; every value is masked in the job's logs.
+    /// Filled in only in the answer to `GET /api/v2/task/config`, never stored with the job.
+    #[serde(default, skip_serializing_if = "Secrets::is_empty")]
+    pub secrets: Secrets,
+    /// How `checkout` authenticates to the repository, if it needs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkout_auth: Option<CheckoutAuth>,
+    /// The project's additional SSH keys that the job's `add_ssh_keys` steps may install.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ssh_keys: Vec<SshKey>,
+}
+
+/// Secret name/value pairs. Its `Debug` shows names only, so a spec that is logged by mistake
+/// leaks nothing.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secrets(pub BTreeMap<String, String>);
+
+impl Secrets {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+/// A secret string whose `Debug` is redacted.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretString(pub String);
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"********\"")
+    }
+}
+
+/// Credentials for `checkout`, used for its git commands alone (later steps never see them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckoutAuth {
+    /// The project's checkout (deploy) key, an OpenSSH private key, for `ssh://` and
+    /// `user@host:path` URLs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_private_key: Option<SecretString>,
+    /// `known_hosts` lines the repository's host must match (`StrictHostKeyChecking=yes`). The
+    /// server learns them on its first fetch (trust on first use) and enforces them after.
+    #[serde(default)]
+    pub known_hosts: Vec<String>,
+    /// A token for `https://` URLs, given to git through a credential helper.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_token: Option<SecretString>,
+}
+
+/// One of the project's additional SSH keys (`add_ssh_keys`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SshKey {
+    /// `SHA256:...`, as `ssh-keygen -l` prints it.
+    pub fingerprint: String,
+    /// The MD5 fingerprint (`aa:bb:...`), which older CircleCI configs name.
+    pub md5_fingerprint: String,
+    /// The host the key is for (an `~/.ssh/config` `Host` entry); `None` means every host.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// The OpenSSH private key.
+    pub private_key: SecretString,
 }
 
 /// One step of a job.
@@ -46,6 +117,7 @@ pub enum Step {
     PersistToWorkspace(PersistToWorkspaceStep),
     AttachWorkspace(AttachWorkspaceStep),
     StoreTestResults(StoreTestResultsStep),
+    AddSshKeys(AddSshKeysStep),
 }
 
 impl Step {
@@ -60,6 +132,7 @@ impl Step {
             Step::PersistToWorkspace(step) => &step.name,
             Step::AttachWorkspace(step) => &step.name,
             Step::StoreTestResults(step) => &step.name,
+            Step::AddSshKeys(step) => &step.name,
         }
     }
 
@@ -72,9 +145,10 @@ impl Step {
             Step::SaveCache(step) => step.when,
             // As on CircleCI, test results are stored after a failed step too.
             Step::StoreTestResults(_) => When::Always,
-            Step::RestoreCache(_) | Step::PersistToWorkspace(_) | Step::AttachWorkspace(_) => {
-                When::OnSuccess
-            }
+            Step::RestoreCache(_)
+            | Step::PersistToWorkspace(_)
+            | Step::AttachWorkspace(_)
+            | Step::AddSshKeys(_) => When::OnSuccess,
         }
     }
 }
@@ -163,6 +237,15 @@ pub struct StoreTestResultsStep {
     pub name: String,
     /// A file or a directory, relative to the job's working directory (`~` is `$HOME`).
     pub path: String,
+}
+
+/// `add_ssh_keys`: install the project's SSH keys with these fingerprints (SHA-256 or MD5
+/// form; empty means all of them) into the job user's `~/.ssh` for this task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AddSshKeysStep {
+    pub name: String,
+    #[serde(default)]
+    pub fingerprints: Vec<String>,
 }
 
 /// What a workspace download with no keys answers: the layers an `attach_workspace` applies,

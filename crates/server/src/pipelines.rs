@@ -768,6 +768,10 @@ fn task_spec(
         working_directory: job.working_directory.clone(),
         shell: job.shell.clone(),
         steps,
+        // Filled in by `GET /api/v2/task/config` alone: never stored with the job.
+        secrets: Default::default(),
+        checkout_auth: None,
+        ssh_keys: Vec::new(),
     }
 }
 

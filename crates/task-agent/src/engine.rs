@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use crate::link::{Control, Fetched, Lost, Outbox};
 use crate::process::BACKGROUND_KILL_GRACE;
 use crate::steps::{
-    Job, StepResult, artifacts, cache, checkout, run, test_results, transfer, workspace,
+    Job, StepResult, artifacts, cache, checkout, run, ssh_keys, test_results, transfer, workspace,
 };
 
 /// A background step still (maybe) running.
@@ -157,6 +157,7 @@ async fn run_steps(
             Step::PersistToWorkspace(step) => workspace::persist(job, log, step, control).await?,
             Step::AttachWorkspace(step) => workspace::attach(job, log, step, control).await?,
             Step::StoreTestResults(step) => test_results::execute(job, log, step, control).await?,
+            Step::AddSshKeys(step) => ssh_keys::execute(job, log, step, control).await?,
         };
         if job.halted() && !progress.halted {
             progress.halted = true;

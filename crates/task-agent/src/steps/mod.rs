@@ -10,6 +10,7 @@ pub mod artifacts;
 pub mod cache;
 pub mod checkout;
 pub mod run;
+pub mod ssh_keys;
 pub mod template;
 pub mod test_results;
 pub mod transfer;

@@ -45,6 +45,9 @@ pub fn task(steps: Vec<Step>) -> TaskSpec {
         working_directory: None,
         shell: None,
         steps,
+        secrets: Default::default(),
+        checkout_auth: None,
+        ssh_keys: Vec::new(),
     }
 }
 
