@@ -546,6 +546,252 @@ impl Client {
         Ok(message_of(&answer))
     }
 
+    // ---- secrets: project variables, contexts, checkout and SSH keys ----
+
+    /// `POST /api/v2/project/{slug}/envvar`: sets a variable (the answer shows it masked).
+    pub async fn set_project_env(
+        &self,
+        auth: &Auth,
+        slug: &str,
+        request: &CreateEnvVar,
+    ) -> Result<EnvVar, ApiError> {
+        let path = format!("/api/v2/project/{}/envvar", slug_path(slug));
+        self.post(&path, auth, request).await
+    }
+
+    /// `GET /api/v2/project/{slug}/envvar`: names and masked values.
+    pub async fn project_env(&self, auth: &Auth, slug: &str) -> Result<Page<EnvVar>, ApiError> {
+        let path = format!("/api/v2/project/{}/envvar", slug_path(slug));
+        self.get(&path, auth).await
+    }
+
+    /// `DELETE /api/v2/project/{slug}/envvar/{name}`.
+    pub async fn delete_project_env(
+        &self,
+        auth: &Auth,
+        slug: &str,
+        name: &str,
+    ) -> Result<(), ApiError> {
+        let path = format!(
+            "/api/v2/project/{}/envvar/{}",
+            slug_path(slug),
+            encode_component(name)
+        );
+        self.delete(&path, auth).await
+    }
+
+    /// `GET /api/v2/me/collaborations`: the organizations (namespaces) the caller sees.
+    pub async fn collaborations(&self, auth: &Auth) -> Result<Vec<Collaboration>, ApiError> {
+        self.get("/api/v2/me/collaborations", auth).await
+    }
+
+    /// `POST /api/v2/context`.
+    pub async fn create_context(
+        &self,
+        auth: &Auth,
+        request: &CreateContext,
+    ) -> Result<Context, ApiError> {
+        self.post("/api/v2/context", auth, request).await
+    }
+
+    /// `GET /api/v2/context?owner-slug=`: the contexts of an organization (namespace).
+    pub async fn contexts(&self, auth: &Auth, owner: &str) -> Result<Page<Context>, ApiError> {
+        let path = format!("/api/v2/context?owner-slug={}", encode_component(owner));
+        self.get(&path, auth).await
+    }
+
+    /// `DELETE /api/v2/context/{id}`.
+    pub async fn delete_context(&self, auth: &Auth, id: &str) -> Result<(), ApiError> {
+        self.delete(&format!("/api/v2/context/{}", encode_component(id)), auth)
+            .await
+    }
+
+    /// `PUT /api/v2/context/{id}/environment-variable/{name}`.
+    pub async fn set_context_env(
+        &self,
+        auth: &Auth,
+        id: &str,
+        name: &str,
+        value: &str,
+    ) -> Result<ContextEnvVar, ApiError> {
+        let path = format!(
+            "/api/v2/context/{}/environment-variable/{}",
+            encode_component(id),
+            encode_component(name)
+        );
+        let body = SetContextEnvVar {
+            value: value.to_owned(),
+        };
+        self.json(Method::PUT, &path, auth, Some(&body)).await
+    }
+
+    /// `GET /api/v2/context/{id}/environment-variable`.
+    pub async fn context_env(
+        &self,
+        auth: &Auth,
+        id: &str,
+    ) -> Result<Page<ContextEnvVar>, ApiError> {
+        let path = format!(
+            "/api/v2/context/{}/environment-variable",
+            encode_component(id)
+        );
+        self.get(&path, auth).await
+    }
+
+    /// `DELETE /api/v2/context/{id}/environment-variable/{name}`.
+    pub async fn delete_context_env(
+        &self,
+        auth: &Auth,
+        id: &str,
+        name: &str,
+    ) -> Result<(), ApiError> {
+        let path = format!(
+            "/api/v2/context/{}/environment-variable/{}",
+            encode_component(id),
+            encode_component(name)
+        );
+        self.delete(&path, auth).await
+    }
+
+    /// `POST /api/v2/context/{id}/restrictions`.
+    pub async fn add_context_restriction(
+        &self,
+        auth: &Auth,
+        id: &str,
+        request: &CreateRestriction,
+    ) -> Result<Restriction, ApiError> {
+        let path = format!("/api/v2/context/{}/restrictions", encode_component(id));
+        self.post(&path, auth, request).await
+    }
+
+    /// `GET /api/v2/context/{id}/restrictions`.
+    pub async fn context_restrictions(
+        &self,
+        auth: &Auth,
+        id: &str,
+    ) -> Result<Page<Restriction>, ApiError> {
+        let path = format!("/api/v2/context/{}/restrictions", encode_component(id));
+        self.get(&path, auth).await
+    }
+
+    /// `DELETE /api/v2/context/{id}/restrictions/{restriction_id}`.
+    pub async fn delete_context_restriction(
+        &self,
+        auth: &Auth,
+        id: &str,
+        restriction_id: &str,
+    ) -> Result<(), ApiError> {
+        let path = format!(
+            "/api/v2/context/{}/restrictions/{}",
+            encode_component(id),
+            encode_component(restriction_id)
+        );
+        self.delete(&path, auth).await
+    }
+
+    /// `POST /api/v2/project/{slug}/checkout-key`: a new deploy key; the answer has its public
+    /// key, to add to the git host.
+    pub async fn create_checkout_key(
+        &self,
+        auth: &Auth,
+        slug: &str,
+    ) -> Result<CheckoutKey, ApiError> {
+        let path = format!("/api/v2/project/{}/checkout-key", slug_path(slug));
+        let body = CreateCheckoutKey {
+            key_type: "deploy-key".into(),
+        };
+        self.post(&path, auth, &body).await
+    }
+
+    /// `GET /api/v2/project/{slug}/checkout-key`.
+    pub async fn checkout_keys(
+        &self,
+        auth: &Auth,
+        slug: &str,
+    ) -> Result<Page<CheckoutKey>, ApiError> {
+        let path = format!("/api/v2/project/{}/checkout-key", slug_path(slug));
+        self.get(&path, auth).await
+    }
+
+    /// `DELETE /api/v2/project/{slug}/checkout-key/{fingerprint}`.
+    pub async fn delete_checkout_key(
+        &self,
+        auth: &Auth,
+        slug: &str,
+        fingerprint: &str,
+    ) -> Result<(), ApiError> {
+        let path = format!(
+            "/api/v2/project/{}/checkout-key/{}",
+            slug_path(slug),
+            encode_component(fingerprint)
+        );
+        self.delete(&path, auth).await
+    }
+
+    /// `POST /api/v2/project/{slug}/ssh-key`: uploads a private key for `add_ssh_keys`.
+    pub async fn add_ssh_key(
+        &self,
+        auth: &Auth,
+        slug: &str,
+        request: &CreateSshKey,
+    ) -> Result<SshKeyInfo, ApiError> {
+        let path = format!("/api/v2/project/{}/ssh-key", slug_path(slug));
+        self.post(&path, auth, request).await
+    }
+
+    /// `GET /api/v2/project/{slug}/ssh-key`.
+    pub async fn ssh_keys(&self, auth: &Auth, slug: &str) -> Result<Page<SshKeyInfo>, ApiError> {
+        let path = format!("/api/v2/project/{}/ssh-key", slug_path(slug));
+        self.get(&path, auth).await
+    }
+
+    /// `DELETE /api/v2/project/{slug}/ssh-key/{fingerprint}`.
+    pub async fn delete_ssh_key(
+        &self,
+        auth: &Auth,
+        slug: &str,
+        fingerprint: &str,
+    ) -> Result<(), ApiError> {
+        let path = format!(
+            "/api/v2/project/{}/ssh-key/{}",
+            slug_path(slug),
+            encode_component(fingerprint)
+        );
+        self.delete(&path, auth).await
+    }
+
+    /// `GET /api/v2/project/{slug}/known-hosts`.
+    pub async fn known_hosts(&self, auth: &Auth, slug: &str) -> Result<KnownHosts, ApiError> {
+        let path = format!("/api/v2/project/{}/known-hosts", slug_path(slug));
+        self.get(&path, auth).await
+    }
+
+    /// `PUT /api/v2/project/{slug}/known-hosts`: replaces them (empty: trust on first use).
+    pub async fn set_known_hosts(
+        &self,
+        auth: &Auth,
+        slug: &str,
+        known_hosts: &KnownHosts,
+    ) -> Result<KnownHosts, ApiError> {
+        let path = format!("/api/v2/project/{}/known-hosts", slug_path(slug));
+        self.json(Method::PUT, &path, auth, Some(known_hosts)).await
+    }
+
+    /// `PUT /api/v2/project/{slug}/checkout-token`: sets (or with `None` removes) the token
+    /// `checkout` uses for an `https://` repository.
+    pub async fn set_checkout_token(
+        &self,
+        auth: &Auth,
+        slug: &str,
+        token: Option<&str>,
+    ) -> Result<MessageResponse, ApiError> {
+        let path = format!("/api/v2/project/{}/checkout-token", slug_path(slug));
+        let body = CheckoutToken {
+            token: token.map(str::to_owned),
+        };
+        self.json(Method::PUT, &path, auth, Some(&body)).await
+    }
+
     /// A `DELETE` whose answer says nothing the caller needs.
     async fn delete(&self, path: &str, auth: &Auth) -> Result<(), ApiError> {
         self.json::<(), serde_json::Value>(Method::DELETE, path, auth, None)

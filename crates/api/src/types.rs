@@ -401,3 +401,194 @@ pub struct ArtifactList {
     pub items: Vec<Artifact>,
     pub next_page_token: Option<String>,
 }
+
+// ---- secrets: project variables, contexts, checkout and SSH keys ----
+
+/// A CircleCI-style page: `{"items": [...], "next_page_token": null}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_page_token: Option<String>,
+}
+
+/// `{"message": "..."}` success answers (deletes), as CircleCI's `MessageResponse`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageResponse {
+    pub message: String,
+}
+
+/// `POST /api/v2/project/{slug}/envvar` body.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateEnvVar {
+    pub name: String,
+    pub value: String,
+}
+
+impl std::fmt::Debug for CreateEnvVar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateEnvVar")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A project variable as reads show it: `value` is `xxxx` and the last four characters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnvVar {
+    pub name: String,
+    pub value: String,
+    #[serde(rename = "created-at", default)]
+    pub created_at: Option<String>,
+}
+
+/// The owner of a new context: an organization by `id` or `slug` (bosun: its namespace, or
+/// `vcs/org` whose `org` lower-cased is the namespace).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContextOwner {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slug: Option<String>,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub owner_type: Option<String>,
+}
+
+/// `POST /api/v2/context` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateContext {
+    pub name: String,
+    pub owner: ContextOwner,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Context {
+    pub id: String,
+    pub name: String,
+    pub created_at: String,
+}
+
+/// `PUT /api/v2/context/{id}/environment-variable/{name}` body.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetContextEnvVar {
+    pub value: String,
+}
+
+impl std::fmt::Debug for SetContextEnvVar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SetContextEnvVar { .. }")
+    }
+}
+
+/// A context variable: names and dates only, never the value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContextEnvVar {
+    pub variable: String,
+    pub context_id: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// `POST /api/v2/context/{id}/restrictions` body. `restriction_type` is `project` (value: the
+/// project's id; bosun also takes its slug) or `expression`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateRestriction {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restriction_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restriction_value: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Restriction {
+    pub id: String,
+    pub context_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<String>,
+    pub name: String,
+    pub restriction_type: String,
+    pub restriction_value: String,
+}
+
+/// `POST /api/v2/project/{slug}/checkout-key` body (`deploy-key`; `user-key` needs a VCS
+/// integration bosun does not have).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateCheckoutKey {
+    #[serde(rename = "type")]
+    pub key_type: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckoutKey {
+    #[serde(rename = "public-key")]
+    pub public_key: String,
+    #[serde(rename = "type")]
+    pub key_type: String,
+    /// MD5, colon-separated hex, as CircleCI shows it.
+    pub fingerprint: String,
+    pub preferred: bool,
+    #[serde(rename = "created-at")]
+    pub created_at: String,
+}
+
+/// `POST /api/v2/project/{slug}/ssh-key` body (bosun's; CircleCI's v1.1 shape): an OpenSSH
+/// private key, for `hostname` or every host.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateSshKey {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    pub private_key: String,
+}
+
+impl std::fmt::Debug for CreateSshKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateSshKey")
+            .field("hostname", &self.hostname)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SshKeyInfo {
+    /// `SHA256:...`.
+    pub fingerprint: String,
+    /// `aa:bb:...`, the form older configs name in `add_ssh_keys`.
+    pub md5_fingerprint: String,
+    pub hostname: Option<String>,
+    pub public_key: String,
+    pub created_at: String,
+}
+
+/// `GET|PUT /api/v2/project/{slug}/known-hosts` (bosun's): the host keys `checkout` and the
+/// server's fetches enforce, as `known_hosts` lines; empty means trust on first use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KnownHosts {
+    pub known_hosts: Vec<String>,
+}
+
+/// `PUT /api/v2/project/{slug}/checkout-token` body (bosun's): a token for `https://`
+/// repositories; `null` removes it.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckoutToken {
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for CheckoutToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CheckoutToken { .. }")
+    }
+}
+
+/// `GET /api/v2/me/collaborations`: the organizations the caller belongs to. In bosun an
+/// organization is a namespace; `slug` and `name` are the namespace, as contexts' `owner-slug`
+/// takes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Collaboration {
+    pub id: String,
+    #[serde(rename = "vcs-type")]
+    pub vcs_type: String,
+    pub name: String,
+    pub avatar_url: String,
+    pub slug: String,
+}

@@ -55,6 +55,22 @@ pub async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                     }
                     Ok(0)
                 }
+                Command::Project(ProjectCommand::Env(command)) => {
+                    crate::secrets::project_env(&ctx, command).await
+                }
+                Command::Project(ProjectCommand::CheckoutKey(command)) => {
+                    crate::secrets::checkout_key(&ctx, command).await
+                }
+                Command::Project(ProjectCommand::SshKey(command)) => {
+                    crate::secrets::ssh_key(&ctx, command).await
+                }
+                Command::Project(ProjectCommand::KnownHosts(command)) => {
+                    crate::secrets::known_hosts(&ctx, command).await
+                }
+                Command::Project(ProjectCommand::CheckoutToken(command)) => {
+                    crate::secrets::checkout_token(&ctx, command).await
+                }
+                Command::Context(command) => crate::secrets::context(&ctx, command).await,
                 Command::Pipeline(PipelineCommand::Run(args)) => pipeline_run(&ctx, args).await,
                 Command::Pipeline(PipelineCommand::Status { id }) => {
                     pipeline_status(&ctx, &id).await

@@ -7,6 +7,7 @@
 mod commands;
 mod follow;
 mod quickstart;
+mod secrets;
 
 use std::process::ExitCode;
 
@@ -65,6 +66,9 @@ pub enum Command {
         #[arg(long)]
         flaky: bool,
     },
+    /// Contexts: shared secret variables of an organization, with restrictions.
+    #[command(subcommand)]
+    Context(secrets::ContextCommand),
     /// A project's caches (`save_cache` / `restore_cache`).
     #[command(subcommand)]
     Cache(CacheCommand),
@@ -140,6 +144,21 @@ pub enum ProjectCommand {
         #[arg(long)]
         namespace: Option<String>,
     },
+    /// Project environment variables (values from stdin, never from the command line).
+    #[command(subcommand)]
+    Env(secrets::ProjectEnvCommand),
+    /// Checkout (deploy) keys the server generates for `checkout` of an ssh:// repository.
+    #[command(subcommand, name = "checkout-key")]
+    CheckoutKey(secrets::CheckoutKeyCommand),
+    /// Additional SSH keys for `add_ssh_keys` (private keys from stdin).
+    #[command(subcommand, name = "ssh-key")]
+    SshKey(secrets::SshKeyCommand),
+    /// The repository host keys `checkout` enforces (empty: trust on first use).
+    #[command(subcommand, name = "known-hosts")]
+    KnownHosts(secrets::KnownHostsCommand),
+    /// The token `checkout` uses for an https:// repository (from stdin).
+    #[command(subcommand, name = "checkout-token")]
+    CheckoutToken(secrets::CheckoutTokenCommand),
 }
 
 #[derive(Args, Debug)]

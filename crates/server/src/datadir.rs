@@ -39,7 +39,11 @@ pub(crate) fn prepare(config: &Config) -> anyhow::Result<()> {
             .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     }
 
-    let mut files: Vec<PathBuf> = vec![data_dir.join("admin-token"), data_dir.join("server-url")];
+    let mut files: Vec<PathBuf> = vec![
+        data_dir.join("admin-token"),
+        data_dir.join("server-url"),
+        data_dir.join(crate::secrets::SECRET_KEY_FILE),
+    ];
     let database = match &config.database_url {
         Some(url) => sqlite_path(url),
         None => Some(data_dir.join("bosun.db")),

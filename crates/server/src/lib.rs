@@ -10,6 +10,7 @@ mod artifacts;
 mod auth;
 pub mod blobs;
 mod caches;
+mod contexts;
 mod continuation;
 mod datadir;
 mod error;
@@ -19,10 +20,13 @@ mod http_tests;
 mod jobs;
 mod logs;
 mod pipelines;
+mod project_secrets;
 pub mod retention;
 mod runner;
 mod scheduler;
+mod secrets;
 mod serve;
+pub mod sshkeys;
 mod store;
 mod test_results;
 mod util;
@@ -60,6 +64,9 @@ pub struct Config {
     pub public_url: Option<String>,
     /// The admin token from `BOSUN_ADMIN_TOKEN`, if set.
     pub admin_token: Option<String>,
+    /// The key secrets are sealed with, from `BOSUN_SECRET_KEY` (64 hex digits or base64 of 32
+    /// bytes); `None` means `DATA_DIR/secret-key`, generated on first start.
+    pub secret_key: Option<String>,
     /// How long a claimed task's lease lasts without a heartbeat.
     pub task_lease: Duration,
     /// Org-wide limit on running tasks.
@@ -94,6 +101,7 @@ impl Config {
             blob_url: None,
             public_url: None,
             admin_token: None,
+            secret_key: None,
             task_lease: Duration::from_secs(60),
             max_running_tasks: 100,
             max_step_log: logs::DEFAULT_MAX_STEP_LOG,
@@ -116,6 +124,8 @@ impl Config {
         }
     }
 }
+
+pub use secrets::SECRET_KEY_ENV;
 
 /// Shared state of the request handlers.
 pub(crate) struct AppState {
@@ -141,6 +151,8 @@ pub(crate) struct AppState {
     /// The server's URL as jobs reach it (`public_url`, else `http://<bound address>`), set once
     /// bound; given to setup-workflow jobs as `BOSUN_API_URL`.
     pub api_url: std::sync::OnceLock<String>,
+    /// Seals and opens secrets at rest (`secrets.rs`).
+    pub secrets: secrets::SecretBox,
 }
 
 pub(crate) type State = Arc<AppState>;
@@ -176,6 +188,7 @@ pub async fn run(
     std::fs::create_dir_all(&repo_dir)
         .with_context(|| format!("creating {}", repo_dir.display()))?;
 
+    let secrets = secrets::SecretBox::load(&config.data_dir, config.secret_key.as_deref())?;
     auth::ensure_admin_token(&store, &config.data_dir, config.admin_token.as_deref()).await?;
 
     let state: State = Arc::new(AppState {
@@ -197,6 +210,7 @@ pub async fn run(
             },
         ),
         api_url: std::sync::OnceLock::new(),
+        secrets,
     });
 
     let listener =
@@ -233,5 +247,7 @@ fn router(state: State) -> Router {
         .merge(workspaces::routes())
         .merge(test_results::routes())
         .merge(continuation::routes())
+        .merge(project_secrets::routes())
+        .merge(contexts::routes())
         .with_state(state)
 }

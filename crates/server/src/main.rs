@@ -166,6 +166,9 @@ fn main() -> ExitCode {
     config.admin_token = std::env::var("BOSUN_ADMIN_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
+    config.secret_key = std::env::var(bosun_server::SECRET_KEY_ENV)
+        .ok()
+        .filter(|k| !k.is_empty());
     config.task_lease = Duration::from_secs(args.task_lease_secs.max(1));
     config.max_running_tasks = args.max_running_tasks;
     config.max_step_log = args.max_step_log;

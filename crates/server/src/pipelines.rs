@@ -451,6 +451,7 @@ pub(crate) async fn add_workflows(
             let resource_class = job.resource_class.clone().unwrap_or_default();
             let requires = serde_json::to_string(&entry.requires).unwrap_or_else(|_| "[]".into());
             let spec = serde_json::to_string(&task).map_err(|err| anyhow::anyhow!(err))?;
+            let contexts = serde_json::to_string(&entry.context).unwrap_or_else(|_| "[]".into());
             tx.insert_job(&NewJob {
                 id: &job_id,
                 workflow_id: &workflow_id,
@@ -464,6 +465,7 @@ pub(crate) async fn add_workflows(
                 step_count: task.steps.len() as i64,
                 continuation: add.continuation,
                 parallelism: i64::from(job.parallelism.max(1)),
+                contexts: &contexts,
             })
             .await?;
         }
@@ -527,6 +529,7 @@ fn step_runnable(step: &bosun_config::Step) -> bool {
             | bosun_config::Step::PersistToWorkspace { .. }
             | bosun_config::Step::AttachWorkspace { .. }
             | bosun_config::Step::StoreTestResults { .. }
+            | bosun_config::Step::AddSshKeys { .. }
     )
 }
 
@@ -739,6 +742,14 @@ fn task_spec(
                         .clone()
                         .unwrap_or_else(|| "Uploading test results".to_owned()),
                     path: path.clone(),
+                }))
+            }
+            bosun_config::Step::AddSshKeys { name, fingerprints } => {
+                Some(spec::Step::AddSshKeys(spec::AddSshKeysStep {
+                    name: name
+                        .clone()
+                        .unwrap_or_else(|| "Install additional SSH keys".to_owned()),
+                    fingerprints: fingerprints.clone(),
                 }))
             }
             _ => None,
@@ -1083,10 +1094,7 @@ mod tests {
         );
         for kind in left.keys() {
             assert!(
-                matches!(
-                    *kind,
-                    "store_test_results" | "add_ssh_keys" | "setup_remote_docker"
-                ),
+                matches!(*kind, "setup_remote_docker"),
                 "corpus configs use `{kind}`, which the task-agent should run by now"
             );
         }
@@ -1099,7 +1107,7 @@ mod tests {
     }
 
     #[test]
-    fn blob_steps_run_and_ssh_keys_are_still_refused() {
+    fn blob_steps_and_ssh_keys_run_and_remote_docker_is_still_refused() {
         for step in [
             "      - store_artifacts:\n          path: out\n",
             "      - save_cache:\n          key: k\n          paths: [x]\n",
@@ -1107,15 +1115,17 @@ mod tests {
             "      - persist_to_workspace:\n          root: .\n          paths: [x]\n",
             "      - attach_workspace:\n          at: .\n",
             "      - store_test_results:\n          path: out\n",
+            "      - add_ssh_keys\n",
+            "      - add_ssh_keys:\n          fingerprints: [\"SHA256:abc\"]\n",
         ] {
             let pipeline = bosun_config::compile(&job(step), "c.yml").unwrap();
             assert_eq!(check_runnable(&pipeline), Ok(()), "{step}");
         }
-        let keys = job("      - add_ssh_keys\n");
-        let pipeline = bosun_config::compile(&keys, "c.yml").unwrap();
+        let docker = job("      - setup_remote_docker\n");
+        let pipeline = bosun_config::compile(&docker, "c.yml").unwrap();
         assert_eq!(
             check_runnable(&pipeline).unwrap_err(),
-            "job `build` step 1 `add_ssh_keys` is not supported by bosun's task-agent yet"
+            "job `build` step 1 `setup_remote_docker` is not supported by bosun's task-agent yet"
         );
     }
 }

@@ -117,6 +117,21 @@ fn settle(
 /// failed requirement, and updates the workflow and pipeline status. Returns whether a job was
 /// queued.
 pub async fn advance_workflow(tx: &mut StoreTx, workflow_id: &str) -> StoreResult<bool> {
+    let mut queued_any = false;
+    // A job a context refuses fails instead of being queued, which may settle its dependents:
+    // settle again until nothing more fails that way (each pass fails at least one job).
+    loop {
+        let (queued, refused) = advance_once(tx, workflow_id).await?;
+        queued_any |= queued;
+        if !refused {
+            return Ok(queued_any);
+        }
+    }
+}
+
+/// One pass of [`advance_workflow`]: answers whether a job was queued and whether one was
+/// refused by its contexts (failed before it was queued).
+async fn advance_once(tx: &mut StoreTx, workflow_id: &str) -> StoreResult<(bool, bool)> {
     let rows = tx.workflow_jobs(workflow_id).await?;
     let order: Vec<String> = rows.iter().map(|row| row.name.clone()).collect();
     let mut jobs: HashMap<String, (JobStatus, Vec<String>)> = rows
@@ -129,6 +144,7 @@ pub async fn advance_workflow(tx: &mut StoreTx, workflow_id: &str) -> StoreResul
     let by_name: HashMap<&str, &crate::store::SchedulerJobRow> =
         rows.iter().map(|row| (row.name.as_str(), row)).collect();
     let mut queued_any = false;
+    let mut refused_any = false;
     for (name, decision) in settle(&order, &mut jobs) {
         let Some(row) = by_name.get(name.as_str()) else {
             continue;
@@ -136,10 +152,25 @@ pub async fn advance_workflow(tx: &mut StoreTx, workflow_id: &str) -> StoreResul
         match decision {
             Decision::NotRun => tx.mark_not_run(&row.id, now_ms()).await?,
             Decision::Queue => {
-                tx.queue_job(&row.id, &row.resource_class, now_ms()).await?;
-                queued_any = true;
+                let refusal = if row.contexts == "[]" {
+                    None
+                } else {
+                    crate::contexts::check_job(tx, &row.id, &row.name).await?
+                };
+                if let Some(message) = refusal {
+                    tracing::info!(job = %row.id, "{message}");
+                    tx.fail_unqueued_job(&row.id, &message, now_ms()).await?;
+                    refused_any = true;
+                } else {
+                    tx.queue_job(&row.id, &row.resource_class, now_ms()).await?;
+                    queued_any = true;
+                }
             }
         }
+    }
+    if refused_any {
+        // The settled statuses above assumed the refused jobs were queued.
+        return Ok((queued_any, true));
     }
     let outcomes: Option<Vec<Outcome>> =
         jobs.values().map(|(status, _)| status.outcome()).collect();
@@ -148,7 +179,7 @@ pub async fn advance_workflow(tx: &mut StoreTx, workflow_id: &str) -> StoreResul
         let pipeline_id = tx.end_workflow(workflow_id, status, now_ms()).await?;
         rollup_pipeline(tx, &pipeline_id).await?;
     }
-    Ok(queued_any)
+    Ok((queued_any, false))
 }
 
 /// Sets the pipeline's status once every workflow is final.
@@ -326,6 +357,7 @@ mod tests {
                 step_count: 2,
                 continuation: false,
                 parallelism: 1,
+                contexts: "[]",
             })
             .await
             .unwrap();

@@ -69,6 +69,7 @@ pub(crate) async fn workflow(
             step_count: 1,
             continuation: false,
             parallelism: 1,
+            contexts: "[]",
         })
         .await
         .unwrap();

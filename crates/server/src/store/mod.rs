@@ -27,6 +27,7 @@ mod continuations;
 pub(crate) mod fixtures;
 mod pipelines;
 pub mod rows;
+mod secrets;
 pub mod status;
 mod tasks;
 mod test_results;
@@ -43,6 +44,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 pub use artifacts::ArtifactRow;
 pub use caches::{CacheInsert, CacheRow, JobScope};
 pub use rows::*;
+pub use secrets::{CheckoutKeyRow, ContextRow, JobPipelineRow, RestrictionRow, SshKeyRow};
 pub use status::*;
 pub use workspaces::LayerRow;
 

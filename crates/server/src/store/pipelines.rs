@@ -220,8 +220,8 @@ impl StoreTx {
     pub async fn insert_job(&mut self, job: &NewJob<'_>) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO jobs (id, workflow_id, pipeline_id, name, number, position, status, resource_class,
-                               requires, spec, step_count, continuation, parallelism)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                               requires, spec, step_count, continuation, parallelism, contexts)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(job.id)
         .bind(job.workflow_id)
@@ -236,6 +236,7 @@ impl StoreTx {
         .bind(job.step_count)
         .bind(job.continuation)
         .bind(job.parallelism.max(1))
+        .bind(job.contexts)
         .execute(&mut *self.tx)
         .await?;
         Ok(())

@@ -121,6 +121,8 @@ pub struct SchedulerJobRow {
     /// JSON list of job names.
     pub requires: String,
     pub resource_class: String,
+    /// JSON list of the context names the job uses.
+    pub contexts: String,
 }
 
 /// The task a finished task's result was recorded for.
@@ -204,6 +206,8 @@ pub struct NewJob<'a> {
     pub continuation: bool,
     /// `parallelism`: how many tasks (nodes) the job runs as.
     pub parallelism: i64,
+    /// JSON list of the context names the job uses.
+    pub contexts: &'a str,
 }
 
 /// A job of a workflow's job list.

@@ -447,7 +447,7 @@ impl StoreTx {
     /// The jobs of workflow `workflow_id`, in order.
     pub async fn workflow_jobs(&mut self, workflow_id: &str) -> StoreResult<Vec<SchedulerJobRow>> {
         Ok(sqlx::query_as(
-            "SELECT id, name, status, requires, resource_class FROM jobs WHERE workflow_id = $1 ORDER BY position",
+            "SELECT id, name, status, requires, resource_class, contexts FROM jobs WHERE workflow_id = $1 ORDER BY position",
         )
         .bind(workflow_id)
         .fetch_all(&mut *self.tx)

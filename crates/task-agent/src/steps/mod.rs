@@ -50,7 +50,7 @@ pub struct Job {
     pub home: PathBuf,
     /// The job's working directory, absolute.
     pub working_dir: PathBuf,
-    /// Built-in CircleCI variables, then the task's `environment`.
+    /// Built-in CircleCI variables, then the task's secrets, then its `environment`.
     pub env: BTreeMap<String, String>,
     /// A private directory outside the checkout for step scripts.
     pub scripts_dir: PathBuf,
@@ -86,7 +86,16 @@ impl Job {
         };
         let bin_dir = scripts_dir.join("bin");
         let task_data = scripts_dir.join("task-data");
+        // CircleCI's precedence: built-ins, then project and context variables (`secrets`, in
+        // the order the server merged them), then the job's `environment`; a step's own
+        // `environment` goes on top in `step_env`.
         let mut env = builtin_env(&task, &working_dir);
+        env.extend(
+            task.secrets
+                .0
+                .iter()
+                .map(|(name, value)| (name.clone(), value.clone())),
+        );
         env.extend(
             task.environment
                 .iter()
