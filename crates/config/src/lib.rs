@@ -21,6 +21,7 @@
 mod compile;
 mod duration;
 mod expand;
+pub mod expr;
 mod model;
 pub mod yaml;
 
