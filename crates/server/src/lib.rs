@@ -23,6 +23,7 @@ pub mod retention;
 mod runner;
 mod scheduler;
 mod serve;
+pub mod sshkeys;
 mod store;
 mod test_results;
 mod util;
