@@ -130,7 +130,9 @@ pub fn parse_private_key(text: &str) -> Result<ParsedKey, String> {
         ));
     }
     // The parser's error messages name the encoding problem, never the key's bytes.
-    let private = PrivateKey::from_openssh(trimmed)
+    // Keys pasted into a browser form arrive with CRLF line endings; the PEM decoder wants LF.
+    let unix = trimmed.replace("\r\n", "\n");
+    let private = PrivateKey::from_openssh(&unix)
         .map_err(|err| format!("not a valid OpenSSH private key: {err}"))?;
     if private.is_encrypted() {
         return Err(
@@ -420,6 +422,12 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         let parsed = parse_private_key(&text).unwrap_or_else(|err| panic!("{key_type}: {err}"));
         assert_eq!(parsed.algorithm, algorithm);
+        let crlf = text.replace('\n', "\r\n");
+        assert_eq!(
+            parse_private_key(&crlf).as_ref(),
+            Ok(&parsed),
+            "CRLF line endings"
+        );
         let public = std::fs::read_to_string(dir.path().join("key.pub")).unwrap();
         assert_eq!(parsed.public_openssh, public.trim());
         assert_eq!(
