@@ -12,5 +12,6 @@ mod log_limits;
 mod parallelism;
 mod pipeline;
 mod quickstart;
+mod secrets;
 mod server_hardening;
 mod test_results;
