@@ -5,11 +5,11 @@ use std::path::Path;
 use std::process::Command;
 
 use bosun_protocol::task::{
-    AddSshKeysStep, CheckoutAuth, CheckoutStep, SecretString, SshKey, Step, TaskSpec,
+    AddSshKeysStep, CheckoutAuth, CheckoutStep, SecretString, SshKey, Step, TaskSpec, When,
 };
-use bosun_protocol::{StepStatus, TaskStatus};
+use bosun_protocol::{Incoming, Message, StepStatus, TaskStatus};
 
-use crate::harness::{Agent, Report, RootMode, run, step, task};
+use crate::harness::{Agent, PATIENCE, Report, RootMode, run, step, task};
 use crate::sshd::{SshKeyPair, Sshd, ssh_keypair};
 
 fn git(dir: &Path, args: &[&str]) -> String {
@@ -108,6 +108,10 @@ const INSPECT: &str = "cd project && cat file.txt && \
     echo \"config-hits=$(git config -l | grep -ci -e sshcommand -e credential)\" && \
     echo \"scripts=$(ls \"$(dirname \"$CIRCLE_INTERNAL_TASK_DATA\")\" | tr '\\n' ' ')\"";
 
+/// Lists the task's scripts directory, where the checkout's credential directory lives.
+const LIST_SCRIPTS: &str =
+    "echo \"scripts=$(ls \"$(dirname \"$CIRCLE_INTERNAL_TASK_DATA\")\" | tr '\\n' ' ')\"";
+
 #[tokio::test]
 async fn checks_out_over_ssh_with_the_checkout_key_and_leaves_nothing_behind() {
     let setup = setup();
@@ -158,11 +162,9 @@ async fn a_host_key_that_does_not_match_known_hosts_is_refused() {
     let stale = setup.sshd.known_hosts_line();
     setup.sshd.restart_with_new_host_key();
     assert_ne!(stale, setup.sshd.known_hosts_line());
-    let task = ssh_task(
-        &setup,
-        vec![stale],
-        vec![checkout(), step(run("after", "true"))],
-    );
+    let mut after = run("after", LIST_SCRIPTS);
+    after.when = When::Always;
+    let task = ssh_task(&setup, vec![stale], vec![checkout(), step(after)]);
     let report = run_in(&setup, &task).await;
     report.assert_clean_exit();
     assert_eq!(
@@ -176,7 +178,14 @@ async fn a_host_key_that_does_not_match_known_hosts_is_refused() {
         "{}",
         report.log(0)
     );
-    assert_eq!(report.finished(1), (StepStatus::Skipped, None));
+    // Gone after a failed checkout too.
+    assert_eq!(report.finished(1), (StepStatus::Success, Some(0)));
+    assert!(report.log(1).starts_with("scripts="), "{}", report.log(1));
+    assert!(
+        !report.log(1).contains("checkout-credentials"),
+        "{}",
+        report.log(1)
+    );
     assert!(!setup.work.join("project").join("file.txt").exists());
 }
 
@@ -302,4 +311,102 @@ async fn add_ssh_keys_fails_on_an_unknown_fingerprint_and_installs_nothing() {
         report.log(0)
     );
     assert!(!setup.home.join(".ssh").exists());
+}
+
+/// The credential directories in the task-agent's scripts directories under `tmp` (its
+/// `TMPDIR`): `(directory, mode of its key file)`.
+fn credential_dirs(tmp: &Path) -> Vec<(std::path::PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut found = Vec::new();
+    for scripts in std::fs::read_dir(tmp).into_iter().flatten().flatten() {
+        for entry in std::fs::read_dir(scripts.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("checkout-credentials-")
+            {
+                let mode = std::fs::metadata(entry.path().join("key"))
+                    .map_or(0, |meta| meta.permissions().mode() & 0o777);
+                found.push((entry.path(), mode));
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn a_canceled_checkout_removes_its_key() {
+    let setup = setup();
+    // A host that accepts the connection and never speaks: ssh waits for its banner until the
+    // cancel kills it.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || silent.accept().map(|(stream, _)| stream));
+    let mut task = ssh_task(&setup, Vec::new(), vec![checkout()]);
+    task.repository_url = format!("ssh://{}@127.0.0.1:{port}/repo", setup.sshd.user());
+    // A single node asks for no timings first, so the step starts without this test answering.
+    task.parallel_total = 1;
+    task.parallel_index = 0;
+    let tmp = setup.home.parent().unwrap().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let (home, tmp_text) = (setup.home.display().to_string(), tmp.display().to_string());
+    let mut agent = Agent::start_with(
+        &task,
+        &setup.work,
+        RootMode::Flag,
+        &[("HOME", &home), ("TMPDIR", &tmp_text)],
+    )
+    .await;
+    // While ssh hangs, the key is in the scripts directory, private.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let during = loop {
+        let found = credential_dirs(&tmp);
+        if found.iter().any(|(_, mode)| *mode != 0) {
+            break found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no credential directory appeared"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(during.len(), 1, "{during:?}");
+    assert_eq!(during[0].1, 0o600);
+    let _connection = held.join().unwrap().unwrap();
+    agent
+        .send(Message::Cancel {
+            reason: "canceled by a test".into(),
+            grace_ms: 1000,
+        })
+        .await;
+    let mut report = Report::default();
+    loop {
+        let incoming = agent
+            .next()
+            .await
+            .expect("socket closed before the step finished");
+        let done = matches!(
+            incoming,
+            Incoming::Message(Message::StepFinished { step: 0, .. })
+        );
+        report.record(incoming);
+        if done {
+            break;
+        }
+    }
+    // The step's end is sent after the checkout returned: its directory is gone by then.
+    assert!(!during[0].0.exists(), "{:?} still exists", during[0].0);
+    let report = agent.finish(report).await;
+    report.assert_clean_exit();
+    assert_eq!(
+        report.finished(0),
+        (StepStatus::Canceled, None),
+        "{}",
+        report.log(0)
+    );
+    assert_eq!(report.task_status(), TaskStatus::Canceled);
 }
