@@ -130,6 +130,21 @@ impl Sshd {
         self.launch();
     }
 
+    /// Lets `public_key` (an `authorized_keys` line) log in too, from the next connection on.
+    pub fn authorize(&self, public_key: &str) {
+        use std::io::Write as _;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.join("authorized_keys"))
+            .expect("opening authorized_keys");
+        writeln!(file, "{}", public_key.trim()).expect("writing authorized_keys");
+    }
+
+    /// What sshd logged so far (connections, accepted and refused keys), for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()
+    }
+
     /// The port sshd listens on.
     pub fn port(&self) -> u16 {
         self.port

@@ -419,8 +419,9 @@ mod tests {
         assert!(leftovers(&repos).is_empty());
 
         // Another key is refused: the key given is the one ssh used.
+        let stranger_key = sshd::ssh_keypair(dir.path(), "stranger");
         let stranger = GitAuth {
-            ssh_private_key: Some(sshd::ssh_keypair(dir.path(), "stranger").private_key),
+            ssh_private_key: Some(stranger_key.private_key.clone()),
             known_hosts: synced.learned_known_hosts.clone(),
             https_token: None,
         };
@@ -428,6 +429,11 @@ mod tests {
             .await
             .unwrap_err();
         assert!(format!("{err:#}").contains("Permission denied"), "{err:#}");
+        assert!(!repos.join("p2.git").exists());
+        // Once the host knows it, the same key gets in.
+        server.authorize(&stranger_key.public_key);
+        let synced_p2 = sync_mirror(&repos, "p2", &url, Some(&stranger)).await;
+        assert!(synced_p2.is_ok(), "{synced_p2:?}: {}", server.log());
 
         // With the stored line: fetched, nothing new learned.
         auth.known_hosts = synced.learned_known_hosts.clone();
