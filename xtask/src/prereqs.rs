@@ -99,6 +99,10 @@ pub const ROOT_ONLY_TESTS: &[(&str, &str)] = &[
         "sudo -n as root is what runner.command_prefix is for",
     ),
     (
+        "task-agent ssh::an_unprivileged_job_user_checks_out_over_ssh",
+        "the task-agent runs as nobody, which only root can start",
+    ),
+    (
         "package-test (.ci/run only)",
         "dpkg -i installs the runner package system-wide",
     ),

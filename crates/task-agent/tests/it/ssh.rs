@@ -410,3 +410,46 @@ async fn a_canceled_checkout_removes_its_key() {
     );
     assert_eq!(report.task_status(), TaskStatus::Canceled);
 }
+
+#[tokio::test]
+async fn an_unprivileged_job_user_checks_out_over_ssh() {
+    if !crate::harness::is_root() {
+        println!("skipped: not root (the agent runs as nobody)");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    const NOBODY: u32 = 65534;
+    let setup = setup();
+    // nobody reaches its work directory; the repository is read by sshd's user (root).
+    for dir in [setup.home.parent().unwrap(), &setup.work] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let uid = nix::unistd::Uid::from_raw(NOBODY);
+    let gid = nix::unistd::Gid::from_raw(NOBODY);
+    nix::unistd::chown(&setup.work, Some(uid), Some(gid)).unwrap();
+    let known_hosts = vec![setup.sshd.known_hosts_line()];
+    let task = ssh_task(
+        &setup,
+        known_hosts,
+        vec![checkout(), step(run("inspect", INSPECT))],
+    );
+    let mut agent = Agent::spawn_as(
+        &setup.work,
+        RootMode::Refuse,
+        &[("HOME", "/nonexistent")],
+        Some((NOBODY, NOBODY)),
+    );
+    agent.conn.handshake_as_launch_agent(&task).await.unwrap();
+    let report = agent.finish(Report::default()).await;
+    report.assert_clean_exit();
+    assert_eq!(
+        report.finished(0),
+        (StepStatus::Success, Some(0)),
+        "{}",
+        report.log(0)
+    );
+    let inspect = report.log(1);
+    assert!(inspect.starts_with("over ssh\n"), "{inspect}");
+    assert!(inspect.contains("ssh-command=none\n"), "{inspect}");
+    assert!(!inspect.contains("checkout-credentials"), "{inspect}");
+}
