@@ -15,6 +15,9 @@ use bosun_api::{
     PipelineCreated, TriggerPipeline,
 };
 
+mod sshd;
+pub use sshd::{SshKeyPair, Sshd, ssh_keypair};
+
 /// The unprivileged user end-to-end tests run jobs as when they run as root.
 pub const TEST_JOB_USER: &str = "bosun-test";
 

@@ -73,6 +73,18 @@ pub const PREREQS: &[Prereq] = &[
         why: "the 50 MB output test checks its bytes with sha256sum",
         root_only: false,
     },
+    Prereq {
+        program: "sshd",
+        package: "openssh-server",
+        why: "checkout over ssh:// and add_ssh_keys tests run a real sshd on loopback",
+        root_only: false,
+    },
+    Prereq {
+        program: "ssh",
+        package: "openssh-client",
+        why: "git over ssh:// and ssh-keygen for the ssh checkout and add_ssh_keys tests",
+        root_only: false,
+    },
 ];
 
 /// The tests that need root, and why: they print `skipped: …` when run as another user.
@@ -85,6 +97,10 @@ pub const ROOT_ONLY_TESTS: &[(&str, &str)] = &[
     (
         "command_prefix tests",
         "sudo -n as root is what runner.command_prefix is for",
+    ),
+    (
+        "task-agent ssh::an_unprivileged_job_user_checks_out_over_ssh",
+        "the task-agent runs as nobody, which only root can start",
     ),
     (
         "package-test (.ci/run only)",

@@ -17,6 +17,7 @@ mod error;
 mod git;
 #[cfg(test)]
 mod http_tests;
+// The workspace's sshd harness for git.rs's tests, shared as a file (see tests/sshd.rs).
 mod jobs;
 mod logs;
 mod pipelines;
@@ -29,6 +30,10 @@ mod serve;
 pub mod sshkeys;
 mod store;
 mod test_results;
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../../../tests/sshd.rs"]
+mod test_sshd;
 mod util;
 mod workspaces;
 

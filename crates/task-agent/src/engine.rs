@@ -6,7 +6,8 @@
 //! `skipped`) so the server records it. A canceled step ends the loop: the remaining steps are not
 //! started. Background steps run in their own tasks and send their own `StepFinished` when they
 //! end; when the loop is over they are stopped (SIGTERM, grace, SIGKILL) and awaited. Then every
-//! step's process group is swept and `TaskFinished` goes out.
+//! step's process group is swept, what `add_ssh_keys` installed is removed and `TaskFinished`
+//! goes out.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -95,6 +96,9 @@ pub async fn run_task(
     }
     // Containment: what the steps left behind in their process groups does not outlive the task.
     job.sweep();
+    // After the sweep, so no step process still uses them; also after failed or canceled steps
+    // and when the launch-agent is gone.
+    job.remove_ssh_keys();
     if lost {
         return Err(Lost);
     }

@@ -5,6 +5,10 @@
 //! revision is still missing, it is fetched by id, and checked out: on the task's branch
 //! (`checkout --force -B <branch> <revision>`) or detached (tags). Every git command runs like a
 //! step process (own process group, output into the step's log, cancel, no-output timeout).
+//!
+//! The task's checkout credentials (an SSH key with its `known_hosts`, or an HTTPS token) are
+//! given to these git commands alone, from files that are removed when the step ends: see
+//! [`super::git_auth`].
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -15,6 +19,7 @@ use bosun_protocol::StepStatus;
 use bosun_protocol::task::CheckoutStep;
 use tokio::sync::watch;
 
+use super::git_auth::{self, CheckoutCredentials, Transport};
 use super::{DEFAULT_NO_OUTPUT_TIMEOUT, Job, StepResult, conclude};
 use crate::link::{Control, Lost};
 use crate::process::{CommandSpec, Ended, spawn, supervise};
@@ -53,11 +58,40 @@ pub async fn execute(
 
     let mut env = job.env.clone();
     env.insert("GIT_TERMINAL_PROMPT".into(), "0".into());
+    // Held to the end of this function: dropping it removes the credential files, whichever way
+    // the step ends.
+    let credentials = match &task.checkout_auth {
+        None => None,
+        Some(auth) => {
+            let transport = transport_of(url);
+            match CheckoutCredentials::write(&job.scripts_dir, auth, transport) {
+                Ok(credentials) => Some(credentials),
+                Err(err) => {
+                    let message =
+                        format!("task-agent: cannot prepare the checkout's credentials: {err}\n");
+                    return job.fail(log, message).await;
+                }
+            }
+        }
+    };
+    let mut options: Vec<OsString> = GIT_OPTIONS.iter().map(OsString::from).collect();
+    if let Some(credentials) = &credentials {
+        env.extend(credentials.env.iter().cloned());
+        options.extend(credentials.git_options.iter().map(OsString::from));
+        if credentials.dir().is_some() {
+            let what = match transport_of(url) {
+                Transport::Https => "the project's HTTPS token",
+                _ => "the project's checkout key",
+            };
+            job.out.text(log, format!("Using {what}\n")).await?;
+        }
+    }
     let mut git = Git {
         job,
         log,
         control,
         env,
+        options,
     };
 
     let mut fresh_clone = false;
@@ -141,13 +175,15 @@ struct Git<'a> {
     log: u32,
     control: &'a mut watch::Receiver<Control>,
     env: BTreeMap<String, String>,
+    /// Before the subcommand: [`GIT_OPTIONS`] and the credential helper, if any.
+    options: Vec<OsString>,
 }
 
 impl Git<'_> {
     /// Runs one git command in `dir`. `Ok(None)` when it succeeded, `Ok(Some(result))` when the
     /// step ends here (git failed, or the step was canceled or timed out).
     async fn run(&mut self, dir: &Path, args: Vec<OsString>) -> Result<Option<StepResult>, Lost> {
-        let mut all: Vec<OsString> = GIT_OPTIONS.iter().map(OsString::from).collect();
+        let mut all = self.options.clone();
         all.extend(args);
         let spec = CommandSpec {
             program: "git",
@@ -211,6 +247,10 @@ fn is_local(url: &str) -> bool {
         (Some(_), None) => false,
         (None, _) => true,
     }
+}
+
+fn transport_of(url: &str) -> Transport {
+    git_auth::transport(url, is_local(url))
 }
 
 fn is_missing_or_empty(dir: &Path) -> bool {

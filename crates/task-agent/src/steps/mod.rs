@@ -9,6 +9,7 @@ pub mod archive;
 pub mod artifacts;
 pub mod cache;
 pub mod checkout;
+pub mod git_auth;
 pub mod run;
 pub mod ssh_keys;
 pub mod template;
@@ -65,6 +66,9 @@ pub struct Job {
     pub kill_grace: Duration,
     /// Process groups of the steps started so far, swept at the end of the task.
     pub groups: Mutex<Groups>,
+    /// What `add_ssh_keys` steps put into `~/.ssh`, removed at the end of the task
+    /// ([`Job::remove_ssh_keys`]).
+    pub ssh_keys_installed: Mutex<ssh_keys::Installed>,
 }
 
 impl Job {
@@ -118,6 +122,7 @@ impl Job {
             out,
             kill_grace,
             groups: Mutex::new(Groups::default()),
+            ssh_keys_installed: Mutex::new(ssh_keys::Installed::default()),
         }
     }
 

@@ -7,6 +7,11 @@ mod cli;
 mod control;
 mod harness;
 mod junit;
+mod ssh;
+// The workspace's sshd harness, shared as a file: this crate cannot depend on bosun_tests.
+#[allow(dead_code)]
+#[path = "../../../../tests/sshd.rs"]
+mod sshd;
 mod steps;
 mod streams;
 mod test_results;
