@@ -3,6 +3,7 @@
 mod artifacts;
 mod auth;
 mod caches;
+mod checkout_keys;
 mod circleci_commands;
 mod connections;
 mod containment;

@@ -43,6 +43,10 @@ async fn git_with(
     command
         .args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
+        // The server's own secrets stay with the server: git, ssh and whatever a repository's
+        // URL makes them run never see them.
+        .env_remove(crate::secrets::SECRET_KEY_ENV)
+        .env_remove("BOSUN_ADMIN_TOKEN")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -161,12 +165,23 @@ impl Credentials {
             .iter()
             .any(|scheme| lower.starts_with(scheme))
             || is_scp_like(url);
-        if let (true, Some(key)) = (ssh, &auth.ssh_private_key) {
+        // Every ssh fetch checks the host against the project's known hosts (learning them on
+        // first use), with the deploy key when the project has one.
+        if ssh {
             let dir = CredentialsDir::create(repo_dir)?;
-            let key_path = dir.0.join("key");
-            let mut key_text = key.replace("\r\n", "\n").trim().to_owned();
-            key_text.push('\n');
-            write_private(&key_path, key_text.as_bytes())?;
+            let identity = match &auth.ssh_private_key {
+                Some(key) => {
+                    let key_path = dir.0.join("key");
+                    let mut key_text = key.replace("\r\n", "\n").trim().to_owned();
+                    key_text.push('\n');
+                    write_private(&key_path, key_text.as_bytes())?;
+                    format!(
+                        "-F /dev/null -i {} -o IdentitiesOnly=yes -o IdentityAgent=none ",
+                        sh_quote(&key_path)
+                    )
+                }
+                None => String::new(),
+            };
             let known_hosts_path = dir.0.join("known_hosts");
             let lines: Vec<&str> = auth
                 .known_hosts
@@ -186,10 +201,8 @@ impl Credentials {
                 "yes"
             };
             let command = format!(
-                "ssh -F /dev/null -i {key} -o IdentitiesOnly=yes -o IdentityAgent=none \
-                 -o BatchMode=yes -o UserKnownHostsFile={known_hosts} \
+                "ssh {identity}-o BatchMode=yes -o UserKnownHostsFile={known_hosts} \
                  -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking={strict}",
-                key = sh_quote(&key_path),
                 known_hosts = sh_quote(&known_hosts_path),
             );
             credentials.env.push(("GIT_SSH_COMMAND".into(), command));
@@ -493,8 +506,15 @@ mod tests {
         );
         drop(credentials);
         assert!(leftovers(repos.path()).is_empty());
-        // A token is not given to an ssh URL, nor a key to an https one.
+        // A token is not given to an ssh URL (which still gets its host checked), nor a key to
+        // an https one.
         let credentials = Credentials::write(repos.path(), "git@h:r.git", &auth).unwrap();
-        assert!(credentials.git_options.is_empty() && credentials.dir.is_none());
+        assert!(credentials.git_options.is_empty());
+        let ssh = &credentials.env[0].1;
+        assert!(
+            ssh.contains("StrictHostKeyChecking=accept-new") && !ssh.contains(" -i "),
+            "{ssh}"
+        );
+        assert!(!ssh.contains("s3cr3t"));
     }
 }

@@ -193,15 +193,8 @@ async fn resolve_trigger(
             "give either `branch` or `tag`, not both",
         ));
     }
-    // git's message tells the user why their URL failed; the server's own directories stay out
-    // of it.
-    let mirror = git::sync_mirror(&state.repo_dir, &project.id, &project.git_url, None)
-        .await
-        .map_err(|err| {
-            let repos = state.repo_dir.display().to_string();
-            AppError::bad_request(format!("{err:#}").replace(&repos, "<mirrors>"))
-        })?
-        .mirror;
+    let mirror =
+        crate::project_secrets::sync_project_mirror(state, &project.id, &project.git_url).await?;
     let (branch, tag, reference) = match (&body.branch, &body.tag) {
         (_, Some(tag)) => {
             check_ref("tag", tag)?;

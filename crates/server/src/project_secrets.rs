@@ -458,6 +458,79 @@ async fn set_checkout_token(
     }))
 }
 
+/// How the project's repository is reached: its preferred (newest) checkout key, its known
+/// hosts and its checkout token, opened; `None` when it has none of them.
+pub(crate) async fn git_auth(
+    state: &State,
+    project_id: &str,
+) -> AppResult<Option<crate::git::GitAuth>> {
+    let (known_hosts, token) = state
+        .store
+        .project_git_auth(project_id)
+        .await?
+        .unwrap_or_default();
+    let key = match state.store.checkout_keys(project_id).await?.first() {
+        Some(row) => Some(state.secrets.open(
+            &checkout_key_aad(project_id, &row.fingerprint),
+            &row.private_key,
+        )?),
+        None => None,
+    };
+    let token = match token {
+        Some(sealed) => Some(
+            state
+                .secrets
+                .open(&checkout_token_aad(project_id), &sealed)?,
+        ),
+        None => None,
+    };
+    let known_hosts = known_hosts_lines(&known_hosts);
+    if key.is_none() && token.is_none() && known_hosts.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(crate::git::GitAuth {
+        ssh_private_key: key,
+        known_hosts,
+        https_token: token,
+    }))
+}
+
+/// Fetches the project's mirror with its credentials, keeping the host keys a first fetch
+/// learned (trust on first use).
+pub(crate) async fn sync_project_mirror(
+    state: &State,
+    project_id: &str,
+    git_url: &str,
+) -> AppResult<std::path::PathBuf> {
+    // Even without credentials: an ssh URL's host key is learned on first use and enforced after.
+    let auth = git_auth(state, project_id)
+        .await?
+        .unwrap_or(crate::git::GitAuth {
+            ssh_private_key: None,
+            known_hosts: Vec::new(),
+            https_token: None,
+        });
+    let synced = crate::git::sync_mirror(&state.repo_dir, project_id, git_url, Some(&auth))
+        .await
+        .map_err(|err| {
+            // git's message tells the user why their URL failed; the server's own directories
+            // stay out of it.
+            let repos = state.repo_dir.display().to_string();
+            AppError::bad_request(format!("{err:#}").replace(&repos, "<mirrors>"))
+        })?;
+    if !synced.learned_known_hosts.is_empty() {
+        let text = synced.learned_known_hosts.join("\n");
+        if state.store.learn_known_hosts(project_id, &text).await? {
+            tracing::info!(
+                project = %project_id,
+                "trusting the repository host's key on first use: {}",
+                synced.learned_known_hosts.join(" | ")
+            );
+        }
+    }
+    Ok(synced.mirror)
+}
+
 /// What `checkout` and `add_ssh_keys` need, opened for one task: the preferred checkout key,
 /// the known hosts and the checkout token when the job checks out, and the SSH keys its
 /// `add_ssh_keys` steps name. A job with neither step gets nothing.
@@ -473,34 +546,11 @@ pub(crate) async fn task_credentials(
     let checks_out = steps.iter().any(|step| matches!(step, Step::Checkout(_)));
     let mut checkout_auth = None;
     if checks_out {
-        let (known_hosts, token) = state
-            .store
-            .project_git_auth(project_id)
-            .await?
-            .unwrap_or_default();
-        let key = match state.store.checkout_keys(project_id).await?.first() {
-            Some(row) => Some(SecretString(state.secrets.open(
-                &checkout_key_aad(project_id, &row.fingerprint),
-                &row.private_key,
-            )?)),
-            None => None,
-        };
-        let token = match token {
-            Some(sealed) => Some(SecretString(
-                state
-                    .secrets
-                    .open(&checkout_token_aad(project_id), &sealed)?,
-            )),
-            None => None,
-        };
-        let known_hosts = known_hosts_lines(&known_hosts);
-        if key.is_some() || token.is_some() || !known_hosts.is_empty() {
-            checkout_auth = Some(CheckoutAuth {
-                ssh_private_key: key,
-                known_hosts,
-                https_token: token,
-            });
-        }
+        checkout_auth = git_auth(state, project_id).await?.map(|auth| CheckoutAuth {
+            ssh_private_key: auth.ssh_private_key.map(SecretString),
+            known_hosts: auth.known_hosts,
+            https_token: auth.https_token.map(SecretString),
+        });
     }
     // `None`: every key; otherwise the fingerprints named, in either form.
     let mut wanted: Option<Vec<&str>> = Some(Vec::new());

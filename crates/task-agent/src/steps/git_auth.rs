@@ -70,17 +70,26 @@ impl CheckoutCredentials {
             git_options: Vec::new(),
         };
         match (transport, &auth.ssh_private_key, &auth.https_token) {
-            (Transport::Ssh, Some(key), _) => {
+            // Without a key the host is still checked against the project's known hosts
+            // (the job user's own keys, if any, authenticate).
+            (Transport::Ssh, key, _) if key.is_some() || !auth.known_hosts.is_empty() => {
                 let dir = credentials.make_dir(scripts_dir)?;
-                let key_path = dir.join("key");
-                write_private(&key_path, openssh_key_text(&key.0).as_bytes())?;
+                let key_path = match key {
+                    Some(key) => {
+                        let path = dir.join("key");
+                        write_private(&path, openssh_key_text(&key.0).as_bytes())?;
+                        Some(path)
+                    }
+                    None => None,
+                };
                 let known_hosts_path = dir.join("known_hosts");
                 let mut lines = auth.known_hosts.join("\n");
                 if !lines.is_empty() {
                     lines.push('\n');
                 }
                 write_private(&known_hosts_path, lines.as_bytes())?;
-                let command = ssh_command(&key_path, &known_hosts_path, &auth.known_hosts);
+                let command =
+                    ssh_command(key_path.as_deref(), &known_hosts_path, &auth.known_hosts);
                 credentials.env.push(("GIT_SSH_COMMAND".into(), command));
             }
             (Transport::Https, _, Some(token)) => {
@@ -129,17 +138,23 @@ impl CheckoutCredentials {
 /// prompt, and the host checked against our `known_hosts` file alone. Without lines the first
 /// key the host shows is accepted (`accept-new`): the server normally learned it already, so
 /// this only happens for a project it has not fetched with these credentials.
-pub fn ssh_command(key: &Path, known_hosts: &Path, known_hosts_lines: &[String]) -> String {
+pub fn ssh_command(key: Option<&Path>, known_hosts: &Path, known_hosts_lines: &[String]) -> String {
     let strict = if known_hosts_lines.iter().any(|line| !line.trim().is_empty()) {
         "yes"
     } else {
         "accept-new"
     };
+    let identity = match key {
+        Some(key) => format!(
+            "-F /dev/null -i {} -o IdentitiesOnly=yes -o IdentityAgent=none ",
+            sh_quote(key)
+        ),
+        None => String::new(),
+    };
     format!(
-        "ssh -F /dev/null -i {key} -o IdentitiesOnly=yes -o IdentityAgent=none -o BatchMode=yes \
+        "ssh {identity}-o BatchMode=yes \
          -o UserKnownHostsFile={known_hosts} -o GlobalKnownHostsFile=/dev/null \
          -o StrictHostKeyChecking={strict}",
-        key = sh_quote(key),
         known_hosts = sh_quote(known_hosts),
     )
 }
