@@ -98,6 +98,7 @@ async fn store_artifact(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
     if announced.is_some_and(|length| length > limit) {
+        crate::util::drain_refused(body).await;
         return Err(too_large());
     }
     if state.store.artifact_count(&task.task_id).await? >= MAX_ARTIFACTS_PER_TASK {

@@ -101,6 +101,7 @@ pub async fn store_archive(
 ) -> AppResult<Stored> {
     let limit = state.max_archive_size;
     if announced_length(headers).is_some_and(|length| length > limit) {
+        crate::util::drain_refused(body).await;
         return Err(too_large(what, limit));
     }
     match state
