@@ -7,6 +7,7 @@ mod cli;
 mod control;
 mod harness;
 mod junit;
+mod masking;
 mod steps;
 mod streams;
 mod test_results;
