@@ -125,7 +125,15 @@ pub struct Outbox {
 struct Logs {
     /// Log stream of each started, unfinished step.
     by_step: HashMap<u32, u32>,
-    tails: HashMap<u32, Arc<tokio::sync::Mutex<Held>>>,
+    tails: HashMap<u32, Arc<tokio::sync::Mutex<Tail>>>,
+}
+
+/// What a log stream holds back.
+#[derive(Debug, Default)]
+struct Tail {
+    held: Held,
+    /// The stream's end released `held`: a late writer must not hold anything any more.
+    ended: bool,
 }
 
 impl Outbox {
@@ -161,23 +169,30 @@ impl Outbox {
             return self.send_data(stream, bytes).await;
         };
         let tail = self.lock_logs().tails.get(&stream).cloned();
-        let Some(tail) = tail else {
-            // Not an open log stream (a step's log is opened by `step_started`): masked on its
-            // own, nothing held.
-            let mut held = Held::new();
-            let mut masked = patterns.mask_chunk(&mut held, bytes);
-            if !held.is_empty() {
-                let mut all = masked.to_vec();
-                all.extend_from_slice(&patterns.finish(&mut held));
-                masked = Bytes::from(all);
-            }
-            return self.send_data(stream, masked).await;
+        let mut tail = match &tail {
+            Some(tail) => Some(tail.lock().await),
+            None => None,
         };
-        let mut held = tail.lock().await;
-        let masked = patterns.mask_chunk(&mut held, bytes);
+        let masked = match tail.as_deref_mut() {
+            Some(Tail { held, ended: false }) => patterns.mask_chunk(held, bytes),
+            // Not an open log stream (a step's log is opened by `step_started`), or one whose
+            // end came already: masked on its own, nothing held.
+            _ => {
+                let mut held = Held::new();
+                let masked = patterns.mask_chunk(&mut held, bytes);
+                if held.is_empty() {
+                    masked
+                } else {
+                    let mut all = masked.to_vec();
+                    all.extend_from_slice(&patterns.finish(&mut held));
+                    Bytes::from(all)
+                }
+            }
+        };
         if masked.is_empty() {
             return Ok(());
         }
+        // Still under the tail's lock: this stream's bytes are queued in the order masked.
         self.send_data(stream, masked).await
     }
 
@@ -193,13 +208,14 @@ impl Outbox {
         let Some((stream, tail)) = tail else {
             return Ok(());
         };
-        let mut held = tail.lock().await;
-        if held.is_empty() {
+        let mut tail = tail.lock().await;
+        tail.ended = true;
+        if tail.held.is_empty() {
             return Ok(());
         }
         let rest = match self.masks.current() {
-            Some(patterns) => patterns.finish(&mut held),
-            None => Bytes::from(std::mem::take(&mut *held)),
+            Some(patterns) => patterns.finish(&mut tail.held),
+            None => Bytes::from(std::mem::take(&mut tail.held)),
         };
         self.send_data(stream, rest).await
     }

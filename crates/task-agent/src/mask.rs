@@ -113,6 +113,9 @@ pub fn task_secrets(task: &TaskSpec) -> Vec<&str> {
 /// The pending tail of one log stream: bytes that may be the start of a secret.
 pub type Held = Vec<u8>;
 
+/// Most bytes of patterns searched with a DFA (above, the crate's NFA).
+const DFA_MAX_BYTES: usize = 32 << 10;
+
 /// A compiled, non-empty set of patterns.
 pub struct Patterns {
     /// Finds the matches: leftmost-longest, as if the whole stream were searched at once.
@@ -160,9 +163,15 @@ impl Patterns {
                     .is_some_and(|next| next.as_bytes().starts_with(list[i].as_bytes()))
             })
             .collect();
+        // A DFA searches about twice as fast as the NFA the crate picks past 100 patterns
+        // (504 vs 215 MiB/s for 100 secrets of 32 characters), at a memory cost that grows
+        // with the patterns' bytes: worth it up to a few MiB, so up to `DFA_MAX_BYTES`.
+        let pattern_bytes: usize = list.iter().map(|p| p.len()).sum();
+        let kind = (pattern_bytes <= DFA_MAX_BYTES).then_some(aho_corasick::AhoCorasickKind::DFA);
         let searcher = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
             .start_kind(StartKind::Unanchored)
+            .kind(kind)
             .build(&list)
             .map_err(|err| format!("cannot build the secret masker: {err}"))?;
         let prefixes = contiguous::NFA::builder()
@@ -184,6 +193,11 @@ impl Patterns {
             first_bytes,
             max_len,
         }))
+    }
+
+    /// Heap bytes of the automata.
+    pub fn memory_usage(&self) -> usize {
+        self.searcher.memory_usage() + self.prefixes.memory_usage()
     }
 
     /// Masks the next chunk of a stream whose pending tail is `held`: returns what can be sent
