@@ -572,6 +572,41 @@ mod tests {
     }
 
     #[test]
+    fn random_splits_of_secret_fragments_mask_as_the_whole_stream_does() {
+        // Inputs made of pieces of the patterns (prefixes, overlaps, repeats), split at random:
+        // the streaming result must equal masking the whole input, and no pattern survives.
+        let values = ["abcabd", "abcabdab", "bcab", "cabdzz", "zzzz"];
+        let p = patterns(&values);
+        let pieces = [
+            "a", "ab", "abc", "abca", "abcab", "b", "bc", "d", "z", "zz", "c", " ",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..2000 {
+            let mut input = String::new();
+            for _ in 0..(next() % 30) {
+                input.push_str(pieces[(next() % pieces.len() as u64) as usize]);
+            }
+            let expected = whole(&p, &input);
+            for value in values {
+                assert!(!expected.contains(value), "{input:?} -> {expected:?}");
+            }
+            let sizes: Vec<usize> = (0..5).map(|_| 1 + (next() % 7) as usize).collect();
+            let out = stream(&p, input.as_bytes(), &sizes);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                expected,
+                "{input:?} {sizes:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_held_prefix_that_is_no_secret_is_released_unchanged() {
         let p = patterns(&[SECRET]);
         let mut held = Held::new();

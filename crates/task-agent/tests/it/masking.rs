@@ -214,3 +214,23 @@ printf %s "$TOK" | CIRCLE_INTERNAL_TASK_DATA=/nonexistent circleci-agent mask ||
     assert!(after.contains("no agent refused"), "{log}");
     assert_eq!(report.log(1), "later ********\n");
 }
+
+#[tokio::test]
+async fn a_background_step_is_masked_and_its_tail_released_at_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut background = run(
+        "background",
+        r#"for ((i=0;i<${#S};i++)); do printf %s "${S:$i:1}"; done; printf ' pa55'"#,
+    );
+    background.background = true;
+    background.environment = BTreeMap::from([("S".to_owned(), SECRET.to_owned())]);
+    let task = with_secrets(vec![
+        step(background),
+        printing("foreground", r#"sleep 1; printf %s "$S""#),
+    ]);
+    let report = run_task(&task, dir.path()).await;
+    report.assert_clean_exit();
+    // `pa55` may begin the secret: held to the step's end, then released as it is.
+    assert_eq!(assert_masked(&report, 0, SECRET), "******** pa55");
+    assert_eq!(assert_masked(&report, 1, SECRET), "********");
+}
