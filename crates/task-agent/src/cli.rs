@@ -2,8 +2,8 @@
 //!
 //! The task-agent's executable answers to these names (it puts symlinks to itself first on every
 //! step's `PATH`, see [`crate::steps::Job::bin_dir`]); `main` dispatches on `argv[0]`. Everything
-//! here is synchronous and local: no runtime, no socket, no server. As on CircleCI, both names
-//! accept every subcommand:
+//! here is synchronous and local: no runtime, no server, and no socket but `mask`'s. As on
+//! CircleCI, both names accept every subcommand:
 //!
 //! - `tests glob PATTERN...`: files matching the patterns, sorted, once each.
 //! - `tests split [FILE]`: this node's share of the names in FILE (or stdin), by name, file size
@@ -11,6 +11,9 @@
 //! - `tests run --command CMD`: the same split of stdin, piped into `/bin/sh -c CMD`.
 //! - `step halt`: ends the job successfully after the current step.
 //! - `env subst`: `$VAR` and `${VAR}` on stdin replaced from the environment.
+//! - `mask`: the value on stdin is masked in every log byte the job writes after the command
+//!   returns (the one subcommand that talks to the task-agent, over its socket in the task-data
+//!   directory: see [`crate::runtime_mask`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -40,7 +43,7 @@ pub const MAX_TOTAL: usize = 10_000;
 pub const DEFAULT_TIME: Duration = Duration::from_secs(10);
 
 /// The subcommands, for the one-line message about an unknown one.
-const KNOWN: &str = "tests glob, tests split, tests run, step halt, env subst";
+const KNOWN: &str = "tests glob, tests split, tests run, step halt, env subst, mask";
 
 #[derive(Debug, Parser)]
 #[command(about = "bosun's CircleCI environment CLI (inside a job)", version)]
@@ -57,6 +60,9 @@ enum Command {
     /// Control of the running job.
     #[command(subcommand)]
     Step(StepCmd),
+    /// Masks the value on stdin (one trailing newline stripped) in the job's log from now on:
+    /// the value, its base64 and its URL-encoded forms, as for project secrets.
+    Mask,
     /// Environment helpers.
     #[command(subcommand)]
     Env(EnvCmd),
@@ -231,6 +237,7 @@ fn usage_error(name: &str, err: clap::Error) -> ExitCode {
 
 fn execute(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
+        Command::Mask => Ok(mask()),
         Command::Tests(Tests::Glob { patterns }) => {
             let files = glob(&patterns, Path::new("."))?;
             print_lines(&files)?;
@@ -274,6 +281,55 @@ fn execute(cli: Cli) -> Result<ExitCode, CliError> {
                 .map_err(CliError::Write)?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// `circleci-agent mask`: reads the value (bounded) and registers it; errors are printed as
+/// `circleci-agent mask: ...`, and never show the value.
+fn mask() -> ExitCode {
+    let fail = |message: String| {
+        let _ = writeln!(std::io::stderr(), "circleci-agent mask: {message}");
+        ExitCode::FAILURE
+    };
+    let limit = crate::mask::MAX_RUNTIME_VALUE;
+    let mut value = Vec::new();
+    // Room for the value, a `\r\n`, and one byte to tell a value that is too long.
+    let read = std::io::stdin()
+        .lock()
+        .take(u64::try_from(limit).unwrap_or(u64::MAX) + 3)
+        .read_to_end(&mut value);
+    if let Err(err) = read {
+        return fail(format!("cannot read the value from stdin: {err}"));
+    }
+    if value.last() == Some(&b'\n') {
+        value.pop();
+        if value.last() == Some(&b'\r') {
+            value.pop();
+        }
+    }
+    if value.is_empty() {
+        return fail("the value on stdin is empty: nothing to mask".to_owned());
+    }
+    if value.len() > limit {
+        return fail(format!("the value is longer than {limit} bytes"));
+    }
+    let Some(dir) = std::env::var_os(TASK_DATA_ENV).filter(|dir| !dir.is_empty()) else {
+        return fail(format!(
+            "${TASK_DATA_ENV} is not set: `mask` works only inside a bosun job"
+        ));
+    };
+    match crate::runtime_mask::register(Path::new(&dir), &value) {
+        Ok(crate::runtime_mask::Registered::Masked) => ExitCode::SUCCESS,
+        Ok(crate::runtime_mask::Registered::NotMaskable) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "circleci-agent mask: the value is not masked: values shorter than {} characters \
+                 and true/false never are",
+                crate::mask::MIN_CHARS
+            );
+            ExitCode::SUCCESS
+        }
+        Err(message) => fail(message),
     }
 }
 

@@ -55,9 +55,29 @@ pub async fn run_task(
         // Each step reports it in its own log when it needs the directory.
         tracing::warn!(dir = %job.working_dir.display(), %err, "cannot create the working directory");
     }
-    if let Err(err) = job.prepare_dirs() {
+    // Before any byte of any log: the task's secrets are masked from the first step on.
+    match job.out.masks().add_task_secrets(&job.task) {
+        Ok(count) => tracing::info!(secrets = count, "secrets masked in the logs"),
+        Err(err) => {
+            // Fail closed: a task whose secrets cannot be masked runs nothing.
+            tracing::error!(%err, "cannot mask the task's secrets; no step runs");
+            job.out
+                .message(Message::TaskFinished {
+                    status: TaskStatus::Failed,
+                })
+                .await?;
+            return Ok(TaskStatus::Failed);
+        }
+    }
+    let mut mask_socket = None;
+    match job.prepare_dirs() {
+        Ok(()) => match crate::runtime_mask::listen(&job.task_data, Arc::clone(job.out.masks())) {
+            Ok(handle) => mask_socket = Some(handle),
+            // Only `circleci-agent mask` is missing (it says so).
+            Err(err) => tracing::warn!(%err, "cannot listen for `circleci-agent mask`"),
+        },
         // The steps still run; only `circleci` and `step halt` are missing.
-        tracing::warn!(%err, "cannot prepare the circleci CLI's directories");
+        Err(err) => tracing::warn!(%err, "cannot prepare the circleci CLI's directories"),
     }
 
     if job.task.parallel_total > 1 {
@@ -99,6 +119,9 @@ pub async fn run_task(
     // After the sweep, so no step process still uses them; also after failed or canceled steps
     // and when the launch-agent is gone.
     job.remove_ssh_keys();
+    if let Some(handle) = mask_socket {
+        handle.abort();
+    }
     if lost {
         return Err(Lost);
     }

@@ -16,6 +16,8 @@
 //!   directories.
 //! - [`process`]: spawning a step process in its own process group, killing the group, and
 //!   supervising it (output, no-output timeout, cancel).
+//! - [`mask`]: secret masking of every log byte, streaming across chunks; [`runtime_mask`]: the
+//!   socket `circleci-agent mask` registers values on.
 //! - [`output`]: the one pipe that carries a step's stdout and stderr.
 //! - [`cli`]: what the same executable does when called `circleci` or `circleci-agent` inside a
 //!   job (`tests glob/split/run`, `step halt`, `env subst`).
@@ -28,8 +30,10 @@ pub mod engine;
 pub mod isolation;
 pub mod junit;
 pub mod link;
+pub mod mask;
 pub mod output;
 pub mod process;
+pub mod runtime_mask;
 pub mod steps;
 
 use std::fmt;

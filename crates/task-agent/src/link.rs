@@ -15,7 +15,13 @@
 //! and that channel is full, the link stops reading the socket (so the launch-agent, and the
 //! server behind it, wait) but goes on writing: a step that logs while it downloads cannot
 //! deadlock the link, and memory stays at a few chunks per download.
+//!
+//! Every byte of a step's log goes through the task's [`Masks`] here, in [`Outbox::data`] (and
+//! so [`Outbox::text`]): step output, git's output, the agent's own lines. Each log stream keeps
+//! its held tail (the start of what may be a secret) until its next chunk or its
+//! `StepFinished`, which releases it first. Uploads are files and are not masked.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +33,8 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+
+use crate::mask::{Held, Masks};
 
 /// How many items may wait for the socket. Each data item is at most one 64 KiB chunk, so this
 /// bounds the agent's log memory at about 1 MiB whatever the job prints.
@@ -104,17 +112,122 @@ pub struct Outbox {
     tx: mpsc::Sender<Outgoing>,
     /// The next stream id; locked until the item opening a stream is queued.
     next_stream: Arc<tokio::sync::Mutex<u32>>,
+    /// The secrets masked in every log.
+    masks: Arc<Masks>,
+    /// The open log streams and their held tails.
+    logs: Arc<std::sync::Mutex<Logs>>,
+}
+
+/// The open log streams. A tail is behind an async lock held while its masked bytes are
+/// queued, so that two writers of one stream (a step and its process's output) cannot reorder
+/// its bytes.
+#[derive(Debug, Default)]
+struct Logs {
+    /// Log stream of each started, unfinished step.
+    by_step: HashMap<u32, u32>,
+    tails: HashMap<u32, Arc<tokio::sync::Mutex<Tail>>>,
+}
+
+/// What a log stream holds back.
+#[derive(Debug, Default)]
+struct Tail {
+    held: Held,
+    /// The stream's end released `held`: a late writer must not hold anything any more.
+    ended: bool,
 }
 
 impl Outbox {
+    /// Sends a message; a `StepFinished` first releases what its log stream holds back, and
+    /// `TaskFinished` what every log does.
     pub async fn message(&self, message: Message) -> Result<(), Lost> {
+        match &message {
+            Message::StepFinished { step, .. } => self.end_log(*step).await?,
+            Message::TaskFinished { .. } => {
+                let steps: Vec<u32> = self.lock_logs().by_step.keys().copied().collect();
+                for step in steps {
+                    self.end_log(step).await?;
+                }
+            }
+            _ => {}
+        }
         self.tx
             .send(Outgoing::Message(message))
             .await
             .map_err(|_| Lost)
     }
 
+    /// The task's masks: add the task's secrets before the first step, runtime ones any time.
+    pub fn masks(&self) -> &Arc<Masks> {
+        &self.masks
+    }
+
+    /// Sends bytes of log stream `stream`, masked.
     pub async fn data(&self, stream: u32, bytes: Bytes) -> Result<(), Lost> {
+        // Nothing to mask (the set only grows, so nothing is held either): the chunk goes out
+        // as it is.
+        let Some(patterns) = self.masks.current() else {
+            return self.send_data(stream, bytes).await;
+        };
+        let tail = self.lock_logs().tails.get(&stream).cloned();
+        let mut tail = match &tail {
+            Some(tail) => Some(tail.lock().await),
+            None => None,
+        };
+        let masked = match tail.as_deref_mut() {
+            Some(Tail { held, ended: false }) => patterns.mask_chunk(held, bytes),
+            // Not an open log stream (a step's log is opened by `step_started`), or one whose
+            // end came already: masked on its own, nothing held.
+            _ => {
+                let mut held = Held::new();
+                let masked = patterns.mask_chunk(&mut held, bytes);
+                if held.is_empty() {
+                    masked
+                } else {
+                    let mut all = masked.to_vec();
+                    all.extend_from_slice(&patterns.finish(&mut held));
+                    Bytes::from(all)
+                }
+            }
+        };
+        if masked.is_empty() {
+            return Ok(());
+        }
+        // Still under the tail's lock: this stream's bytes are queued in the order masked.
+        self.send_data(stream, masked).await
+    }
+
+    /// Releases (masked) what step `step`'s log holds back and forgets the stream.
+    async fn end_log(&self, step: u32) -> Result<(), Lost> {
+        let tail = {
+            let mut logs = self.lock_logs();
+            let Some(stream) = logs.by_step.remove(&step) else {
+                return Ok(());
+            };
+            logs.tails.remove(&stream).map(|tail| (stream, tail))
+        };
+        let Some((stream, tail)) = tail else {
+            return Ok(());
+        };
+        let mut tail = tail.lock().await;
+        tail.ended = true;
+        if tail.held.is_empty() {
+            return Ok(());
+        }
+        let rest = match self.masks.current() {
+            Some(patterns) => patterns.finish(&mut tail.held),
+            None => Bytes::from(std::mem::take(&mut tail.held)),
+        };
+        self.send_data(stream, rest).await
+    }
+
+    fn lock_logs(&self) -> std::sync::MutexGuard<'_, Logs> {
+        self.logs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sends bytes of `stream` as they are (uploads).
+    async fn send_data(&self, stream: u32, bytes: Bytes) -> Result<(), Lost> {
         self.tx
             .send(Outgoing::Data { stream, bytes })
             .await
@@ -140,11 +253,16 @@ impl Outbox {
 
     /// Sends `StepStarted` for step `step`; returns the id of the step's log stream.
     pub async fn step_started(&self, step: u32, name: String) -> Result<u32, Lost> {
-        self.open_stream(|log| {
-            let message = Message::StepStarted { step, name, log };
-            (Outgoing::Message(message), log)
-        })
-        .await
+        let log = self
+            .open_stream(|log| {
+                let message = Message::StepStarted { step, name, log };
+                (Outgoing::Message(message), log)
+            })
+            .await?;
+        let mut logs = self.lock_logs();
+        logs.by_step.insert(step, log);
+        logs.tails.insert(log, Arc::default());
+        Ok(log)
     }
 
     /// Opens an upload of `kind` named `name`: write its bytes to the returned [`Upload`], then
@@ -293,8 +411,9 @@ impl Upload {
         if self.answered.is_some() {
             return Err(UploadStop::Answered);
         }
+        // Files are not masked (as on CircleCI): only logs are.
         self.out
-            .data(self.stream, bytes)
+            .send_data(self.stream, bytes)
             .await
             .map_err(|_| UploadStop::Lost)
     }
@@ -386,6 +505,8 @@ where
     let outbox = Outbox {
         tx,
         next_stream: Arc::new(tokio::sync::Mutex::new(1)),
+        masks: Arc::new(Masks::new()),
+        logs: Arc::default(),
     };
     (outbox, control_rx, handle)
 }

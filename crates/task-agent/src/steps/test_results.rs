@@ -131,6 +131,17 @@ pub async fn execute(
             .await?;
     }
     let total = Counts::of(&tests);
+    // Test names and failure messages are shown like log lines: the job's secrets are masked in
+    // them too.
+    let mut tests = tests;
+    if let Some(patterns) = job.out.masks().current() {
+        for case in &mut tests {
+            case.name = patterns.mask_str(&case.name);
+            if let Some(message) = case.message.as_mut() {
+                *message = patterns.mask_str(message);
+            }
+        }
+    }
 
     let json = match serde_json::to_vec(&TestResults { tests }) {
         Ok(json) => Bytes::from(json),

@@ -7,6 +7,7 @@ mod cli;
 mod control;
 mod harness;
 mod junit;
+mod masking;
 mod ssh;
 // The workspace's sshd harness, shared as a file: this crate cannot depend on bosun_tests.
 #[allow(dead_code)]

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use bosun_protocol::task::{Step, StoreTestResultsStep, TestResult, TestResults};
+use bosun_protocol::task::{Step, StoreTestResultsStep, TaskSpec, TestResult, TestResults};
 use bosun_protocol::{BlobKind, Incoming, Message, StepStatus, UploadOutcome};
 
 use crate::harness::{Agent, Report, run, step, task};
@@ -18,7 +18,11 @@ struct Peer {
 
 impl Peer {
     async fn run(&mut self, steps: Vec<Step>, dir: &Path) -> Report {
-        let mut agent = Agent::start(&task(steps), dir).await;
+        self.run_task(&task(steps), dir).await
+    }
+
+    async fn run_task(&mut self, task: &TaskSpec, dir: &Path) -> Report {
+        let mut agent = Agent::start(task, dir).await;
         let mut report = Report::default();
         let mut open: HashMap<u32, (BlobKind, String, Vec<u8>)> = HashMap::new();
         loop {
@@ -228,4 +232,37 @@ async fn a_refused_upload_fails_the_step_with_its_message() {
         ),
         "{log}"
     );
+}
+
+#[tokio::test]
+async fn secrets_are_masked_in_test_names_and_messages_before_the_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "hunter2-Sup3rSecret";
+    let mut task = task(vec![
+        step(run(
+            "tests",
+            &format!(
+                "printf '<testsuite>\\n<testcase name=\"login with {secret}\" classname=\"auth\">\\n\
+                 <failure message=\"bad password {secret}\">trace {secret}</failure>\\n</testcase>\\n\
+                 </testsuite>\\n' > results.xml"
+            ),
+        )),
+        store("results.xml"),
+    ]);
+    task.secrets.0.insert("PASSWORD".into(), secret.into());
+    let mut peer = Peer::default();
+    let report = peer.run_task(&task, dir.path()).await;
+    report.assert_clean_exit();
+    assert_eq!(
+        report.finished(1).0,
+        StepStatus::Success,
+        "{}",
+        report.log(1)
+    );
+    let json = String::from_utf8(peer.uploads[0].2.clone()).unwrap();
+    assert!(!json.contains(secret), "{json}");
+    let results = peer.results(0);
+    assert_eq!(results.tests[0].name, "login with ********");
+    let message = results.tests[0].message.as_deref().unwrap_or_default();
+    assert!(message.contains("bad password ********"), "{message}");
 }
