@@ -10,6 +10,7 @@ mod containment;
 mod hardening;
 mod isolation;
 mod log_limits;
+mod masking;
 mod parallelism;
 mod pipeline;
 mod quickstart;

@@ -60,8 +60,10 @@ pub fn forms(value: &str) -> Vec<String> {
     }
     forms.push(value.to_owned());
     forms.push(base64::engine::general_purpose::STANDARD_NO_PAD.encode(value));
-    for plus_for_space in [false, true] {
-        let encoded = percent_encode(value, plus_for_space);
+    // RFC 3986 (`encodeURIComponent`, `quote(v, safe="")`), form encoding (`+` for space),
+    // and Python's `urllib.parse.quote` default, which keeps `/`.
+    for (plus_for_space, keep_slash) in [(false, false), (true, false), (false, true)] {
+        let encoded = percent_encode(value, plus_for_space, keep_slash);
         if encoded != value {
             forms.push(encoded);
         }
@@ -79,13 +81,14 @@ pub fn forms(value: &str) -> Vec<String> {
     forms
 }
 
-fn percent_encode(value: &str, plus_for_space: bool) -> String {
+fn percent_encode(value: &str, plus_for_space: bool, keep_slash: bool) -> String {
     let mut out = String::with_capacity(value.len());
     for &byte in value.as_bytes() {
         match byte {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
                 out.push(char::from(byte));
             }
+            b'/' if keep_slash => out.push('/'),
             b' ' if plus_for_space => out.push('+'),
             _ => {
                 const HEX: &[u8; 16] = b"0123456789ABCDEF";
