@@ -11,6 +11,7 @@ mod hardening;
 mod isolation;
 mod log_limits;
 mod masking;
+mod masking_bench;
 mod parallelism;
 mod pipeline;
 mod quickstart;

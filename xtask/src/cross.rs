@@ -590,6 +590,10 @@ const EMULATION_SKIPS: &[(&str, &str)] = &[
         "cli::step_halt_skips_every_later_step_and_the_job_succeeds",
         IN_JOB_CLI,
     ),
+    (
+        "masking::a_value_registered_with_circleci_agent_mask_is_masked_from_then_on",
+        IN_JOB_CLI,
+    ),
 ];
 
 /// Why the tests that run `circleci` from a step are host-only.

@@ -1,0 +1,121 @@
+//! The cost of masking, measured (issue 11): one step writing 1 GiB of log lines, run through
+//! the real server, launch-agent and task-agent with no secrets and with 100 project variables
+//! of 32 characters (about 400 patterns with their encoded forms), beside the same command
+//! writing to /dev/null. A measurement, not a test of speed: it asserts only that every byte
+//! arrived. Run it with the release binaries:
+//!
+//! ```text
+//! cargo build --release --bins
+//! BOSUN_TEST_BIN_DIR=$PWD/target/release cargo nextest run -p bosun-tests --run-ignored only masking_bench
+//! ```
+
+use std::time::{Duration, Instant};
+
+use bosun_api::types::CreateEnvVar;
+use bosun_tests::{Server, git_repo, launch_agent, shared_tempdir};
+
+const SLUG: &str = "local/bench/masking";
+const CLASS: &str = "bench/masking";
+/// 1 GiB of 64-byte lines.
+/// (`yes` ends on SIGPIPE, which `pipefail` would count as a failure.)
+const COMMAND: &str = "set +o pipefail; yes 'a log line of a chatty build, with some words and numbers 0123456789' | head -c 1073741824";
+
+fn random_value(seed: u64) -> String {
+    // 32 characters from a small generator: distinct values, none a prefix of the output.
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..32)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"[(x % 36) as usize])
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run it with --run-ignored only and the release binaries"]
+async fn masking_bench() {
+    let dir = shared_tempdir();
+    let config = format!(
+        "version: 2.1\njobs:\n  build:\n    machine: true\n    resource_class: {CLASS}\n    steps:\n      - run: \"{COMMAND}\"\n"
+    );
+    let repo = git_repo(dir.path(), &[(".circleci/config.yml", &config)]);
+    let server = Server::start_with(dir.path(), &["--max-step-log", "2GiB"]);
+    server.resource_class(CLASS).await;
+    let token = server.token(CLASS).await;
+    let _agent = launch_agent(&server, &token, dir.path(), "agent", Default::default());
+    server.project(SLUG, &repo).await;
+
+    let started = Instant::now();
+    let status = std::process::Command::new("bash")
+        .args(["-c", &format!("{COMMAND} > /dev/null")])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let baseline = started.elapsed();
+
+    let mut rows = Vec::new();
+    let mut have = 0;
+    for secrets in [0usize, 100].repeat(4) {
+        if secrets == 100 && have == 0 {
+            for i in 0..100 {
+                server
+                    .client
+                    .set_project_env(
+                        &server.admin,
+                        SLUG,
+                        &CreateEnvVar {
+                            name: format!("SECRET_{i}"),
+                            value: random_value(i as u64 + 1),
+                        },
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+        if secrets == 0 && have == 100 {
+            for i in 0..100 {
+                server
+                    .client
+                    .delete_project_env(&server.admin, SLUG, &format!("SECRET_{i}"))
+                    .await
+                    .unwrap();
+            }
+        }
+        have = secrets;
+        let id = server.trigger(SLUG, "main").await;
+        let pipeline = server.wait_pipeline(&id, Duration::from_secs(600)).await;
+        let job = &server.jobs(&id).await[0];
+        assert_eq!(
+            pipeline.status,
+            "success",
+            "{}",
+            String::from_utf8_lossy(&server.step_log(&job.id, 0).await)
+        );
+        let detail = server.job(&job.id).await;
+        let step = &detail.steps[0];
+        assert_eq!(step.log_length, 1 << 30, "every byte arrives");
+        let ms = step.duration_ms.unwrap_or_default();
+        rows.push((secrets, ms));
+    }
+    println!(
+        "baseline (`{COMMAND} > /dev/null`): {:.2} s",
+        baseline.as_secs_f64()
+    );
+    for secrets in [0, 100] {
+        let mut runs: Vec<u64> = rows
+            .iter()
+            .filter(|(s, _)| *s == secrets)
+            .map(|(_, ms)| *ms)
+            .collect();
+        runs.sort_unstable();
+        let median = runs[runs.len() / 2] as f64 / 1000.0;
+        println!(
+            "1 GiB step, {secrets:>3} secrets: runs {runs:?} ms; median {median:.2} s \
+             ({:.2}x the baseline, {:.0} MiB/s)",
+            median / baseline.as_secs_f64(),
+            1024.0 / median
+        );
+    }
+}
