@@ -318,3 +318,57 @@ async fn variables_reach_only_the_jobs_allowed_them_and_never_rest_in_plaintext(
 fn fixture_branch(repo: &Path, name: &str) {
     bosun_tests::git(repo, &["branch", name, "main"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_secret_no_longer_opens_ends_naming_it_and_never_runs() {
+    use bosun_api::types::CreateEnvVar;
+    let dir = bosun_tests::shared_tempdir();
+    let listen = bosun_tests::free_listen_addr();
+    let flags = ["--listen", listen.as_str()];
+    let config = "version: 2.1\njobs:\n  build:\n    machine: true\n    resource_class: e2e/lost\n    steps:\n      - run: echo should-not-run\n";
+    let repo = bosun_tests::git_repo(dir.path(), &[(".circleci/config.yml", config)]);
+    let server = bosun_tests::Server::start_with(dir.path(), &flags);
+    server.resource_class("e2e/lost").await;
+    let token = server.token("e2e/lost").await;
+    let _agent = bosun_tests::launch_agent(
+        &server,
+        &token,
+        dir.path(),
+        "agent",
+        AgentOptions::default(),
+    );
+    let slug = "local/e2e/lost";
+    server.project(slug, &repo).await;
+    server
+        .client
+        .set_project_env(
+            &server.admin,
+            slug,
+            &CreateEnvVar {
+                name: "DEPLOY_TOKEN".into(),
+                value: "a-value-sealed-under-the-old-key".into(),
+            },
+        )
+        .await
+        .unwrap();
+
+    // The key is lost (a restore without it): the server starts with another.
+    let key_file = server.data_dir.join("secret-key");
+    assert!(key_file.exists(), "the server made its key on first start");
+    std::fs::remove_file(&key_file).unwrap();
+    let server = server.restart(dir.path(), &flags);
+
+    let id = server.trigger(slug, "main").await;
+    server.wait_pipeline(&id, Duration::from_secs(120)).await;
+    let job = &server.jobs(&id).await[0];
+    assert_eq!(job.status, "infrastructure_fail");
+    let detail = server.job(&job.id).await;
+    let message = detail.message.unwrap_or_default();
+    assert!(
+        message.contains("DEPLOY_TOKEN") && message.contains("cannot be decrypted"),
+        "{message}"
+    );
+    let listed = server.client.project_env(&server.admin, slug).await;
+    let err = listed.unwrap_err().to_string();
+    assert!(err.contains("cannot be decrypted"), "{err}");
+}

@@ -76,9 +76,21 @@ pub async fn run_task(
     // Before anything of the task runs: what the job user starts from now on may be its.
     let started_ticks = privileged::boot_ticks_now();
     let auth = Auth::Bearer(claim.task_token.clone());
-    let spec: TaskSpec = with_retry("task config", || client.task_config(&auth))
-        .await
-        .context("fetching the task config")?;
+    let spec: TaskSpec = match with_retry("task config", || client.task_config(&auth)).await {
+        Ok(spec) => spec,
+        Err(err) => {
+            // The server refused to hand out the config (a context deleted since the job was
+            // queued, say): end the task with its reason instead of letting the lease lapse.
+            let refused = err
+                .status()
+                .is_some_and(|status| status.is_client_error() && status.as_u16() != 401);
+            if refused {
+                let message = format!("the server refused the task's config: {err}");
+                complete(client, &auth, "infrastructure_fail", Some(message)).await;
+            }
+            return Err(anyhow::Error::new(err).context("fetching the task config"));
+        }
+    };
     tracing::info!(task = %spec.task_id, job = %spec.job_name, "running task");
     if !spec
         .task_id

@@ -103,12 +103,12 @@ impl SecretBox {
 
     /// Opens a value [`SecretBox::seal`] sealed for `aad`. The error names the row, never the
     /// value: a wrong key, a damaged row, or a value moved from another row.
-    pub fn open(&self, aad: &str, sealed: &[u8]) -> anyhow::Result<String> {
+    pub fn open(&self, aad: &str, sealed: &[u8]) -> Result<String, Unreadable> {
         let unreadable = || {
-            anyhow::anyhow!(
+            Unreadable(format!(
                 "the stored secret {aad} cannot be decrypted (was the server's secret key \
-                 changed? see {SECRET_KEY_ENV})"
-            )
+                 changed? see {SECRET_KEY_ENV}); set it again"
+            ))
         };
         if sealed.len() < 1 + NONCE_LEN || sealed[0] != VERSION {
             return Err(unreadable());
@@ -125,6 +125,26 @@ impl SecretBox {
             )
             .map_err(|_| unreadable())?;
         String::from_utf8(plain).map_err(|_| unreadable())
+    }
+}
+
+/// A stored secret that does not open under the server's key. Its message names the row and is
+/// safe to show: clients (and the task that needed it) get it as a 409.
+#[derive(Debug)]
+pub struct Unreadable(pub String);
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unreadable {}
+
+impl From<Unreadable> for crate::error::AppError {
+    fn from(err: Unreadable) -> crate::error::AppError {
+        tracing::error!("{err}");
+        crate::error::AppError::conflict(err.0)
     }
 }
 
