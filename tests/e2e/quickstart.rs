@@ -19,6 +19,7 @@ fn the_quickstart_demo_runs_every_feature_it_shows_and_prints_success() {
     assert_eq!(stdout.lines().last(), Some("success"), "{stdout}");
     for shown in [
         "No cache is found for key: v1-tools-",
+        "deploying with token ******** (",
         "Stored cache v1-tools-",
         "Persisted 1 file",
         "the build printed 6",

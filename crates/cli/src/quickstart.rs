@@ -280,6 +280,17 @@ async fn run_in(
     let slug = format!("local/quickstart/{}", name.trim_start_matches('.'));
     ctx.create_project(&slug, &repo.to_string_lossy(), Some(&namespace))
         .await?;
+    if args.repo.is_none() {
+        // The demo's secret: a project variable the build prints, which its log shows masked.
+        let request = bosun_api::types::CreateEnvVar {
+            name: "DEMO_DEPLOY_TOKEN".into(),
+            value: random_token()?,
+        };
+        ctx.client
+            .set_project_env(&ctx.auth, &slug, &request)
+            .await?;
+        say("project variable DEMO_DEPLOY_TOKEN set (a secret: logs show it masked)");
+    }
     let created = ctx
         .client
         .trigger_pipeline(
@@ -454,6 +465,9 @@ jobs:
     steps:
       - checkout
       - run: echo "$GREETING on $(uname -m), as $(id -un), at commit ${CIRCLE_SHA1:0:12} of $CIRCLE_BRANCH"
+      - run:
+          name: Use a secret (a project variable; masked in every log)
+          command: echo "deploying with token $DEMO_DEPLOY_TOKEN (${#DEMO_DEPLOY_TOKEN} characters)"
       - restore_cache:
           keys:
             - v1-tools-{{ checksum "build.sh" }}
