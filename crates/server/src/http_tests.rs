@@ -782,3 +782,186 @@ async fn test_results_are_checked_whole_and_a_bad_upload_stores_nothing() {
         .unwrap_err();
     assert_eq!(err.status(), Some(StatusCode::UNAUTHORIZED));
 }
+
+#[tokio::test]
+async fn secrets_answer_circlecis_shapes_and_refuse_bad_input_naming_it() {
+    use bosun_api::types::{
+        ContextOwner, CreateContext, CreateEnvVar, CreateRestriction, CreateSshKey,
+    };
+    let server = start(|_| {}).await;
+    fixtures::project(&server.store, "gh/acme/widgets").await;
+    let (client, admin, slug) = (&server.client, &server.admin, "gh/acme/widgets");
+
+    // Project variables: write-only, `xxxx` and the last four characters.
+    let set = |name: &str, value: &str| CreateEnvVar {
+        name: name.into(),
+        value: value.into(),
+    };
+    let var = client
+        .set_project_env(admin, slug, &set("API_TOKEN", "tok-123456789-wxyz"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (var.name.as_str(), var.value.as_str()),
+        ("API_TOKEN", "xxxxwxyz")
+    );
+    assert_eq!(
+        status(client.set_project_env(admin, slug, &set("1BAD", "v")).await),
+        StatusCode::BAD_REQUEST
+    );
+    let huge = "x".repeat(crate::project_secrets::MAX_VALUE_BYTES + 1);
+    let err = client
+        .set_project_env(admin, slug, &set("HUGE", &huge))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`HUGE`") && !err.contains("xxxxxxxx"), "{err}");
+    let page = client.project_env(admin, slug).await.unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.next_page_token, None);
+    client
+        .delete_project_env(admin, slug, "API_TOKEN")
+        .await
+        .unwrap();
+    assert_eq!(
+        status(client.delete_project_env(admin, slug, "API_TOKEN").await),
+        StatusCode::NOT_FOUND
+    );
+
+    // Contexts of the organization `acme` (the project's namespace), by either owner form.
+    let owner = |slug: &str| ContextOwner {
+        id: None,
+        slug: Some(slug.into()),
+        owner_type: Some("organization".into()),
+    };
+    let context = client
+        .create_context(
+            admin,
+            &CreateContext {
+                name: "deploy".into(),
+                owner: owner("gh/Acme"),
+            },
+        )
+        .await
+        .unwrap();
+    let again = CreateContext {
+        name: "deploy".into(),
+        owner: owner("acme"),
+    };
+    assert_eq!(
+        status(client.create_context(admin, &again).await),
+        StatusCode::CONFLICT
+    );
+    let listed = client.contexts(admin, "acme").await.unwrap();
+    assert_eq!(listed.items, vec![context.clone()]);
+    let var = client
+        .set_context_env(admin, &context.id, "DEPLOY_KEY", "k3y-value")
+        .await
+        .unwrap();
+    assert_eq!(var.variable, "DEPLOY_KEY");
+    assert_eq!(var.context_id, context.id);
+    let vars = client.context_env(admin, &context.id).await.unwrap();
+    assert_eq!(vars.items.len(), 1);
+
+    // Restrictions: an expression is parsed and may read only pipeline values.
+    let restrict = |kind: &str, value: &str| CreateRestriction {
+        project_id: None,
+        restriction_type: Some(kind.into()),
+        restriction_value: Some(value.into()),
+    };
+    let made = client
+        .add_context_restriction(
+            admin,
+            &context.id,
+            &restrict("expression", r#"pipeline.git.branch == "main""#),
+        )
+        .await
+        .unwrap();
+    assert_eq!(made.restriction_type, "expression");
+    for (kind, value, says) in [
+        ("expression", r#"pipeline.git.branch == "main"#, "column"),
+        (
+            "expression",
+            "pipeline.parameters.x == true",
+            "pipeline.parameters.x",
+        ),
+        ("project", "gh/acme/nope", "does not exist"),
+        ("group", "x", "restriction_type"),
+    ] {
+        let err = client
+            .add_context_restriction(admin, &context.id, &restrict(kind, value))
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Some(StatusCode::BAD_REQUEST), "{value}");
+        assert!(err.to_string().contains(says), "{value}: {err}");
+    }
+    let by_slug = client
+        .add_context_restriction(admin, &context.id, &restrict("project", slug))
+        .await
+        .unwrap();
+    assert_eq!(by_slug.name, slug);
+    let all = client
+        .context_restrictions(admin, &context.id)
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), 2);
+    client
+        .delete_context_restriction(admin, &context.id, &made.id)
+        .await
+        .unwrap();
+    client.delete_context(admin, &context.id).await.unwrap();
+    assert_eq!(
+        status(client.context_env(admin, &context.id).await),
+        StatusCode::NOT_FOUND
+    );
+
+    // Checkout keys: ed25519, MD5 fingerprints unless `?digest=sha256`.
+    let key = client.create_checkout_key(admin, slug).await.unwrap();
+    assert!(
+        key.public_key.starts_with("ssh-ed25519 "),
+        "{}",
+        key.public_key
+    );
+    assert_eq!(
+        key.fingerprint.matches(':').count(),
+        15,
+        "{}",
+        key.fingerprint
+    );
+    assert!(key.preferred);
+    let path = "/api/v2/project/gh/acme/widgets/checkout-key?digest=sha256";
+    let page: bosun_api::types::Page<bosun_api::types::CheckoutKey> =
+        client.get(path, admin).await.unwrap();
+    assert!(page.items[0].fingerprint.starts_with("SHA256:"));
+    client
+        .delete_checkout_key(admin, slug, &key.fingerprint)
+        .await
+        .unwrap();
+
+    // SSH keys: garbage is refused without being echoed.
+    let err = client
+        .add_ssh_key(
+            admin,
+            slug,
+            &CreateSshKey {
+                hostname: None,
+                private_key: "not-a-key-secret-material".into(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(StatusCode::BAD_REQUEST));
+    assert!(!err.to_string().contains("secret-material"), "{err}");
+
+    // Nothing of a value is in the database in the clear.
+    let db = std::fs::read(server._dir.path().join("data/bosun.db")).unwrap();
+    let wal = std::fs::read(server._dir.path().join("data/bosun.db-wal")).unwrap_or_default();
+    for bytes in [&db, &wal] {
+        for value in ["tok-123456789-wxyz", "k3y-value", "wxyz"] {
+            assert!(
+                !bytes.windows(value.len()).any(|w| w == value.as_bytes()),
+                "{value}"
+            );
+        }
+    }
+}

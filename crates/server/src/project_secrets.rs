@@ -4,7 +4,7 @@
 //! host), and bosun's own `/ssh-key` (additional keys for `add_ssh_keys`), `/known-hosts` and
 //! `/checkout-token`. Every value is sealed before it is stored (`crate::secrets`).
 
-use axum::extract::{Path, State as StateExt};
+use axum::extract::{Path, Query, State as StateExt};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -201,11 +201,31 @@ async fn delete_env(
     }))
 }
 
-fn checkout_key_answer(row: &CheckoutKeyRow, preferred: bool) -> api::CheckoutKey {
+/// `?digest=sha256|md5`: which fingerprint listings show (CircleCI's; MD5 by default).
+#[derive(serde::Deserialize)]
+struct DigestQuery {
+    digest: Option<String>,
+}
+
+impl DigestQuery {
+    fn sha256(&self) -> Result<bool, AppError> {
+        match self.digest.as_deref() {
+            None | Some("md5") => Ok(false),
+            Some("sha256") => Ok(true),
+            Some(_) => Err(AppError::bad_request("digest is `sha256` or `md5`")),
+        }
+    }
+}
+
+fn checkout_key_answer(row: &CheckoutKeyRow, preferred: bool, sha256: bool) -> api::CheckoutKey {
     api::CheckoutKey {
         public_key: row.public_key.clone(),
         key_type: row.key_type.clone(),
-        fingerprint: row.fingerprint.clone(),
+        fingerprint: if sha256 {
+            row.sha256_fingerprint.clone()
+        } else {
+            row.fingerprint.clone()
+        },
         preferred,
         created_at: rfc3339(row.created_at),
     }
@@ -247,21 +267,26 @@ async fn create_checkout_key(
     };
     state.store.add_checkout_key(&project.id, &row).await?;
     tracing::info!(project = %project.slug, fingerprint = %row.fingerprint, "checkout key created");
-    Ok((StatusCode::CREATED, Json(checkout_key_answer(&row, true))))
+    Ok((
+        StatusCode::CREATED,
+        Json(checkout_key_answer(&row, true, false)),
+    ))
 }
 
 async fn list_checkout_keys(
     _: Admin,
     StateExt(state): StateExt<State>,
     path: SlugPath,
+    Query(query): Query<DigestQuery>,
 ) -> AppResult<Json<api::Page<api::CheckoutKey>>> {
+    let sha256 = query.sha256()?;
     let project = find_project(&state, &slug(&path)).await?;
     let rows = state.store.checkout_keys(&project.id).await?;
     Ok(Json(api::Page {
         items: rows
             .iter()
             .enumerate()
-            .map(|(i, row)| checkout_key_answer(row, i == 0))
+            .map(|(i, row)| checkout_key_answer(row, i == 0, sha256))
             .collect(),
         next_page_token: None,
     }))
@@ -277,7 +302,10 @@ async fn get_checkout_key(
     rows.iter()
         .enumerate()
         .find(|(_, row)| row.fingerprint == fingerprint || row.sha256_fingerprint == fingerprint)
-        .map(|(i, row)| Json(checkout_key_answer(row, i == 0)))
+        .map(|(i, row)| {
+            let sha256 = row.sha256_fingerprint == fingerprint;
+            Json(checkout_key_answer(row, i == 0, sha256))
+        })
         .ok_or_else(|| AppError::not_found("Checkout key not found."))
 }
 
