@@ -66,7 +66,7 @@ jobs:
           command: |
             echo "head=$(git rev-parse HEAD)"
             echo "ssh_command=${{GIT_SSH_COMMAND:-none}}"
-            git config -l | grep -ci sshcommand || echo "no sshCommand in the clone"
+            git config --local -l | grep -ci sshcommand || echo "no sshCommand in the clone"
       - add_ssh_keys:
           fingerprints:
             - "{fingerprint}"

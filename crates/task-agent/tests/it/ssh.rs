@@ -101,11 +101,12 @@ async fn run_in(setup: &Setup, task: &TaskSpec) -> Report {
         .await
 }
 
-/// What a later step sees: the file, the credential variables, the clone's config entries
-/// about ssh or credentials, and the scripts directory (where the key directory was).
+/// What a later step sees: the file, the credential variables, the clone's own config entries
+/// about ssh or credentials (`--local`: a host's /etc/gitconfig may name helpers of its own),
+/// and the scripts directory (where the key directory was).
 const INSPECT: &str = "cd project && cat file.txt && \
     echo \"ssh-command=${GIT_SSH_COMMAND:-none}\" && \
-    echo \"config-hits=$(git config -l | grep -ci -e sshcommand -e credential)\" && \
+    echo \"config-hits=$(git config --local -l | grep -ci -e sshcommand -e credential)\" && \
     echo \"scripts=$(ls \"$(dirname \"$CIRCLE_INTERNAL_TASK_DATA\")\" | tr '\\n' ' ')\"";
 
 /// Lists the task's scripts directory, where the checkout's credential directory lives.
