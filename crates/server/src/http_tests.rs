@@ -965,3 +965,64 @@ async fn secrets_answer_circlecis_shapes_and_refuse_bad_input_naming_it() {
         }
     }
 }
+
+#[tokio::test]
+async fn every_error_answer_is_a_json_message_even_axums_own() {
+    let server = start(|_| {}).await;
+    let token = format!("Circle-Token: {ADMIN}\r\n");
+    let cases = [
+        // No route.
+        (
+            "GET /api/v2/no-such-thing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_owned(),
+            "404",
+            "there is no route GET /api/v2/no-such-thing",
+        ),
+        // A method the path does not take.
+        (
+            format!(
+                "DELETE /api/v2/context HTTP/1.1\r\nHost: x\r\n{token}Connection: close\r\n\r\n"
+            ),
+            "405",
+            "/api/v2/context does not take DELETE",
+        ),
+        // A body that is not JSON, and one without a content type.
+        (
+            format!(
+                "POST /api/v2/context HTTP/1.1\r\nHost: x\r\n{token}Content-Type: application/json\r\nContent-Length: 5\r\nConnection: close\r\n\r\n{{oops"
+            ),
+            "400",
+            "JSON",
+        ),
+        (
+            format!(
+                "POST /api/v2/context HTTP/1.1\r\nHost: x\r\n{token}Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+            ),
+            "415",
+            "Content-Type",
+        ),
+        // A body of the wrong shape.
+        (
+            format!(
+                "POST /api/v2/context HTTP/1.1\r\nHost: x\r\n{token}Content-Type: application/json\r\nContent-Length: 12\r\nConnection: close\r\n\r\n{{\"nme\": \"x\"}}"
+            ),
+            "422",
+            "name",
+        ),
+    ];
+    for (request, code, says) in cases {
+        let answer = server.raw_head_only(&request).await;
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        assert!(head.starts_with(&format!("HTTP/1.1 {code}")), "{answer}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{answer}"
+        );
+        let json: serde_json::Value = serde_json::from_str(body.trim()).expect("a JSON body");
+        let message = json["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{code}: {message}");
+        if code == "405" {
+            assert!(head.to_ascii_lowercase().contains("allow:"), "{answer}");
+        }
+    }
+}

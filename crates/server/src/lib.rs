@@ -254,5 +254,7 @@ fn router(state: State) -> Router {
         .merge(continuation::routes())
         .merge(project_secrets::routes())
         .merge(contexts::routes())
+        .fallback(error::no_route)
+        .layer(axum::middleware::from_fn(error::json_errors))
         .with_state(state)
 }
