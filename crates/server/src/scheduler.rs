@@ -119,15 +119,21 @@ fn settle(
 pub async fn advance_workflow(tx: &mut StoreTx, workflow_id: &str) -> StoreResult<bool> {
     let mut queued_any = false;
     // A job a context refuses fails instead of being queued, which may settle its dependents:
-    // settle again until nothing more fails that way (each pass fails at least one job).
-    loop {
+    // settle again until nothing more fails that way. Each pass fails at least one blocked
+    // job, so there are at most as many passes as jobs; the bound only guards that reasoning.
+    for _ in 0..MAX_SETTLE_PASSES {
         let (queued, refused) = advance_once(tx, workflow_id).await?;
         queued_any |= queued;
         if !refused {
             return Ok(queued_any);
         }
     }
+    tracing::error!(workflow = %workflow_id, "the workflow did not settle in {MAX_SETTLE_PASSES} passes");
+    Ok(queued_any)
 }
+
+/// More passes than any workflow has jobs.
+const MAX_SETTLE_PASSES: usize = 10_000;
 
 /// One pass of [`advance_workflow`]: answers whether a job was queued and whether one was
 /// refused by its contexts (failed before it was queued).
