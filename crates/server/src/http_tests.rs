@@ -1026,3 +1026,65 @@ async fn every_error_answer_is_a_json_message_even_axums_own() {
         }
     }
 }
+
+#[tokio::test]
+async fn escaped_slugs_and_vcs_aliases_reach_the_same_project() {
+    use bosun_api::types::{CreateEnvVar, CreateProject, EnvVar, Page, Project};
+    let server = start(|_| {}).await;
+    let (client, admin) = (&server.client, &server.admin);
+    // Created under the long name, stored under the short one.
+    let created = client
+        .create_project(
+            admin,
+            &CreateProject {
+                slug: "github/acme/widgets".into(),
+                git_url: "/dev/null".into(),
+                namespace: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.slug, "gh/acme/widgets");
+    let again = CreateProject {
+        slug: "gh/acme/widgets".into(),
+        git_url: "/dev/null".into(),
+        namespace: None,
+    };
+    assert_eq!(
+        status(client.create_project(admin, &again).await),
+        StatusCode::CONFLICT
+    );
+    client
+        .set_project_env(
+            admin,
+            "github/acme/widgets",
+            &CreateEnvVar {
+                name: "TOKEN".into(),
+                value: "value-1234".into(),
+            },
+        )
+        .await
+        .unwrap();
+    for slug in [
+        "gh/acme/widgets",
+        "github/acme/widgets",
+        "GitHub/acme/widgets",
+        "gh%2Facme%2Fwidgets",
+        "github%2facme%2fwidgets",
+    ] {
+        let project: Project = client
+            .get(&format!("/api/v2/project/{slug}"), admin)
+            .await
+            .unwrap_or_else(|err| panic!("{slug}: {err}"));
+        assert_eq!(project.id, created.id, "{slug}");
+        let vars: Page<EnvVar> = client
+            .get(&format!("/api/v2/project/{slug}/envvar?x=1"), admin)
+            .await
+            .unwrap_or_else(|err| panic!("{slug}: {err}"));
+        assert_eq!(vars.items[0].name, "TOKEN", "{slug}");
+    }
+    let missing: Result<Project, _> = client
+        .get("/api/v2/project/bb%2Facme%2Fwidgets", admin)
+        .await;
+    assert_eq!(status(missing), StatusCode::NOT_FOUND);
+}

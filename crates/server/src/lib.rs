@@ -27,6 +27,7 @@ mod runner;
 mod scheduler;
 mod secrets;
 mod serve;
+mod slug;
 pub mod sshkeys;
 mod store;
 mod test_results;
@@ -242,7 +243,7 @@ pub async fn run(
 }
 
 fn router(state: State) -> Router {
-    Router::new()
+    let app = Router::new()
         .merge(admin::routes())
         .merge(runner::routes())
         .merge(pipelines::routes())
@@ -256,5 +257,10 @@ fn router(state: State) -> Router {
         .merge(contexts::routes())
         .fallback(error::no_route)
         .layer(axum::middleware::from_fn(error::json_errors))
-        .with_state(state)
+        .with_state(state);
+    // An outer router whose only service is the app: its middleware runs before the app's
+    // routing, so an escaped slug can be opened first.
+    Router::new()
+        .fallback_service(app)
+        .layer(axum::middleware::from_fn(slug::open_escaped_slugs))
 }

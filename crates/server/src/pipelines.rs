@@ -96,9 +96,16 @@ async fn create_project(
     validate_slug(&body.slug)?;
     git::validate_url(&body.git_url).map_err(AppError::bad_request)?;
     let namespace = project_namespace(&body.slug, body.namespace.as_deref())?;
+    // Stored with the vcs part's short form: `github/acme/x` is `gh/acme/x`.
+    let slug = crate::slug::canonical(&body.slug);
+    if state.store.project_by_slug(&slug).await?.is_some() {
+        return Err(AppError::conflict(format!(
+            "project `{slug}` already exists"
+        )));
+    }
     let project = ProjectRow {
         id: new_id(),
-        slug: body.slug,
+        slug,
         git_url: body.git_url,
         namespace,
     };

@@ -28,14 +28,17 @@ impl Store {
         Ok(inserted.rows_affected() > 0)
     }
 
-    /// The project of slug `slug`.
+    /// The project of slug `slug`, written either way CircleCI accepts (`github/…` or
+    /// `gh/…`: projects are stored with the short form, `crate::slug::canonical`).
     pub async fn project_by_slug(&self, slug: &str) -> StoreResult<Option<ProjectRow>> {
-        Ok(
-            sqlx::query_as("SELECT id, slug, git_url, namespace FROM projects WHERE slug = $1")
-                .bind(slug)
-                .fetch_optional(&self.pool)
-                .await?,
+        Ok(sqlx::query_as(
+            "SELECT id, slug, git_url, namespace FROM projects WHERE slug = $1 OR slug = $2
+             ORDER BY slug = $2 DESC LIMIT 1",
         )
+        .bind(slug)
+        .bind(crate::slug::canonical(slug))
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     /// Whether resource class `name` exists.
