@@ -90,19 +90,44 @@ fn bearer(parts: &Parts) -> Result<&str, AppError> {
     Ok(token)
 }
 
-/// A request carrying the admin token in `Circle-Token`.
+/// A user's API token, the ways CircleCI accepts one: the `Circle-Token` header, HTTP Basic
+/// with the token as the user name (`curl -u TOKEN:`), or the `circle-token` query parameter
+/// (old v1.1 clients). The server logs no URI, so a token in a query string is not written
+/// anywhere either.
+fn circle_token(parts: &Parts) -> Option<String> {
+    if let Some(token) = header_token(parts, "circle-token") {
+        return Some(token.to_owned());
+    }
+    if let Some(value) = header_token(parts, "authorization") {
+        if let Some(encoded) = value.strip_prefix("Basic ") {
+            use base64::Engine as _;
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim())
+                .ok()?;
+            let text = String::from_utf8(decoded).ok()?;
+            let user = text.split(':').next().unwrap_or_default();
+            return (!user.is_empty()).then(|| user.to_owned());
+        }
+    }
+    let query = parts.uri.query()?;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(name, _)| name == "circle-token")
+        .map(|(_, value)| value.into_owned())
+}
+
+/// A request carrying the admin token (`Circle-Token`, Basic or `?circle-token=`).
 pub struct Admin;
 
 impl FromRequestParts<State> for Admin {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Admin, AppError> {
-        let token = header_token(parts, "circle-token")
+        let token = circle_token(parts)
             .ok_or_else(|| AppError::unauthorized("missing Circle-Token header"))?;
         if token.len() > MAX_TOKEN_LEN {
             return Err(AppError::unauthorized("invalid token"));
         }
-        let found = state.store.is_admin_token(&hash_token(token)).await?;
+        let found = state.store.is_admin_token(&hash_token(&token)).await?;
         crate::serve::mark_authenticated(parts, found);
         if found {
             Ok(Admin)

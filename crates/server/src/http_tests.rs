@@ -1088,3 +1088,101 @@ async fn escaped_slugs_and_vcs_aliases_reach_the_same_project() {
         .await;
     assert_eq!(status(missing), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn v1_1_clients_manage_variables_and_keys_with_any_token_form() {
+    use bosun_api::types::CreateEnvVar;
+    let server = start(|_| {}).await;
+    fixtures::project(&server.store, "gh/acme/widgets").await;
+    let base = "/api/v1.1/project/github/acme/widgets";
+    // Circle-Token header.
+    let created: serde_json::Value = server
+        .client
+        .post(
+            &format!("{base}/envvar"),
+            &server.admin,
+            &CreateEnvVar {
+                name: "FOO".into(),
+                value: "bar-secret-1234".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        created,
+        serde_json::json!({"name": "FOO", "value": "xxxx1234"})
+    );
+    // `?circle-token=` and HTTP Basic with the token as the user name, on raw requests.
+    let list = server
+        .raw_head_only(&format!(
+            "GET {base}/envvar?circle-token={ADMIN} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        ))
+        .await;
+    assert!(list.starts_with("HTTP/1.1 200"), "{list}");
+    assert!(
+        list.ends_with(r#"[{"name":"FOO","value":"xxxx1234"}]"#),
+        "{list}"
+    );
+    let basic = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(format!("{ADMIN}:"))
+    };
+    let one = server
+        .raw_head_only(&format!(
+            "GET {base}/envvar/FOO HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {basic}\r\nConnection: close\r\n\r\n"
+        ))
+        .await;
+    assert!(one.starts_with("HTTP/1.1 200"), "{one}");
+    let wrong = server
+        .raw_head_only(&format!(
+            "GET {base}/envvar?circle-token=not-the-token HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        ))
+        .await;
+    assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
+
+    let key: serde_json::Value = server
+        .client
+        .post(
+            &format!("{base}/checkout-key"),
+            &server.admin,
+            &serde_json::json!({"type": "deploy-key"}),
+        )
+        .await
+        .unwrap();
+    assert!(
+        key["public_key"]
+            .as_str()
+            .unwrap()
+            .starts_with("ssh-ed25519 ")
+    );
+    assert!(key["time"].is_string() && key["preferred"] == true, "{key}");
+    let keys: Vec<serde_json::Value> = server
+        .client
+        .get(&format!("{base}/checkout-key"), &server.admin)
+        .await
+        .unwrap();
+    assert_eq!(keys, vec![key.clone()]);
+    let fingerprint = key["fingerprint"].as_str().unwrap();
+    let deleted: serde_json::Value = server
+        .client
+        .json::<(), _>(
+            bosun_api::Method::DELETE,
+            &format!("{base}/checkout-key/{fingerprint}"),
+            &server.admin,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(deleted, serde_json::json!({"message": "OK"}));
+    let deleted: serde_json::Value = server
+        .client
+        .json::<(), _>(
+            bosun_api::Method::DELETE,
+            &format!("{base}/envvar/FOO"),
+            &server.admin,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(deleted, serde_json::json!({"message": "ok"}));
+}

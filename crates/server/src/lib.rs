@@ -254,6 +254,7 @@ fn router(state: State) -> Router {
         .merge(test_results::routes())
         .merge(continuation::routes())
         .merge(project_secrets::routes())
+        .merge(project_secrets::v1_routes())
         .merge(contexts::routes())
         .fallback(error::no_route)
         .layer(axum::middleware::from_fn(error::json_errors))

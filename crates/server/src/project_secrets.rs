@@ -619,3 +619,123 @@ pub(crate) async fn task_credentials(
     }
     Ok((checkout_auth, ssh_keys))
 }
+
+/// CircleCI API v1.1's project variable and checkout key routes, which clients still call:
+/// the same implementation, v1.1's shapes (bare arrays, `{"name", "value"}`, checkout keys with
+/// `public_key` and `time`). `{vcs}` is `github`, `bitbucket` or a short form.
+pub fn v1_routes() -> Router<State> {
+    Router::new()
+        .route(
+            "/api/v1.1/project/{vcs}/{org}/{repo}/envvar",
+            get(v1_list_env).post(v1_set_env),
+        )
+        .route(
+            "/api/v1.1/project/{vcs}/{org}/{repo}/envvar/{name}",
+            get(v1_get_env).delete(v1_delete_env),
+        )
+        .route(
+            "/api/v1.1/project/{vcs}/{org}/{repo}/checkout-key",
+            get(v1_list_checkout_keys).post(v1_create_checkout_key),
+        )
+        .route(
+            "/api/v1.1/project/{vcs}/{org}/{repo}/checkout-key/{fingerprint}",
+            get(v1_get_checkout_key).delete(v1_delete_checkout_key),
+        )
+        .route(
+            "/api/v1.1/project/{vcs}/{org}/{repo}/ssh-key",
+            post(add_ssh_key),
+        )
+}
+
+fn v1_env(var: api::EnvVar) -> serde_json::Value {
+    serde_json::json!({ "name": var.name, "value": var.value })
+}
+
+fn v1_checkout_key(key: api::CheckoutKey) -> serde_json::Value {
+    serde_json::json!({
+        "public_key": key.public_key,
+        "type": key.key_type,
+        "fingerprint": key.fingerprint,
+        "preferred": key.preferred,
+        "time": key.created_at,
+    })
+}
+
+async fn v1_list_env(
+    admin: Admin,
+    state: StateExt<State>,
+    path: SlugPath,
+) -> AppResult<Json<Vec<serde_json::Value>>> {
+    let Json(page) = list_env(admin, state, path).await?;
+    Ok(Json(page.items.into_iter().map(v1_env).collect()))
+}
+
+async fn v1_set_env(
+    admin: Admin,
+    state: StateExt<State>,
+    path: SlugPath,
+    body: Json<api::CreateEnvVar>,
+) -> AppResult<(StatusCode, Json<serde_json::Value>)> {
+    let (status, Json(var)) = set_env(admin, state, path, body).await?;
+    Ok((status, Json(v1_env(var))))
+}
+
+async fn v1_get_env(
+    admin: Admin,
+    state: StateExt<State>,
+    path: Path<(String, String, String, String)>,
+) -> AppResult<Json<serde_json::Value>> {
+    let Json(var) = get_env(admin, state, path).await?;
+    Ok(Json(v1_env(var)))
+}
+
+async fn v1_delete_env(
+    admin: Admin,
+    state: StateExt<State>,
+    path: Path<(String, String, String, String)>,
+) -> AppResult<Json<api::MessageResponse>> {
+    let _answer = delete_env(admin, state, path).await?;
+    Ok(Json(api::MessageResponse {
+        message: "ok".into(),
+    }))
+}
+
+async fn v1_list_checkout_keys(
+    admin: Admin,
+    state: StateExt<State>,
+    path: SlugPath,
+) -> AppResult<Json<Vec<serde_json::Value>>> {
+    let query = Query(DigestQuery { digest: None });
+    let Json(page) = list_checkout_keys(admin, state, path, query).await?;
+    Ok(Json(page.items.into_iter().map(v1_checkout_key).collect()))
+}
+
+async fn v1_create_checkout_key(
+    admin: Admin,
+    state: StateExt<State>,
+    path: SlugPath,
+    body: Json<api::CreateCheckoutKey>,
+) -> AppResult<(StatusCode, Json<serde_json::Value>)> {
+    let (status, Json(key)) = create_checkout_key(admin, state, path, body).await?;
+    Ok((status, Json(v1_checkout_key(key))))
+}
+
+async fn v1_get_checkout_key(
+    admin: Admin,
+    state: StateExt<State>,
+    path: Path<(String, String, String, String)>,
+) -> AppResult<Json<serde_json::Value>> {
+    let Json(key) = get_checkout_key(admin, state, path).await?;
+    Ok(Json(v1_checkout_key(key)))
+}
+
+async fn v1_delete_checkout_key(
+    admin: Admin,
+    state: StateExt<State>,
+    path: Path<(String, String, String, String)>,
+) -> AppResult<Json<api::MessageResponse>> {
+    let _answer = delete_checkout_key(admin, state, path).await?;
+    Ok(Json(api::MessageResponse {
+        message: "OK".into(),
+    }))
+}
