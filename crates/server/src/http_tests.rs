@@ -1186,3 +1186,45 @@ async fn v1_1_clients_manage_variables_and_keys_with_any_token_form() {
         .unwrap();
     assert_eq!(deleted, serde_json::json!({"message": "ok"}));
 }
+
+#[tokio::test]
+async fn a_job_is_canceled_by_its_project_and_number() {
+    let server = start(|_| {}).await;
+    let project = fixtures::project(&server.store, "gh/acme/widgets").await;
+    let flow = fixtures::workflow(
+        &server.store,
+        &project,
+        &[("build", &[]), ("test", &["build"])],
+    )
+    .await;
+    let cancel = |path: String| {
+        let client = &server.client;
+        let admin = &server.admin;
+        async move {
+            client
+                .json::<(), serde_json::Value>(bosun_api::Method::POST, &path, admin, None)
+                .await
+        }
+    };
+    // `test` is job number 2: blocked, so it ends `canceled` at once.
+    let answer = cancel("/api/v2/project/github/acme/widgets/job/2/cancel".into())
+        .await
+        .unwrap();
+    assert!(answer["message"].is_string(), "{answer}");
+    assert_eq!(
+        server.store.job_status(&flow.jobs["test"]).await.unwrap(),
+        Some(crate::store::JobStatus::Canceled)
+    );
+    assert_eq!(
+        status(cancel("/api/v2/project/gh/acme/widgets/job/2/cancel".into()).await),
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        status(cancel("/api/v2/project/gh/acme/widgets/job/9/cancel".into()).await),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        status(cancel("/api/v2/project/gh/acme/widgets/job/two/cancel".into()).await),
+        StatusCode::BAD_REQUEST
+    );
+}

@@ -101,16 +101,19 @@ impl Store {
         Ok(deleted.rows_affected() > 0)
     }
 
-    /// The id of job number `number` of the project `slug`.
+    /// The id of job number `number` of the project `slug` (either vcs form, as
+    /// [`Store::project_by_slug`]).
     pub async fn job_by_number(&self, slug: &str, number: i64) -> StoreResult<Option<String>> {
         Ok(sqlx::query_scalar(
             "SELECT jobs.id FROM jobs
                JOIN pipelines ON pipelines.id = jobs.pipeline_id
                JOIN projects ON projects.id = pipelines.project_id
-              WHERE projects.slug = $1 AND jobs.number = $2",
+              WHERE projects.slug IN ($1, $3) AND jobs.number = $2
+              ORDER BY projects.slug = $3 DESC LIMIT 1",
         )
         .bind(slug)
         .bind(number)
+        .bind(crate::slug::canonical(slug))
         .fetch_optional(&self.pool)
         .await?)
     }
