@@ -149,10 +149,26 @@ pub struct CreateProject {
     pub namespace: Option<String>,
 }
 
+/// A project: CircleCI's fields (`GET /api/v2/project/{slug}`) and bosun's (`git_url`,
+/// `namespace`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Project {
     pub id: String,
     pub slug: String,
+    /// The repository part of the slug.
+    #[serde(default)]
+    pub name: String,
+    /// The organization part of the slug.
+    #[serde(default)]
+    pub organization_name: String,
+    /// `vcs/org`.
+    #[serde(default)]
+    pub organization_slug: String,
+    /// A UUID naming the organization (its namespace).
+    #[serde(default)]
+    pub organization_id: String,
+    #[serde(default)]
+    pub vcs_info: Option<VcsInfo>,
     pub git_url: String,
     /// The one namespace whose resource classes the project's jobs run on.
     #[serde(default)]
@@ -160,6 +176,15 @@ pub struct Project {
     /// Set at creation when the namespace has no resource class yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+}
+
+/// A project's repository, in CircleCI's shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VcsInfo {
+    pub vcs_url: String,
+    /// `GitHub`, `Bitbucket` or `CircleCI`.
+    pub provider: String,
+    pub default_branch: String,
 }
 
 /// `POST /api/v2/project/{slug}/pipeline` body, as CircleCI's v2 API takes it.

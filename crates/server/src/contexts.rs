@@ -106,7 +106,7 @@ async fn collaborations(
         namespaces
             .into_iter()
             .map(|namespace| api::Collaboration {
-                id: namespace.clone(),
+                id: crate::slug::organization_id(&namespace),
                 vcs_type: "bosun".into(),
                 name: namespace.clone(),
                 avatar_url: String::new(),
@@ -114,6 +114,22 @@ async fn collaborations(
             })
             .collect(),
     ))
+}
+
+/// The namespace an owner names: an organization id (the UUID `GET /api/v2/me/collaborations`
+/// and projects show), or what [`owner_namespace`] reads.
+async fn resolve_owner(state: &State, owner: &str) -> AppResult<String> {
+    if uuid::Uuid::parse_str(owner).is_ok() {
+        for namespace in state.store.namespaces().await? {
+            if crate::slug::organization_id(&namespace) == owner {
+                return Ok(namespace);
+            }
+        }
+        return Err(AppError::not_found(format!(
+            "organization {owner} not found"
+        )));
+    }
+    owner_namespace(owner)
 }
 
 fn context_answer(row: &ContextRow) -> api::Context {
@@ -149,7 +165,7 @@ async fn create_context(
         .as_deref()
         .or(body.owner.id.as_deref())
         .ok_or_else(|| AppError::bad_request("owner needs an `id` or a `slug`"))?;
-    let namespace = owner_namespace(owner)?;
+    let namespace = resolve_owner(&state, owner).await?;
     let row = ContextRow {
         id: new_id(),
         namespace,
@@ -193,7 +209,7 @@ async fn list_contexts(
         .as_deref()
         .or(query.owner_id.as_deref())
         .ok_or_else(|| AppError::bad_request("give `owner-slug` or `owner-id`"))?;
-    let namespace = owner_namespace(owner)?;
+    let namespace = resolve_owner(&state, owner).await?;
     let rows = state.store.contexts(&namespace).await?;
     Ok(Json(api::Page {
         items: rows.iter().map(context_answer).collect(),

@@ -1228,3 +1228,64 @@ async fn a_job_is_canceled_by_its_project_and_number() {
         StatusCode::BAD_REQUEST
     );
 }
+
+#[tokio::test]
+async fn a_project_answers_circlecis_shape_and_its_organization_id_names_contexts() {
+    use bosun_api::types::{Collaboration, ContextOwner, CreateContext, Project};
+    let server = start(|_| {}).await;
+    fixtures::project(&server.store, "gh/acme/widgets").await;
+    let (client, admin) = (&server.client, &server.admin);
+    let raw: serde_json::Value = client
+        .get("/api/v2/project/gh/acme/widgets", admin)
+        .await
+        .unwrap();
+    // CircleCI's required fields (https://circleci.com/docs/api/v2/index.html#operation/getProjectBySlug).
+    for field in [
+        "id",
+        "name",
+        "organization_id",
+        "organization_name",
+        "organization_slug",
+        "slug",
+        "vcs_info",
+    ] {
+        assert!(!raw[field].is_null(), "{field} in {raw}");
+    }
+    for field in ["vcs_url", "provider", "default_branch"] {
+        assert!(raw["vcs_info"][field].is_string(), "{field} in {raw}");
+    }
+    let project: Project = serde_json::from_value(raw).unwrap();
+    assert_eq!(
+        (project.name.as_str(), project.organization_name.as_str()),
+        ("widgets", "acme")
+    );
+    assert_eq!(project.organization_slug, "gh/acme");
+    assert_eq!(project.vcs_info.as_ref().unwrap().provider, "GitHub");
+    let org_id = uuid::Uuid::parse_str(&project.organization_id).expect("a UUID");
+    let orgs: Vec<Collaboration> = client.collaborations(admin).await.unwrap();
+    assert_eq!(orgs.len(), 1);
+    assert_eq!(orgs[0].id, org_id.to_string());
+    assert_eq!(orgs[0].slug, "acme");
+
+    let by_id = CreateContext {
+        name: "deploy".into(),
+        owner: ContextOwner {
+            id: Some(org_id.to_string()),
+            slug: None,
+            owner_type: Some("organization".into()),
+        },
+    };
+    let context = client.create_context(admin, &by_id).await.unwrap();
+    let listed: bosun_api::types::Page<bosun_api::types::Context> = client
+        .get(&format!("/api/v2/context?owner-id={org_id}"), admin)
+        .await
+        .unwrap();
+    assert_eq!(listed.items, vec![context.clone()]);
+    let by_slug = client.contexts(admin, "gh/acme").await.unwrap();
+    assert_eq!(by_slug.items, vec![context]);
+    let unknown = uuid::Uuid::new_v4();
+    let missing: Result<bosun_api::types::Page<bosun_api::types::Context>, _> = client
+        .get(&format!("/api/v2/context?owner-id={unknown}"), admin)
+        .await;
+    assert_eq!(status(missing), StatusCode::NOT_FOUND);
+}

@@ -115,12 +115,8 @@ async fn create_project(
             project.slug
         )));
     }
-    let ProjectRow {
-        id,
-        slug,
-        git_url,
-        namespace,
-    } = project;
+    let namespace = project.namespace.clone();
+    let slug = project.slug.clone();
     let classes = state.store.count_resource_classes(&namespace).await?;
     let warning = (classes == 0).then(|| {
         format!(
@@ -131,16 +127,36 @@ async fn create_project(
         )
     });
     tracing::info!(project = %slug, namespace = %namespace, "project created");
-    Ok((
-        StatusCode::CREATED,
-        Json(api::Project {
-            id,
-            slug,
-            git_url,
-            namespace,
-            warning,
+    let mut answer = project_answer(project);
+    answer.warning = warning;
+    Ok((StatusCode::CREATED, Json(answer)))
+}
+
+/// A project in CircleCI's shape (plus bosun's fields). `vcs_info.default_branch` is `main`
+/// until [`get_project`] reads the mirror's.
+fn project_answer(row: ProjectRow) -> api::Project {
+    let mut parts = row.slug.splitn(3, '/');
+    let (vcs, org, repo) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    api::Project {
+        name: repo.to_owned(),
+        organization_name: org.to_owned(),
+        organization_slug: format!("{vcs}/{org}"),
+        organization_id: crate::slug::organization_id(&row.namespace),
+        vcs_info: Some(api::VcsInfo {
+            vcs_url: row.git_url.clone(),
+            provider: crate::slug::provider(&row.slug).to_owned(),
+            default_branch: "main".to_owned(),
         }),
-    ))
+        id: row.id,
+        slug: row.slug,
+        git_url: row.git_url,
+        namespace: row.namespace,
+        warning: None,
+    }
 }
 
 pub(crate) async fn find_project(state: &State, slug: &str) -> AppResult<api::Project> {
@@ -149,13 +165,7 @@ pub(crate) async fn find_project(state: &State, slug: &str) -> AppResult<api::Pr
         .project_by_slug(slug)
         .await?
         .ok_or_else(|| AppError::not_found(format!("project `{slug}` not found")))?;
-    Ok(api::Project {
-        id: row.id,
-        slug: row.slug,
-        git_url: row.git_url,
-        namespace: row.namespace,
-        warning: None,
-    })
+    Ok(project_answer(row))
 }
 
 async fn get_project(
@@ -163,9 +173,17 @@ async fn get_project(
     StateExt(state): StateExt<State>,
     Path((vcs, org, repo)): Path<(String, String, String)>,
 ) -> AppResult<Json<api::Project>> {
-    Ok(Json(
-        find_project(&state, &format!("{vcs}/{org}/{repo}")).await?,
-    ))
+    let mut project = find_project(&state, &format!("{vcs}/{org}/{repo}")).await?;
+    // The repository's default branch, once a pipeline fetched it into the mirror.
+    let mirror = state.repo_dir.join(format!("{}.git", project.id));
+    if mirror.join("HEAD").exists() {
+        if let Ok(Some(branch)) = git::default_branch(&mirror).await {
+            if let Some(info) = project.vcs_info.as_mut() {
+                info.default_branch = branch;
+            }
+        }
+    }
+    Ok(Json(project))
 }
 
 fn check_ref(kind: &str, name: &str) -> Result<(), AppError> {

@@ -24,6 +24,25 @@ pub fn canonical(slug: &str) -> String {
     }
 }
 
+/// The organization id CircleCI's shapes want (a UUID) for a namespace: a name-based UUID
+/// (v5), the same on every server and every start, so no table keeps it.
+pub fn organization_id(namespace: &str) -> String {
+    /// bosun's own UUID namespace for organization ids.
+    const ORGANIZATIONS: uuid::Uuid =
+        uuid::Uuid::from_u128(0x6f1c_2b7e_4d3a_5e21_9b8c_0a1d_2e3f_4a5b);
+    uuid::Uuid::new_v5(&ORGANIZATIONS, namespace.as_bytes()).to_string()
+}
+
+/// CircleCI's `vcs_info.provider` for a slug: `GitHub` (`gh/`), `Bitbucket` (`bb/`), else
+/// `CircleCI` (its own, standalone projects).
+pub fn provider(slug: &str) -> &'static str {
+    match slug.split('/').next().unwrap_or_default() {
+        "gh" => "GitHub",
+        "bb" => "Bitbucket",
+        _ => "CircleCI",
+    }
+}
+
 /// Route prefixes whose next path segment is a project slug.
 const SLUG_PREFIXES: &[&str] = &["/api/v2/project/"];
 
