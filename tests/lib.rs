@@ -785,3 +785,41 @@ pub fn peak_rss_kib(pid: i32) -> u64 {
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmHWM")
 }
+
+impl Server {
+    /// Runs `bosun ARGS` against this server as its admin (`BOSUN_HOST`, `BOSUN_TOKEN`), with
+    /// `stdin` fed in (where secrets go); answers the whole output, whatever the exit status.
+    pub fn cli(&self, args: &[&str], stdin: &str) -> std::process::Output {
+        use std::io::Write as _;
+        let Auth::CircleToken(token) = &self.admin else {
+            panic!("the admin's auth is a Circle-Token");
+        };
+        let mut child = Command::new(bin_dir().join("bosun"))
+            .args(args)
+            .env("BOSUN_HOST", &self.url)
+            .env("BOSUN_TOKEN", token)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("bosun");
+        child
+            .stdin
+            .take()
+            .expect("bosun's stdin")
+            .write_all(stdin.as_bytes())
+            .expect("writing bosun's stdin");
+        child.wait_with_output().expect("bosun's output")
+    }
+
+    /// [`Server::cli`] that must succeed; answers its stdout.
+    pub fn cli_ok(&self, args: &[&str], stdin: &str) -> String {
+        let output = self.cli(args, stdin);
+        assert!(
+            output.status.success(),
+            "bosun {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("bosun's stdout is UTF-8")
+    }
+}

@@ -3,36 +3,14 @@
 //! by the job; the host key is trusted on first use, stored, and enforced after (a changed host
 //! key is refused); `add_ssh_keys` installs an uploaded key for the task only.
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
-
-use bosun_api::Auth;
 use bosun_api::types::CreateProject;
-use bosun_tests::{Server, Sshd, bin_dir, git_repo, launch_agent, shared_tempdir, ssh_keypair};
+use bosun_tests::{Server, Sshd, git_repo, launch_agent, shared_tempdir, ssh_keypair};
 
 const SLUG: &str = "local/e2e/private";
 const CLASS: &str = "e2e/private";
 
 fn bosun(server: &Server, args: &[&str], stdin: &str) -> std::process::Output {
-    let Auth::CircleToken(token) = &server.admin else {
-        panic!("admin auth is a Circle-Token");
-    };
-    let mut child = Command::new(bin_dir().join("bosun"))
-        .args(args)
-        .env("BOSUN_HOST", &server.url)
-        .env("BOSUN_TOKEN", token)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("bosun");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().expect("bosun output")
+    server.cli(args, stdin)
 }
 
 fn ok(output: std::process::Output) -> String {

@@ -3,13 +3,10 @@
 //! contexts refused by their restrictions before a job is queued, and no secret value anywhere
 //! under the server's data directory or in the server's and agents' logs.
 
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use bosun_api::Auth;
-use bosun_tests::{AgentOptions, Fixture, bin_dir};
+use bosun_tests::{AgentOptions, Fixture};
 
 const CONFIG: &str = r#"version: 2.1
 jobs:
@@ -87,31 +84,7 @@ fn h(value: &str) -> String {
 
 /// Runs `bosun ARGS` against the fixture's server with `stdin` fed in; answers stdout.
 fn bosun(fixture: &Fixture, args: &[&str], stdin: &str) -> String {
-    let Auth::CircleToken(token) = &fixture.server.admin else {
-        panic!("admin auth is a Circle-Token");
-    };
-    let mut child = Command::new(bin_dir().join("bosun"))
-        .args(args)
-        .env("BOSUN_HOST", &fixture.server.url)
-        .env("BOSUN_TOKEN", token)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("bosun");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().expect("bosun output");
-    assert!(
-        output.status.success(),
-        "bosun {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
+    fixture.server.cli_ok(args, stdin)
 }
 
 /// Every file under `dir`, recursively (symlinks not followed).
