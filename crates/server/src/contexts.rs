@@ -548,18 +548,13 @@ pub(crate) async fn check_job(
     Ok(None)
 }
 
-/// The secret environment of a task of `job_id`: the project's variables, then those of the
+/// The secret environment of a task of `job`: the project's variables, then those of the
 /// job's contexts in the order it names them (a later context wins). Errors name a context
 /// deleted since the job was queued.
 pub(crate) async fn task_secrets(
     state: &State,
-    job_id: &str,
+    job: &JobPipelineRow,
 ) -> AppResult<BTreeMap<String, String>> {
-    let job = state
-        .store
-        .job_pipeline(job_id)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("job {job_id} is missing"))?;
     let mut secrets = BTreeMap::new();
     for row in state.store.project_env(&job.project_id).await? {
         let value = state

@@ -175,16 +175,16 @@ async fn task_config(
             .insert("CIRCLE_CONTINUATION_KEY".to_owned(), key);
     }
     // Secrets exist in the clear only in this answer, to the running task's token.
-    spec.secrets =
-        bosun_api::task::Secrets(crate::contexts::task_secrets(&state, &task.job_id).await?);
-    let project_id = state
+    let job = state
         .store
         .job_pipeline(&task.job_id)
         .await?
-        .map(|job| job.project_id)
-        .unwrap_or_default();
+        .ok_or_else(|| {
+            anyhow::anyhow!("job {} of task {} is missing", task.job_id, task.task_id)
+        })?;
+    spec.secrets = bosun_api::task::Secrets(crate::contexts::task_secrets(&state, &job).await?);
     let (checkout_auth, ssh_keys) =
-        crate::project_secrets::task_credentials(&state, &project_id, &spec.steps).await?;
+        crate::project_secrets::task_credentials(&state, &job.project_id, &spec.steps).await?;
     spec.checkout_auth = checkout_auth;
     spec.ssh_keys = ssh_keys;
     spec.parallel_index = state.store.task_node(&task.task_id).await?;
