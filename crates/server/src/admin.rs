@@ -11,7 +11,7 @@ use bosun_api::{
 use serde::Deserialize;
 
 use crate::State;
-use crate::auth::{Admin, generate_token, hash_token};
+use crate::auth::{Caller, RunnerAdmin, generate_token, hash_token};
 use crate::error::{AppError, AppResult};
 use crate::store::{ResourceClassDeletion, ResourceClassRow, TaskStatus};
 use crate::util::{new_id, now_ms, rfc3339};
@@ -79,7 +79,7 @@ struct NamespaceQuery {
 }
 
 async fn list_resource_classes(
-    _: Admin,
+    _: Caller,
     StateExt(state): StateExt<State>,
     Query(query): Query<NamespaceQuery>,
 ) -> AppResult<Json<Items<ResourceClass>>> {
@@ -100,7 +100,7 @@ async fn list_resource_classes(
 }
 
 async fn create_resource_class(
-    _: Admin,
+    _: RunnerAdmin,
     StateExt(state): StateExt<State>,
     Json(body): Json<CreateResourceClass>,
 ) -> AppResult<Json<ResourceClass>> {
@@ -133,7 +133,7 @@ async fn create_resource_class(
 }
 
 async fn delete_resource_class(
-    _: Admin,
+    _: RunnerAdmin,
     StateExt(state): StateExt<State>,
     Path(id): Path<String>,
 ) -> AppResult<Json<serde_json::Value>> {
@@ -141,7 +141,7 @@ async fn delete_resource_class(
 }
 
 async fn force_delete_resource_class(
-    _: Admin,
+    _: RunnerAdmin,
     StateExt(state): StateExt<State>,
     Path(id): Path<String>,
 ) -> AppResult<Json<serde_json::Value>> {
@@ -177,7 +177,7 @@ struct ResourceClassQuery {
 }
 
 async fn list_tokens(
-    _: Admin,
+    _: RunnerAdmin,
     StateExt(state): StateExt<State>,
     Query(query): Query<ResourceClassQuery>,
 ) -> AppResult<Json<Items<Token>>> {
@@ -200,7 +200,7 @@ async fn list_tokens(
 }
 
 async fn create_token(
-    _: Admin,
+    _: RunnerAdmin,
     StateExt(state): StateExt<State>,
     Json(body): Json<CreateToken>,
 ) -> AppResult<(StatusCode, Json<Token>)> {
@@ -242,7 +242,7 @@ async fn create_token(
 }
 
 async fn delete_token(
-    _: Admin,
+    _: RunnerAdmin,
     StateExt(state): StateExt<State>,
     Path(id): Path<String>,
 ) -> AppResult<Json<serde_json::Value>> {
@@ -256,7 +256,7 @@ async fn delete_token(
 const INVENTORY_WINDOW_MS: i64 = 3 * 24 * 3600 * 1000;
 
 async fn list_instances(
-    _: Admin,
+    _: Caller,
     StateExt(state): StateExt<State>,
     Query(query): Query<ResourceClassQuery>,
 ) -> AppResult<Json<Items<RunnerInstance>>> {
@@ -299,7 +299,7 @@ async fn count_tasks(
 }
 
 async fn unclaimed_tasks(
-    _: Admin,
+    _: Caller,
     StateExt(state): StateExt<State>,
     Query(query): Query<ResourceClassQuery>,
 ) -> AppResult<Json<UnclaimedTaskCount>> {
@@ -309,7 +309,7 @@ async fn unclaimed_tasks(
 }
 
 async fn running_tasks(
-    _: Admin,
+    _: Caller,
     StateExt(state): StateExt<State>,
     Query(query): Query<ResourceClassQuery>,
 ) -> AppResult<Json<RunningTaskCount>> {

@@ -14,10 +14,11 @@ use bosun_api::{Artifact, ArtifactList};
 use serde::{Deserialize, Serialize};
 
 use crate::State;
-use crate::auth::{Admin, TaskAuth};
+use crate::auth::{Access, Caller, TaskAuth};
 use crate::blobs::{BlobError, BlobKey, Overwrite};
 use crate::error::{AppError, AppResult};
-use crate::store::{ArtifactRow, TaskStatus};
+use crate::jobs;
+use crate::store::{ArtifactRow, Owned, TaskStatus};
 use crate::util::{new_id, now_ms};
 
 /// Largest artifact by default (`--max-artifact-size`).
@@ -173,40 +174,37 @@ async fn listing(state: &State, job_id: &str) -> AppResult<Json<ArtifactList>> {
 }
 
 async fn job_artifacts(
-    _: Admin,
+    caller: Caller,
     StateExt(state): StateExt<State>,
     Path(id): Path<String>,
 ) -> AppResult<Json<ArtifactList>> {
     if id.len() > 64 {
         return Err(AppError::not_found("no such job"));
     }
+    caller
+        .check_owned(&state, Owned::Job(&id), Access::Read)
+        .await?;
     listing(&state, &id).await
 }
 
 async fn project_job_artifacts(
-    _: Admin,
+    caller: Caller,
     StateExt(state): StateExt<State>,
     Path((vcs, org, repo, number)): Path<(String, String, String, String)>,
 ) -> AppResult<Json<ArtifactList>> {
     let slug = format!("{vcs}/{org}/{repo}");
-    let Ok(number) = number.parse::<i64>() else {
-        return Err(AppError::bad_request(format!(
-            "job number `{number}` is not a number"
-        )));
-    };
-    let Some(job_id) = state.store.job_by_number(&slug, number).await? else {
-        return Err(AppError::not_found(format!(
-            "project {slug} has no job {number}"
-        )));
-    };
+    let job_id = jobs::job_by_number(&state, &caller, &slug, &number, Access::Read).await?;
     listing(&state, &job_id).await
 }
 
 async fn download_artifact(
-    _: Admin,
+    caller: Caller,
     StateExt(state): StateExt<State>,
     Path(id): Path<String>,
 ) -> AppResult<impl IntoResponse> {
+    caller
+        .check_owned(&state, Owned::Artifact(&id), Access::Read)
+        .await?;
     let alive_after = state.retention.artifacts_after(now_ms());
     let Some(row) = state.store.artifact(&id, alive_after).await? else {
         return Err(AppError::not_found(format!("no artifact {id}")));

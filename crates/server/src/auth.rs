@@ -1,6 +1,8 @@
 //! Tokens: random 256-bit values shown once, stored only as SHA-256 hashes. Three kinds
-//! authenticate requests: the admin token (`Circle-Token`), resource-class runner tokens and
-//! per-task tokens (both `Authorization: Bearer`).
+//! authenticate requests: user tokens (`Circle-Token`, Basic or `?circle-token=`: personal
+//! tokens, and admin tokens acting as the bootstrap admin user), resource-class runner tokens
+//! and per-task tokens (both `Authorization: Bearer`). A user's role and project grants decide
+//! what their tokens may do ([`Caller`]).
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -13,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::State;
 use crate::error::AppError;
-use crate::store::{Store, TaskStatus};
+use crate::store::{BOOTSTRAP_ADMIN_ID, Owned, Role, Store, TaskStatus, UserRow};
 use crate::util::now_ms;
 
 /// Longest token we look at; anything longer is refused before hashing.
@@ -115,25 +117,140 @@ fn circle_token(parts: &Parts) -> Option<String> {
         .map(|(_, value)| value.into_owned())
 }
 
-/// A request carrying the admin token (`Circle-Token`, Basic or `?circle-token=`).
-pub struct Admin;
+/// The user a request acts for: any valid user token (a personal token, or an admin token,
+/// which acts as the bootstrap admin), sent the ways [`circle_token`] reads. Handlers check the
+/// role with [`Caller::require`] and project access with [`Caller::read`] / [`Caller::write`].
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: UserRow,
+}
+
+impl FromRequestParts<State> for Caller {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Caller, AppError> {
+        let token = circle_token(parts)
+            .ok_or_else(|| AppError::unauthorized("missing Circle-Token header"))?;
+        if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+            return Err(AppError::unauthorized("invalid token"));
+        }
+        let hash = hash_token(&token);
+        let user = if state.store.is_admin_token(&hash).await? {
+            state.store.user(BOOTSTRAP_ADMIN_ID).await?
+        } else {
+            state.store.user_by_token(&hash, now_ms()).await?
+        };
+        crate::serve::mark_authenticated(parts, user.is_some());
+        // An expired token answers as an unknown one: nothing tells a guesser which it was.
+        user.map(|user| Caller { user })
+            .ok_or_else(|| AppError::unauthorized("invalid token"))
+    }
+}
+
+/// What a request does to a project: [`Access::Read`] needs any role (a member only on the
+/// projects they were given), [`Access::Write`] (trigger, cancel, approve, env vars, keys)
+/// needs admin, or member of that project.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+impl Caller {
+    pub fn role(&self) -> Role {
+        self.user.role
+    }
+
+    /// 403 unless the caller's role is at least `role`.
+    pub fn require(&self, role: Role) -> Result<(), AppError> {
+        if self.user.role.includes(role) {
+            Ok(())
+        } else {
+            Err(AppError::forbidden(format!(
+                "this needs the `{role}` role; user `{}` is a `{}`",
+                self.user.login, self.user.role
+            )))
+        }
+    }
+
+    /// 403 unless the caller may `access` project `project_id` (named `slug` in the message).
+    pub async fn check_project(
+        &self,
+        state: &State,
+        project_id: &str,
+        slug: &str,
+        access: Access,
+    ) -> Result<(), AppError> {
+        let allowed = match (self.user.role, access) {
+            (Role::Admin, _) | (Role::Viewer, Access::Read) => true,
+            (Role::Viewer, Access::Write) => false,
+            (Role::Member, _) => {
+                state
+                    .store
+                    .is_project_member(&self.user.id, project_id)
+                    .await?
+            }
+        };
+        if allowed {
+            return Ok(());
+        }
+        let what = match access {
+            Access::Read => "read",
+            Access::Write => "change",
+        };
+        Err(AppError::forbidden(format!(
+            "user `{}` ({}) may not {what} project `{slug}`",
+            self.user.login, self.user.role
+        )))
+    }
+
+    /// [`Caller::check_project`] for the project `owned` belongs to. An object that does not
+    /// exist passes: the handler answers 404 for it as before.
+    pub async fn check_owned(
+        &self,
+        state: &State,
+        owned: Owned<'_>,
+        access: Access,
+    ) -> Result<(), AppError> {
+        match state.store.project_of(owned).await? {
+            Some((project_id, slug)) => self.check_project(state, &project_id, &slug, access).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the caller reads every project (admins and viewers) rather than only those
+    /// given to them; listings filter by [`Store::member_projects`] otherwise.
+    pub fn reads_all_projects(&self) -> bool {
+        self.user.role != Role::Member
+    }
+}
+
+/// A request by an admin (contexts, users, projects' creation): 403 for other roles.
+pub struct Admin(pub Caller);
 
 impl FromRequestParts<State> for Admin {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Admin, AppError> {
-        let token = circle_token(parts)
-            .ok_or_else(|| AppError::unauthorized("missing Circle-Token header"))?;
-        if token.len() > MAX_TOKEN_LEN {
-            return Err(AppError::unauthorized("invalid token"));
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.require(Role::Admin)?;
+        Ok(Admin(caller))
+    }
+}
+
+/// A request by an admin to the runner admin API (`/api/v3/runner/...` resource classes and
+/// tokens). Other roles get 404, as CircleCI answers them there.
+pub struct RunnerAdmin(pub Caller);
+
+impl FromRequestParts<State> for RunnerAdmin {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<RunnerAdmin, AppError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        if caller.role() != Role::Admin {
+            return Err(AppError::not_found("not found"));
         }
-        let found = state.store.is_admin_token(&hash_token(&token)).await?;
-        crate::serve::mark_authenticated(parts, found);
-        if found {
-            Ok(Admin)
-        } else {
-            Err(AppError::unauthorized("invalid token"))
-        }
+        Ok(RunnerAdmin(caller))
     }
 }
 

@@ -17,7 +17,7 @@ use axum::{Json, Router};
 use bosun_api::{CACHE_KEY_HEADER, CacheDeleted, CacheEntry, CacheList, StoredBlob};
 
 use crate::State;
-use crate::auth::{Admin, TaskAuth};
+use crate::auth::{Access, Caller, TaskAuth};
 use crate::blobs::{BlobError, BlobKey, Overwrite, Stored};
 use crate::error::{AppError, AppResult};
 use crate::retention::{delete_object, millis};
@@ -290,21 +290,26 @@ async fn restore_cache(
     ))
 }
 
-/// The project of `vcs/org/repo`, or 404.
-async fn project_id(state: &State, vcs: &str, org: &str, repo: &str) -> AppResult<String> {
+/// The project of `vcs/org/repo` if `caller` may `access` it; 403 or 404.
+async fn project_id(
+    state: &State,
+    caller: &Caller,
+    vcs: &str,
+    org: &str,
+    repo: &str,
+    access: Access,
+) -> AppResult<String> {
     let slug = format!("{vcs}/{org}/{repo}");
-    match state.store.project_by_slug(&slug).await? {
-        Some(project) => Ok(project.id),
-        None => Err(AppError::not_found(format!("project {slug} not found"))),
-    }
+    let project = crate::pipelines::project_for(state, caller, &slug, access).await?;
+    Ok(project.id)
 }
 
 async fn list_caches(
-    _: Admin,
+    caller: Caller,
     StateExt(state): StateExt<State>,
     Path((vcs, org, repo)): Path<(String, String, String)>,
 ) -> AppResult<Json<CacheList>> {
-    let project_id = project_id(&state, &vcs, &org, &repo).await?;
+    let project_id = project_id(&state, &caller, &vcs, &org, &repo, Access::Read).await?;
     let keep = millis(state.retention.caches);
     let rows = state
         .store
@@ -330,7 +335,7 @@ async fn list_caches(
 }
 
 async fn delete_caches(
-    _: Admin,
+    caller: Caller,
     StateExt(state): StateExt<State>,
     Path((vcs, org, repo)): Path<(String, String, String)>,
     RawQuery(raw): RawQuery,
@@ -343,7 +348,7 @@ async fn delete_caches(
     }
     let prefix = single_value(raw.as_deref(), "prefix")?;
     check_key(&prefix, "key prefix", true)?;
-    let project_id = project_id(&state, &vcs, &org, &repo).await?;
+    let project_id = project_id(&state, &caller, &vcs, &org, &repo, Access::Write).await?;
     let (mut deleted, mut bytes, mut failed) = (0u64, 0u64, 0u64);
     let mut after: Option<String> = None;
     loop {

@@ -19,7 +19,7 @@ use bosun_config::expr::{self, Value};
 use serde::Deserialize;
 
 use crate::State;
-use crate::auth::Admin;
+use crate::auth::{Admin, Caller};
 use crate::error::{AppError, AppResult};
 use crate::project_secrets::{project_env_aad, validate_env_name, validate_value};
 use crate::store::{ContextRow, JobPipelineRow, RestrictionRow, StoreResult, StoreTx};
@@ -98,7 +98,7 @@ fn owner_namespace(owner: &str) -> Result<String, AppError> {
 
 /// The organizations: every namespace with a project or a resource class.
 async fn collaborations(
-    _: Admin,
+    _: Caller,
     StateExt(state): StateExt<State>,
 ) -> AppResult<Json<Vec<api::Collaboration>>> {
     let namespaces = state.store.namespaces().await?;
@@ -193,7 +193,7 @@ struct OwnerQuery {
 }
 
 async fn list_contexts(
-    _: Admin,
+    _: Caller,
     StateExt(state): StateExt<State>,
     Query(query): Query<OwnerQuery>,
 ) -> AppResult<Json<api::Page<api::Context>>> {
@@ -226,7 +226,7 @@ async fn find_context(state: &State, id: &str) -> AppResult<ContextRow> {
 }
 
 async fn get_context(
-    _: Admin,
+    _: Caller,
     StateExt(state): StateExt<State>,
     Path(id): Path<String>,
 ) -> AppResult<Json<api::Context>> {
@@ -247,7 +247,7 @@ async fn delete_context(
 }
 
 async fn list_context_env(
-    _: Admin,
+    _: Caller,
     StateExt(state): StateExt<State>,
     Path(id): Path<String>,
 ) -> AppResult<Json<api::Page<api::ContextEnvVar>>> {
@@ -318,7 +318,7 @@ fn restriction_answer(row: &RestrictionRow) -> api::Restriction {
 }
 
 async fn list_restrictions(
-    _: Admin,
+    _: Caller,
     StateExt(state): StateExt<State>,
     Path(id): Path<String>,
 ) -> AppResult<Json<api::Page<api::Restriction>>> {

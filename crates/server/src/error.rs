@@ -30,6 +30,9 @@ impl AppError {
     pub fn unauthorized(message: impl Into<String>) -> AppError {
         AppError::new(StatusCode::UNAUTHORIZED, message)
     }
+    pub fn forbidden(message: impl Into<String>) -> AppError {
+        AppError::new(StatusCode::FORBIDDEN, message)
+    }
 }
 
 impl IntoResponse for AppError {

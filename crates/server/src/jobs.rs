@@ -5,9 +5,10 @@ use axum::routing::post;
 use axum::{Json, Router};
 
 use crate::State;
-use crate::auth::Admin;
+use crate::auth::{Access, Caller};
 use crate::error::{AppError, AppResult};
 use crate::scheduler;
+use crate::store::Owned;
 
 pub fn routes() -> Router<State> {
     Router::new()
@@ -18,34 +19,50 @@ pub fn routes() -> Router<State> {
         )
 }
 
-/// CircleCI's `POST /project/{project-slug}/job/{job-number}/cancel`: [`cancel_job`] by number.
-async fn cancel_project_job(
-    admin: Admin,
-    state: StateExt<State>,
-    Path((vcs, org, repo, number)): Path<(String, String, String, String)>,
-) -> AppResult<Json<serde_json::Value>> {
-    let slug = format!("{vcs}/{org}/{repo}");
+/// The id of job `number` of project `slug` (CircleCI's `/project/{slug}/job/{number}/...`
+/// routes), if `caller` may `access` the project: 400 for a number that is not one, 403 or 404.
+pub(crate) async fn job_by_number(
+    state: &State,
+    caller: &Caller,
+    slug: &str,
+    number: &str,
+    access: Access,
+) -> AppResult<String> {
     let Ok(number) = number.parse::<i64>() else {
         return Err(AppError::bad_request(format!(
             "job number `{number}` is not a number"
         )));
     };
-    let Some(job_id) = state.0.store.job_by_number(&slug, number).await? else {
-        return Err(AppError::not_found(format!(
-            "project {slug} has no job {number}"
-        )));
-    };
-    cancel_job(admin, state, Path(job_id)).await
+    let project = crate::pipelines::project_for(state, caller, slug, access).await?;
+    state
+        .store
+        .job_by_number(&project.slug, number)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("project {slug} has no job {number}")))
+}
+
+/// CircleCI's `POST /project/{project-slug}/job/{job-number}/cancel`: [`cancel_job`] by number.
+async fn cancel_project_job(
+    caller: Caller,
+    state: StateExt<State>,
+    Path((vcs, org, repo, number)): Path<(String, String, String, String)>,
+) -> AppResult<Json<serde_json::Value>> {
+    let slug = format!("{vcs}/{org}/{repo}");
+    let job_id = job_by_number(&state.0, &caller, &slug, &number, Access::Write).await?;
+    cancel_job(caller, state, Path(job_id)).await
 }
 
 /// Cancels a job. A job not yet running ends `canceled` at once (its dependents `not_run`); a
 /// running one is asked to stop through its task's heartbeat, which answers at once, and ends
 /// `canceled` when its runner reports back.
 async fn cancel_job(
-    _: Admin,
+    caller: Caller,
     StateExt(state): StateExt<State>,
     Path(id): Path<String>,
 ) -> AppResult<Json<serde_json::Value>> {
+    caller
+        .check_owned(&state, Owned::Job(&id), Access::Write)
+        .await?;
     let Some(status) = state.store.job_status(&id).await? else {
         return Err(AppError::not_found(format!("job {id} not found")));
     };

@@ -14,9 +14,11 @@ use bosun_api::{Items, TaskSpec};
 use serde::Deserialize;
 
 use crate::State;
-use crate::auth::Admin;
+use crate::auth::{Access, Admin, Caller};
 use crate::error::{AppError, AppResult};
-use crate::store::{NewJob, NewPipeline, PipelineState, PipelineStatus, ProjectRow, StoreTx};
+use crate::store::{
+    NewJob, NewPipeline, Owned, PipelineState, PipelineStatus, ProjectRow, StoreTx,
+};
 use crate::util::{new_id, now_ms, rfc3339};
 use crate::{git, logs, scheduler};
 
@@ -168,12 +170,32 @@ pub(crate) async fn find_project(state: &State, slug: &str) -> AppResult<api::Pr
     Ok(project_answer(row))
 }
 
+/// Project `slug`, if `caller` may `access` it (403 otherwise, 404 if there is none).
+pub(crate) async fn project_for(
+    state: &State,
+    caller: &Caller,
+    slug: &str,
+    access: Access,
+) -> AppResult<api::Project> {
+    let project = find_project(state, slug).await?;
+    caller
+        .check_project(state, &project.id, &project.slug, access)
+        .await?;
+    Ok(project)
+}
+
 async fn get_project(
-    _: Admin,
+    caller: Caller,
     StateExt(state): StateExt<State>,
     Path((vcs, org, repo)): Path<(String, String, String)>,
 ) -> AppResult<Json<api::Project>> {
-    let mut project = find_project(&state, &format!("{vcs}/{org}/{repo}")).await?;
+    let mut project = project_for(
+        &state,
+        &caller,
+        &format!("{vcs}/{org}/{repo}"),
+        Access::Read,
+    )
+    .await?;
     // The repository's default branch, once a pipeline fetched it into the mirror.
     let mirror = state.repo_dir.join(format!("{}.git", project.id));
     if mirror.join("HEAD").exists() {
@@ -288,13 +310,13 @@ async fn resolve_trigger(
 }
 
 async fn trigger_pipeline(
-    _: Admin,
+    caller: Caller,
     StateExt(state): StateExt<State>,
     Path((vcs, org, repo)): Path<(String, String, String)>,
     Json(body): Json<api::TriggerPipeline>,
 ) -> AppResult<(StatusCode, Json<api::PipelineCreated>)> {
     let slug = format!("{vcs}/{org}/{repo}");
-    let project = find_project(&state, &slug).await?;
+    let project = project_for(&state, &caller, &slug, Access::Write).await?;
     let (mirror, resolved) = resolve_trigger(&state, &project, &body).await?;
 
     // The number first: the config may use `<< pipeline.number >>`. A number lost to a failed
@@ -360,6 +382,8 @@ async fn trigger_pipeline(
         status,
         errors: &errors,
         created_at: now,
+        trigger_type: "api",
+        actor_id: &caller.user.id,
     })
     .await?;
 
@@ -816,10 +840,13 @@ fn default_step_name(command: &str) -> String {
 }
 
 async fn get_pipeline(
-    _: Admin,
+    caller: Caller,
     StateExt(state): StateExt<State>,
     Path(id): Path<String>,
 ) -> AppResult<Json<api::Pipeline>> {
+    caller
+        .check_owned(&state, Owned::Pipeline(&id), Access::Read)
+        .await?;
     let row = state
         .store
         .pipeline(&id)
@@ -843,10 +870,13 @@ async fn get_pipeline(
 }
 
 async fn pipeline_workflows(
-    _: Admin,
+    caller: Caller,
     StateExt(state): StateExt<State>,
     Path(id): Path<String>,
 ) -> AppResult<Json<Items<api::Workflow>>> {
+    caller
+        .check_owned(&state, Owned::Pipeline(&id), Access::Read)
+        .await?;
     let rows = state.store.workflows(&id).await?;
     if rows.is_empty() && !state.store.pipeline_exists(&id).await? {
         return Err(AppError::not_found(format!("pipeline {id} not found")));
@@ -869,10 +899,13 @@ async fn pipeline_workflows(
 }
 
 async fn workflow_jobs(
-    _: Admin,
+    caller: Caller,
     StateExt(state): StateExt<State>,
     Path(id): Path<String>,
 ) -> AppResult<Json<Items<api::Job>>> {
+    caller
+        .check_owned(&state, Owned::Workflow(&id), Access::Read)
+        .await?;
     let rows = state.store.jobs_of_workflow(&id).await?;
     if rows.is_empty() && !state.store.workflow_exists(&id).await? {
         return Err(AppError::not_found(format!("workflow {id} not found")));
@@ -906,11 +939,12 @@ async fn workflow_jobs(
 /// `GET /api/v2/project/{slug}/job/{number}`: job details in CircleCI's shape (its required
 /// fields), found by the project's job number.
 async fn project_job(
-    _: Admin,
+    caller: Caller,
     StateExt(state): StateExt<State>,
     Path((vcs, org, repo, number)): Path<(String, String, String, String)>,
 ) -> AppResult<Json<serde_json::Value>> {
     let slug = format!("{vcs}/{org}/{repo}");
+    project_for(&state, &caller, &slug, Access::Read).await?;
     let Ok(number) = number.parse::<i64>() else {
         return Err(AppError::bad_request(format!(
             "job number `{number}` is not a number"
@@ -991,11 +1025,14 @@ async fn node_task(state: &State, id: &str, node: u32) -> AppResult<Option<Strin
 }
 
 async fn get_job(
-    _: Admin,
+    caller: Caller,
     StateExt(state): StateExt<State>,
     Path(id): Path<String>,
     Query(query): Query<NodeQuery>,
 ) -> AppResult<Json<api::JobDetail>> {
+    caller
+        .check_owned(&state, Owned::Job(&id), Access::Read)
+        .await?;
     let row = state
         .store
         .job(&id)
@@ -1042,11 +1079,14 @@ struct LogQuery {
 }
 
 async fn step_log(
-    _: Admin,
+    caller: Caller,
     StateExt(state): StateExt<State>,
     Path((id, index)): Path<(String, u32)>,
     Query(query): Query<LogQuery>,
 ) -> AppResult<impl IntoResponse> {
+    caller
+        .check_owned(&state, Owned::Job(&id), Access::Read)
+        .await?;
     let Some(task_id) = node_task(&state, &id, query.node).await? else {
         return Err(AppError::not_found(format!("job {id} has no log yet")));
     };

@@ -11,9 +11,9 @@ use axum::{Json, Router};
 use bosun_api::types as api;
 
 use crate::State;
-use crate::auth::Admin;
+use crate::auth::{Access, Caller};
 use crate::error::{AppError, AppResult};
-use crate::pipelines::find_project;
+use crate::pipelines::project_for;
 use crate::secrets::masked_value;
 use crate::store::{CheckoutKeyRow, SshKeyRow};
 use crate::util::{now_ms, rfc3339};
@@ -116,12 +116,12 @@ pub(crate) fn checkout_token_aad(project_id: &str) -> String {
 }
 
 async fn set_env(
-    _: Admin,
+    caller: Caller,
     StateExt(state): StateExt<State>,
     path: SlugPath,
     Json(body): Json<api::CreateEnvVar>,
 ) -> AppResult<(StatusCode, Json<api::EnvVar>)> {
-    let project = find_project(&state, &slug(&path)).await?;
+    let project = project_for(&state, &caller, &slug(&path), Access::Write).await?;
     validate_env_name(&body.name)?;
     validate_value(&format!("`{}`", body.name), &body.value)?;
     let sealed = state.secrets.seal(
@@ -161,11 +161,11 @@ async fn project_env_vars(state: &State, project_id: &str) -> AppResult<Vec<api:
 }
 
 async fn list_env(
-    _: Admin,
+    caller: Caller,
     StateExt(state): StateExt<State>,
     path: SlugPath,
 ) -> AppResult<Json<api::Page<api::EnvVar>>> {
-    let project = find_project(&state, &slug(&path)).await?;
+    let project = project_for(&state, &caller, &slug(&path), Access::Read).await?;
     Ok(Json(api::Page {
         items: project_env_vars(&state, &project.id).await?,
         next_page_token: None,
@@ -173,11 +173,17 @@ async fn list_env(
 }
 
 async fn get_env(
-    _: Admin,
+    caller: Caller,
     StateExt(state): StateExt<State>,
     Path((vcs, org, repo, name)): Path<(String, String, String, String)>,
 ) -> AppResult<Json<api::EnvVar>> {
-    let project = find_project(&state, &format!("{vcs}/{org}/{repo}")).await?;
+    let project = project_for(
+        &state,
+        &caller,
+        &format!("{vcs}/{org}/{repo}"),
+        Access::Read,
+    )
+    .await?;
     project_env_vars(&state, &project.id)
         .await?
         .into_iter()
@@ -187,11 +193,17 @@ async fn get_env(
 }
 
 async fn delete_env(
-    _: Admin,
+    caller: Caller,
     StateExt(state): StateExt<State>,
     Path((vcs, org, repo, name)): Path<(String, String, String, String)>,
 ) -> AppResult<Json<api::MessageResponse>> {
-    let project = find_project(&state, &format!("{vcs}/{org}/{repo}")).await?;
+    let project = project_for(
+        &state,
+        &caller,
+        &format!("{vcs}/{org}/{repo}"),
+        Access::Write,
+    )
+    .await?;
     if !state.store.delete_project_env(&project.id, &name).await? {
         return Err(AppError::not_found("Environment variable not found."));
     }
@@ -232,12 +244,12 @@ fn checkout_key_answer(row: &CheckoutKeyRow, preferred: bool, sha256: bool) -> a
 }
 
 async fn create_checkout_key(
-    _: Admin,
+    caller: Caller,
     StateExt(state): StateExt<State>,
     path: SlugPath,
     Json(body): Json<api::CreateCheckoutKey>,
 ) -> AppResult<(StatusCode, Json<api::CheckoutKey>)> {
-    let project = find_project(&state, &slug(&path)).await?;
+    let project = project_for(&state, &caller, &slug(&path), Access::Write).await?;
     match body.key_type.as_str() {
         "deploy-key" => {}
         "user-key" => {
@@ -274,13 +286,13 @@ async fn create_checkout_key(
 }
 
 async fn list_checkout_keys(
-    _: Admin,
+    caller: Caller,
     StateExt(state): StateExt<State>,
     path: SlugPath,
     Query(query): Query<DigestQuery>,
 ) -> AppResult<Json<api::Page<api::CheckoutKey>>> {
     let sha256 = query.sha256()?;
-    let project = find_project(&state, &slug(&path)).await?;
+    let project = project_for(&state, &caller, &slug(&path), Access::Read).await?;
     let rows = state.store.checkout_keys(&project.id).await?;
     Ok(Json(api::Page {
         items: rows
@@ -293,11 +305,17 @@ async fn list_checkout_keys(
 }
 
 async fn get_checkout_key(
-    _: Admin,
+    caller: Caller,
     StateExt(state): StateExt<State>,
     Path((vcs, org, repo, fingerprint)): Path<(String, String, String, String)>,
 ) -> AppResult<Json<api::CheckoutKey>> {
-    let project = find_project(&state, &format!("{vcs}/{org}/{repo}")).await?;
+    let project = project_for(
+        &state,
+        &caller,
+        &format!("{vcs}/{org}/{repo}"),
+        Access::Read,
+    )
+    .await?;
     let rows = state.store.checkout_keys(&project.id).await?;
     rows.iter()
         .enumerate()
@@ -310,11 +328,17 @@ async fn get_checkout_key(
 }
 
 async fn delete_checkout_key(
-    _: Admin,
+    caller: Caller,
     StateExt(state): StateExt<State>,
     Path((vcs, org, repo, fingerprint)): Path<(String, String, String, String)>,
 ) -> AppResult<Json<api::MessageResponse>> {
-    let project = find_project(&state, &format!("{vcs}/{org}/{repo}")).await?;
+    let project = project_for(
+        &state,
+        &caller,
+        &format!("{vcs}/{org}/{repo}"),
+        Access::Write,
+    )
+    .await?;
     if !state
         .store
         .delete_checkout_key(&project.id, &fingerprint)
@@ -338,12 +362,12 @@ fn ssh_key_answer(row: &SshKeyRow) -> api::SshKeyInfo {
 }
 
 async fn add_ssh_key(
-    _: Admin,
+    caller: Caller,
     StateExt(state): StateExt<State>,
     path: SlugPath,
     Json(body): Json<api::CreateSshKey>,
 ) -> AppResult<(StatusCode, Json<api::SshKeyInfo>)> {
-    let project = find_project(&state, &slug(&path)).await?;
+    let project = project_for(&state, &caller, &slug(&path), Access::Write).await?;
     let hostname = body.hostname.filter(|h| !h.trim().is_empty());
     if let Some(host) = &hostname {
         let ok = host.len() <= 253
@@ -380,11 +404,11 @@ async fn add_ssh_key(
 }
 
 async fn list_ssh_keys(
-    _: Admin,
+    caller: Caller,
     StateExt(state): StateExt<State>,
     path: SlugPath,
 ) -> AppResult<Json<api::Page<api::SshKeyInfo>>> {
-    let project = find_project(&state, &slug(&path)).await?;
+    let project = project_for(&state, &caller, &slug(&path), Access::Read).await?;
     let rows = state.store.ssh_keys(&project.id).await?;
     Ok(Json(api::Page {
         items: rows.iter().map(ssh_key_answer).collect(),
@@ -393,11 +417,17 @@ async fn list_ssh_keys(
 }
 
 async fn delete_ssh_key(
-    _: Admin,
+    caller: Caller,
     StateExt(state): StateExt<State>,
     Path((vcs, org, repo, fingerprint)): Path<(String, String, String, String)>,
 ) -> AppResult<Json<api::MessageResponse>> {
-    let project = find_project(&state, &format!("{vcs}/{org}/{repo}")).await?;
+    let project = project_for(
+        &state,
+        &caller,
+        &format!("{vcs}/{org}/{repo}"),
+        Access::Write,
+    )
+    .await?;
     if !state
         .store
         .delete_ssh_key(&project.id, &fingerprint)
@@ -419,11 +449,11 @@ fn known_hosts_lines(text: &str) -> Vec<String> {
 }
 
 async fn get_known_hosts(
-    _: Admin,
+    caller: Caller,
     StateExt(state): StateExt<State>,
     path: SlugPath,
 ) -> AppResult<Json<api::KnownHosts>> {
-    let project = find_project(&state, &slug(&path)).await?;
+    let project = project_for(&state, &caller, &slug(&path), Access::Read).await?;
     let (text, _) = state
         .store
         .project_git_auth(&project.id)
@@ -435,12 +465,12 @@ async fn get_known_hosts(
 }
 
 async fn set_known_hosts(
-    _: Admin,
+    caller: Caller,
     StateExt(state): StateExt<State>,
     path: SlugPath,
     Json(body): Json<api::KnownHosts>,
 ) -> AppResult<Json<api::KnownHosts>> {
-    let project = find_project(&state, &slug(&path)).await?;
+    let project = project_for(&state, &caller, &slug(&path), Access::Write).await?;
     let lines = crate::sshkeys::parse_known_hosts(&body.known_hosts.join("\n"))
         .map_err(|err| AppError::bad_request(format!("known_hosts: {err}")))?;
     let text = lines.join("\n");
@@ -450,12 +480,12 @@ async fn set_known_hosts(
 }
 
 async fn set_checkout_token(
-    _: Admin,
+    caller: Caller,
     StateExt(state): StateExt<State>,
     path: SlugPath,
     Json(body): Json<api::CheckoutToken>,
 ) -> AppResult<Json<api::MessageResponse>> {
-    let project = find_project(&state, &slug(&path)).await?;
+    let project = project_for(&state, &caller, &slug(&path), Access::Write).await?;
     let sealed = match body.token.as_deref() {
         Some(token) => {
             validate_value("the checkout token", token)?;
@@ -662,79 +692,79 @@ fn v1_checkout_key(key: api::CheckoutKey) -> serde_json::Value {
 }
 
 async fn v1_list_env(
-    admin: Admin,
+    caller: Caller,
     state: StateExt<State>,
     path: SlugPath,
 ) -> AppResult<Json<Vec<serde_json::Value>>> {
-    let Json(page) = list_env(admin, state, path).await?;
+    let Json(page) = list_env(caller, state, path).await?;
     Ok(Json(page.items.into_iter().map(v1_env).collect()))
 }
 
 async fn v1_set_env(
-    admin: Admin,
+    caller: Caller,
     state: StateExt<State>,
     path: SlugPath,
     body: Json<api::CreateEnvVar>,
 ) -> AppResult<(StatusCode, Json<serde_json::Value>)> {
-    let (status, Json(var)) = set_env(admin, state, path, body).await?;
+    let (status, Json(var)) = set_env(caller, state, path, body).await?;
     Ok((status, Json(v1_env(var))))
 }
 
 async fn v1_get_env(
-    admin: Admin,
+    caller: Caller,
     state: StateExt<State>,
     path: Path<(String, String, String, String)>,
 ) -> AppResult<Json<serde_json::Value>> {
-    let Json(var) = get_env(admin, state, path).await?;
+    let Json(var) = get_env(caller, state, path).await?;
     Ok(Json(v1_env(var)))
 }
 
 async fn v1_delete_env(
-    admin: Admin,
+    caller: Caller,
     state: StateExt<State>,
     path: Path<(String, String, String, String)>,
 ) -> AppResult<Json<api::MessageResponse>> {
-    let _answer = delete_env(admin, state, path).await?;
+    let _answer = delete_env(caller, state, path).await?;
     Ok(Json(api::MessageResponse {
         message: "ok".into(),
     }))
 }
 
 async fn v1_list_checkout_keys(
-    admin: Admin,
+    caller: Caller,
     state: StateExt<State>,
     path: SlugPath,
 ) -> AppResult<Json<Vec<serde_json::Value>>> {
     let query = Query(DigestQuery { digest: None });
-    let Json(page) = list_checkout_keys(admin, state, path, query).await?;
+    let Json(page) = list_checkout_keys(caller, state, path, query).await?;
     Ok(Json(page.items.into_iter().map(v1_checkout_key).collect()))
 }
 
 async fn v1_create_checkout_key(
-    admin: Admin,
+    caller: Caller,
     state: StateExt<State>,
     path: SlugPath,
     body: Json<api::CreateCheckoutKey>,
 ) -> AppResult<(StatusCode, Json<serde_json::Value>)> {
-    let (status, Json(key)) = create_checkout_key(admin, state, path, body).await?;
+    let (status, Json(key)) = create_checkout_key(caller, state, path, body).await?;
     Ok((status, Json(v1_checkout_key(key))))
 }
 
 async fn v1_get_checkout_key(
-    admin: Admin,
+    caller: Caller,
     state: StateExt<State>,
     path: Path<(String, String, String, String)>,
 ) -> AppResult<Json<serde_json::Value>> {
-    let Json(key) = get_checkout_key(admin, state, path).await?;
+    let Json(key) = get_checkout_key(caller, state, path).await?;
     Ok(Json(v1_checkout_key(key)))
 }
 
 async fn v1_delete_checkout_key(
-    admin: Admin,
+    caller: Caller,
     state: StateExt<State>,
     path: Path<(String, String, String, String)>,
 ) -> AppResult<Json<api::MessageResponse>> {
-    let _answer = delete_checkout_key(admin, state, path).await?;
+    let _answer = delete_checkout_key(caller, state, path).await?;
     Ok(Json(api::MessageResponse {
         message: "OK".into(),
     }))

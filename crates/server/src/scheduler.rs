@@ -341,6 +341,8 @@ mod tests {
             status: PipelineStatus::Running,
             errors: "[]",
             created_at: 1,
+            trigger_type: "api",
+            actor_id: crate::store::BOOTSTRAP_ADMIN_ID,
         })
         .await
         .unwrap();

@@ -14,9 +14,10 @@ use http_body_util::BodyExt;
 use serde::Deserialize;
 
 use crate::State;
-use crate::auth::{Admin, TaskAuth};
+use crate::auth::{Access, Caller, TaskAuth};
 use crate::error::{AppError, AppResult};
-use crate::store::TaskStatus;
+use crate::jobs;
+use crate::store::{Owned, TaskStatus};
 use crate::util::now_ms;
 
 /// Largest upload body: about a million typical cases.
@@ -184,31 +185,25 @@ async fn listing(state: &State, job_id: &str) -> AppResult<Json<TestList>> {
 }
 
 async fn job_tests(
-    _: Admin,
+    caller: Caller,
     StateExt(state): StateExt<State>,
     Path(id): Path<String>,
 ) -> AppResult<Json<TestList>> {
     if id.len() > 64 {
         return Err(AppError::not_found("no such job"));
     }
+    caller
+        .check_owned(&state, Owned::Job(&id), Access::Read)
+        .await?;
     listing(&state, &id).await
 }
 
 async fn project_job_tests(
-    _: Admin,
+    caller: Caller,
     StateExt(state): StateExt<State>,
     Path((vcs, org, repo, number)): Path<(String, String, String, String)>,
 ) -> AppResult<Json<TestList>> {
     let slug = format!("{vcs}/{org}/{repo}");
-    let Ok(number) = number.parse::<i64>() else {
-        return Err(AppError::bad_request(format!(
-            "job number `{number}` is not a number"
-        )));
-    };
-    let Some(job_id) = state.store.job_by_number(&slug, number).await? else {
-        return Err(AppError::not_found(format!(
-            "project {slug} has no job {number}"
-        )));
-    };
+    let job_id = jobs::job_by_number(&state, &caller, &slug, &number, Access::Read).await?;
     listing(&state, &job_id).await
 }

@@ -47,6 +47,8 @@ pub(crate) async fn workflow(
         status: PipelineStatus::Running,
         errors: "[]",
         created_at: 1,
+        trigger_type: "api",
+        actor_id: crate::store::BOOTSTRAP_ADMIN_ID,
     })
     .await
     .unwrap();

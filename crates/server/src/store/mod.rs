@@ -33,6 +33,7 @@ mod tasks;
 mod test_results;
 #[cfg(test)]
 mod tests;
+mod users;
 mod workspaces;
 
 use std::str::FromStr;
@@ -46,6 +47,7 @@ pub use caches::{CacheInsert, CacheRow, JobScope};
 pub use rows::*;
 pub use secrets::{CheckoutKeyRow, ContextRow, JobPipelineRow, RestrictionRow, SshKeyRow};
 pub use status::*;
+pub use users::{BOOTSTRAP_ADMIN_ID, Owned};
 pub use workspaces::LayerRow;
 
 /// What went wrong in the store. Callers answer clients with a generic message; the details go

@@ -168,8 +168,9 @@ impl StoreTx {
     /// Inserts a pipeline.
     pub async fn insert_pipeline(&mut self, pipeline: &NewPipeline<'_>) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO pipelines (id, project_id, number, branch, tag, revision, state, status, errors, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO pipelines (id, project_id, number, branch, tag, revision, state, status, errors,
+                                    created_at, trigger_type, actor_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(pipeline.id)
         .bind(pipeline.project_id)
@@ -181,6 +182,8 @@ impl StoreTx {
         .bind(pipeline.status)
         .bind(pipeline.errors)
         .bind(pipeline.created_at)
+        .bind(pipeline.trigger_type)
+        .bind(pipeline.actor_id)
         .execute(&mut *self.tx)
         .await?;
         Ok(())

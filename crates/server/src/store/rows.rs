@@ -156,6 +156,10 @@ pub struct NewPipeline<'a> {
     /// JSON list of `{type, message}`.
     pub errors: &'a str,
     pub created_at: i64,
+    /// CircleCI's `trigger.type`: `api`, `webhook`, `explicit`, `scheduled_pipeline`.
+    pub trigger_type: &'a str,
+    /// The user who triggered it (`trigger.actor`, workflows' `started_by`).
+    pub actor_id: &'a str,
 }
 
 /// A pipeline with its project's slug and git URL.
@@ -252,4 +256,28 @@ pub struct ContinuationRow {
     pub pipeline_id: String,
     /// The task the key was given to; `None` for keys from before keys were per task.
     pub task_id: Option<String>,
+}
+
+/// A user.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRow {
+    /// A UUID, as CircleCI's user ids are.
+    pub id: String,
+    pub login: String,
+    pub name: String,
+    pub role: super::status::Role,
+    pub created_at: i64,
+}
+
+/// A personal API token, without its hash.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserTokenRow {
+    pub id: String,
+    pub user_id: String,
+    /// The owner's login.
+    pub login: String,
+    pub label: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub last_used_at: Option<i64>,
 }

@@ -320,3 +320,24 @@ mod tests {
         assert_eq!(WorkflowStatus::Running.outcome(), None);
     }
 }
+
+string_enum! {
+    /// A user's role (issue 13): what their tokens may do.
+    pub enum Role {
+        Viewer = "viewer",
+        Member = "member",
+        Admin = "admin",
+    }
+}
+
+impl Role {
+    /// Whether this role may do what `needed` may: admin > member > viewer.
+    pub fn includes(self, needed: Role) -> bool {
+        let rank = |role: Role| match role {
+            Role::Viewer => 0,
+            Role::Member => 1,
+            Role::Admin => 2,
+        };
+        rank(self) >= rank(needed)
+    }
+}
