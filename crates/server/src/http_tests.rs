@@ -18,15 +18,15 @@ use crate::store::{Store, TaskStatus, fixtures};
 use crate::util::{new_id, now_ms};
 use crate::{Config, run};
 
-const ADMIN: &str = "bosun_admin_test_token_0123456789";
+pub(crate) const ADMIN: &str = "bosun_admin_test_token_0123456789";
 
-struct TestServer {
-    addr: std::net::SocketAddr,
+pub(crate) struct TestServer {
+    pub(crate) addr: std::net::SocketAddr,
     client: Client,
     admin: Auth,
     store: Store,
     blob_dir: PathBuf,
-    _dir: tempfile::TempDir,
+    pub(crate) _dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -38,7 +38,7 @@ impl Drop for TestServer {
     }
 }
 
-async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
+pub(crate) async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let mut config = Config::new("127.0.0.1:0".parse().unwrap(), data_dir.clone());

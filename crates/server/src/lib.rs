@@ -20,6 +20,10 @@ mod http_tests;
 // The workspace's sshd harness for git.rs's tests, shared as a file (see tests/sshd.rs).
 mod jobs;
 mod logs;
+#[cfg(test)]
+mod openapi;
+#[cfg(test)]
+mod openapi_tests;
 mod pipelines;
 mod project_secrets;
 pub mod retention;
