@@ -397,6 +397,16 @@ fn every_case_names_an_operation_of_the_document() {
             case.method,
             case.spec
         );
+        for name in placeholders(case.url)
+            .into_iter()
+            .chain(case.body.map(placeholders).unwrap_or_default())
+        {
+            assert!(
+                PLACEHOLDERS.contains(&name),
+                "{}: unknown placeholder {{{name}}}",
+                case.url
+            );
+        }
     }
 }
 
@@ -587,12 +597,34 @@ impl Fixture {
         for (name, value) in &self.0 {
             text = text.replace(&format!("{{{name}}}"), value);
         }
-        assert!(
-            !text.contains("{slug}") && !text.contains("{pipeline}"),
-            "{text}"
-        );
         text
     }
+}
+
+/// The placeholders [`populate`] fills.
+const PLACEHOLDERS: &[&str] = &[
+    "slug",
+    "project_id",
+    "org_id",
+    "pipeline",
+    "workflow",
+    "fingerprint",
+    "context",
+    "unknown",
+    "user",
+];
+
+/// The `{name}` placeholders of `template` (JSON braces hold quotes or spaces, never only a
+/// name).
+fn placeholders(template: &str) -> Vec<&str> {
+    template
+        .split('{')
+        .skip(1)
+        .filter_map(|part| part.split_once('}').map(|(name, _)| name))
+        .filter(|name| {
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        })
+        .collect()
 }
 
 /// `.circleci/config.yml` of the test repository: `test` waits for `build`, so after `build`
@@ -675,7 +707,7 @@ async fn populate(server: &TestServer) -> Fixture {
     )
     .await;
     let project = get(server, &format!("/api/v2/project/{slug}")).await;
-    Fixture(HashMap::from([
+    let fixture = Fixture(HashMap::from([
         ("slug", slug.to_owned()),
         ("project_id", text(&project, "id")),
         ("org_id", text(&project, "organization_id")),
@@ -685,7 +717,9 @@ async fn populate(server: &TestServer) -> Fixture {
         ("context", context_id),
         ("unknown", uuid::Uuid::new_v4().to_string()),
         ("user", crate::store::BOOTSTRAP_ADMIN_ID.to_owned()),
-    ]))
+    ]));
+    assert!(PLACEHOLDERS.iter().all(|name| fixture.0.contains_key(name)));
+    fixture
 }
 
 /// Claims job 1 as a runner would, stores an artifact and test results, and completes it.
