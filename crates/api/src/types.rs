@@ -6,6 +6,19 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Items<T> {
     pub items: Vec<T>,
+    /// CircleCI's page token: pass it back as `page-token` for the next page; null on the last.
+    #[serde(default)]
+    pub next_page_token: Option<String>,
+}
+
+impl<T> Items<T> {
+    /// Every item in one page.
+    pub fn all(items: Vec<T>) -> Items<T> {
+        Items {
+            items,
+            next_page_token: None,
+        }
+    }
 }
 
 /// Error bodies: `{"message": "..."}`, as CircleCI answers.
@@ -230,12 +243,53 @@ pub struct PipelineError {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Vcs {
+    /// `GitHub`, `Bitbucket`, `GitLab` or `CircleCI`, from the project slug.
+    #[serde(default)]
+    pub provider_name: String,
+    #[serde(default)]
+    pub target_repository_url: String,
     pub origin_repository_url: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
     pub revision: String,
+}
+
+/// A pipeline's `trigger`: how and by whom it was started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trigger {
+    /// `api`, `webhook`, `explicit` or `scheduled_pipeline`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub received_at: String,
+    pub actor: Actor,
+}
+
+/// Who triggered a pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Actor {
+    pub login: String,
+    pub avatar_url: String,
+}
+
+/// `GET /api/v2/pipeline/{id}/config`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineConfig {
+    pub source: String,
+    pub compiled: String,
+    #[serde(
+        rename = "setup-config",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub setup_config: Option<String>,
+    #[serde(
+        rename = "compiled-setup-config",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub compiled_setup_config: Option<String>,
 }
 
 /// `GET /api/v2/pipeline/{id}`.
@@ -251,7 +305,11 @@ pub struct Pipeline {
     pub errors: Vec<PipelineError>,
     #[serde(default)]
     pub vcs: Option<Vcs>,
+    #[serde(default)]
+    pub trigger: Option<Trigger>,
     pub created_at: String,
+    #[serde(default)]
+    pub updated_at: Option<String>,
 }
 
 /// One workflow of `GET /api/v2/pipeline/{id}/workflow`.
@@ -264,6 +322,9 @@ pub struct Workflow {
     pub project_slug: String,
     /// `running`, `success`, `failed`, `canceled`, `not_run`.
     pub status: String,
+    /// The id of the user who triggered the pipeline.
+    #[serde(default)]
+    pub started_by: String,
     pub created_at: String,
     #[serde(default)]
     pub stopped_at: Option<String>,
@@ -274,6 +335,11 @@ pub struct Workflow {
 pub struct Job {
     pub id: String,
     pub name: String,
+    #[serde(default)]
+    pub project_slug: String,
+    /// `build` (bosun has no approval jobs yet).
+    #[serde(rename = "type", default)]
+    pub kind: String,
     pub job_number: u64,
     /// `blocked`, `queued`, `running`, `success`, `failed`, `canceled`, `not_run`,
     /// `infrastructure_fail`.

@@ -40,6 +40,16 @@ pub fn compile_pipeline(
     compile_inner(source, file, ctx, &Limits::DEFAULT).map(|(_, p)| p)
 }
 
+/// [`compile_pipeline`] and [`process`] in one pass: the pipeline and the processed YAML
+/// (what the server shows as a pipeline's compiled configuration).
+pub fn compile_pipeline_processed(
+    source: &str,
+    file: &str,
+    ctx: &PipelineContext,
+) -> std::result::Result<(Pipeline, String), ConfigError> {
+    compile_inner(source, file, ctx, &Limits::DEFAULT).map(|(root, p)| (p, expand::to_yaml(&root)))
+}
+
 /// What `circleci config process` prints: the config with 2.1 processing done (orbs, commands,
 /// executors, parameters, matrices and `when` expanded), as 2.0-style YAML. The config is
 /// validated as [`compile_pipeline`] does.

@@ -25,7 +25,10 @@ pub mod expr;
 mod model;
 pub mod yaml;
 
-pub use compile::{compile, compile_pipeline, compile_with_limits, process, process_json};
+pub use compile::{
+    compile, compile_pipeline, compile_pipeline_processed, compile_with_limits, process,
+    process_json,
+};
 pub use duration::parse_duration;
 pub use expand::{MAX_INVOCATION_DEPTH, MAX_MATRIX_JOBS, MAX_OUTPUT_NODES, PipelineContext};
 pub use model::{Executor, Job, MAX_PARALLELISM, Pipeline, Run, Step, When, Workflow, WorkflowJob};

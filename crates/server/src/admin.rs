@@ -88,6 +88,7 @@ async fn list_resource_classes(
         .ok_or_else(|| AppError::bad_request("query parameter `namespace` is required"))?;
     let rows = state.store.resource_classes(&namespace).await?;
     Ok(Json(Items {
+        next_page_token: None,
         items: rows
             .into_iter()
             .map(|row| ResourceClass {
@@ -186,6 +187,7 @@ async fn list_tokens(
         .ok_or_else(|| AppError::bad_request("query parameter `resource-class` is required"))?;
     let rows = state.store.runner_tokens(&resource_class).await?;
     Ok(Json(Items {
+        next_page_token: None,
         items: rows
             .into_iter()
             .map(|row| Token {
@@ -271,6 +273,7 @@ async fn list_instances(
         }
     };
     Ok(Json(Items {
+        next_page_token: None,
         items: rows
             .into_iter()
             .map(|row| RunnerInstance {

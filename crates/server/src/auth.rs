@@ -226,7 +226,7 @@ impl Caller {
 }
 
 /// A request by an admin (contexts, users, projects' creation): 403 for other roles.
-pub struct Admin(pub Caller);
+pub struct Admin;
 
 impl FromRequestParts<State> for Admin {
     type Rejection = AppError;
@@ -234,13 +234,13 @@ impl FromRequestParts<State> for Admin {
     async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Admin, AppError> {
         let caller = Caller::from_request_parts(parts, state).await?;
         caller.require(Role::Admin)?;
-        Ok(Admin(caller))
+        Ok(Admin)
     }
 }
 
 /// A request by an admin to the runner admin API (`/api/v3/runner/...` resource classes and
 /// tokens). Other roles get 404, as CircleCI answers them there.
-pub struct RunnerAdmin(pub Caller);
+pub struct RunnerAdmin;
 
 impl FromRequestParts<State> for RunnerAdmin {
     type Rejection = AppError;
@@ -250,7 +250,7 @@ impl FromRequestParts<State> for RunnerAdmin {
         if caller.role() != Role::Admin {
             return Err(AppError::not_found("not found"));
         }
-        Ok(RunnerAdmin(caller))
+        Ok(RunnerAdmin)
     }
 }
 

@@ -87,9 +87,12 @@ async fn continue_pipeline(
         number,
         body.parameters.clone().unwrap_or_default(),
     );
-    let compiled =
-        bosun_config::compile_pipeline(&body.configuration, "continuation configuration", &context)
-            .map_err(|err| AppError::bad_request(err.to_string()))?;
+    let (compiled, compiled_yaml) = bosun_config::compile_pipeline_processed(
+        &body.configuration,
+        "continuation configuration",
+        &context,
+    )
+    .map_err(|err| AppError::bad_request(err.to_string()))?;
     if compiled.setup {
         return Err(AppError::bad_request(
             "the continuation configuration is itself a setup configuration (`setup: true`): \
@@ -127,6 +130,10 @@ async fn continue_pipeline(
     )
     .await?;
     pipelines::commit_jobs(&state, tx, &project.id, next_job, queued).await?;
+    state
+        .store
+        .continue_pipeline_config(&pipeline_id, &body.configuration, &compiled_yaml)
+        .await?;
     tracing::info!(
         pipeline = %pipeline_id,
         workflows = compiled.workflows.len(),

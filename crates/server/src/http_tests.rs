@@ -24,7 +24,7 @@ pub(crate) struct TestServer {
     pub(crate) addr: std::net::SocketAddr,
     client: Client,
     admin: Auth,
-    store: Store,
+    pub(crate) store: Store,
     blob_dir: PathBuf,
     pub(crate) _dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,

@@ -1,6 +1,7 @@
 //! Acting on jobs: cancel.
 
 use axum::extract::{Path, State as StateExt};
+use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 
@@ -17,6 +18,7 @@ pub fn routes() -> Router<State> {
             "/api/v2/project/{vcs}/{org}/{repo}/job/{number}/cancel",
             post(cancel_project_job),
         )
+        .route("/api/v2/workflow/{id}/cancel", post(cancel_workflow))
 }
 
 /// The id of job `number` of project `slug` (CircleCI's `/project/{slug}/job/{number}/...`
@@ -73,4 +75,38 @@ async fn cancel_job(
     }
     let outcome = scheduler::cancel_job(&state, &id).await?;
     Ok(Json(serde_json::json!({ "message": outcome })))
+}
+
+/// CircleCI's `POST /workflow/{id}/cancel`: cancels every job of the workflow that has not
+/// ended, as [`cancel_job`] cancels one; 202 `{"message": "Accepted."}`.
+async fn cancel_workflow(
+    caller: Caller,
+    StateExt(state): StateExt<State>,
+    Path(id): Path<String>,
+) -> AppResult<(StatusCode, Json<serde_json::Value>)> {
+    caller
+        .check_owned(&state, Owned::Workflow(&id), Access::Write)
+        .await?;
+    if state.store.workflow(&id).await?.is_none() {
+        return Err(AppError::not_found(format!("workflow {id} not found")));
+    }
+    // In order, reading each status afresh: cancelling a job ends its dependents (`not_run`).
+    for job in state.store.jobs_of_workflow(&id).await? {
+        let Some(status) = state.store.job_status(&job.id).await? else {
+            continue;
+        };
+        if status.is_final() {
+            continue;
+        }
+        match scheduler::cancel_job(&state, &job.id).await {
+            Ok(_) => {}
+            // It ended meanwhile.
+            Err(err) if err.status == StatusCode::CONFLICT => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "message": "Accepted." })),
+    ))
 }

@@ -24,6 +24,9 @@ mod logs;
 mod openapi;
 #[cfg(test)]
 mod openapi_tests;
+mod pagination;
+#[cfg(test)]
+mod pipeline_api_tests;
 mod pipelines;
 mod project_secrets;
 pub mod retention;

@@ -17,10 +17,11 @@ use crate::State;
 use crate::auth::{Access, Admin, Caller};
 use crate::error::{AppError, AppResult};
 use crate::store::{
-    NewJob, NewPipeline, Owned, PipelineState, PipelineStatus, ProjectRow, StoreTx,
+    NewJob, NewPipeline, Owned, PipelineCursor, PipelineFilter, PipelineRow, PipelineState,
+    PipelineStatus, ProjectRow, StoreTx, WorkflowRow,
 };
 use crate::util::{new_id, now_ms, rfc3339};
-use crate::{git, logs, scheduler};
+use crate::{git, logs, pagination, scheduler};
 
 pub(crate) const CONFIG_PATH: &str = ".circleci/config.yml";
 
@@ -30,9 +31,20 @@ pub fn routes() -> Router<State> {
         .route("/api/v2/project/{vcs}/{org}/{repo}", get(get_project))
         .route(
             "/api/v2/project/{vcs}/{org}/{repo}/pipeline",
-            post(trigger_pipeline),
+            get(project_pipelines).post(trigger_pipeline),
         )
+        .route(
+            "/api/v2/project/{vcs}/{org}/{repo}/pipeline/mine",
+            get(my_project_pipelines),
+        )
+        .route(
+            "/api/v2/project/{vcs}/{org}/{repo}/pipeline/{number}",
+            get(project_pipeline),
+        )
+        .route("/api/v2/pipeline", get(org_pipelines))
         .route("/api/v2/pipeline/{id}", get(get_pipeline))
+        .route("/api/v2/pipeline/{id}/config", get(pipeline_config))
+        .route("/api/v2/workflow/{id}", get(get_workflow))
         .route("/api/v2/pipeline/{id}/workflow", get(pipeline_workflows))
         .route("/api/v2/workflow/{id}/job", get(workflow_jobs))
         .route("/api/v2/job/{id}", get(get_job))
@@ -254,8 +266,8 @@ async fn resolve_trigger(
         (None, None) => {
             let branch = git::default_branch(&mirror).await?.ok_or_else(|| {
                 AppError::bad_request(format!(
-                    "{} has no default branch: pass a branch",
-                    project.git_url
+                    "the repository of project {} has no default branch: pass a branch",
+                    project.slug
                 ))
             })?;
             let reference = format!("refs/heads/{branch}");
@@ -266,9 +278,9 @@ async fn resolve_trigger(
         .await?
         .ok_or_else(|| {
             AppError::bad_request(format!(
-                "{} not found in {}",
+                "{} not found in the repository of project {}",
                 reference.trim_start_matches("refs/"),
-                project.git_url
+                project.slug
             ))
         })?;
     let revision = match &body.revision {
@@ -286,8 +298,8 @@ async fn resolve_trigger(
                 .await?
                 .ok_or_else(|| {
                     AppError::bad_request(format!(
-                        "revision {revision} not found in {}",
-                        project.git_url
+                        "revision {revision} not found in the repository of project {}",
+                        project.slug
                     ))
                 })?;
             if !git::is_ancestor(&mirror, &full, &tip).await? {
@@ -332,10 +344,21 @@ async fn trigger_pipeline(
     );
 
     // Compile before writing the pipeline; a config error still makes one, in state `errored`.
+    // The file and its processed form are kept for `GET /api/v2/pipeline/{id}/config`.
+    let mut config_text: Option<(String, String)> = None;
     let compiled = match git::read_file(&mirror, &resolved.revision, CONFIG_PATH).await {
-        Ok(Some(text)) => bosun_config::compile_pipeline(&text, CONFIG_PATH, &context)
-            .map_err(|err| err.to_string())
-            .and_then(|pipeline| check_runnable(&pipeline).map(|()| pipeline)),
+        Ok(Some(text)) => {
+            match bosun_config::compile_pipeline_processed(&text, CONFIG_PATH, &context) {
+                Ok((pipeline, yaml)) => {
+                    config_text = Some((text, yaml));
+                    check_runnable(&pipeline).map(|()| pipeline)
+                }
+                Err(err) => {
+                    config_text = Some((text, String::new()));
+                    Err(err.to_string())
+                }
+            }
+        }
         Ok(None) => Err(format!(
             "{CONFIG_PATH} not found at revision {}",
             resolved.revision
@@ -386,6 +409,10 @@ async fn trigger_pipeline(
         actor_id: &caller.user.id,
     })
     .await?;
+    if let Some((source, compiled)) = &config_text {
+        tx.set_pipeline_config(&pipeline_id, source, compiled)
+            .await?;
+    }
 
     let mut queued = false;
     if let Ok(pipeline) = &compiled {
@@ -839,6 +866,180 @@ fn default_step_name(command: &str) -> String {
     if name.is_empty() { "run".into() } else { name }
 }
 
+/// A pipeline in CircleCI's shape (plus bosun's `status`).
+fn pipeline_answer(row: PipelineRow) -> api::Pipeline {
+    let provider = crate::slug::provider(&row.project_slug).to_owned();
+    api::Pipeline {
+        id: row.id,
+        number: row.number as u64,
+        state: row.state.to_string(),
+        status: row.status.to_string(),
+        errors: serde_json::from_str(&row.errors).unwrap_or_default(),
+        vcs: Some(api::Vcs {
+            provider_name: provider,
+            target_repository_url: row.git_url.clone(),
+            origin_repository_url: row.git_url,
+            branch: row.branch,
+            tag: row.tag,
+            revision: row.revision,
+        }),
+        trigger: Some(api::Trigger {
+            kind: row.trigger_type,
+            received_at: rfc3339(row.created_at),
+            actor: api::Actor {
+                login: row.actor_login,
+                avatar_url: String::new(),
+            },
+        }),
+        project_slug: row.project_slug,
+        created_at: rfc3339(row.created_at),
+        updated_at: Some(rfc3339(row.updated_at.unwrap_or(row.created_at))),
+    }
+}
+
+/// `?branch=&page-token=&org-slug=&mine=` of the pipeline lists.
+#[derive(Deserialize)]
+struct PipelineQuery {
+    branch: Option<String>,
+    #[serde(rename = "page-token")]
+    page_token: Option<String>,
+    #[serde(rename = "org-slug")]
+    org_slug: Option<String>,
+    /// `true` (pycircleci sends Python's `True`).
+    mine: Option<String>,
+}
+
+/// One page of `filter`'s pipelines after `query`'s page token.
+async fn pipeline_page(
+    state: &State,
+    filter: PipelineFilter<'_>,
+    page_token: Option<&str>,
+) -> AppResult<Json<Items<api::Pipeline>>> {
+    let after = page_token
+        .filter(|token| !token.is_empty())
+        .map(pagination::decode)
+        .transpose()?;
+    let mut rows = state
+        .store
+        .list_pipelines(&filter, after.as_ref(), pagination::PAGE_SIZE + 1)
+        .await?;
+    let more = rows.len() as i64 > pagination::PAGE_SIZE;
+    rows.truncate(pagination::PAGE_SIZE as usize);
+    let next_page_token = match rows.last() {
+        Some(last) if more => Some(pagination::encode(&PipelineCursor {
+            created_at: last.created_at,
+            id: last.id.clone(),
+            number: last.number,
+        })),
+        _ => None,
+    };
+    Ok(Json(Items {
+        items: rows.into_iter().map(pipeline_answer).collect(),
+        next_page_token,
+    }))
+}
+
+/// `GET /api/v2/project/{slug}/pipeline[?branch=]`: the project's pipelines, newest first.
+async fn project_pipelines(
+    caller: Caller,
+    StateExt(state): StateExt<State>,
+    Path((vcs, org, repo)): Path<(String, String, String)>,
+    Query(query): Query<PipelineQuery>,
+) -> AppResult<Json<Items<api::Pipeline>>> {
+    let project = project_for(
+        &state,
+        &caller,
+        &format!("{vcs}/{org}/{repo}"),
+        Access::Read,
+    )
+    .await?;
+    let filter = PipelineFilter {
+        project_id: Some(&project.id),
+        branch: query.branch.as_deref(),
+        ..PipelineFilter::default()
+    };
+    pipeline_page(&state, filter, query.page_token.as_deref()).await
+}
+
+/// `GET /api/v2/project/{slug}/pipeline/mine`: the project's pipelines the caller triggered.
+async fn my_project_pipelines(
+    caller: Caller,
+    StateExt(state): StateExt<State>,
+    Path((vcs, org, repo)): Path<(String, String, String)>,
+    Query(query): Query<PipelineQuery>,
+) -> AppResult<Json<Items<api::Pipeline>>> {
+    let project = project_for(
+        &state,
+        &caller,
+        &format!("{vcs}/{org}/{repo}"),
+        Access::Read,
+    )
+    .await?;
+    let filter = PipelineFilter {
+        project_id: Some(&project.id),
+        actor_id: Some(&caller.user.id),
+        ..PipelineFilter::default()
+    };
+    pipeline_page(&state, filter, query.page_token.as_deref()).await
+}
+
+/// `GET /api/v2/pipeline?org-slug=[&mine=true]`: the organization's pipelines the caller may
+/// read, newest first. `org-slug` is CircleCI's (`gh/acme`, `github/acme`) or a bosun
+/// namespace (`acme`); without it, every project the caller may read.
+async fn org_pipelines(
+    caller: Caller,
+    StateExt(state): StateExt<State>,
+    Query(query): Query<PipelineQuery>,
+) -> AppResult<Json<Items<api::Pipeline>>> {
+    let org = query
+        .org_slug
+        .as_deref()
+        .unwrap_or_default()
+        .trim_matches('/');
+    if org.len() > 200 {
+        return Err(AppError::bad_request("org-slug is too long"));
+    }
+    let prefix = org.contains('/').then(|| {
+        format!(
+            "{}/",
+            crate::slug::canonical(&format!("{org}/x")).trim_end_matches("/x")
+        )
+    });
+    let mine = query
+        .mine
+        .as_deref()
+        .is_some_and(|mine| mine.eq_ignore_ascii_case("true"));
+    let filter = PipelineFilter {
+        slug_prefix: prefix.as_deref(),
+        namespace: (!org.is_empty() && !org.contains('/')).then_some(org),
+        actor_id: mine.then_some(caller.user.id.as_str()),
+        member_id: (!caller.reads_all_projects()).then_some(caller.user.id.as_str()),
+        ..PipelineFilter::default()
+    };
+    pipeline_page(&state, filter, query.page_token.as_deref()).await
+}
+
+/// `GET /api/v2/project/{slug}/pipeline/{number}`.
+async fn project_pipeline(
+    caller: Caller,
+    StateExt(state): StateExt<State>,
+    Path((vcs, org, repo, number)): Path<(String, String, String, String)>,
+) -> AppResult<Json<api::Pipeline>> {
+    let slug = format!("{vcs}/{org}/{repo}");
+    let project = project_for(&state, &caller, &slug, Access::Read).await?;
+    let Ok(number) = number.parse::<i64>() else {
+        return Err(AppError::bad_request(format!(
+            "pipeline number `{number}` is not a number"
+        )));
+    };
+    let row = state
+        .store
+        .pipeline_by_number(&project.id, number)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("project {slug} has no pipeline {number}")))?;
+    Ok(Json(pipeline_answer(row)))
+}
+
 async fn get_pipeline(
     caller: Caller,
     StateExt(state): StateExt<State>,
@@ -852,21 +1053,45 @@ async fn get_pipeline(
         .pipeline(&id)
         .await?
         .ok_or_else(|| AppError::not_found(format!("pipeline {id} not found")))?;
-    Ok(Json(api::Pipeline {
-        id: row.id,
-        number: row.number as u64,
-        project_slug: row.project_slug,
-        state: row.state.to_string(),
-        status: row.status.to_string(),
-        errors: serde_json::from_str(&row.errors).unwrap_or_default(),
-        vcs: Some(api::Vcs {
-            origin_repository_url: row.git_url,
-            branch: row.branch,
-            tag: row.tag,
-            revision: row.revision,
-        }),
-        created_at: rfc3339(row.created_at),
+    Ok(Json(pipeline_answer(row)))
+}
+
+/// `GET /api/v2/pipeline/{id}/config`: the configuration the pipeline ran, as read from the
+/// repository and as compiled (for a setup pipeline that continued, the continued one, with
+/// the setup configuration beside it).
+async fn pipeline_config(
+    caller: Caller,
+    StateExt(state): StateExt<State>,
+    Path(id): Path<String>,
+) -> AppResult<Json<api::PipelineConfig>> {
+    caller
+        .check_owned(&state, Owned::Pipeline(&id), Access::Read)
+        .await?;
+    let row = state.store.pipeline_config(&id).await?.ok_or_else(|| {
+        AppError::not_found(format!(
+            "pipeline {id} not found, or it read no configuration"
+        ))
+    })?;
+    Ok(Json(api::PipelineConfig {
+        source: row.source,
+        compiled: row.compiled,
+        setup_config: row.setup_source,
+        compiled_setup_config: row.setup_compiled,
     }))
+}
+
+fn workflow_answer(row: WorkflowRow, pipeline_id: &str, started_by: &str) -> api::Workflow {
+    api::Workflow {
+        id: row.id,
+        name: row.name,
+        pipeline_id: pipeline_id.to_owned(),
+        pipeline_number: row.pipeline_number as u64,
+        project_slug: row.project_slug,
+        status: row.status.to_string(),
+        started_by: started_by.to_owned(),
+        created_at: rfc3339(row.created_at),
+        stopped_at: row.stopped_at.map(rfc3339),
+    }
 }
 
 async fn pipeline_workflows(
@@ -877,25 +1102,34 @@ async fn pipeline_workflows(
     caller
         .check_owned(&state, Owned::Pipeline(&id), Access::Read)
         .await?;
+    let pipeline = state
+        .store
+        .pipeline(&id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("pipeline {id} not found")))?;
     let rows = state.store.workflows(&id).await?;
-    if rows.is_empty() && !state.store.pipeline_exists(&id).await? {
-        return Err(AppError::not_found(format!("pipeline {id} not found")));
-    }
-    Ok(Json(Items {
-        items: rows
-            .into_iter()
-            .map(|row| api::Workflow {
-                id: row.id,
-                name: row.name,
-                pipeline_id: id.clone(),
-                pipeline_number: row.pipeline_number as u64,
-                project_slug: row.project_slug,
-                status: row.status.to_string(),
-                created_at: rfc3339(row.created_at),
-                stopped_at: row.stopped_at.map(rfc3339),
-            })
+    Ok(Json(Items::all(
+        rows.into_iter()
+            .map(|row| workflow_answer(row, &id, &pipeline.actor_id))
             .collect(),
-    }))
+    )))
+}
+
+/// `GET /api/v2/workflow/{id}`.
+async fn get_workflow(
+    caller: Caller,
+    StateExt(state): StateExt<State>,
+    Path(id): Path<String>,
+) -> AppResult<Json<api::Workflow>> {
+    caller
+        .check_owned(&state, Owned::Workflow(&id), Access::Read)
+        .await?;
+    let (pipeline_id, actor_id, row) = state
+        .store
+        .workflow(&id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("workflow {id} not found")))?;
+    Ok(Json(workflow_answer(row, &pipeline_id, &actor_id)))
 }
 
 async fn workflow_jobs(
@@ -906,22 +1140,23 @@ async fn workflow_jobs(
     caller
         .check_owned(&state, Owned::Workflow(&id), Access::Read)
         .await?;
-    let rows = state.store.jobs_of_workflow(&id).await?;
-    if rows.is_empty() && !state.store.workflow_exists(&id).await? {
+    let Some((_, _, workflow)) = state.store.workflow(&id).await? else {
         return Err(AppError::not_found(format!("workflow {id} not found")));
-    }
+    };
+    let rows = state.store.jobs_of_workflow(&id).await?;
     let ids: BTreeMap<String, String> = rows
         .iter()
         .map(|row| (row.name.clone(), row.id.clone()))
         .collect();
-    Ok(Json(Items {
-        items: rows
-            .into_iter()
+    Ok(Json(Items::all(
+        rows.into_iter()
             .map(|row| {
                 let requires: Vec<String> = serde_json::from_str(&row.requires).unwrap_or_default();
                 api::Job {
                     id: row.id,
                     name: row.name,
+                    project_slug: workflow.project_slug.clone(),
+                    kind: "build".into(),
                     job_number: row.number as u64,
                     status: row.status.to_string(),
                     started_at: row.started_at.map(rfc3339),
@@ -933,7 +1168,7 @@ async fn workflow_jobs(
                 }
             })
             .collect(),
-    }))
+    )))
 }
 
 /// `GET /api/v2/project/{slug}/job/{number}`: job details in CircleCI's shape (its required

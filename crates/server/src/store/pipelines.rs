@@ -1,15 +1,45 @@
 //! Projects, pipelines, workflows and jobs.
 
 use super::rows::{
-    JobListRow, JobRow, NewJob, NewPipeline, PipelineRow, ProjectRow, StepRow, WorkflowRow,
+    JobListRow, JobRow, NewJob, NewPipeline, PipelineConfigRow, PipelineRow, ProjectRow, StepRow,
+    WorkflowByIdRow, WorkflowRow,
 };
 use super::status::{JobStatus, WorkflowStatus};
 use super::{Store, StoreResult, StoreTx};
 
 const PIPELINE_COLUMNS: &str =
     "p.id, p.number, pr.slug AS project_slug, pr.git_url, p.state, p.status, p.errors,
-     p.branch, p.tag, p.revision, p.created_at
-     FROM pipelines p JOIN projects pr ON pr.id = p.project_id";
+     p.branch, p.tag, p.revision, p.created_at, p.trigger_type, p.actor_id,
+     COALESCE(u.login, '') AS actor_login,
+     (SELECT MAX(COALESCE(w.stopped_at, w.created_at)) FROM workflows w WHERE w.pipeline_id = p.id)
+         AS updated_at
+     FROM pipelines p JOIN projects pr ON pr.id = p.project_id
+     LEFT JOIN users u ON u.id = p.actor_id";
+
+/// Which pipelines [`Store::list_pipelines`] lists.
+#[derive(Debug, Clone, Default)]
+pub struct PipelineFilter<'a> {
+    /// One project's, ordered by number; else every project's, by creation.
+    pub project_id: Option<&'a str>,
+    /// Projects whose slug starts with this (`gh/acme/`).
+    pub slug_prefix: Option<&'a str>,
+    /// Projects of this namespace.
+    pub namespace: Option<&'a str>,
+    pub branch: Option<&'a str>,
+    /// Triggered by this user.
+    pub actor_id: Option<&'a str>,
+    /// Only projects this user was given (members).
+    pub member_id: Option<&'a str>,
+}
+
+/// Where a page of pipelines starts: after the pipeline with this creation time, id and
+/// number, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineCursor {
+    pub created_at: i64,
+    pub id: String,
+    pub number: i64,
+}
 
 impl Store {
     /// Creates a project; `false` if one with its slug exists.
@@ -68,14 +98,142 @@ impl Store {
         )
     }
 
-    /// Whether pipeline `id` exists.
-    pub async fn pipeline_exists(&self, id: &str) -> StoreResult<bool> {
-        let found: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pipelines WHERE id = $1)")
-                .bind(id)
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(found)
+    /// A page of pipelines, newest first, after `after`: one project's by number (unique and
+    /// only growing, so a page never shifts when pipelines are added), several projects' by
+    /// (creation time, id).
+    pub async fn list_pipelines(
+        &self,
+        filter: &PipelineFilter<'_>,
+        after: Option<&PipelineCursor>,
+        limit: i64,
+    ) -> StoreResult<Vec<PipelineRow>> {
+        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
+            "SELECT {PIPELINE_COLUMNS} WHERE 1 = 1"
+        ));
+        if let Some(project_id) = filter.project_id {
+            query.push(" AND p.project_id = ").push_bind(project_id);
+        }
+        if let Some(prefix) = filter.slug_prefix {
+            query
+                .push(" AND substr(pr.slug, 1, length(")
+                .push_bind(prefix)
+                .push(")) = ")
+                .push_bind(prefix);
+        }
+        if let Some(namespace) = filter.namespace {
+            query.push(" AND pr.namespace = ").push_bind(namespace);
+        }
+        if let Some(branch) = filter.branch {
+            query.push(" AND p.branch = ").push_bind(branch);
+        }
+        if let Some(actor) = filter.actor_id {
+            query.push(" AND p.actor_id = ").push_bind(actor);
+        }
+        if let Some(member) = filter.member_id {
+            query
+                .push(
+                    " AND p.project_id IN (SELECT project_id FROM project_members WHERE user_id = ",
+                )
+                .push_bind(member)
+                .push(")");
+        }
+        let by_number = filter.project_id.is_some();
+        if let Some(after) = after {
+            if by_number {
+                query.push(" AND p.number < ").push_bind(after.number);
+            } else {
+                query
+                    .push(" AND (p.created_at < ")
+                    .push_bind(after.created_at)
+                    .push(" OR (p.created_at = ")
+                    .push_bind(after.created_at)
+                    .push(" AND p.id < ")
+                    .push_bind(after.id.clone())
+                    .push("))");
+            }
+        }
+        query.push(if by_number {
+            " ORDER BY p.number DESC"
+        } else {
+            " ORDER BY p.created_at DESC, p.id DESC"
+        });
+        query.push(" LIMIT ").push_bind(limit);
+        Ok(query.build_query_as().fetch_all(&self.pool).await?)
+    }
+
+    /// Pipeline `number` of project `project_id`.
+    pub async fn pipeline_by_number(
+        &self,
+        project_id: &str,
+        number: i64,
+    ) -> StoreResult<Option<PipelineRow>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {PIPELINE_COLUMNS} WHERE p.project_id = $1 AND p.number = $2"
+        ))
+        .bind(project_id)
+        .bind(number)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// The configuration pipeline `id` ran, if it got as far as reading one.
+    pub async fn pipeline_config(&self, id: &str) -> StoreResult<Option<PipelineConfigRow>> {
+        Ok(sqlx::query_as(
+            "SELECT source, compiled, setup_source, setup_compiled FROM pipeline_configs
+             WHERE pipeline_id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// A setup pipeline continued: what ran so far becomes its setup configuration, and the
+    /// continued configuration its source and compiled form.
+    pub async fn continue_pipeline_config(
+        &self,
+        id: &str,
+        source: &str,
+        compiled: &str,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE pipeline_configs
+             SET setup_source = source, setup_compiled = compiled, source = $2, compiled = $3
+             WHERE pipeline_id = $1",
+        )
+        .bind(id)
+        .bind(source)
+        .bind(compiled)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Workflow `id`, with its pipeline's id, number and actor.
+    pub async fn workflow(&self, id: &str) -> StoreResult<Option<(String, String, WorkflowRow)>> {
+        let row: Option<WorkflowByIdRow> = sqlx::query_as(
+            "SELECT w.id, w.name, p.number AS pipeline_number, pr.slug AS project_slug, w.status,
+                    w.created_at, w.stopped_at, p.id AS pipeline_id, p.actor_id
+             FROM workflows w JOIN pipelines p ON p.id = w.pipeline_id JOIN projects pr ON pr.id = p.project_id
+             WHERE w.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| {
+            (
+                row.pipeline_id,
+                row.actor_id,
+                WorkflowRow {
+                    id: row.id,
+                    name: row.name,
+                    pipeline_number: row.pipeline_number,
+                    project_slug: row.project_slug,
+                    status: row.status,
+                    created_at: row.created_at,
+                    stopped_at: row.stopped_at,
+                },
+            )
+        }))
     }
 
     /// The workflows of pipeline `pipeline_id`, in order.
@@ -89,16 +247,6 @@ impl Store {
         .bind(pipeline_id)
         .fetch_all(&self.pool)
         .await?)
-    }
-
-    /// Whether workflow `id` exists.
-    pub async fn workflow_exists(&self, id: &str) -> StoreResult<bool> {
-        let found: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM workflows WHERE id = $1)")
-                .bind(id)
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(found)
     }
 
     /// The jobs of workflow `workflow_id`, in order.
@@ -162,6 +310,25 @@ impl StoreTx {
             .bind(project_id)
             .execute(&mut *self.tx)
             .await?;
+        Ok(())
+    }
+
+    /// Records the configuration of pipeline `id`: the file and its compiled form.
+    pub async fn set_pipeline_config(
+        &mut self,
+        id: &str,
+        source: &str,
+        compiled: &str,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO pipeline_configs (pipeline_id, source, compiled) VALUES ($1, $2, $3)
+             ON CONFLICT (pipeline_id) DO UPDATE SET source = $2, compiled = $3",
+        )
+        .bind(id)
+        .bind(source)
+        .bind(compiled)
+        .execute(&mut *self.tx)
+        .await?;
         Ok(())
     }
 
