@@ -102,7 +102,8 @@ pub fn job_user() -> Option<&'static str> {
 
 /// As root, creates the throwaway system user `name` (with a home and bash) unless it exists.
 fn ensure_user(name: &str) {
-    if nix::unistd::User::from_name(name).ok().flatten().is_some() {
+    if let Some(user) = nix::unistd::User::from_name(name).ok().flatten() {
+        own_home(&user);
         return;
     }
     require_program("useradd", "as root the harness creates throwaway job users");
@@ -122,6 +123,29 @@ fn ensure_user(name: &str) {
         status.success() || nix::unistd::User::from_name(name).ok().flatten().is_some(),
         "useradd {name} failed"
     );
+    if let Some(user) = nix::unistd::User::from_name(name).ok().flatten() {
+        own_home(&user);
+    }
+}
+
+/// Gives `user` its home back if another owns it: test processes running `useradd` for
+/// different users at the same moment on a fresh machine have been seen to leave one user's
+/// home owned by the other.
+fn own_home(user: &nix::unistd::User) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(&user.dir) else {
+        return;
+    };
+    if meta.uid() == user.uid.as_raw() {
+        return;
+    }
+    let status = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{}:{}", user.uid, user.gid))
+        .arg(&user.dir)
+        .status()
+        .expect("running chown");
+    assert!(status.success(), "chown of {} failed", user.dir.display());
 }
 
 /// A temporary directory every user may traverse (the job user must reach work dirs and repos).
