@@ -942,42 +942,37 @@ async fn pipeline_page(
 /// `GET /api/v2/project/{slug}/pipeline[?branch=]`: the project's pipelines, newest first.
 async fn project_pipelines(
     caller: Caller,
-    StateExt(state): StateExt<State>,
-    Path((vcs, org, repo)): Path<(String, String, String)>,
-    Query(query): Query<PipelineQuery>,
+    state: StateExt<State>,
+    path: Path<(String, String, String)>,
+    query: Query<PipelineQuery>,
 ) -> AppResult<Json<Items<api::Pipeline>>> {
-    let project = project_for(
-        &state,
-        &caller,
-        &format!("{vcs}/{org}/{repo}"),
-        Access::Read,
-    )
-    .await?;
-    let filter = PipelineFilter {
-        project_id: Some(&project.id),
-        branch: query.branch.as_deref(),
-        ..PipelineFilter::default()
-    };
-    pipeline_page(&state, filter, query.page_token.as_deref()).await
+    project_pipeline_page(caller, state, path, query, false).await
 }
 
 /// `GET /api/v2/project/{slug}/pipeline/mine`: the project's pipelines the caller triggered.
 async fn my_project_pipelines(
     caller: Caller,
+    state: StateExt<State>,
+    path: Path<(String, String, String)>,
+    query: Query<PipelineQuery>,
+) -> AppResult<Json<Items<api::Pipeline>>> {
+    project_pipeline_page(caller, state, path, query, true).await
+}
+
+/// A page of one project's pipelines: `?branch=`'s, or with `mine` the caller's.
+async fn project_pipeline_page(
+    caller: Caller,
     StateExt(state): StateExt<State>,
     Path((vcs, org, repo)): Path<(String, String, String)>,
     Query(query): Query<PipelineQuery>,
+    mine: bool,
 ) -> AppResult<Json<Items<api::Pipeline>>> {
-    let project = project_for(
-        &state,
-        &caller,
-        &format!("{vcs}/{org}/{repo}"),
-        Access::Read,
-    )
-    .await?;
+    let slug = format!("{vcs}/{org}/{repo}");
+    let project = project_for(&state, &caller, &slug, Access::Read).await?;
     let filter = PipelineFilter {
         project_id: Some(&project.id),
-        actor_id: Some(&caller.user.id),
+        branch: if mine { None } else { query.branch.as_deref() },
+        actor_id: mine.then_some(caller.user.id.as_str()),
         ..PipelineFilter::default()
     };
     pipeline_page(&state, filter, query.page_token.as_deref()).await

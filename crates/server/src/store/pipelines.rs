@@ -219,21 +219,7 @@ impl Store {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|row| {
-            (
-                row.pipeline_id,
-                row.actor_id,
-                WorkflowRow {
-                    id: row.id,
-                    name: row.name,
-                    pipeline_number: row.pipeline_number,
-                    project_slug: row.project_slug,
-                    status: row.status,
-                    created_at: row.created_at,
-                    stopped_at: row.stopped_at,
-                },
-            )
-        }))
+        Ok(row.map(|row| (row.pipeline_id, row.actor_id, row.workflow)))
     }
 
     /// The workflows of pipeline `pipeline_id`, in order.

@@ -197,13 +197,8 @@ pub struct PipelineConfigRow {
 /// A workflow looked up by id, with its pipeline.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct WorkflowByIdRow {
-    pub id: String,
-    pub name: String,
-    pub pipeline_number: i64,
-    pub project_slug: String,
-    pub status: WorkflowStatus,
-    pub created_at: i64,
-    pub stopped_at: Option<i64>,
+    #[sqlx(flatten)]
+    pub workflow: WorkflowRow,
     pub pipeline_id: String,
     pub actor_id: String,
 }
