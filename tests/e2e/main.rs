@@ -18,3 +18,4 @@ mod quickstart;
 mod secrets;
 mod server_hardening;
 mod test_results;
+mod users;

@@ -792,6 +792,108 @@ impl Client {
         self.json(Method::PUT, &path, auth, Some(&body)).await
     }
 
+    // ---- users, roles and personal tokens ----
+
+    /// `GET /api/v2/me`: the user the token acts for.
+    pub async fn me(&self, auth: &Auth) -> Result<User, ApiError> {
+        self.get("/api/v2/me", auth).await
+    }
+
+    /// `GET /api/v2/user`: every user with their role (admin).
+    pub async fn users(&self, auth: &Auth) -> Result<Items<UserDetail>, ApiError> {
+        self.get("/api/v2/user", auth).await
+    }
+
+    /// `POST /api/v2/user` (admin).
+    pub async fn create_user(
+        &self,
+        auth: &Auth,
+        request: &CreateUser,
+    ) -> Result<UserDetail, ApiError> {
+        self.post("/api/v2/user", auth, request).await
+    }
+
+    /// `DELETE /api/v2/user/{user}` (admin): `user` is a login or an id.
+    pub async fn delete_user(&self, auth: &Auth, user: &str) -> Result<(), ApiError> {
+        let path = format!("/api/v2/user/{}", encode_component(user));
+        self.delete(&path, auth).await
+    }
+
+    /// `PUT /api/v2/user/{user}/role` (admin).
+    pub async fn set_user_role(
+        &self,
+        auth: &Auth,
+        user: &str,
+        role: &str,
+    ) -> Result<UserDetail, ApiError> {
+        let path = format!("/api/v2/user/{}/role", encode_component(user));
+        let body = SetRole { role: role.into() };
+        self.json(Method::PUT, &path, auth, Some(&body)).await
+    }
+
+    /// `PUT /api/v2/user/{user}/project/{slug}` (admin): gives a member project `slug`.
+    pub async fn grant_project(
+        &self,
+        auth: &Auth,
+        user: &str,
+        slug: &str,
+    ) -> Result<UserDetail, ApiError> {
+        let path = format!(
+            "/api/v2/user/{}/project/{}",
+            encode_component(user),
+            slug_path(slug)
+        );
+        self.json::<(), UserDetail>(Method::PUT, &path, auth, None)
+            .await
+    }
+
+    /// `DELETE /api/v2/user/{user}/project/{slug}` (admin).
+    pub async fn ungrant_project(
+        &self,
+        auth: &Auth,
+        user: &str,
+        slug: &str,
+    ) -> Result<UserDetail, ApiError> {
+        let path = format!(
+            "/api/v2/user/{}/project/{}",
+            encode_component(user),
+            slug_path(slug)
+        );
+        self.json::<(), UserDetail>(Method::DELETE, &path, auth, None)
+            .await
+    }
+
+    /// `GET /api/v2/token`: the caller's personal tokens, or `user`'s, or with `all` every
+    /// user's (both admin only).
+    pub async fn user_tokens(
+        &self,
+        auth: &Auth,
+        user: Option<&str>,
+        all: bool,
+    ) -> Result<Items<UserToken>, ApiError> {
+        let path = match (user, all) {
+            (_, true) => "/api/v2/token?all=true".to_owned(),
+            (Some(user), false) => format!("/api/v2/token?user={}", encode_component(user)),
+            (None, false) => "/api/v2/token".to_owned(),
+        };
+        self.get(&path, auth).await
+    }
+
+    /// `POST /api/v2/token`: a new personal token, whose secret only this answer holds.
+    pub async fn create_user_token(
+        &self,
+        auth: &Auth,
+        request: &CreateUserToken,
+    ) -> Result<CreatedUserToken, ApiError> {
+        self.post("/api/v2/token", auth, request).await
+    }
+
+    /// `DELETE /api/v2/token/{id}`.
+    pub async fn revoke_user_token(&self, auth: &Auth, id: &str) -> Result<(), ApiError> {
+        let path = format!("/api/v2/token/{}", encode_component(id));
+        self.delete(&path, auth).await
+    }
+
     /// A `DELETE` whose answer says nothing the caller needs.
     async fn delete(&self, path: &str, auth: &Auth) -> Result<(), ApiError> {
         self.json::<(), serde_json::Value>(Method::DELETE, path, auth, None)

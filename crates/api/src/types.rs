@@ -683,3 +683,144 @@ pub struct Collaboration {
     pub avatar_url: String,
     pub slug: String,
 }
+
+// ---- users, roles and personal API tokens ----
+
+/// `GET /api/v2/me` and `GET /api/v2/user/{id}`, CircleCI's `User`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: String,
+    pub login: String,
+    pub name: String,
+}
+
+/// A user as bosun's user administration shows it (`GET /api/v2/user`, bosun's): CircleCI's
+/// fields plus the role and the projects a member was given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserDetail {
+    pub id: String,
+    pub login: String,
+    pub name: String,
+    /// `admin`, `member` or `viewer`.
+    pub role: String,
+    pub created_at: String,
+    /// The slugs of the projects a `member` was given (empty for the other roles, who read
+    /// every project).
+    #[serde(default)]
+    pub projects: Vec<String>,
+}
+
+/// `POST /api/v2/user` body (bosun's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateUser {
+    pub login: String,
+    /// Shown name; the login if absent.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `admin`, `member` or `viewer`.
+    pub role: String,
+}
+
+/// `PUT /api/v2/user/{user}/role` body (bosun's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetRole {
+    pub role: String,
+}
+
+/// `POST /api/v2/token` body (bosun's): a personal API token for `user` (the caller if
+/// absent; only admins make tokens for others).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateUserToken {
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub label: String,
+    /// Seconds from now until the token stops working; never if absent.
+    #[serde(default)]
+    pub expires_in_seconds: Option<u64>,
+}
+
+/// A personal API token, without its secret (`GET /api/v2/token`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserToken {
+    pub id: String,
+    /// The owner's login.
+    pub user: String,
+    pub label: String,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub last_used_at: Option<String>,
+}
+
+/// `POST /api/v2/token` answer: the token's secret, shown this once.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedUserToken {
+    #[serde(flatten)]
+    pub info: UserToken,
+    pub token: String,
+}
+
+impl std::fmt::Debug for CreatedUserToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedUserToken")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+// ---- API v1.1, for what v2 lacks ----
+
+/// `GET /api/v1.1/me`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct V1Me {
+    pub login: String,
+    pub name: String,
+    pub avatar_url: String,
+    /// Whether the user is an admin.
+    pub admin: bool,
+    /// bosun's addition: the user's id, as `GET /api/v2/me` answers it.
+    pub id: String,
+}
+
+/// One entry of `GET /api/v1.1/projects`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct V1Project {
+    pub vcs_url: String,
+    /// `github`, `bitbucket`, … as the slug's prefix names it.
+    pub vcs_type: String,
+    /// The organization.
+    pub username: String,
+    pub reponame: String,
+    pub following: bool,
+    /// bosun's addition: the project slug.
+    pub slug: String,
+}
+
+/// One entry of `GET /api/v1.1/project/{vcs}/{org}/{repo}/{build_num}/artifacts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct V1Artifact {
+    pub path: String,
+    pub pretty_path: String,
+    pub node_index: u32,
+    pub url: String,
+}
+
+/// `GET /api/v1.1/project/{vcs}/{org}/{repo}/{build_num}/tests`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct V1Tests {
+    pub tests: Vec<V1Test>,
+}
+
+/// One test case of [`V1Tests`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct V1Test {
+    pub classname: String,
+    pub name: String,
+    pub file: Option<String>,
+    /// `success`, `failure`, `skipped` or `error`.
+    pub result: String,
+    pub run_time: f64,
+    pub message: Option<String>,
+    pub source: String,
+    pub source_type: String,
+}

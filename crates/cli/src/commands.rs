@@ -71,20 +71,28 @@ pub async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                     crate::secrets::checkout_token(&ctx, command).await
                 }
                 Command::Context(command) => crate::secrets::context(&ctx, command).await,
+                Command::User(command) => crate::users::user(&ctx, command).await,
+                Command::Token(command) => crate::users::token(&ctx, command).await,
                 Command::Pipeline(PipelineCommand::Run(args)) => pipeline_run(&ctx, args).await,
                 Command::Pipeline(PipelineCommand::Status { id }) => {
                     pipeline_status(&ctx, &id).await
                 }
-                Command::Job(JobCommand::Logs { job, node }) => job_logs(&ctx, &job, node).await,
+                Command::Job(JobCommand::Logs { job, node }) => {
+                    let job = ctx.job_id(&job).await?;
+                    job_logs(&ctx, &job, node).await
+                }
                 Command::Job(JobCommand::Cancel { job }) => {
-                    let message = ctx.client.cancel_job(&ctx.auth, &job).await?;
+                    let id = ctx.job_id(&job).await?;
+                    let message = ctx.client.cancel_job(&ctx.auth, &id).await?;
                     println!("job {job}: {}", message.as_deref().unwrap_or("canceled"));
                     Ok(0)
                 }
                 Command::Artifacts { job, download } => {
+                    let job = ctx.job_id(&job).await?;
                     artifacts(&ctx, &job, download.as_deref()).await
                 }
                 Command::Tests { job, flaky } => {
+                    let job = ctx.job_id(&job).await?;
                     let list = ctx.client.job_tests(&ctx.auth, &job).await?;
                     print!("{}", tests_report(&list.items, flaky));
                     Ok(0)
@@ -311,6 +319,19 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// The id of the job `job` names: `SLUG/NUMBER` (CircleCI's project slug and job number,
+    /// `gh/acme/widgets/42`) is looked up; anything else is taken as the job's id.
+    pub async fn job_id(&self, job: &str) -> Result<String, Failure> {
+        let Some((slug, number)) = job_reference(job) else {
+            return Ok(job.to_owned());
+        };
+        let detail = self.client.project_job(&self.auth, slug, number).await?;
+        detail["id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| Failure::failed(format!("the server answered job {job} without an id")))
+    }
+
     // The few calls more than one command (and the quickstart) make, with their request bodies
     // built from plain arguments.
 
@@ -354,6 +375,15 @@ impl Ctx {
         };
         Ok(self.client.create_project(&self.auth, &request).await?)
     }
+}
+
+/// `vcs/org/repo/NUMBER` split into the slug and the number.
+fn job_reference(job: &str) -> Option<(&str, u64)> {
+    let (slug, number) = job.rsplit_once('/')?;
+    if slug.split('/').count() != 3 || slug.split('/').any(str::is_empty) {
+        return None;
+    }
+    Some((slug, number.parse().ok()?))
 }
 
 fn validate(file: &std::path::Path) -> Result<u8, Failure> {
@@ -612,7 +642,28 @@ async fn job_logs(ctx: &Ctx, job: &str, node: u32) -> Result<u8, Failure> {
 
 #[cfg(test)]
 mod tests {
-    use super::{cache_table, human_size, safe_relative, tests_report};
+    use super::{cache_table, human_size, job_reference, safe_relative, tests_report};
+
+    #[test]
+    fn jobs_are_named_by_slug_and_number_or_by_id() {
+        assert_eq!(
+            job_reference("gh/acme/widgets/42"),
+            Some(("gh/acme/widgets", 42))
+        );
+        assert_eq!(
+            job_reference("github/acme/widgets/7"),
+            Some(("github/acme/widgets", 7))
+        );
+        for id in [
+            "0b6c6f3a-1c1e-4a6e-9a55-3e0e2f0b9d11",
+            "gh/acme/42",
+            "gh/acme/widgets/x",
+            "gh//widgets/4",
+            "a/gh/acme/widgets/4",
+        ] {
+            assert_eq!(job_reference(id), None, "{id}");
+        }
+    }
 
     #[test]
     fn a_tests_report_lists_failures_first_then_a_summary() {

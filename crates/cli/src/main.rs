@@ -8,6 +8,7 @@ mod commands;
 mod follow;
 mod quickstart;
 mod secrets;
+mod users;
 
 use std::process::ExitCode;
 
@@ -28,7 +29,7 @@ pub struct Cli {
         default_value = "http://127.0.0.1:8730"
     )]
     pub host: String,
-    /// Admin token (sent as Circle-Token).
+    /// API token (sent as Circle-Token): the server's admin token or a personal token.
     #[arg(long, global = true, env = "BOSUN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     #[command(subcommand)]
@@ -51,7 +52,7 @@ pub enum Command {
     Job(JobCommand),
     /// List a job's artifacts (`path size url`), or download them.
     Artifacts {
-        /// The job's id.
+        /// The job: its id, or SLUG/NUMBER (`gh/acme/widgets/42`).
         job: String,
         /// Write each artifact under DIR at its path (never outside DIR).
         #[arg(long, value_name = "DIR")]
@@ -59,13 +60,20 @@ pub enum Command {
     },
     /// A job's test results (`store_test_results`): failures first, then a summary line.
     Tests {
-        /// The job's id.
+        /// The job: its id, or SLUG/NUMBER (`gh/acme/widgets/42`).
         job: String,
         /// Only the flaky tests: those that both failed and passed in runs of this job on its
         /// revision.
         #[arg(long)]
         flaky: bool,
     },
+    /// Users and their roles (admin): `admin` (runners, contexts, users), `member` (the
+    /// projects they are given), `viewer` (read only).
+    #[command(subcommand)]
+    User(users::UserCommand),
+    /// Personal API tokens (sent as Circle-Token, like CircleCI's).
+    #[command(subcommand)]
+    Token(users::UserTokenCommand),
     /// Contexts: shared secret variables of an organization, with restrictions.
     #[command(subcommand)]
     Context(secrets::ContextCommand),
@@ -192,13 +200,17 @@ pub enum PipelineCommand {
 pub enum JobCommand {
     /// Print a job's step logs.
     Logs {
+        /// The job: its id, or SLUG/NUMBER (`gh/acme/widgets/42`).
         job: String,
         /// Which node of a parallel job (`parallelism`), from 0.
         #[arg(long, default_value_t = 0)]
         node: u32,
     },
     /// Cancel a job: a running one is stopped (SIGTERM, grace, SIGKILL) and ends `canceled`.
-    Cancel { job: String },
+    Cancel {
+        /// The job: its id, or SLUG/NUMBER (`gh/acme/widgets/42`).
+        job: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

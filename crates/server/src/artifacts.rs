@@ -153,7 +153,7 @@ async fn store_artifact(
     }))
 }
 
-async fn listing(state: &State, job_id: &str) -> AppResult<Json<ArtifactList>> {
+pub(crate) async fn listing(state: &State, job_id: &str) -> AppResult<Json<ArtifactList>> {
     let base = state.api_url.get().cloned().unwrap_or_default();
     let items = state
         .store

@@ -42,7 +42,11 @@ mod test_results;
 #[allow(dead_code)]
 #[path = "../../../tests/sshd.rs"]
 mod test_sshd;
+mod users;
+#[cfg(test)]
+mod users_tests;
 mod util;
+mod v1;
 mod workspaces;
 
 use std::future::Future;
@@ -263,6 +267,8 @@ fn router(state: State) -> Router {
         .merge(project_secrets::routes())
         .merge(project_secrets::v1_routes())
         .merge(contexts::routes())
+        .merge(users::routes())
+        .merge(v1::routes())
         .fallback(error::no_route)
         .layer(axum::middleware::from_fn(error::json_errors))
         .with_state(state);

@@ -160,7 +160,7 @@ async fn timings(task: TaskAuth, StateExt(state): StateExt<State>) -> AppResult<
     Ok(Json(TestResults { tests }))
 }
 
-async fn listing(state: &State, job_id: &str) -> AppResult<Json<TestList>> {
+pub(crate) async fn listing(state: &State, job_id: &str) -> AppResult<Json<TestList>> {
     let items = state
         .store
         .job_test_results(job_id)

@@ -33,8 +33,6 @@ mod tasks;
 mod test_results;
 #[cfg(test)]
 mod tests;
-// Some user and token methods serve only tests until the user and token routes land.
-#[allow(dead_code)]
 mod users;
 mod workspaces;
 

@@ -71,6 +71,19 @@ impl Store {
         .await?)
     }
 
+    /// Every project, by slug; only those given to `member` if set.
+    pub async fn projects(&self, member: Option<&str>) -> StoreResult<Vec<ProjectRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, slug, git_url, namespace FROM projects p
+             WHERE $1 IS NULL
+                OR EXISTS (SELECT 1 FROM project_members m WHERE m.project_id = p.id AND m.user_id = $1)
+             ORDER BY slug",
+        )
+        .bind(member)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Whether resource class `name` exists.
     pub async fn resource_class_exists(&self, name: &str) -> StoreResult<bool> {
         Ok(self.resource_class_id(name).await?.is_some())

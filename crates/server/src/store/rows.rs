@@ -283,7 +283,6 @@ pub struct ContinuationRow {
 }
 
 /// A user.
-#[allow(dead_code)] // name, created_at: read by the user routes, landing next.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserRow {
     /// A UUID, as CircleCI's user ids are.
@@ -295,7 +294,6 @@ pub struct UserRow {
 }
 
 /// A personal API token, without its hash.
-#[allow(dead_code)] // Made by the token routes, landing next (and tests).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserTokenRow {
     pub id: String,
