@@ -5,6 +5,7 @@ mod auth;
 mod caches;
 mod checkout_keys;
 mod circleci_commands;
+mod clients;
 mod connections;
 mod containment;
 mod hardening;

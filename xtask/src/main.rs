@@ -16,6 +16,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, bail};
 
+mod clients;
 mod cross;
 mod package;
 mod prereqs;

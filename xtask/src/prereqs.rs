@@ -80,6 +80,18 @@ pub const PREREQS: &[Prereq] = &[
         root_only: false,
     },
     Prereq {
+        program: "node",
+        package: "nodejs",
+        why: "the third-party clients test runs circle-client and circleci-api (npm) on node",
+        root_only: false,
+    },
+    Prereq {
+        program: "npm",
+        package: "npm",
+        why: "the third-party clients test installs circle-client and circleci-api from npm",
+        root_only: false,
+    },
+    Prereq {
         program: "ssh",
         package: "openssh-client",
         why: "git over ssh:// and ssh-keygen for the ssh checkout and add_ssh_keys tests",

@@ -4,6 +4,7 @@
 //!    missing, as another user says what is missing and which tests need root.
 //! 2. Builds every binary the end-to-end tests start, once, and tells the harness where they are
 //!    (`BOSUN_TEST_BIN_DIR`), so no test process runs cargo itself.
+//!    Installs the pinned third-party API clients the clients test drives ([`crate::clients`]).
 //! 3. Runs the doc tests, then every other test with cargo-nextest when it is installed (each test
 //!    in its own process, end-to-end tests concurrently: see `.config/nextest.toml`), else with
 //!    `cargo test --workspace`. `ARGS` go to `cargo nextest run` (or to `cargo test` with
@@ -38,6 +39,7 @@ pub fn main(args: &[String]) -> anyhow::Result<u8> {
     let missing = prereqs::ensure(root)?;
 
     let bin_dir = build_bins()?;
+    crate::clients::ensure(&crate::root(), bin_dir.parent().unwrap_or(&bin_dir));
     let nextest = use_nextest && nextest_installed();
     let code = if nextest {
         let mut doc = cargo();

@@ -1,7 +1,20 @@
 //! Artifacts: a row per stored file, found by job. They expire by `--artifact-retention`:
 //! reads take the oldest creation time still alive (`created_after`).
 
-use super::{Store, StoreResult};
+use super::{BuildRow, JobStatus, Store, StoreResult};
+
+/// The columns of a [`BuildRow`] and the joins they come from.
+const BUILD_SELECT: &str =
+    "SELECT jobs.id, jobs.number, jobs.name, jobs.status, jobs.started_at, jobs.stopped_at,
+          workflows.id AS workflow_id, workflows.name AS workflow_name,
+          workflows.created_at, pipelines.revision, pipelines.branch, pipelines.tag,
+          pipelines.trigger_type, COALESCE(users.login, '') AS actor, projects.slug,
+          projects.git_url
+     FROM jobs
+     JOIN workflows ON workflows.id = jobs.workflow_id
+     JOIN pipelines ON pipelines.id = jobs.pipeline_id
+     JOIN projects ON projects.id = pipelines.project_id
+     LEFT JOIN users ON users.id = pipelines.actor_id";
 
 /// One stored artifact.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -116,5 +129,53 @@ impl Store {
         .bind(crate::slug::canonical(slug))
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    /// Jobs of project `project_id` as API v1.1 lists builds: newest (highest number) first,
+    /// `limit` of them after skipping `offset`, only those whose status is in `statuses` when
+    /// it is given.
+    pub async fn project_builds(
+        &self,
+        project_id: &str,
+        statuses: Option<&[JobStatus]>,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<Vec<BuildRow>> {
+        // The statuses are this enum's own strings, never a client's text.
+        let filter = match statuses {
+            Some(statuses) => format!(
+                "AND jobs.status IN ({})",
+                statuses
+                    .iter()
+                    .map(|status| format!("'{}'", status.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => String::new(),
+        };
+        let sql = format!(
+            "{BUILD_SELECT} WHERE pipelines.project_id = $1 {filter}
+              ORDER BY jobs.number DESC LIMIT $2 OFFSET $3"
+        );
+        Ok(sqlx::query_as(&sql)
+            .bind(project_id)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Job `number` of project `project_id` as [`Store::project_builds`] lists it.
+    pub async fn project_build(
+        &self,
+        project_id: &str,
+        number: i64,
+    ) -> StoreResult<Option<BuildRow>> {
+        let sql = format!("{BUILD_SELECT} WHERE pipelines.project_id = $1 AND jobs.number = $2");
+        Ok(sqlx::query_as(&sql)
+            .bind(project_id)
+            .bind(number)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 }

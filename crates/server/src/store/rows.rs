@@ -264,6 +264,29 @@ pub struct JobRow {
     pub message: Option<String>,
 }
 
+/// A job as API v1.1 lists it (a "build"), with its pipeline's git facts.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct BuildRow {
+    pub id: String,
+    pub number: i64,
+    pub name: String,
+    pub status: JobStatus,
+    pub started_at: Option<i64>,
+    pub stopped_at: Option<i64>,
+    pub workflow_id: String,
+    pub workflow_name: String,
+    /// When the workflow was made: the job was queued (or blocked) from then.
+    pub created_at: i64,
+    pub revision: String,
+    pub branch: Option<String>,
+    pub tag: Option<String>,
+    pub trigger_type: String,
+    /// The login of who triggered the pipeline.
+    pub actor: String,
+    pub slug: String,
+    pub git_url: String,
+}
+
 /// One step of a task.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct StepRow {
