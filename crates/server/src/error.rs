@@ -118,6 +118,14 @@ pub async fn json_errors(
             answer.headers_mut().insert(name.clone(), value.clone());
         }
     }
+    // This runs outside the routes, which are what set a length from an exact body size: set
+    // it here, so the answer is not chunked.
+    use axum::body::HttpBody as _;
+    if let Some(length) = answer.body().size_hint().exact() {
+        answer
+            .headers_mut()
+            .insert(axum::http::header::CONTENT_LENGTH, length.into());
+    }
     answer
 }
 

@@ -983,7 +983,7 @@ async fn every_error_answer_is_a_json_message_even_axums_own() {
                 "DELETE /api/v2/context HTTP/1.1\r\nHost: x\r\n{token}Connection: close\r\n\r\n"
             ),
             "405",
-            "/api/v2/context does not take DELETE",
+            "/api/v2/context does not take DELETE (it takes GET,HEAD,POST)",
         ),
         // A body that is not JSON, and one without a content type.
         (

@@ -270,11 +270,12 @@ fn router(state: State) -> Router {
         .merge(users::routes())
         .merge(v1::routes())
         .fallback(error::no_route)
-        .layer(axum::middleware::from_fn(error::json_errors))
         .with_state(state);
     // An outer router whose only service is the app: its middleware runs before the app's
-    // routing, so an escaped slug can be opened first.
+    // routing, so an escaped slug can be opened first, and sees the app's whole answers (a
+    // 405's `Allow` header is added after the app's own layers would run).
     Router::new()
         .fallback_service(app)
+        .layer(axum::middleware::from_fn(error::json_errors))
         .layer(axum::middleware::from_fn(slug::open_escaped_slugs))
 }

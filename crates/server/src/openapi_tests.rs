@@ -554,6 +554,18 @@ async fn refusals_are_json_messages_without_internal_detail() {
             }
         }
         check_error_body(&line, &answer, &mut failures);
+        if status == 405
+            && !answer["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("GET")
+        {
+            failures.add(
+                &line,
+                "the message does not name the methods it takes",
+                &detail,
+            );
+        }
     }
     failures.assert_only(&[]);
 }
