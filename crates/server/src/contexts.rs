@@ -96,21 +96,40 @@ fn owner_namespace(owner: &str) -> Result<String, AppError> {
     }
 }
 
-/// The organizations: every namespace with a project or a resource class.
+/// The organizations: every namespace with a project or a resource class, as CircleCI names
+/// them: `slug` is `vcs/org` of a project of the namespace whose organization is the namespace
+/// (`gh/acme`, `vcs-type` `github`), else `circleci/NAMESPACE`; contexts take either back as
+/// `owner-slug`.
 async fn collaborations(
     _: Caller,
     StateExt(state): StateExt<State>,
 ) -> AppResult<Json<Vec<api::Collaboration>>> {
     let namespaces = state.store.namespaces().await?;
+    let projects = state.store.projects(None).await?;
     Ok(Json(
         namespaces
             .into_iter()
-            .map(|namespace| api::Collaboration {
-                id: crate::slug::organization_id(&namespace),
-                vcs_type: "bosun".into(),
-                name: namespace.clone(),
-                avatar_url: String::new(),
-                slug: namespace,
+            .map(|namespace| {
+                let vcs = projects
+                    .iter()
+                    .filter(|project| project.namespace == namespace)
+                    .find_map(|project| {
+                        let mut parts = project.slug.split('/');
+                        let vcs = parts.next()?;
+                        let org = parts.next()?;
+                        (org.to_ascii_lowercase() == namespace).then_some((vcs, org))
+                    });
+                let (vcs_type, slug) = match vcs {
+                    Some((vcs, org)) => (crate::v1::vcs_type(vcs), format!("{vcs}/{org}")),
+                    None => ("circleci", format!("circleci/{namespace}")),
+                };
+                api::Collaboration {
+                    id: crate::slug::organization_id(&namespace),
+                    vcs_type: vcs_type.to_owned(),
+                    name: namespace.clone(),
+                    avatar_url: String::new(),
+                    slug,
+                }
             })
             .collect(),
     ))

@@ -1265,7 +1265,14 @@ async fn a_project_answers_circlecis_shape_and_its_organization_id_names_context
     let orgs: Vec<Collaboration> = client.collaborations(admin).await.unwrap();
     assert_eq!(orgs.len(), 1);
     assert_eq!(orgs[0].id, org_id.to_string());
-    assert_eq!(orgs[0].slug, "acme");
+    assert_eq!(
+        (
+            orgs[0].slug.as_str(),
+            orgs[0].vcs_type.as_str(),
+            orgs[0].name.as_str()
+        ),
+        ("gh/acme", "github", "acme")
+    );
 
     let by_id = CreateContext {
         name: "deploy".into(),

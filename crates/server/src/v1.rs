@@ -186,7 +186,7 @@ fn build_answer(base: &str, row: &BuildRow) -> serde_json::Value {
 }
 
 /// v1.1's name of a slug's VCS: `github`, `bitbucket`, else the prefix as it is.
-fn vcs_type(vcs: &str) -> &str {
+pub(crate) fn vcs_type(vcs: &str) -> &str {
     match vcs {
         "gh" | "github" => "github",
         "bb" | "bitbucket" => "bitbucket",
