@@ -767,6 +767,12 @@ async fn test_results_are_checked_whole_and_a_bad_upload_stores_nothing() {
         .collect();
     assert_eq!(names, [("a", "success"), ("b", "failure")]);
     assert!(list.items.iter().all(|t| !t.flaky && t.source == "unit"));
+    // A case without a source takes the upload's.
+    let json = r#"{"tests":[{"name":"c","classname":"c","result":"success"}]}"#;
+    assert_eq!(upload(json.to_owned()).await.unwrap().stored, 1);
+    let list = server.client.job_tests(&server.admin, job).await.unwrap();
+    let c = list.items.iter().find(|t| t.name == "c").expect("case c");
+    assert_eq!(c.source, "results");
     // Without a task token, nothing is stored.
     let err = server
         .client

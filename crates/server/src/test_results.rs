@@ -120,12 +120,16 @@ async fn store_tests(
             }
         })?
         .to_bytes();
-    let results: TestResults = serde_json::from_slice(&bytes).map_err(|err| {
+    let mut results: TestResults = serde_json::from_slice(&bytes).map_err(|err| {
         AppError::bad_request(format!(
             "test results are not valid JSON of test cases: {err}"
         ))
     })?;
-    for (index, case) in results.tests.iter().enumerate() {
+    for (index, case) in results.tests.iter_mut().enumerate() {
+        // A case the uploader named no source of comes from the upload's `source`.
+        if case.source.is_empty() {
+            case.source.clone_from(&query.source);
+        }
         check_case(index, case)?;
     }
     let stored = state.store.test_result_count(&task.job_id).await?;
