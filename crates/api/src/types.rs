@@ -594,7 +594,10 @@ pub struct CreateRestriction {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Restriction {
     pub id: String,
-    pub context_id: String,
+    /// In listings; the answer that creates one has none (CircleCI's `restriction_created`
+    /// allows no other fields).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project_id: Option<String>,
     pub name: String,

@@ -164,7 +164,7 @@ fn tests_report(items: &[bosun_api::TestItem], flaky: bool) -> String {
         } else {
             format!("{} {}", item.classname, item.name)
         };
-        if let Some(file) = &item.file {
+        if let Some(file) = item.file.as_deref().filter(|file| !file.is_empty()) {
             label.push_str(&format!(" ({file})"));
         }
         label

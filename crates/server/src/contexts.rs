@@ -328,7 +328,7 @@ async fn delete_context_env(
 fn restriction_answer(row: &RestrictionRow) -> api::Restriction {
     api::Restriction {
         id: row.id.clone(),
-        context_id: row.context_id.clone(),
+        context_id: Some(row.context_id.clone()),
         project_id: (row.restriction_type == "project").then(|| row.restriction_value.clone()),
         name: row.name.clone(),
         restriction_type: row.restriction_type.clone(),
@@ -440,7 +440,9 @@ async fn add_restriction(
     };
     state.store.add_restriction(&row, now_ms()).await?;
     tracing::info!(context = %context.name, kind = %row.restriction_type, "context restricted");
-    Ok((StatusCode::CREATED, Json(restriction_answer(&row))))
+    let mut answer = restriction_answer(&row);
+    answer.context_id = None;
+    Ok((StatusCode::CREATED, Json(answer)))
 }
 
 async fn delete_restriction(

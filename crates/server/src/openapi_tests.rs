@@ -416,15 +416,7 @@ fn every_case_names_an_operation_of_the_document() {
 /// Mismatches between today's answers and the document, as `METHOD SPEC-PATH: error`: each is
 /// expected to fail until its route is fixed, and a fixed one must leave this list (the test
 /// fails on both an unknown mismatch and a listed one that no longer happens).
-const KNOWN_MISMATCHES: &[&str] = &[
-    // contexts.rs answers the restriction with `context_id`; `restriction_created` has
-    // `additionalProperties: false` (the list's items allow it).
-    "POST /context/{context_id}/restrictions: $.context_id: a field the document does not allow",
-    // A test result uploaded without `file` is answered `"file": null`; the document wants a
-    // string.
-    "GET /project/{project-slug}/{job-number}/tests: $.items[0].file: null where the document wants string",
-    "GET /project/{project-slug}/{job-number}/tests: $.items[1].file: null where the document wants string",
-];
+const KNOWN_MISMATCHES: &[&str] = &[];
 
 #[tokio::test]
 async fn answers_validate_against_circlecis_openapi_document() {

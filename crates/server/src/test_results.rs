@@ -174,7 +174,8 @@ pub(crate) async fn listing(state: &State, job_id: &str) -> AppResult<Json<TestL
             message: row.message,
             source: row.source,
             run_time: row.run_time,
-            file: row.file,
+            // CircleCI's document wants a string: "" when the report named no file.
+            file: Some(row.file.unwrap_or_default()),
             result: row.result,
             name: row.name,
             classname: row.classname,
