@@ -94,7 +94,15 @@ async fn roles_and_personal_tokens_through_the_cli() {
         .expect("pipeline list");
     assert_eq!(pipelines["items"][0]["trigger"]["actor"]["login"], "mia");
 
-    // The viewer reads the job by slug and number.
+    // The viewer reads the pipeline and the job by slug and number.
+    let status = ok(
+        &bosun_as(server, &vera, &["pipeline", "status", &format!("{slug}/1")]),
+        "pipeline status",
+    );
+    assert!(
+        status.contains("pipeline #1") && status.contains("job build #1"),
+        "{status}"
+    );
     let job = format!("{slug}/1");
     let logs = ok(&bosun_as(server, &vera, &["job", "logs", &job]), "logs");
     assert!(logs.contains("built by the member"), "{logs}");

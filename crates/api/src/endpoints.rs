@@ -253,6 +253,20 @@ impl Client {
             .await
     }
 
+    /// `GET /api/v2/project/{slug}/pipeline/{number}`.
+    pub async fn project_pipeline(
+        &self,
+        auth: &Auth,
+        slug: &str,
+        number: u64,
+    ) -> Result<Pipeline, ApiError> {
+        self.get(
+            &format!("/api/v2/project/{}/pipeline/{number}", slug_path(slug)),
+            auth,
+        )
+        .await
+    }
+
     /// `GET /api/v2/pipeline/{id}/workflow`.
     pub async fn workflows(
         &self,

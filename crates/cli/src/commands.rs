@@ -377,7 +377,7 @@ impl Ctx {
     }
 }
 
-/// `vcs/org/repo/NUMBER` split into the slug and the number.
+/// `vcs/org/repo/NUMBER` (a job's or a pipeline's) split into the slug and the number.
 fn job_reference(job: &str) -> Option<(&str, u64)> {
     let (slug, number) = job.rsplit_once('/')?;
     if slug.split('/').count() != 3 || slug.split('/').any(str::is_empty) {
@@ -593,7 +593,11 @@ async fn pipeline_run(ctx: &Ctx, args: RunArgs) -> Result<u8, Failure> {
 }
 
 async fn pipeline_status(ctx: &Ctx, id: &str) -> Result<u8, Failure> {
-    let pipeline = ctx.client.pipeline(&ctx.auth, id).await?;
+    let pipeline = match job_reference(id) {
+        Some((slug, number)) => ctx.client.project_pipeline(&ctx.auth, slug, number).await?,
+        None => ctx.client.pipeline(&ctx.auth, id).await?,
+    };
+    let id = pipeline.id.as_str();
     println!(
         "pipeline #{} {} ({}): {}",
         pipeline.number, pipeline.id, pipeline.project_slug, pipeline.status

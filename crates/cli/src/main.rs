@@ -193,7 +193,10 @@ pub enum PipelineCommand {
     /// Trigger a pipeline.
     Run(RunArgs),
     /// Show a pipeline's workflows and jobs.
-    Status { id: String },
+    Status {
+        /// The pipeline: its id, or SLUG/NUMBER (`gh/acme/widgets/7`).
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
