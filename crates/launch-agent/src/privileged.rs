@@ -221,66 +221,127 @@ pub fn task_agent_command(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let switch = identity.switch.clone();
-    let raw_socket = socket.as_raw_fd();
-    let cgroup_procs = cgroup.map(|cgroup| cgroup.procs_path.clone());
-    let nproc = identity.rlimit_nproc;
-    let parent = nix::unistd::getpid();
-    // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
-    // syscalls (setsid, dup2, fcntl, close_range/close, open, write, setrlimit, umask,
-    // setgroups, setgid, setuid, prctl, getppid); every value it needs (the group list, the ids,
-    // the cgroup path as a C string, the process limit) was computed before the fork, so it
-    // neither allocates nor takes a lock.
+    let plan = ChildPlan {
+        socket: socket.as_raw_fd(),
+        cgroup_procs: cgroup.map(|cgroup| cgroup.procs_path.clone()),
+        nproc: identity.rlimit_nproc,
+        switch: identity.switch.clone(),
+        parent: nix::unistd::getpid().as_raw(),
+    };
+    // SAFETY: the closure runs in the forked child before exec; `task_agent_child` calls only
+    // async-signal-safe syscalls on values prepared here, before the fork, and allocates
+    // nothing (see its comment and `tests::the_child_side_of_a_spawn_never_allocates`).
     unsafe {
-        command.pre_exec(move || {
-            new_session()?;
-            // Move the socket to fd 3 with close-on-exec cleared, so it survives exec.
-            if raw_socket == TASK_AGENT_SOCKET_FD {
-                let flags = libc_fcntl_getfd(raw_socket)?;
-                libc_fcntl_setfd(raw_socket, flags & !nix::libc::FD_CLOEXEC)?;
-            } else if nix::libc::dup2(raw_socket, TASK_AGENT_SOCKET_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // Nothing of the launch-agent but stdio and the socket crosses into the job, even a
-            // descriptor someone forgot to open close-on-exec.
-            close_fds_from(TASK_AGENT_SOCKET_FD + 1);
-            // Join the task's cgroup while still root (the cgroup belongs to root).
-            if let Some(procs) = &cgroup_procs {
-                write_c_file(procs, b"0")?;
-            }
-            set_process_limit(nproc)?;
-            nix::libc::umask(0o022);
-            if let Some(switch) = &switch {
-                // Order matters: groups and gid while still root, uid last.
-                nix::unistd::setgroups(&switch.groups).map_err(std::io::Error::from)?;
-                nix::unistd::setgid(switch.gid).map_err(std::io::Error::from)?;
-                nix::unistd::setuid(switch.uid).map_err(std::io::Error::from)?;
-                // Regaining root must now fail; if it does not, refuse to run the job.
-                if nix::libc::setuid(0) == 0 || nix::libc::setgid(0) == 0 {
-                    return Err(std::io::Error::other("could regain root after dropping it"));
-                }
-            }
-            // Set after the uid change, which clears it: if the launch-agent dies, the
-            // task-agent gets SIGTERM and kills its steps before it exits (SIGKILL would end it
-            // at once and leave them running). The kernel sends it when the spawning *thread*
-            // exits: spawn from runtime worker threads, never from one that `block_in_place`
-            // may hand to the blocking pool while the task-agent runs.
-            if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGTERM, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if nix::libc::getppid() != parent.as_raw() {
-                return Err(std::io::Error::other(
-                    "the launch-agent exited during the spawn",
-                ));
-            }
-            // No setuid binary (sudo, su, ping) can raise the job's privileges.
-            if nix::libc::prctl(nix::libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        command.pre_exec(move || task_agent_child(&plan));
     }
     command
+}
+
+/// The errno a child set-up reports when it could regain root after dropping it. Between fork
+/// and exec an error can carry only an errno (std sends the parent nothing else, and building a
+/// message would allocate), so the two failures of our own have errnos no syscall there returns;
+/// [`spawn_error`] names them.
+const ERRNO_REGAINED_ROOT: i32 = nix::libc::ENOTRECOVERABLE;
+/// The errno a child set-up reports when the launch-agent exited during the spawn.
+const ERRNO_PARENT_GONE: i32 = nix::libc::EOWNERDEAD;
+
+/// What the task-agent's child side does between fork and exec, prepared before the fork.
+struct ChildPlan {
+    socket: i32,
+    cgroup_procs: Option<CString>,
+    nproc: Option<u64>,
+    switch: Option<Switch>,
+    /// The launch-agent's pid: the child checks it is still its parent.
+    parent: i32,
+}
+
+/// The child side of the task-agent spawn: runs after `fork` in a multi-threaded process, where
+/// another thread may have held the allocator's lock, so it must not allocate: only
+/// async-signal-safe syscalls on `plan`, and errors only as errnos (`last_os_error`,
+/// `from_raw_os_error`; never `io::Error::other`, `format!` or anything that builds a value).
+fn task_agent_child(plan: &ChildPlan) -> std::io::Result<()> {
+    new_session()?;
+    // Move the socket to fd 3 with close-on-exec cleared, so it survives exec.
+    if plan.socket == TASK_AGENT_SOCKET_FD {
+        let flags = libc_fcntl_getfd(plan.socket)?;
+        libc_fcntl_setfd(plan.socket, flags & !nix::libc::FD_CLOEXEC)?;
+    } else {
+        dup_to(plan.socket, TASK_AGENT_SOCKET_FD)?;
+    }
+    // Nothing of the launch-agent but stdio and the socket crosses into the job, even a
+    // descriptor someone forgot to open close-on-exec.
+    close_fds_from(TASK_AGENT_SOCKET_FD + 1);
+    // Join the task's cgroup while still root (the cgroup belongs to root).
+    if let Some(procs) = &plan.cgroup_procs {
+        write_c_file(procs, b"0")?;
+    }
+    set_process_limit(plan.nproc)?;
+    // SAFETY: umask, setuid, setgid, prctl and getppid are async-signal-safe syscalls that
+    // read nothing but their arguments.
+    unsafe {
+        nix::libc::umask(0o022);
+        if let Some(switch) = &plan.switch {
+            // Order matters: groups and gid while still root, uid last. nix passes the slice
+            // as it is (Gid is a transparent gid_t) and maps errors to an errno.
+            nix::unistd::setgroups(&switch.groups).map_err(std::io::Error::from)?;
+            nix::unistd::setgid(switch.gid).map_err(std::io::Error::from)?;
+            nix::unistd::setuid(switch.uid).map_err(std::io::Error::from)?;
+            // Regaining root must now fail; if it does not, refuse to run the job.
+            if nix::libc::setuid(0) == 0 || nix::libc::setgid(0) == 0 {
+                return Err(std::io::Error::from_raw_os_error(ERRNO_REGAINED_ROOT));
+            }
+        }
+        // Set after the uid change, which clears it: if the launch-agent dies, the task-agent
+        // gets SIGTERM and kills its steps before it exits (SIGKILL would end it at once and
+        // leave them running). The kernel sends it when the spawning *thread* exits: spawn
+        // from runtime worker threads, never from one that `block_in_place` may hand to the
+        // blocking pool while the task-agent runs.
+        if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGTERM, 0, 0, 0) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if nix::libc::getppid() != plan.parent {
+            return Err(std::io::Error::from_raw_os_error(ERRNO_PARENT_GONE));
+        }
+        // No setuid binary (sudo, su, ping) can raise the job's privileges.
+        if nix::libc::prctl(nix::libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The child side of a prefixed spawn (`runner.command_prefix`), allocation-free as
+/// [`task_agent_child`].
+fn prefixed_child(cgroup_procs: Option<&CString>, nproc: Option<u64>) -> std::io::Result<()> {
+    new_session()?;
+    close_fds_from(3);
+    if let Some(procs) = cgroup_procs {
+        write_c_file(procs, b"0")?;
+    }
+    set_process_limit(nproc)?;
+    // SAFETY: umask and prctl are async-signal-safe syscalls reading only their arguments.
+    unsafe {
+        nix::libc::umask(0o022);
+        // SIGTERM, which the prefix (sudo) relays to the task-agent, which stops its steps.
+        if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGTERM, 0, 0, 0) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// What a failed spawn of the task-agent (or its prefix) means, in words: the child side can
+/// report only an errno, and two of them are ours.
+pub fn spawn_error(err: &std::io::Error) -> String {
+    match err.raw_os_error() {
+        Some(ERRNO_REGAINED_ROOT) => {
+            "the job user could regain root after the launch-agent dropped it; refusing to run \
+             the job"
+                .to_owned()
+        }
+        Some(ERRNO_PARENT_GONE) => "the launch-agent exited during the spawn".to_owned(),
+        _ => err.to_string(),
+    }
 }
 
 /// Starts a new session, so the child has no controlling terminal: if the launch-agent was
@@ -344,6 +405,15 @@ fn set_process_limit(limit: Option<u64>) -> std::io::Result<()> {
     };
     // SAFETY: setrlimit is an async-signal-safe syscall reading only the struct passed.
     if unsafe { nix::libc::setrlimit(nix::libc::RLIMIT_NPROC, &rlimit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `dup2(fd, target)`. Called between fork and exec.
+fn dup_to(fd: i32, target: i32) -> std::io::Result<()> {
+    // SAFETY: dup2 on descriptor numbers has no memory effects.
+    if unsafe { nix::libc::dup2(fd, target) } < 0 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
@@ -813,6 +883,128 @@ pub fn sweep_leftovers(ledger: &Ledger, cleanup: bool, dedicated: Option<Uid>) {
 mod tests {
     use super::*;
 
+    /// Counts allocations while `COUNTING` is set: the forked child of
+    /// [`the_child_side_of_a_spawn_never_allocates`] sets it around the code under test.
+    struct CountingAllocator;
+
+    static COUNTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    static ALLOCATIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    // SAFETY: forwards every call to the system allocator unchanged; counting touches only
+    // atomics.
+    unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
+        unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+            if COUNTING.load(std::sync::atomic::Ordering::Relaxed) {
+                ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            // SAFETY: the caller's contract is passed on as it is.
+            unsafe { std::alloc::System.alloc(layout) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+            // SAFETY: as above.
+            unsafe { std::alloc::System.dealloc(ptr, layout) }
+        }
+
+        unsafe fn realloc(
+            &self,
+            ptr: *mut u8,
+            layout: std::alloc::Layout,
+            new_size: usize,
+        ) -> *mut u8 {
+            if COUNTING.load(std::sync::atomic::Ordering::Relaxed) {
+                ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            // SAFETY: as above.
+            unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+    /// Runs `setup` in a forked child with allocations counted; answers whether it allocated
+    /// and the errno of the error it returned (0 for none). The child reports through its exit
+    /// status (the set-up closes every descriptor above 3): the errno, or 255 if it allocated.
+    fn in_forked_child(setup: impl FnOnce() -> std::io::Result<()>) -> (bool, i32) {
+        // Fd 3 is where the task-agent's socket goes: something must be open there.
+        let null = std::fs::File::open("/dev/null").unwrap();
+        // SAFETY: the child calls only dup2, `setup` (what a pre_exec closure would run),
+        // atomics and _exit; no destructor or allocator lock of the parent is involved.
+        match unsafe { nix::unistd::fork() }.expect("fork") {
+            // SAFETY: dup2 and _exit are syscalls on plain values; see above.
+            nix::unistd::ForkResult::Child => unsafe {
+                nix::libc::dup2(null.as_raw_fd(), TASK_AGENT_SOCKET_FD);
+                ALLOCATIONS.store(0, std::sync::atomic::Ordering::Relaxed);
+                COUNTING.store(true, std::sync::atomic::Ordering::Relaxed);
+                let errno = match setup() {
+                    Ok(()) => 0,
+                    Err(err) => err.raw_os_error().unwrap_or(254),
+                };
+                COUNTING.store(false, std::sync::atomic::Ordering::Relaxed);
+                if ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+                    nix::libc::_exit(255);
+                }
+                nix::libc::_exit(errno.clamp(0, 254));
+            },
+            nix::unistd::ForkResult::Parent { child } => {
+                match nix::sys::wait::waitpid(child, None).expect("waitpid") {
+                    nix::sys::wait::WaitStatus::Exited(_, 255) => (true, 0),
+                    nix::sys::wait::WaitStatus::Exited(_, errno) => (false, errno),
+                    other => panic!("the child ended {other:?}"),
+                }
+            }
+        }
+    }
+
+    /// The child side of each spawn, on its error paths (the ones that would build a message)
+    /// and to its end: no allocation, and errors are the errnos the parent can read.
+    #[test]
+    fn the_child_side_of_a_spawn_never_allocates() {
+        let missing = CString::new("/nonexistent/bosun-test/cgroup.procs").unwrap();
+        // The process limit as it is (raising it could need a capability the test lacks).
+        let (_, nproc) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NPROC)
+            .expect("getrlimit");
+        let plan = |cgroup_procs: Option<CString>, parent: i32| ChildPlan {
+            socket: TASK_AGENT_SOCKET_FD,
+            cgroup_procs,
+            nproc: Some(nproc),
+            switch: None,
+            parent,
+        };
+        let cases: Vec<(&str, ChildPlan, i32)> = vec![
+            (
+                "a cgroup that cannot be joined",
+                plan(Some(missing.clone()), nix::unistd::getpid().as_raw()),
+                nix::libc::ENOENT,
+            ),
+            // The child's parent is this test process, not pid 1: the "launch-agent exited"
+            // path.
+            ("a parent that is gone", plan(None, 1), ERRNO_PARENT_GONE),
+        ];
+        for (what, plan, errno) in cases {
+            assert_eq!(
+                in_forked_child(|| task_agent_child(&plan)),
+                (false, errno),
+                "{what}: (allocated, errno)"
+            );
+        }
+        // To its end: this test process is the parent.
+        let whole = plan(None, nix::unistd::getpid().as_raw());
+        assert_eq!(in_forked_child(|| task_agent_child(&whole)), (false, 0));
+        assert_eq!(
+            in_forked_child(|| prefixed_child(Some(&missing), Some(nproc))),
+            (false, nix::libc::ENOENT)
+        );
+        assert_eq!(in_forked_child(|| prefixed_child(None, None)), (false, 0));
+        // And the counter counts: an error built with a message allocates.
+        assert!(in_forked_child(|| Err(std::io::Error::other("a message"))).0);
+        assert!(
+            spawn_error(&std::io::Error::from_raw_os_error(ERRNO_PARENT_GONE))
+                .contains("exited during the spawn")
+        );
+    }
+
     #[test]
     fn the_ledger_sits_beside_the_task_directories() {
         let ledger = |t: &str| Ledger::for_working_directory(t).dir;
@@ -1082,23 +1274,10 @@ pub fn prefixed_command(
         .stderr(Stdio::piped());
     let cgroup_procs = cgroup.map(|cgroup| cgroup.procs_path.clone());
     let nproc = identity.rlimit_nproc;
-    // SAFETY: as in `task_agent_command`: only async-signal-safe syscalls on values prepared
-    // before the fork.
+    // SAFETY: as in `task_agent_command`: `prefixed_child` makes only async-signal-safe
+    // syscalls on values prepared before the fork, and allocates nothing.
     unsafe {
-        command.pre_exec(move || {
-            new_session()?;
-            close_fds_from(3);
-            if let Some(procs) = &cgroup_procs {
-                write_c_file(procs, b"0")?;
-            }
-            set_process_limit(nproc)?;
-            nix::libc::umask(0o022);
-            // SIGTERM, which the prefix (sudo) relays to the task-agent, which stops its steps.
-            if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGTERM, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        command.pre_exec(move || prefixed_child(cgroup_procs.as_ref(), nproc));
     }
     command
 }

@@ -367,9 +367,13 @@ async fn start_with_socketpair(
         .arg(privileged::scripts_dir(work_dir));
     let mut command = tokio::process::Command::from(command);
     command.kill_on_drop(true);
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("starting {}", config.task_agent_path.display()))?;
+    let mut child = command.spawn().map_err(|err| {
+        anyhow::anyhow!(
+            "starting {}: {}",
+            config.task_agent_path.display(),
+            privileged::spawn_error(&err)
+        )
+    })?;
     log_agent_output(&mut child, &spec.task_id);
     // Our copy of the child's end must close, or we would never see the child hang up.
     drop(theirs);
