@@ -489,6 +489,16 @@ fn check_config_warns_when_the_token_file_is_readable_by_others() {
         "no warning about a 0644 token file: {loose}"
     );
     assert!(!loose.contains("secret-token"), "{loose}");
+    // The effective configuration names where each value came from.
+    for line in [
+        "api.auth_token".to_owned(),
+        "= <redacted>".to_owned(),
+        format!("[{}:2]", config.display()),
+        "runner.max_run_time                = 5h".to_owned(),
+        "[default]".to_owned(),
+    ] {
+        assert!(loose.contains(&line), "no `{line}` in {loose}");
+    }
     let mode = std::fs::metadata(&log).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "logging.file was created {mode:o}");
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();

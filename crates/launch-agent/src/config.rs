@@ -1,11 +1,12 @@
-//! `launch-agent-config.yaml`, CircleCI's keys, with `LAUNCH_AGENT_*` environment overrides.
-//! Read before any privilege drop: the file may be mode 0600 root and hold the runner token.
+//! `launch-agent-config.yaml` (or machine runner 3's `circleci-runner-config.yaml`), CircleCI's
+//! keys, with `LAUNCH_AGENT_*` and `CIRCLECI_RUNNER_*` environment overrides. Read before any
+//! privilege drop: the file may be mode 0600 root and hold the runner token. Every value keeps
+//! where it came from (file and line, variable, default): errors and `--check-config` name it.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use yaml_rust2::{Yaml, YamlLoader};
 
 /// Largest config file accepted.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -57,8 +58,15 @@ pub struct Config {
     /// `runner.max_memory` (default 3/4 of the host's memory; `unlimited` for none): bytes of
     /// memory per task, enforced where the cgroup memory controller is available.
     pub max_memory: Option<u64>,
+    /// `logging.level` (default `info`; `BOSUN_LOG` wins).
+    pub logging_level: String,
+    /// `logging.format` (default `text`).
+    pub logging_format: LogFormat,
     /// Problems that do not stop the agent (unknown keys), reported once at start.
     pub warnings: Vec<String>,
+    /// Every key with its value as given (`""` when not set; the token redacted) and where it
+    /// came from, for `--check-config`.
+    pub effective: Vec<(String, String, Origin)>,
 }
 
 impl std::fmt::Debug for Config {
@@ -154,14 +162,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// `unlimited` (or `none`, `0`) means no limit; anything else goes through `parse`.
 fn parse_limit(
     text: &str,
-    key: &str,
     parse: impl Fn(&str) -> Result<u64, String>,
-) -> anyhow::Result<Option<u64>> {
+) -> Result<Option<u64>, String> {
     match text.trim() {
         "unlimited" | "none" | "0" => Ok(None),
-        other => parse(other)
-            .map(Some)
-            .map_err(|err| anyhow::anyhow!("{key}: {err}")),
+        other => parse(other).map(Some),
     }
 }
 
@@ -180,27 +185,173 @@ fn default_max_memory() -> Option<u64> {
     Some(kib * 1024 / 4 * 3)
 }
 
-fn scalar(value: &Yaml, key: &str) -> anyhow::Result<Option<String>> {
-    Ok(match value {
-        Yaml::BadValue | Yaml::Null => None,
-        Yaml::String(s) => Some(s.clone()),
-        Yaml::Integer(i) => Some(i.to_string()),
-        Yaml::Real(r) => Some(r.clone()),
-        Yaml::Boolean(b) => Some(b.to_string()),
-        _ => bail!("`{key}` must be a single value"),
-    })
+/// Where a configuration value came from, for errors and `--check-config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A line of the config file.
+    File { path: PathBuf, line: usize },
+    /// An environment variable (`LAUNCH_AGENT_*` or `CIRCLECI_RUNNER_*`).
+    Env(String),
+    /// Nobody set it.
+    Default,
 }
 
-fn parse_bool(text: &str, key: &str) -> anyhow::Result<bool> {
-    match text {
-        "true" | "True" | "1" | "yes" => Ok(true),
-        "false" | "False" | "0" | "no" => Ok(false),
-        other => bail!("`{key}` must be true or false, not `{other}`"),
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::File { path, line } => write!(f, "{}:{line}", path.display()),
+            Origin::Env(name) => write!(f, "env {name}"),
+            Origin::Default => f.write_str("default"),
+        }
     }
 }
 
-/// Raw key/value pairs from the file, flattened to `section.key` names.
-fn read_file(path: &Path, warnings: &mut Vec<String>) -> anyhow::Result<Vec<(String, String)>> {
+/// One value as given, before it is parsed.
+#[derive(Debug, Clone)]
+struct Given {
+    /// Scalar text; a list's items joined by U+001F.
+    text: String,
+    is_list: bool,
+    origin: Origin,
+}
+
+/// What the YAML parser saw of the file, flattened to dotted names with their lines.
+#[derive(Debug, Default)]
+struct FileEntries {
+    /// Scalars and lists of scalars: `(name, text, is_list, line)`.
+    values: Vec<(String, String, bool, usize)>,
+    /// Maps below the top level: `(name, line)`.
+    maps: Vec<(String, usize)>,
+    /// The first thing that cannot be read (a list of maps, an alias), with its line.
+    error: Option<(String, usize)>,
+    /// Whether the top level is a map (or the file is empty).
+    top_is_map: Option<bool>,
+}
+
+/// A YAML event receiver that flattens maps to dotted names and keeps each key's line
+/// (`YamlLoader` drops the positions).
+#[derive(Default)]
+struct Flatten {
+    out: FileEntries,
+    /// Open maps and lists: for a map, its name and the key whose value comes next.
+    stack: Vec<Frame>,
+}
+
+enum Frame {
+    Map {
+        name: String,
+        key: Option<(String, usize)>,
+    },
+    List {
+        name: String,
+        line: usize,
+        items: Vec<String>,
+    },
+}
+
+impl Flatten {
+    /// The dotted name of the value that starts now, and its key's line.
+    fn value_name(&mut self) -> Option<(String, usize)> {
+        match self.stack.last_mut()? {
+            Frame::Map { name, key } => {
+                let (key, line) = key.take()?;
+                let full = if name.is_empty() {
+                    key
+                } else {
+                    format!("{name}.{key}")
+                };
+                Some((full, line))
+            }
+            Frame::List { .. } => None,
+        }
+    }
+
+    fn fail(&mut self, what: String, line: usize) {
+        if self.out.error.is_none() {
+            self.out.error = Some((what, line));
+        }
+    }
+}
+
+impl yaml_rust2::parser::MarkedEventReceiver for Flatten {
+    fn on_event(&mut self, event: yaml_rust2::Event, mark: yaml_rust2::scanner::Marker) {
+        use yaml_rust2::Event;
+        let line = mark.line();
+        match event {
+            Event::MappingStart(..) => {
+                if self.stack.is_empty() {
+                    self.out.top_is_map.get_or_insert(true);
+                    self.stack.push(Frame::Map {
+                        name: String::new(),
+                        key: None,
+                    });
+                    return;
+                }
+                if matches!(self.stack.last(), Some(Frame::List { .. })) {
+                    self.fail("a list may hold only plain values".into(), line);
+                }
+                let (name, line) = self.value_name().unwrap_or_default();
+                self.out.maps.push((name.clone(), line));
+                self.stack.push(Frame::Map { name, key: None });
+            }
+            Event::SequenceStart(..) => {
+                if self.stack.is_empty() {
+                    self.out.top_is_map = Some(false);
+                }
+                if matches!(self.stack.last(), Some(Frame::List { .. })) {
+                    self.fail("a list may hold only plain values".into(), line);
+                }
+                let (name, line) = self.value_name().unwrap_or_default();
+                self.stack.push(Frame::List {
+                    name,
+                    line,
+                    items: Vec::new(),
+                });
+            }
+            Event::MappingEnd => {
+                self.stack.pop();
+            }
+            Event::SequenceEnd => {
+                if let Some(Frame::List { name, line, items }) = self.stack.pop() {
+                    if !name.is_empty() {
+                        self.out
+                            .values
+                            .push((name, items.join("\u{1f}"), true, line));
+                    }
+                }
+            }
+            Event::Scalar(text, style, ..) => {
+                let null = style == yaml_rust2::scanner::TScalarStyle::Plain
+                    && matches!(text.as_str(), "" | "~" | "null" | "Null" | "NULL");
+                match self.stack.last_mut() {
+                    None => self.out.top_is_map = Some(null),
+                    Some(Frame::List { items, .. }) => items.push(text),
+                    Some(Frame::Map { key, .. }) if key.is_none() => *key = Some((text, line)),
+                    Some(Frame::Map { .. }) => {
+                        let (name, line) = self.value_name().unwrap_or_default();
+                        if !null {
+                            self.out.values.push((name, text, false, line));
+                        }
+                    }
+                }
+            }
+            Event::Alias(_) => self.fail("YAML aliases are not supported here".into(), line),
+            _ => {}
+        }
+    }
+}
+
+fn parse_bool(text: &str) -> Result<bool, String> {
+    match text {
+        "true" | "True" | "1" | "yes" => Ok(true),
+        "false" | "False" | "0" | "no" => Ok(false),
+        other => Err(format!("must be true or false, not `{other}`")),
+    }
+}
+
+/// The file's values by dotted name (`runner.name`), with their lines; unknown keys and
+/// values of the wrong shape are reported naming the key and line.
+fn read_file(path: &Path, warnings: &mut Vec<String>) -> anyhow::Result<Vec<(String, Given)>> {
     let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
     if meta.len() > MAX_CONFIG_BYTES {
         bail!(
@@ -211,52 +362,65 @@ fn read_file(path: &Path, warnings: &mut Vec<String>) -> anyhow::Result<Vec<(Str
     }
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let docs = YamlLoader::load_from_str(&text)
+    let mut flatten = Flatten::default();
+    yaml_rust2::parser::Parser::new_from_str(&text)
+        .load(&mut flatten, false)
         .map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
-    let mut pairs = Vec::new();
-    let Some(doc) = docs.into_iter().next() else {
-        return Ok(pairs);
-    };
-    let Yaml::Hash(top) = doc else {
-        if matches!(doc, Yaml::Null) {
-            return Ok(pairs);
-        }
+    let entries = flatten.out;
+    let at = |line: usize| format!("{}:{line}", path.display());
+    if let Some((what, line)) = entries.error {
+        bail!("{}: {what}", at(line));
+    }
+    if entries.top_is_map == Some(false) {
         bail!(
             "{}: the top level must be a map of sections (api, runner, logging)",
             path.display()
         );
-    };
-    for (section, body) in top {
-        let section = scalar(&section, "section")?.unwrap_or_default();
-        let Yaml::Hash(body) = body else {
-            if matches!(body, Yaml::Null) {
-                continue;
-            }
-            bail!("{}: `{section}` must be a map", path.display());
-        };
-        for (key, value) in body {
-            let key = scalar(&key, &section)?.unwrap_or_default();
-            let name = format!("{section}.{key}");
-            if name == "runner.command_prefix" {
-                if let Yaml::Array(items) = &value {
-                    let words: Vec<String> = items
-                        .iter()
-                        .map(|item| scalar(item, &name).map(Option::unwrap_or_default))
-                        .collect::<anyhow::Result<_>>()?;
-                    pairs.push((name, words.join("\u{1f}")));
-                    continue;
-                }
-            }
-            if name == "runner.ssh" {
-                warnings.push("`runner.ssh` is not supported yet: SSH reruns are off".into());
-                continue;
-            }
-            if let Some(value) = scalar(&value, &name)? {
-                pairs.push((name, value));
-            }
+    }
+    let known = |name: &str| KEYS.iter().any(|(key, _)| *key == name);
+    // A map where a value belongs, or a value where a section belongs.
+    for (name, line) in &entries.maps {
+        if known(name) {
+            bail!("`{name}` ({}) must be a single value, not a map", at(*line));
         }
     }
-    Ok(pairs)
+    let mut given = Vec::new();
+    for (name, text, is_list, line) in entries.values {
+        if SECTIONS.contains(&name.as_str()) || name == "runner.ssh" {
+            bail!("`{name}` ({}) must be a map of keys", at(line));
+        }
+        if !known(&name) {
+            if !entries
+                .maps
+                .iter()
+                .any(|(map, _)| name.starts_with(&format!("{map}.")))
+                && !name.contains('.')
+            {
+                warnings.push(format!(
+                    "unknown section `{name}` ({}) is ignored",
+                    at(line)
+                ));
+            } else {
+                warnings.push(format!("unknown key `{name}` ({}) is ignored", at(line)));
+            }
+            continue;
+        }
+        if is_list && name != "runner.command_prefix" {
+            bail!("`{name}` ({}) must be a single value, not a list", at(line));
+        }
+        given.push((
+            name,
+            Given {
+                text,
+                is_list,
+                origin: Origin::File {
+                    path: path.to_owned(),
+                    line,
+                },
+            },
+        ));
+    }
+    Ok(given)
 }
 
 /// A warning when the file holding the runner token can be read by its group or others (as ssh
@@ -274,46 +438,62 @@ fn token_file_warning(path: &Path) -> Option<String> {
     })
 }
 
-/// `(file key, LAUNCH_AGENT_* variable)` for every key bosun understands.
-const KEYS: &[(&str, &str)] = &[
-    ("api.auth_token", "LAUNCH_AGENT_API_AUTH_TOKEN"),
-    ("api.url", "LAUNCH_AGENT_API_URL"),
-    ("runner.name", "LAUNCH_AGENT_RUNNER_NAME"),
-    ("runner.working_directory", "LAUNCH_AGENT_RUNNER_WORK_DIR"),
-    (
-        "runner.cleanup_working_directory",
-        "LAUNCH_AGENT_RUNNER_CLEANUP_WORK_DIR",
-    ),
-    ("runner.mode", "LAUNCH_AGENT_RUNNER_MODE"),
-    ("runner.max_run_time", "LAUNCH_AGENT_RUNNER_MAX_RUN_TIME"),
-    ("runner.idle_timeout", "LAUNCH_AGENT_RUNNER_IDLE_TIMEOUT"),
+/// The sections of the file.
+const SECTIONS: &[&str] = &["api", "runner", "logging"];
+
+/// Every key bosun understands, with the suffix of its environment variables: CircleCI's
+/// launch-agent reads `LAUNCH_AGENT_<suffix>` for `api.*` and `logging.*` and
+/// `LAUNCH_AGENT_RUNNER_<suffix>` for `runner.*`; machine runner 3 reads
+/// `CIRCLECI_RUNNER_<suffix>` for all ([`env_names`]).
+pub const KEYS: &[(&str, &str)] = &[
+    ("api.auth_token", "API_AUTH_TOKEN"),
+    ("api.url", "API_URL"),
+    ("runner.name", "NAME"),
+    ("runner.working_directory", "WORK_DIR"),
+    ("runner.cleanup_working_directory", "CLEANUP_WORK_DIR"),
+    ("runner.mode", "MODE"),
+    ("runner.max_run_time", "MAX_RUN_TIME"),
+    ("runner.idle_timeout", "IDLE_TIMEOUT"),
     (
         "runner.termination_grace_period",
-        "LAUNCH_AGENT_RUNNER_TERMINATION_GRACE_PERIOD",
+        "TERMINATION_GRACE_PERIOD",
     ),
-    (
-        "runner.disable_auto_update",
-        "LAUNCH_AGENT_RUNNER_DISABLE_AUTO_UPDATE",
-    ),
-    (
-        "runner.command_prefix",
-        "LAUNCH_AGENT_RUNNER_COMMAND_PREFIX",
-    ),
-    ("runner.user", "LAUNCH_AGENT_RUNNER_USER"),
-    ("runner.group", "LAUNCH_AGENT_RUNNER_GROUP"),
-    (
-        "runner.task_agent_path",
-        "LAUNCH_AGENT_RUNNER_TASK_AGENT_PATH",
-    ),
-    ("runner.cgroups", "LAUNCH_AGENT_RUNNER_CGROUPS"),
-    (
-        "runner.dedicated_user",
-        "LAUNCH_AGENT_RUNNER_DEDICATED_USER",
-    ),
-    ("runner.max_pids", "LAUNCH_AGENT_RUNNER_MAX_PIDS"),
-    ("runner.max_memory", "LAUNCH_AGENT_RUNNER_MAX_MEMORY"),
-    ("logging.file", "LAUNCH_AGENT_LOGGING_FILE"),
+    ("runner.disable_auto_update", "DISABLE_AUTO_UPDATE"),
+    ("runner.command_prefix", "COMMAND_PREFIX"),
+    ("runner.ssh.advertise_addr", "SSH_ADVERTISE_ADDR"),
+    ("runner.user", "USER"),
+    ("runner.group", "GROUP"),
+    ("runner.task_agent_path", "TASK_AGENT_PATH"),
+    ("runner.cgroups", "CGROUPS"),
+    ("runner.dedicated_user", "DEDICATED_USER"),
+    ("runner.max_pids", "MAX_PIDS"),
+    ("runner.max_memory", "MAX_MEMORY"),
+    ("logging.file", "LOGGING_FILE"),
+    ("logging.level", "LOGGING_LEVEL"),
+    ("logging.format", "LOGGING_FORMAT"),
 ];
+
+/// The environment variables that set `key`, strongest first: the launch-agent's
+/// `LAUNCH_AGENT_*`, then machine runner 3's `CIRCLECI_RUNNER_*`.
+pub fn env_names(key: &str, suffix: &str) -> [String; 2] {
+    let launch_agent = if key.starts_with("runner.") {
+        format!("LAUNCH_AGENT_RUNNER_{suffix}")
+    } else {
+        format!("LAUNCH_AGENT_{suffix}")
+    };
+    [launch_agent, format!("CIRCLECI_RUNNER_{suffix}")]
+}
+
+/// How the launch-agent's own log lines are written (`logging.format`, machine runner 3's
+/// key): `text` (the default), `color` (text with ANSI colours, never into a file), `json`
+/// (one object per line), `none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Color,
+    Json,
+    None,
+}
 
 /// Loads the file (if given) and applies the environment overrides from `env`.
 pub fn load(
@@ -322,46 +502,47 @@ pub fn load(
     running_as_root: bool,
 ) -> anyhow::Result<Config> {
     let mut warnings = Vec::new();
-    let mut pairs = match path {
+    let mut given: Vec<(String, Given)> = match path {
         Some(path) => read_file(path, &mut warnings)?,
         None => Vec::new(),
     };
     if let Some(path) = path {
-        if pairs
+        if given
             .iter()
-            .any(|(name, value)| name == "api.auth_token" && !value.is_empty())
+            .any(|(name, value)| name == "api.auth_token" && !value.text.is_empty())
         {
             if let Some(warning) = token_file_warning(path) {
                 warnings.push(warning);
             }
         }
     }
-    for (name, _) in &pairs {
-        if !KEYS.iter().any(|(key, _)| key == name) {
-            warnings.push(format!(
-                "unknown key `{name}` in the config file is ignored"
+    for (key, suffix) in KEYS {
+        if let Some((variable, text)) = env_names(key, suffix)
+            .into_iter()
+            .find_map(|name| env(&name).map(|text| (name, text)))
+        {
+            given.retain(|(name, _)| name != key);
+            given.push((
+                (*key).to_owned(),
+                Given {
+                    text,
+                    is_list: false,
+                    origin: Origin::Env(variable),
+                },
             ));
         }
     }
-    for (key, variable) in KEYS {
-        if let Some(value) = env(variable) {
-            pairs.retain(|(name, _)| name != key);
-            pairs.push(((*key).to_owned(), value));
-        }
-    }
-    let get = |key: &str| {
-        pairs
-            .iter()
-            .rev()
-            .find(|(name, _)| name == key)
-            .map(|(_, value)| value.clone())
-    };
+    let values = Values { given };
+    let v = &values;
 
-    let auth_token = get("api.auth_token")
+    let auth_token = v
+        .text("api.auth_token")
         .filter(|t| !t.is_empty())
         .context("`api.auth_token` is required (or LAUNCH_AGENT_API_AUTH_TOKEN)")?;
-    let api_url = get("api.url").unwrap_or_else(|| "http://127.0.0.1:8730".into());
-    let runner_name = match get("runner.name") {
+    let api_url = v
+        .text("api.url")
+        .unwrap_or_else(|| "http://127.0.0.1:8730".into());
+    let runner_name = match v.text("runner.name") {
         Some(name) => name,
         None => nix::unistd::gethostname()
             .ok()
@@ -374,9 +555,12 @@ pub fn load(
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || " .()-_".contains(c));
     if !name_ok {
-        bail!("runner.name `{runner_name}` must contain only letters, numbers, .()_-, and spaces");
+        bail!(
+            "runner.name `{runner_name}` ({}) must contain only letters, numbers, .()_-, and spaces",
+            v.origin("runner.name")
+        );
     }
-    let working_directory = get("runner.working_directory").unwrap_or_else(|| {
+    let working_directory = v.text("runner.working_directory").unwrap_or_else(|| {
         if running_as_root {
             "/var/opt/circleci/workdir/%s".into()
         } else {
@@ -387,42 +571,40 @@ pub fn load(
         }
     });
     if !working_directory.starts_with('/') {
-        bail!("runner.working_directory `{working_directory}` must be an absolute path");
+        bail!(
+            "runner.working_directory `{working_directory}` ({}) must be an absolute path",
+            v.origin("runner.working_directory")
+        );
     }
-    let cleanup_working_directory = match get("runner.cleanup_working_directory") {
-        Some(text) => parse_bool(&text, "runner.cleanup_working_directory")?,
-        None => false,
-    };
-    let mode = match get("runner.mode").as_deref() {
-        None | Some("continuous") => Mode::Continuous,
-        Some("single-task") => Mode::SingleTask,
-        Some(other) => bail!("runner.mode `{other}` must be `continuous` or `single-task`"),
-    };
-    let max_run_time = match get("runner.max_run_time") {
-        Some(text) => {
-            parse_duration(&text).map_err(|err| anyhow::anyhow!("runner.max_run_time: {err}"))?
-        }
-        None => Duration::from_secs(5 * 3600),
-    };
-    let termination_grace_period = match get("runner.termination_grace_period") {
-        Some(text) => parse_duration(&text)
-            .map_err(|err| anyhow::anyhow!("runner.termination_grace_period: {err}"))?,
-        None => Duration::from_secs(10),
-    };
-    let idle_timeout = match get("runner.idle_timeout") {
-        Some(text) => Some(
-            parse_duration(&text).map_err(|err| anyhow::anyhow!("runner.idle_timeout: {err}"))?,
-        ),
-        None => None,
-    };
-    let command_prefix: Vec<String> = match get("runner.command_prefix") {
-        // From the file: words joined by U+001F; from LAUNCH_AGENT_RUNNER_COMMAND_PREFIX: words
-        // separated by spaces.
-        Some(text) if text.contains('\u{1f}') => text.split('\u{1f}').map(str::to_owned).collect(),
-        Some(text) => text.split_whitespace().map(str::to_owned).collect(),
+    let cleanup_working_directory = v
+        .parse("runner.cleanup_working_directory", parse_bool)?
+        .unwrap_or(false);
+    let mode = v
+        .parse("runner.mode", |text| match text {
+            "continuous" => Ok(Mode::Continuous),
+            "single-task" => Ok(Mode::SingleTask),
+            other => Err(format!("`{other}` must be `continuous` or `single-task`")),
+        })?
+        .unwrap_or(Mode::Continuous);
+    let max_run_time = v
+        .parse("runner.max_run_time", parse_duration)?
+        .unwrap_or(Duration::from_secs(5 * 3600));
+    let termination_grace_period = v
+        .parse("runner.termination_grace_period", parse_duration)?
+        .unwrap_or(Duration::from_secs(10));
+    let idle_timeout = v.parse("runner.idle_timeout", parse_duration)?;
+    // Read so a wrong value is an error; bosun has no self-update yet, so off either way.
+    v.parse("runner.disable_auto_update", parse_bool)?;
+    let command_prefix: Vec<String> = match v.get("runner.command_prefix") {
+        // From the file: a list; from the environment: words separated by spaces.
+        Some(given) if given.is_list => given.text.split('\u{1f}').map(str::to_owned).collect(),
+        Some(given) => given.text.split_whitespace().map(str::to_owned).collect(),
         None => Vec::new(),
     };
-    let user = match get("runner.user") {
+    if v.get("runner.ssh.advertise_addr").is_some() {
+        warnings.push("runner.ssh.advertise_addr is not supported yet: SSH reruns are off".into());
+    }
+    let user = match v.text("runner.user") {
         Some(user) if !user.is_empty() => {
             if !running_as_root {
                 warnings.push(format!(
@@ -447,38 +629,53 @@ pub fn load(
              connecting back"
         );
     }
-    let task_agent_path = match get("runner.task_agent_path") {
+    let task_agent_path = match v.text("runner.task_agent_path") {
         Some(path) => PathBuf::from(path),
         None => std::env::current_exe()
             .context("locating the launch-agent binary")?
             .with_file_name("task-agent"),
     };
-    let cgroups = match get("runner.cgroups") {
-        Some(text) => parse_bool(&text, "runner.cgroups")?,
-        None => true,
-    };
-    let dedicated_user = match get("runner.dedicated_user") {
-        Some(text) => parse_bool(&text, "runner.dedicated_user")?,
-        None => false,
-    };
+    let cgroups = v.parse("runner.cgroups", parse_bool)?.unwrap_or(true);
+    let dedicated_user = v
+        .parse("runner.dedicated_user", parse_bool)?
+        .unwrap_or(false);
     if dedicated_user && user == JobUser::Current {
         warnings.push(
             "runner.dedicated_user is ignored: jobs run as the launch-agent's own user".into(),
         );
     }
     let dedicated_user = dedicated_user && user != JobUser::Current;
-    let max_pids = match get("runner.max_pids") {
-        Some(text) => parse_limit(&text, "runner.max_pids", |t| {
+    let max_pids = match v.parse("runner.max_pids", |text| {
+        parse_limit(text, |t| {
             t.parse::<u64>()
                 .map_err(|_| format!("`{t}` is not a number of processes"))
-        })?,
+        })
+    })? {
+        Some(limit) => limit,
         None => Some(DEFAULT_MAX_PIDS),
     };
-    let max_memory = match get("runner.max_memory") {
-        Some(text) => parse_limit(&text, "runner.max_memory", parse_size)?,
+    let max_memory = match v.parse("runner.max_memory", |text| parse_limit(text, parse_size))? {
+        Some(limit) => limit,
         None => default_max_memory(),
     };
-    Ok(Config {
+    let logging_level = v
+        .parse("logging.level", |text| match text {
+            "trace" | "debug" | "info" | "warn" | "error" => Ok(text.to_owned()),
+            other => Err(format!(
+                "`{other}` must be one of trace, debug, info, warn, error"
+            )),
+        })?
+        .unwrap_or_else(|| "info".to_owned());
+    let logging_format = v
+        .parse("logging.format", |text| match text {
+            "text" => Ok(LogFormat::Text),
+            "color" => Ok(LogFormat::Color),
+            "json" => Ok(LogFormat::Json),
+            "none" => Ok(LogFormat::None),
+            other => Err(format!("`{other}` must be one of text, color, json, none")),
+        })?
+        .unwrap_or(LogFormat::Text);
+    let mut config = Config {
         api_url,
         auth_token,
         runner_name,
@@ -490,15 +687,97 @@ pub fn load(
         idle_timeout,
         user,
         command_prefix,
-        group: get("runner.group").filter(|g| !g.is_empty()),
+        group: v.text("runner.group").filter(|g| !g.is_empty()),
         task_agent_path,
-        logging_file: get("logging.file").map(PathBuf::from),
+        logging_file: v.text("logging.file").map(PathBuf::from),
+        logging_level,
+        logging_format,
         cgroups,
         dedicated_user,
         max_pids,
         max_memory,
         warnings,
-    })
+        effective: Vec::new(),
+    };
+    config.effective = KEYS
+        .iter()
+        .map(|(key, _)| {
+            let shown = match v.get(key) {
+                _ if *key == "api.auth_token" => "<redacted>".to_owned(),
+                Some(given) => given.text.replace('\u{1f}', " "),
+                None => default_shown(&config, key),
+            };
+            ((*key).to_owned(), shown, v.origin(key))
+        })
+        .collect();
+    Ok(config)
+}
+
+/// The value `key` took by default, as `--check-config` shows it.
+fn default_shown(config: &Config, key: &str) -> String {
+    let duration = |d: Duration| humantime::format_duration(d).to_string();
+    let limit = |value: Option<u64>| value.map_or("unlimited".to_owned(), |n| n.to_string());
+    match key {
+        "api.url" => config.api_url.clone(),
+        "runner.name" => config.runner_name.clone(),
+        "runner.working_directory" => config.working_directory.clone(),
+        "runner.cleanup_working_directory" => config.cleanup_working_directory.to_string(),
+        "runner.mode" => match config.mode {
+            Mode::Continuous => "continuous".into(),
+            Mode::SingleTask => "single-task".into(),
+        },
+        "runner.max_run_time" => duration(config.max_run_time),
+        "runner.idle_timeout" => config.idle_timeout.map_or("never".into(), duration),
+        "runner.termination_grace_period" => duration(config.termination_grace_period),
+        "runner.disable_auto_update" => "false (bosun does not self-update yet)".into(),
+        "runner.task_agent_path" => config.task_agent_path.display().to_string(),
+        "runner.cgroups" => config.cgroups.to_string(),
+        "runner.dedicated_user" => config.dedicated_user.to_string(),
+        "runner.max_pids" => limit(config.max_pids),
+        "runner.max_memory" => limit(config.max_memory),
+        "logging.file" => "stderr".into(),
+        "logging.level" => config.logging_level.clone(),
+        "logging.format" => "text".into(),
+        _ => "(none)".into(),
+    }
+}
+
+/// The values given, by key, each with where it came from.
+struct Values {
+    given: Vec<(String, Given)>,
+}
+
+impl Values {
+    fn get(&self, key: &str) -> Option<&Given> {
+        self.given
+            .iter()
+            .rev()
+            .find(|(name, _)| name == key)
+            .map(|(_, given)| given)
+    }
+
+    fn text(&self, key: &str) -> Option<String> {
+        self.get(key).map(|given| given.text.clone())
+    }
+
+    fn origin(&self, key: &str) -> Origin {
+        self.get(key)
+            .map_or(Origin::Default, |given| given.origin.clone())
+    }
+
+    /// `key` parsed by `parse`; an error names the key, where it was set and what is wrong.
+    fn parse<T>(
+        &self,
+        key: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> anyhow::Result<Option<T>> {
+        let Some(given) = self.get(key) else {
+            return Ok(None);
+        };
+        parse(given.text.trim())
+            .map(Some)
+            .map_err(|err| anyhow::anyhow!("{key} ({}): {err}", given.origin))
+    }
 }
 
 #[cfg(test)]
@@ -529,7 +808,14 @@ mod tests {
         assert_eq!(config.mode, Mode::SingleTask);
         assert_eq!(config.max_run_time, Duration::from_secs(5400));
         assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
-        assert!(config.warnings[0].contains("runner.surprise"));
+        assert!(
+            config.warnings[0].contains(&format!(
+                "unknown key `runner.surprise` ({}:10)",
+                file.path().display()
+            )),
+            "{:?}",
+            config.warnings
+        );
         assert!(!format!("{config:?}").contains("from-file"));
     }
 
@@ -539,7 +825,13 @@ mod tests {
         let err = load(Some(file.path()), |_| None, false)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("runner.mode `sometimes`"), "{err}");
+        assert!(
+            err.contains(&format!(
+                "runner.mode ({}:4): `sometimes` must be",
+                file.path().display()
+            )),
+            "{err}"
+        );
         let err = load(None, |_| None, false).unwrap_err().to_string();
         assert!(err.contains("api.auth_token"), "{err}");
         let file = write("api:\n  auth_token: t\nrunner:\n  name: 'bad/name'\n");
@@ -547,6 +839,92 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("must contain only"), "{err}");
+    }
+
+    #[test]
+    fn wrong_shapes_name_the_key_and_line() {
+        for (text, expected) in [
+            (
+                "api:\n  auth_token: t\nrunner:\n  name:\n    first: x\n",
+                "`runner.name` (PATH:4) must be a single value, not a map",
+            ),
+            (
+                "api:\n  auth_token: t\nrunner:\n  max_run_time: [1h, 2h]\n",
+                "`runner.max_run_time` (PATH:4) must be a single value, not a list",
+            ),
+            ("api: 3\n", "`api` (PATH:1) must be a map of keys"),
+            (
+                "api:\n  auth_token: t\nrunner:\n  command_prefix:\n    - a: b\n",
+                "PATH:5: a list may hold only plain values",
+            ),
+            ("- a\n- b\n", "the top level must be a map"),
+            (
+                "api:\n  auth_token: t\nrunner:\n  cgroups: maybe\n",
+                "runner.cgroups (PATH:4): must be true or false, not `maybe`",
+            ),
+        ] {
+            let file = write(text);
+            let err = load(Some(file.path()), |_| None, false)
+                .unwrap_err()
+                .to_string();
+            let expected = expected.replace("PATH", &file.path().display().to_string());
+            assert!(err.contains(&expected), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn machine_runner_3_variables_work_and_launch_agent_ones_win() {
+        let file = write(
+            "api:\n  auth_token: from-file\nrunner:\n  name: box-1\n  command_prefix: [\"sudo\", \"-niHu\", \"ci\", \"--\"]\n  ssh:\n    advertise_addr: 10.0.0.1:54782\n  disable_auto_update: true\nlogging:\n  level: debug\n  format: json\n",
+        );
+        let env = |name: &str| match name {
+            "CIRCLECI_RUNNER_API_AUTH_TOKEN" => Some("from-mr3".to_owned()),
+            "CIRCLECI_RUNNER_NAME" => Some("mr3-name".to_owned()),
+            "LAUNCH_AGENT_RUNNER_NAME" => Some("la-name".to_owned()),
+            "CIRCLECI_RUNNER_WORK_DIR" => Some("/srv/work".to_owned()),
+            _ => None,
+        };
+        let config = load(Some(file.path()), env, false).unwrap();
+        assert_eq!(config.auth_token, "from-mr3");
+        assert_eq!(config.runner_name, "la-name");
+        assert_eq!(config.working_directory, "/srv/work");
+        assert_eq!(config.command_prefix, ["sudo", "-niHu", "ci", "--"]);
+        assert_eq!(config.logging_level, "debug");
+        assert_eq!(config.logging_format, LogFormat::Json);
+        assert!(
+            config.warnings.iter().any(|w| w.contains("advertise_addr")),
+            "{:?}",
+            config.warnings
+        );
+        let origin = |key: &str| {
+            config
+                .effective
+                .iter()
+                .find(|(name, _, _)| name == key)
+                .map(|(_, value, origin)| (value.clone(), origin.to_string()))
+                .unwrap()
+        };
+        assert_eq!(
+            origin("api.auth_token"),
+            (
+                "<redacted>".into(),
+                "env CIRCLECI_RUNNER_API_AUTH_TOKEN".into()
+            )
+        );
+        assert_eq!(
+            origin("runner.name"),
+            ("la-name".into(), "env LAUNCH_AGENT_RUNNER_NAME".into())
+        );
+        assert_eq!(
+            origin("logging.level"),
+            ("debug".into(), format!("{}:10", file.path().display()))
+        );
+        assert_eq!(
+            origin("runner.max_run_time"),
+            ("5h".into(), "default".into())
+        );
+        assert_eq!(config.effective.len(), KEYS.len());
+        assert!(!format!("{:?}", config.effective).contains("from-"));
     }
 
     #[test]

@@ -7,7 +7,12 @@ use std::process::ExitCode;
 use bosun_launch_agent::config;
 use clap::Parser;
 
-const DEFAULT_CONFIG: &str = "/etc/opt/circleci/launch-agent-config.yaml";
+/// Where CircleCI's installers put the config: the launch-agent's, then machine runner 3's
+/// (the first that exists is read when `--config` is not given).
+const DEFAULT_CONFIGS: &[&str] = &[
+    "/etc/opt/circleci/launch-agent-config.yaml",
+    "/etc/circleci-runner/circleci-runner-config.yaml",
+];
 
 /// bosun's launch-agent: claims tasks and runs them through task-agent as the job user.
 #[derive(Parser, Debug)]
@@ -26,10 +31,10 @@ fn main() -> ExitCode {
     let running_as_root = nix::unistd::Uid::effective().is_root();
     let path = match &args.config {
         Some(path) => Some(path.clone()),
-        None if std::path::Path::new(DEFAULT_CONFIG).exists() => {
-            Some(PathBuf::from(DEFAULT_CONFIG))
-        }
-        None => None,
+        None => DEFAULT_CONFIGS
+            .iter()
+            .map(PathBuf::from)
+            .find(|path| path.exists()),
     };
     let config = match config::load(
         path.as_deref(),
@@ -69,6 +74,10 @@ fn main() -> ExitCode {
         ) {
             Ok(identity) => {
                 println!("configuration OK");
+                match &path {
+                    Some(path) => println!("  file:              {}", path.display()),
+                    None => println!("  file:              none (environment and defaults)"),
+                }
                 println!("  server:            {}", config.api_url);
                 println!("  runner name:       {}", config.runner_name);
                 println!("  working directory: {}", config.working_directory);
@@ -89,6 +98,10 @@ fn main() -> ExitCode {
                 );
                 println!("  cgroups:           {}", config.cgroups);
                 println!("  dedicated user:    {}", config.dedicated_user);
+                println!("effective configuration (key = value, and where it came from):");
+                for (key, value, origin) in &config.effective {
+                    println!("  {key:<34} = {value:<30} [{origin}]");
+                }
                 for warning in &config.warnings {
                     println!("warning: {warning}");
                 }
@@ -121,11 +134,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logging as `logging.*` says: the level (`BOSUN_LOG` wins, as a filter), the format, and the
+/// file (created 0600; `-` or none is stderr).
 fn init_logging(config: &config::Config) -> anyhow::Result<()> {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("BOSUN_LOG").unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match &config.logging_file {
+    use config::LogFormat;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BOSUN_LOG")
+        .unwrap_or_else(|_| config.logging_level.as_str().into());
+    if config.logging_format == LogFormat::None {
+        return Ok(());
+    }
+    let writer: Box<dyn Fn() -> Box<dyn std::io::Write> + Send + Sync> = match &config.logging_file
+    {
         Some(path) if path.as_os_str() != "-" => {
             // 0600 when created: the log names tasks, jobs and the task-agents' messages.
             use std::os::unix::fs::OpenOptionsExt as _;
@@ -135,12 +154,35 @@ fn init_logging(config: &config::Config) -> anyhow::Result<()> {
                 .mode(0o600)
                 .open(path)
                 .map_err(|err| anyhow::anyhow!("opening logging.file {}: {err}", path.display()))?;
-            builder
-                .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(file))
-                .init();
+            let file = std::sync::Arc::new(file);
+            Box::new(move || Box::new(FileWriter(file.clone())))
         }
-        _ => builder.with_writer(std::io::stderr).init(),
+        _ => Box::new(|| Box::new(std::io::stderr())),
+    };
+    let to_file = config
+        .logging_file
+        .as_ref()
+        .is_some_and(|path| path.as_os_str() != "-");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match config.logging_format {
+        LogFormat::Json => builder.json().init(),
+        // Colours only on a terminal's stream, never into a file.
+        LogFormat::Color => builder.with_ansi(!to_file).init(),
+        LogFormat::Text | LogFormat::None => builder.with_ansi(false).init(),
     }
     Ok(())
+}
+
+/// One open log file shared by every writer the subscriber asks for.
+struct FileWriter(std::sync::Arc<std::fs::File>);
+
+impl std::io::Write for FileWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        (&*self.0).flush()
+    }
 }
