@@ -416,6 +416,18 @@ pub fn launch_agent(
     name: &str,
     options: AgentOptions,
 ) -> Proc {
+    launch_agent_with_args(server, token, dir, name, options, &[])
+}
+
+/// [`launch_agent`] with `args` after `--config FILE` (`--drain-timeout 1s`, say).
+pub fn launch_agent_with_args(
+    server: &Server,
+    token: &str,
+    dir: &Path,
+    name: &str,
+    options: AgentOptions,
+    args: &[&str],
+) -> Proc {
     let config = agent_config(
         server,
         token,
@@ -427,7 +439,7 @@ pub fn launch_agent(
         &options.extra_config,
     );
     let mut command = Command::new(bin_dir().join("launch-agent"));
-    command.arg("--config").arg(&config);
+    command.arg("--config").arg(&config).args(args);
     spawn(command, dir.join(format!("{name}.log")))
 }
 

@@ -6,6 +6,7 @@ mod caches;
 mod checkout_keys;
 mod circleci_commands;
 mod clients;
+mod concurrency;
 mod connections;
 mod containment;
 mod hardening;

@@ -10,6 +10,8 @@ use anyhow::{Context, bail};
 
 /// Largest config file accepted.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// Most `runner.max_concurrent_tasks`.
+const MAX_CONCURRENT_TASKS: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -58,6 +60,9 @@ pub struct Config {
     /// `runner.max_memory` (default 3/4 of the host's memory; `unlimited` for none): bytes of
     /// memory per task, enforced where the cgroup memory controller is available.
     pub max_memory: Option<u64>,
+    /// `runner.max_concurrent_tasks` (bosun's; default 1): tasks run at once, each with its own
+    /// directory, cgroup and task-agent.
+    pub max_concurrent_tasks: usize,
     /// `logging.level` (default `info`; `BOSUN_LOG` wins).
     pub logging_level: String,
     /// `logging.format` (default `text`).
@@ -468,6 +473,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("runner.dedicated_user", "DEDICATED_USER"),
     ("runner.max_pids", "MAX_PIDS"),
     ("runner.max_memory", "MAX_MEMORY"),
+    ("runner.max_concurrent_tasks", "MAX_CONCURRENT_TASKS"),
     ("logging.file", "LOGGING_FILE"),
     ("logging.level", "LOGGING_LEVEL"),
     ("logging.format", "LOGGING_FORMAT"),
@@ -658,6 +664,24 @@ pub fn load(
         Some(limit) => limit,
         None => default_max_memory(),
     };
+    let max_concurrent_tasks = v
+        .parse("runner.max_concurrent_tasks", |text| {
+            match text.parse::<usize>() {
+                Ok(n) if (1..=MAX_CONCURRENT_TASKS).contains(&n) => Ok(n),
+                _ => Err(format!(
+                    "`{text}` must be a whole number from 1 to {MAX_CONCURRENT_TASKS}"
+                )),
+            }
+        })?
+        .unwrap_or(1);
+    if max_concurrent_tasks > 1 && dedicated_user {
+        bail!(
+            "runner.dedicated_user ({}) kills every process of the job user a task started, which \
+             would end the other tasks: it needs runner.max_concurrent_tasks 1, not {max_concurrent_tasks} ({})",
+            v.origin("runner.dedicated_user"),
+            v.origin("runner.max_concurrent_tasks")
+        );
+    }
     let logging_level = v
         .parse("logging.level", |text| match text {
             "trace" | "debug" | "info" | "warn" | "error" => Ok(text.to_owned()),
@@ -696,6 +720,7 @@ pub fn load(
         dedicated_user,
         max_pids,
         max_memory,
+        max_concurrent_tasks,
         warnings,
         effective: Vec::new(),
     };
@@ -735,6 +760,7 @@ fn default_shown(config: &Config, key: &str) -> String {
         "runner.dedicated_user" => config.dedicated_user.to_string(),
         "runner.max_pids" => limit(config.max_pids),
         "runner.max_memory" => limit(config.max_memory),
+        "runner.max_concurrent_tasks" => config.max_concurrent_tasks.to_string(),
         "logging.file" => "stderr".into(),
         "logging.level" => config.logging_level.clone(),
         "logging.format" => "text".into(),

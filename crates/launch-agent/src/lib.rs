@@ -36,10 +36,13 @@ enum Event {
     Claimed(Box<ClaimResponse>),
     NoWork,
     ClaimFailed(bosun_api::ApiError),
+    /// A running task ended (`Err`: it could not run to its end).
+    Ended(anyhow::Result<()>),
     Stop,
 }
 
-/// Claims and runs tasks until `stop` reaches 1 (drain) or, in single-task mode, after one task.
+/// Claims and runs tasks, up to `runner.max_concurrent_tasks` at once, until `stop` reaches 1
+/// (drain: no new claims, the running tasks finish) or, in single-task mode, after one task.
 pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
     let mut identity = Identity::resolve(&config.user, config.group.as_deref())?;
     let client = Client::new(&config.api_url)?;
@@ -97,30 +100,65 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
         name = %config.runner_name,
         server = %config.api_url,
         job_user = %identity.name,
+        max_concurrent_tasks = config.max_concurrent_tasks,
         "launch-agent {} claiming tasks",
         env!("CARGO_PKG_VERSION")
     );
+    // Running tasks, each a future of its own (its directory, cgroup and task-agent); a task's
+    // end is an event of the loop below, like a claim's answer. They run on this task, so the
+    // spawning thread (which PR_SET_PDEATHSIG follows) is the one that runs the loop.
+    let mut running = futures_util::stream::FuturesUnordered::new();
+    // One claim in flight at most, kept across the loop's turns: dropping it while the server
+    // answers could leave a task claimed by nobody until its lease lapses.
+    let mut claim: Option<std::pin::Pin<Box<dyn std::future::Future<Output = _> + '_>>> = None;
+    let mut claimed_any = false;
     loop {
-        if *stop.borrow() >= 1 {
-            tracing::info!("stopping: no new tasks will be claimed");
+        let draining = *stop.borrow() >= 1;
+        let single_done = config.mode == Mode::SingleTask && claimed_any;
+        if (draining || single_done) && running.is_empty() {
+            if draining {
+                tracing::info!("stopping: no task is running");
+            } else {
+                tracing::info!("runner.mode is single-task: exiting after one task");
+            }
             return Ok(());
         }
+        if draining || single_done {
+            claim = None;
+        } else if claim.is_none() && running.len() < config.max_concurrent_tasks {
+            claim = Some(Box::pin(client.claim(
+                &auth,
+                &request,
+                Duration::from_secs(CLAIM_WAIT_SECS),
+            )));
+        }
         let event = tokio::select! {
-            answer = client.claim(&auth, &request, Duration::from_secs(CLAIM_WAIT_SECS)) => {
+            answer = async { claim.as_mut().expect("polled only when set").await }, if claim.is_some() => {
+                claim = None;
                 match answer {
                     Ok(None) => Event::NoWork,
                     Ok(Some(claim)) => Event::Claimed(Box::new(claim)),
                     Err(err) => Event::ClaimFailed(err),
                 }
             }
+            Some(result) = futures_util::StreamExt::next(&mut running), if !running.is_empty() => {
+                Event::Ended(result)
+            }
             _ = stop.changed() => Event::Stop,
         };
         match event {
-            Event::Stop => continue,
+            Event::Stop => {
+                if *stop.borrow() >= 1 && !running.is_empty() {
+                    tracing::info!(
+                        "draining: waiting for {} running task(s); no new tasks will be claimed",
+                        running.len()
+                    );
+                }
+            }
             Event::NoWork => {
                 backoff = Duration::from_millis(500);
                 if let Some(idle) = config.idle_timeout {
-                    if last_work.elapsed() >= idle {
+                    if running.is_empty() && last_work.elapsed() >= idle {
                         tracing::info!("no task for {idle:?} (runner.idle_timeout): exiting");
                         return Ok(());
                     }
@@ -136,27 +174,44 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
                 // be asked again at the probe's rate.
                 let unreachable = matches!(err, bosun_api::ApiError::Transport { .. });
                 tracing::warn!("claim failed, retrying in {backoff:?}: {err}");
-                tokio::select! {
-                    _ = tokio::time::sleep(upload::jitter(backoff)) => {}
-                    _ = listening_again(&config.api_url), if unreachable => {
-                        tracing::info!("the server is reachable again: claiming now");
+                let pause = tokio::time::sleep(upload::jitter(backoff));
+                tokio::pin!(pause);
+                // Tasks that end meanwhile are taken as they end (their results are not held
+                // up by the pause).
+                loop {
+                    tokio::select! {
+                        _ = &mut pause => break,
+                        _ = listening_again(&config.api_url), if unreachable => {
+                            tracing::info!("the server is reachable again: claiming now");
+                            break;
+                        }
+                        Some(result) = futures_util::StreamExt::next(&mut running), if !running.is_empty() => {
+                            task_ended(result);
+                            last_work = Instant::now();
+                        }
+                        _ = stop.changed() => break,
                     }
-                    _ = stop.changed() => {}
                 }
                 backoff = (backoff * 2).min(MAX_CLAIM_BACKOFF);
             }
-            Event::Claimed(claim) => {
+            Event::Claimed(claimed) => {
                 backoff = Duration::from_millis(500);
-                if let Err(err) = task::run_task(&host, *claim, stop.clone()).await {
-                    tracing::error!("task failed to run: {err:#}");
-                }
+                claimed_any = true;
                 last_work = Instant::now();
-                if config.mode == Mode::SingleTask {
-                    tracing::info!("runner.mode is single-task: exiting after one task");
-                    return Ok(());
-                }
+                running.push(task::run_task_owned(host, *claimed, stop.clone()));
+            }
+            Event::Ended(result) => {
+                task_ended(result);
+                last_work = Instant::now();
             }
         }
+    }
+}
+
+/// Logs a task that could not run to its end.
+fn task_ended(result: anyhow::Result<()>) {
+    if let Err(err) = result {
+        tracing::error!("task failed to run: {err:#}");
     }
 }
 
@@ -235,8 +290,12 @@ fn local_ip(api_url: &str) -> Option<String> {
     Some(socket.local_addr().ok()?.ip().to_string())
 }
 
-/// A stop channel driven by SIGTERM/SIGINT: the first asks to drain, the second cancels tasks.
-pub fn stop_on_signals() -> anyhow::Result<(watch::Sender<u8>, StopLevel)> {
+/// A stop channel driven by SIGTERM/SIGINT: the first asks to drain (no new claims, running
+/// tasks finish), the second cancels the running tasks (each with its grace period), as does
+/// `drain_timeout` elapsing after the first.
+pub fn stop_on_signals(
+    drain_timeout: Option<Duration>,
+) -> anyhow::Result<(watch::Sender<u8>, StopLevel)> {
     let (tx, rx) = watch::channel(0u8);
     let sender = tx.clone();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -249,11 +308,31 @@ pub fn stop_on_signals() -> anyhow::Result<(watch::Sender<u8>, StopLevel)> {
             }
             let level = (*sender.borrow()).saturating_add(1).min(2);
             if level == 1 {
-                tracing::info!(
-                    "signal received: finishing the current task, then exiting (send again to cancel it)"
-                );
+                match drain_timeout {
+                    Some(timeout) => {
+                        tracing::info!(
+                            "signal received: draining (no new tasks; running ones finish, for at \
+                             most {}; send again to cancel them now)",
+                            humantime::format_duration(timeout)
+                        );
+                        let sender = sender.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(timeout).await;
+                            if *sender.borrow() == 1 {
+                                tracing::warn!(
+                                    "--drain-timeout elapsed: canceling the running tasks"
+                                );
+                                let _ = sender.send(2);
+                            }
+                        });
+                    }
+                    None => tracing::info!(
+                        "signal received: draining (no new tasks; running ones finish; send again \
+                         to cancel them)"
+                    ),
+                }
             } else {
-                tracing::info!("second signal: canceling the running task");
+                tracing::info!("second signal: canceling the running tasks");
             }
             let _ = sender.send(level);
         }

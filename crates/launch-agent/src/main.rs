@@ -24,6 +24,14 @@ struct Args {
     /// Check the configuration, print a summary, and exit.
     #[arg(long)]
     check_config: bool,
+    /// After the first SIGTERM or SIGINT, how long running tasks may take to finish before
+    /// they are canceled (as a second signal does), e.g. `30m`. Default: no limit.
+    #[arg(long, value_parser = parse_drain_timeout)]
+    drain_timeout: Option<std::time::Duration>,
+}
+
+fn parse_drain_timeout(text: &str) -> Result<std::time::Duration, String> {
+    config::parse_duration(text)
 }
 
 fn main() -> ExitCode {
@@ -120,8 +128,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let drain_timeout = args.drain_timeout;
     let result = runtime.block_on(async move {
-        let (_keep, stop) = bosun_launch_agent::stop_on_signals()?;
+        let (_keep, stop) = bosun_launch_agent::stop_on_signals(drain_timeout)?;
+        reopen_log_on_sighup()?;
         bosun_launch_agent::run(config, stop).await
     });
     match result {
@@ -146,16 +156,20 @@ fn init_logging(config: &config::Config) -> anyhow::Result<()> {
     let writer: Box<dyn Fn() -> Box<dyn std::io::Write> + Send + Sync> = match &config.logging_file
     {
         Some(path) if path.as_os_str() != "-" => {
-            // 0600 when created: the log names tasks, jobs and the task-agents' messages.
-            use std::os::unix::fs::OpenOptionsExt as _;
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(|err| anyhow::anyhow!("opening logging.file {}: {err}", path.display()))?;
-            let file = std::sync::Arc::new(file);
-            Box::new(move || Box::new(FileWriter(file.clone())))
+            let file = open_log(path)?;
+            let _ = LOG_FILE.set(LogFile {
+                path: path.clone(),
+                file: std::sync::RwLock::new(std::sync::Arc::new(file)),
+            });
+            Box::new(|| {
+                let file = LOG_FILE
+                    .get()
+                    .and_then(|log| log.file.read().ok().map(|file| file.clone()));
+                match file {
+                    Some(file) => Box::new(FileWriter(file)),
+                    None => Box::new(std::io::sink()),
+                }
+            })
         }
         _ => Box::new(|| Box::new(std::io::stderr())),
     };
@@ -172,6 +186,49 @@ fn init_logging(config: &config::Config) -> anyhow::Result<()> {
         LogFormat::Color => builder.with_ansi(!to_file).init(),
         LogFormat::Text | LogFormat::None => builder.with_ansi(false).init(),
     }
+    Ok(())
+}
+
+/// `logging.file`, reopened on SIGHUP (after logrotate moved it away).
+struct LogFile {
+    path: PathBuf,
+    file: std::sync::RwLock<std::sync::Arc<std::fs::File>>,
+}
+
+static LOG_FILE: std::sync::OnceLock<LogFile> = std::sync::OnceLock::new();
+
+/// Opens `logging.file` for appending, 0600 when created: the log names tasks, jobs and the
+/// task-agents' messages.
+fn open_log(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|err| anyhow::anyhow!("opening logging.file {}: {err}", path.display()))
+}
+
+/// On SIGHUP, opens `logging.file` again (a log rotated away keeps its old lines; new ones go
+/// to the file at the path). Without a log file, SIGHUP is ignored.
+fn reopen_log_on_sighup() -> anyhow::Result<()> {
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            let Some(log) = LOG_FILE.get() else {
+                continue;
+            };
+            match open_log(&log.path) {
+                Ok(file) => {
+                    if let Ok(mut current) = log.file.write() {
+                        *current = std::sync::Arc::new(file);
+                    }
+                    tracing::info!("SIGHUP: reopened {}", log.path.display());
+                }
+                Err(err) => tracing::error!("SIGHUP: {err:#}; logging to the old file"),
+            }
+        }
+    });
     Ok(())
 }
 

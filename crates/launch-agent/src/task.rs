@@ -66,6 +66,15 @@ pub struct Host<'a> {
     pub cgroup_root: Option<&'a std::path::Path>,
 }
 
+/// [`run_task`] owning its (copied) [`Host`], so the claim loop can hold several at once.
+pub async fn run_task_owned(
+    host: Host<'_>,
+    claim: ClaimResponse,
+    stop: StopLevel,
+) -> anyhow::Result<()> {
+    run_task(&host, claim, stop).await
+}
+
 pub async fn run_task(
     host: &Host<'_>,
     claim: ClaimResponse,
