@@ -192,3 +192,76 @@ fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// systemd's notify protocol against a real datagram socket standing in for systemd: READY and
+/// Healthy at start, watchdog pings from the loop, Unhealthy while the server is down,
+/// STOPPING on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_speaks_systemds_notify_protocol() {
+    let dir = shared_tempdir();
+    let server = bosun_tests::Server::start(dir.path());
+    server.resource_class("e2e/notify").await;
+    let token = server.token("e2e/notify").await;
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let config = dir.path().join("notify.yaml");
+    let mut text = format!(
+        "api:\n  auth_token: {token}\n  url: {}\nrunner:\n  name: notify\n  working_directory: {}/work/%s\n  task_agent_path: {}\n",
+        server.url,
+        dir.path().display(),
+        bosun_tests::bin_dir().join("task-agent").display()
+    );
+    if let Some(user) = bosun_tests::job_user() {
+        text.push_str(&format!("  user: {user}\n"));
+    }
+    std::fs::write(&config, text).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let log = std::fs::File::create(dir.path().join("notify.log")).unwrap();
+    let mut agent = std::process::Command::new(bosun_tests::bin_dir().join("launch-agent"))
+        .arg("--config")
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // WATCHDOG_PID names another process once the agent runs: systemd sets it for the main
+    // process only, so here it is left unset (the agent takes the pings as its own).
+    let mut messages = Vec::new();
+    let read_until = |needle: &str, messages: &mut Vec<String>| {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = socket
+                .recv(&mut buf)
+                .unwrap_or_else(|err| panic!("no {needle:?} in {messages:?}: {err}"));
+            let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let found = message.contains(needle);
+            messages.push(message);
+            if found {
+                return;
+            }
+        }
+    };
+    read_until("READY=1", &mut messages);
+    assert!(messages[0].contains("STATUS=Healthy"), "{messages:?}");
+    read_until("WATCHDOG=1", &mut messages);
+    read_until("WATCHDOG=1", &mut messages);
+    // The server goes away: claims fail and the status says so, while the pings go on.
+    let mut server = server;
+    let _ = server.proc.child.kill();
+    let _ = server.proc.child.wait();
+    read_until("STATUS=Unhealthy", &mut messages);
+    read_until("WATCHDOG=1", &mut messages);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    read_until("STOPPING=1", &mut messages);
+    let status = wait_exit(&mut agent, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0));
+}

@@ -7,6 +7,7 @@
 //! Root-only code lives in [`privileged`].
 
 pub mod config;
+mod notify;
 pub mod privileged;
 mod task;
 mod transfer;
@@ -38,6 +39,8 @@ enum Event {
     ClaimFailed(bosun_api::ApiError),
     /// A running task ended (`Err`: it could not run to its end).
     Ended(anyhow::Result<()>),
+    /// Time to tell systemd's watchdog the loop is alive.
+    Watchdog,
     Stop,
 }
 
@@ -112,9 +115,17 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
     // answers could leave a task claimed by nobody until its lease lapses.
     let mut claim: Option<std::pin::Pin<Box<dyn std::future::Future<Output = _> + '_>>> = None;
     let mut claimed_any = false;
+    let notifier = notify::Notifier::from_env();
+    let mut watchdog = notifier.watchdog.map(tokio::time::interval);
+    notifier.ready();
+    let mut told_stopping = false;
     loop {
         let draining = *stop.borrow() >= 1;
         let single_done = config.mode == Mode::SingleTask && claimed_any;
+        if (draining || single_done) && !told_stopping {
+            notifier.stopping();
+            told_stopping = true;
+        }
         if (draining || single_done) && running.is_empty() {
             if draining {
                 tracing::info!("stopping: no task is running");
@@ -144,9 +155,13 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
             Some(result) = futures_util::StreamExt::next(&mut running), if !running.is_empty() => {
                 Event::Ended(result)
             }
+            _ = async { watchdog.as_mut().expect("polled only when set").tick().await }, if watchdog.is_some() => {
+                Event::Watchdog
+            }
             _ = stop.changed() => Event::Stop,
         };
         match event {
+            Event::Watchdog => notifier.watchdog_ping(),
             Event::Stop => {
                 if *stop.borrow() >= 1 && !running.is_empty() {
                     tracing::info!(
@@ -157,6 +172,7 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
             }
             Event::NoWork => {
                 backoff = Duration::from_millis(500);
+                notifier.status("Healthy");
                 if let Some(idle) = config.idle_timeout {
                     if running.is_empty() && last_work.elapsed() >= idle {
                         tracing::info!("no task for {idle:?} (runner.idle_timeout): exiting");
@@ -174,6 +190,7 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
                 // be asked again at the probe's rate.
                 let unreachable = matches!(err, bosun_api::ApiError::Transport { .. });
                 tracing::warn!("claim failed, retrying in {backoff:?}: {err}");
+                notifier.status(&format!("Unhealthy: claim failed: {err}"));
                 let pause = tokio::time::sleep(upload::jitter(backoff));
                 tokio::pin!(pause);
                 // Tasks that end meanwhile are taken as they end (their results are not held
@@ -189,6 +206,9 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
                             task_ended(result);
                             last_work = Instant::now();
                         }
+                        _ = async { watchdog.as_mut().expect("polled only when set").tick().await }, if watchdog.is_some() => {
+                            notifier.watchdog_ping();
+                        }
                         _ = stop.changed() => break,
                     }
                 }
@@ -196,6 +216,7 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
             }
             Event::Claimed(claimed) => {
                 backoff = Duration::from_millis(500);
+                notifier.status("Healthy");
                 claimed_any = true;
                 last_work = Instant::now();
                 running.push(task::run_task_owned(host, *claimed, stop.clone()));
