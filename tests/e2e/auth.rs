@@ -11,6 +11,7 @@ fn claim_body() -> ClaimRequest {
         hostname: "h".into(),
         ip: "127.0.0.1".into(),
         version: "0".into(),
+        ..ClaimRequest::default()
     }
 }
 

@@ -265,3 +265,94 @@ async fn the_agent_speaks_systemds_notify_protocol() {
     let status = wait_exit(&mut agent, Duration::from_secs(20));
     assert_eq!(status.code(), Some(0));
 }
+
+/// The inventory follows an agent through its states: busy N/M while it runs a task (reported
+/// though it is not claiming), draining after SIGTERM, offline once it is gone; `bosun runner
+/// instance list` shows them, with when it was last used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inventory_shows_busy_draining_and_offline() {
+    let dir = shared_tempdir();
+    let server = bosun_tests::Server::start_with(dir.path(), &["--runner-offline-after", "3s"]);
+    server.resource_class("e2e/inventory").await;
+    let token = server.token("e2e/inventory").await;
+    let agent = launch_agent(
+        &server,
+        &token,
+        dir.path(),
+        "inv",
+        AgentOptions {
+            extra_config: "  max_concurrent_tasks: 2\n".into(),
+            ..AgentOptions::default()
+        },
+    );
+    let config = "version: 2.1\njobs:\n  build:\n    machine: true\n    resource_class: e2e/inventory\n    steps:\n      - run: echo started; sleep 4\n";
+    let repo = git_repo(dir.path(), &[(".circleci/config.yml", config)]);
+    server.project("local/e2e/inventory", &repo).await;
+    let state = || async {
+        let list = server
+            .client
+            .instances(
+                &server.admin,
+                bosun_api::InstanceFilter::ResourceClass("e2e/inventory"),
+            )
+            .await
+            .expect("instances");
+        assert_eq!(list.len(), 1, "{list:?}");
+        list.into_iter().next().unwrap()
+    };
+    let wait_state = |want: &'static str| async move {
+        let started = Instant::now();
+        loop {
+            let instance = state().await;
+            if instance.state == want {
+                return instance;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the instance is {:?}, never {want:?}",
+                instance.state
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let idle = wait_state("idle").await;
+    assert_eq!(idle.last_used, None);
+    assert_eq!(idle.capacity, 2);
+    let id = server.trigger("local/e2e/inventory", "main").await;
+    let job = server.job_id(&id, "build").await;
+    server
+        .wait_for_log(&job, 0, "started", Duration::from_secs(30))
+        .await;
+    let busy = wait_state("busy 1/2").await;
+    assert!(busy.last_used.is_some(), "{busy:?}");
+    assert!(
+        !busy.hostname.is_empty() && !busy.version.is_empty(),
+        "{busy:?}"
+    );
+    let listed = server.cli_ok(
+        &[
+            "runner",
+            "instance",
+            "list",
+            "--resource-class",
+            "e2e/inventory",
+        ],
+        "",
+    );
+    assert!(
+        listed.contains("busy 1/2") && listed.contains("inv"),
+        "{listed}"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.pid()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    wait_state("draining").await;
+    assert_eq!(
+        server.wait_job(&job, Duration::from_secs(30)).await.status,
+        "success"
+    );
+    drop(agent);
+    wait_state("offline").await;
+}

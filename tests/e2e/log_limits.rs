@@ -60,6 +60,7 @@ async fn claim(server: &Server, token: &str) -> ClaimResponse {
         hostname: "h".into(),
         ip: "127.0.0.1".into(),
         version: "0".into(),
+        ..ClaimRequest::default()
     };
     let answer = server
         .client

@@ -414,6 +414,7 @@ async fn a_finished_tasks_token_is_refused_without_naming_the_task() {
                 hostname: "h".into(),
                 ip: "127.0.0.1".into(),
                 version: "0".into(),
+                ..ClaimRequest::default()
             }),
             Some(Duration::from_secs(20)),
         )

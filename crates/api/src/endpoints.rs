@@ -54,6 +54,27 @@ impl Client {
         self.decode(Method::POST, &path, &response).map(Some)
     }
 
+    /// bosun's `POST /api/v3/runner/heartbeat` (runner token): the agent's state for the
+    /// inventory while it is not claiming (busy to capacity, or draining).
+    pub async fn runner_heartbeat(
+        &self,
+        auth: &Auth,
+        request: &ClaimRequest,
+    ) -> Result<(), ApiError> {
+        let path = "/api/v3/runner/heartbeat";
+        let response = self
+            .send_json(Method::POST, path, auth, Some(request), None)
+            .await?;
+        if response.status != StatusCode::NO_CONTENT {
+            return Err(ApiError::Decode {
+                method: Method::POST,
+                url: self.url(path),
+                message: format!("expected 204, got {}", response.status),
+            });
+        }
+        Ok(())
+    }
+
     /// `GET /api/v2/task/config` (task token): the compiled job.
     pub async fn task_config(&self, auth: &Auth) -> Result<TaskSpec, ApiError> {
         self.get("/api/v2/task/config", auth).await

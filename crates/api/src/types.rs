@@ -36,6 +36,29 @@ pub struct ClaimRequest {
     pub hostname: String,
     pub ip: String,
     pub version: String,
+    /// bosun's: tasks the agent runs now (for the inventory's `busy N/M`).
+    #[serde(default)]
+    pub running: u32,
+    /// bosun's: tasks it runs at once (`runner.max_concurrent_tasks`).
+    #[serde(default = "one")]
+    pub capacity: u32,
+    /// bosun's: it drains (claims nothing more; its running tasks finish).
+    #[serde(default)]
+    pub draining: bool,
+}
+
+impl Default for ClaimRequest {
+    fn default() -> ClaimRequest {
+        ClaimRequest {
+            name: String::new(),
+            hostname: String::new(),
+            ip: String::new(),
+            version: String::new(),
+            running: 0,
+            capacity: 1,
+            draining: false,
+        }
+    }
 }
 
 /// `POST /api/v3/runner/claim` answer when a task was claimed (204 otherwise).
@@ -136,6 +159,13 @@ pub struct RunnerInstance {
     pub last_connected: String,
     #[serde(default)]
     pub last_used: Option<String>,
+    /// bosun's: `idle`, `busy N/M`, `draining` or `offline` (not heard from for a while).
+    #[serde(default)]
+    pub state: String,
+    #[serde(default)]
+    pub running_tasks: u32,
+    #[serde(default = "one")]
+    pub capacity: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

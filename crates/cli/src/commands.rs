@@ -543,17 +543,28 @@ async fn runner(ctx: &Ctx, command: RunnerCommand) -> Result<u8, Failure> {
             };
             let list = ctx.client.instances(&ctx.auth, filter).await?;
             println!(
-                "{:<30} {:<24} {:<16} {:<10} LAST CONNECTED",
-                "RESOURCE CLASS", "NAME", "IP", "VERSION"
+                "{:<30} {:<24} {:<20} {:<16} {:<10} {:<11} {:<26} {:<26} LAST USED",
+                "RESOURCE CLASS",
+                "NAME",
+                "HOSTNAME",
+                "IP",
+                "VERSION",
+                "STATE",
+                "FIRST CONNECTED",
+                "LAST CONNECTED"
             );
             for runner in list {
                 println!(
-                    "{:<30} {:<24} {:<16} {:<10} {}",
+                    "{:<30} {:<24} {:<20} {:<16} {:<10} {:<11} {:<26} {:<26} {}",
                     runner.resource_class,
                     runner.name,
+                    runner.hostname,
                     runner.ip,
                     runner.version,
-                    runner.last_connected
+                    runner.state,
+                    runner.first_connected,
+                    runner.last_connected,
+                    runner.last_used.as_deref().unwrap_or("never")
                 );
             }
             Ok(0)

@@ -29,6 +29,8 @@ const CLAIM_WAIT_SECS: u64 = 30;
 /// The longest pause between failed claims. Low, because while the server is unreachable the
 /// pause also ends as soon as a TCP probe finds it listening again.
 const MAX_CLAIM_BACKOFF: Duration = Duration::from_secs(10);
+/// How often an agent that is not claiming (busy to capacity, draining) reports its state.
+const REPORT_PERIOD: Duration = Duration::from_secs(30);
 /// How often the server's port is probed while a claim backoff waits out an outage.
 const PROBE_PERIOD: Duration = Duration::from_millis(500);
 
@@ -41,6 +43,8 @@ enum Event {
     Ended(anyhow::Result<()>),
     /// Time to tell systemd's watchdog the loop is alive.
     Watchdog,
+    /// Time to tell the inventory this agent is still here (no claim in flight says so).
+    Report,
     Stop,
 }
 
@@ -58,6 +62,8 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
             .unwrap_or_default(),
         ip: local_ip(&config.api_url).unwrap_or_default(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        capacity: config.max_concurrent_tasks as u32,
+        ..ClaimRequest::default()
     };
     let ledger = privileged::Ledger::for_working_directory(&config.working_directory);
     // A crash or kill -9 of an earlier run may have left tasks behind: end them first.
@@ -119,6 +125,10 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
     let mut watchdog = notifier.watchdog.map(tokio::time::interval);
     notifier.ready();
     let mut told_stopping = false;
+    // (running tasks, draining) as the inventory last heard it.
+    let mut reported = (0, false);
+    let mut report = tokio::time::interval(REPORT_PERIOD);
+    report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let draining = *stop.borrow() >= 1;
         let single_done = config.mode == Mode::SingleTask && claimed_any;
@@ -137,11 +147,23 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
         if draining || single_done {
             claim = None;
         } else if claim.is_none() && running.len() < config.max_concurrent_tasks {
-            claim = Some(Box::pin(client.claim(
-                &auth,
-                &request,
-                Duration::from_secs(CLAIM_WAIT_SECS),
-            )));
+            let body = ClaimRequest {
+                running: running.len() as u32,
+                ..request.clone()
+            };
+            let (client, auth) = (&client, &auth);
+            claim = Some(Box::pin(async move {
+                client
+                    .claim(auth, &body, Duration::from_secs(CLAIM_WAIT_SECS))
+                    .await
+            }));
+        }
+        // The inventory hears of every change of state, and every REPORT_PERIOD while no claim
+        // (which carries the same) is in flight.
+        let now_state = (running.len(), draining);
+        if now_state != reported {
+            report_state(&client, &auth, &request, now_state);
+            reported = now_state;
         }
         let event = tokio::select! {
             answer = async { claim.as_mut().expect("polled only when set").await }, if claim.is_some() => {
@@ -158,10 +180,12 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
             _ = async { watchdog.as_mut().expect("polled only when set").tick().await }, if watchdog.is_some() => {
                 Event::Watchdog
             }
+            _ = report.tick(), if claim.is_none() => Event::Report,
             _ = stop.changed() => Event::Stop,
         };
         match event {
             Event::Watchdog => notifier.watchdog_ping(),
+            Event::Report => report_state(&client, &auth, &request, reported),
             Event::Stop => {
                 if *stop.borrow() >= 1 && !running.is_empty() {
                     tracing::info!(
@@ -227,6 +251,22 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// Sends the agent's state (tasks running, draining) to the inventory in the background: a slow
+/// server must not hold up the claim loop, and a lost report is repaired by the next.
+fn report_state(client: &Client, auth: &Auth, request: &ClaimRequest, state: (usize, bool)) {
+    let body = ClaimRequest {
+        running: state.0 as u32,
+        draining: state.1,
+        ..request.clone()
+    };
+    let (client, auth) = (client.clone(), auth.clone());
+    tokio::spawn(async move {
+        if let Err(err) = client.runner_heartbeat(&auth, &body).await {
+            tracing::debug!("reporting the agent's state: {err}");
+        }
+    });
 }
 
 /// Logs a task that could not run to its end.

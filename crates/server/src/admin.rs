@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::State;
 use crate::auth::{Caller, RunnerAdmin, generate_token, hash_token};
 use crate::error::{AppError, AppResult};
-use crate::store::{ResourceClassDeletion, ResourceClassRow, TaskStatus};
+use crate::store::{ResourceClassDeletion, ResourceClassRow, RunnerRow, TaskStatus};
 use crate::util::{new_id, now_ms, rfc3339};
 
 pub fn routes() -> Router<State> {
@@ -262,7 +262,8 @@ async fn list_instances(
     StateExt(state): StateExt<State>,
     Query(query): Query<ResourceClassQuery>,
 ) -> AppResult<Json<Items<RunnerInstance>>> {
-    let since = now_ms() - INVENTORY_WINDOW_MS;
+    let now = now_ms();
+    let since = now - INVENTORY_WINDOW_MS;
     let rows = match (&query.resource_class, &query.namespace) {
         (Some(class), _) => state.store.runners_of_class(class, since).await?,
         (None, Some(namespace)) => state.store.runners_of_namespace(namespace, since).await?,
@@ -277,6 +278,7 @@ async fn list_instances(
         items: rows
             .into_iter()
             .map(|row| RunnerInstance {
+                state: instance_state(&row, now, state.runner_offline_after),
                 resource_class: row.resource_class,
                 hostname: row.hostname,
                 name: row.name,
@@ -285,9 +287,26 @@ async fn list_instances(
                 first_connected: rfc3339(row.first_connected),
                 last_connected: rfc3339(row.last_connected),
                 last_used: row.last_used.map(rfc3339),
+                running_tasks: row.running.clamp(0, i64::from(u32::MAX)) as u32,
+                capacity: row.capacity.clamp(1, i64::from(u32::MAX)) as u32,
             })
             .collect(),
     }))
+}
+
+/// An instance's state: `offline` when it has not been heard from within `offline_after`
+/// (its claims long-poll for 30 s and a busy agent reports every 30 s), else `draining`,
+/// `busy N/M` or `idle`.
+fn instance_state(row: &RunnerRow, now: i64, offline_after: std::time::Duration) -> String {
+    if now - row.last_connected > offline_after.as_millis() as i64 {
+        "offline".into()
+    } else if row.draining {
+        "draining".into()
+    } else if row.running > 0 {
+        format!("busy {}/{}", row.running, row.capacity)
+    } else {
+        "idle".into()
+    }
 }
 
 async fn count_tasks(

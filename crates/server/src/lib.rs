@@ -106,6 +106,9 @@ pub struct Config {
     pub sweep_interval: Duration,
     /// Connection cap, header and idle timeouts of the HTTP listener.
     pub connections: ConnectionLimits,
+    /// A runner instance not heard from for this long lists as `offline`
+    /// (`--runner-offline-after`).
+    pub runner_offline_after: Duration,
 }
 
 impl Config {
@@ -129,6 +132,7 @@ impl Config {
             retention: retention::Retention::default(),
             sweep_interval: retention::DEFAULT_SWEEP_INTERVAL,
             connections: ConnectionLimits::default(),
+            runner_offline_after: Duration::from_secs(180),
         }
     }
 
@@ -170,6 +174,8 @@ pub(crate) struct AppState {
     pub api_url: std::sync::OnceLock<String>,
     /// Seals and opens secrets at rest (`secrets.rs`).
     pub secrets: secrets::SecretBox,
+    /// When a silent runner instance lists as `offline`.
+    pub runner_offline_after: Duration,
 }
 
 pub(crate) type State = Arc<AppState>;
@@ -228,6 +234,7 @@ pub async fn run(
         ),
         api_url: std::sync::OnceLock::new(),
         secrets,
+        runner_offline_after: config.runner_offline_after,
     });
 
     let listener =

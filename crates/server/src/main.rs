@@ -36,6 +36,9 @@ struct Args {
     /// Org-wide limit on concurrently running tasks.
     #[arg(long, default_value_t = 100)]
     max_running_tasks: u64,
+    /// A runner instance not heard from for this long lists as `offline` (`3m`, `90s`).
+    #[arg(long, value_name = "DURATION", default_value = "3m", value_parser = parse_duration)]
+    runner_offline_after: Duration,
     /// Most concurrent client connections, a quarter of them reserved for authenticated clients.
     /// Ceiling: what the open-file limit allows (raised to its hard limit at start) after a
     /// margin for the database, blobs and git; default: that, at most 8192.
@@ -171,6 +174,7 @@ fn main() -> ExitCode {
         .filter(|k| !k.is_empty());
     config.task_lease = Duration::from_secs(args.task_lease_secs.max(1));
     config.max_running_tasks = args.max_running_tasks;
+    config.runner_offline_after = args.runner_offline_after;
     config.max_step_log = args.max_step_log;
     config.max_job_log = args.max_job_log;
     config.min_free_space = args.min_free_space;
@@ -241,6 +245,10 @@ fn config_summary(config: &bosun_server::Config) -> String {
         ("blobs", blobs),
         ("task lease", duration(config.task_lease)),
         ("max running tasks", config.max_running_tasks.to_string()),
+        (
+            "runner offline after",
+            duration(config.runner_offline_after),
+        ),
         ("max step log", format!("{} bytes", config.max_step_log)),
         ("max job log", format!("{} bytes", config.max_job_log)),
         ("min free space", format!("{} bytes", config.min_free_space)),

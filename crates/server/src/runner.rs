@@ -30,6 +30,7 @@ const MAX_CLAIM_WAIT: Duration = Duration::from_secs(60);
 pub fn routes() -> Router<State> {
     Router::new()
         .route("/api/v3/runner/claim", post(claim))
+        .route("/api/v3/runner/heartbeat", post(runner_heartbeat))
         .route("/api/v2/task/config", get(task_config))
         .route("/api/v2/task/heartbeat", post(heartbeat))
         .route(
@@ -55,6 +56,52 @@ fn parse_wait(text: &str) -> Result<Duration, AppError> {
     Ok(Duration::from_secs(secs).min(MAX_CLAIM_WAIT))
 }
 
+/// Most tasks one runner says it runs at once.
+const MAX_RUNNER_CAPACITY: u32 = 1024;
+
+/// Checks what a runner says of itself (a claim's or a runner heartbeat's body) and records it
+/// in the inventory.
+async fn runner_seen(state: &State, runner: &Runner, body: &ClaimRequest) -> AppResult<()> {
+    check_field("name", &body.name, 128)?;
+    check_field("hostname", &body.hostname, 255)?;
+    check_field("ip", &body.ip, 64)?;
+    check_field("version", &body.version, 64)?;
+    if body.name.is_empty() {
+        return Err(AppError::bad_request("`name` must not be empty"));
+    }
+    if body.capacity == 0 || body.capacity > MAX_RUNNER_CAPACITY || body.running > body.capacity {
+        return Err(AppError::bad_request(format!(
+            "`capacity` must be 1 to {MAX_RUNNER_CAPACITY} and `running` at most `capacity`"
+        )));
+    }
+    state
+        .store
+        .runner_seen(&RunnerSeen {
+            resource_class: &runner.resource_class,
+            name: &body.name,
+            hostname: &body.hostname,
+            ip: &body.ip,
+            version: &body.version,
+            running: i64::from(body.running),
+            capacity: i64::from(body.capacity),
+            draining: body.draining,
+            now: now_ms(),
+        })
+        .await?;
+    Ok(())
+}
+
+/// bosun's `POST /api/v3/runner/heartbeat` (runner token): what an agent that is not claiming
+/// (busy to its capacity, or draining) tells the inventory; 204.
+async fn runner_heartbeat(
+    runner: Runner,
+    StateExt(state): StateExt<State>,
+    Json(body): Json<ClaimRequest>,
+) -> AppResult<StatusCode> {
+    runner_seen(&state, &runner, &body).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 fn check_field(name: &str, value: &str, max: usize) -> Result<(), AppError> {
     if value.len() > max || value.chars().any(char::is_control) {
         return Err(AppError::bad_request(format!(
@@ -70,25 +117,7 @@ async fn claim(
     Query(query): Query<ClaimQuery>,
     Json(body): Json<ClaimRequest>,
 ) -> AppResult<Response> {
-    check_field("name", &body.name, 128)?;
-    check_field("hostname", &body.hostname, 255)?;
-    check_field("ip", &body.ip, 64)?;
-    check_field("version", &body.version, 64)?;
-    if body.name.is_empty() {
-        return Err(AppError::bad_request("`name` must not be empty"));
-    }
-    let now = now_ms();
-    state
-        .store
-        .runner_seen(&RunnerSeen {
-            resource_class: &runner.resource_class,
-            name: &body.name,
-            hostname: &body.hostname,
-            ip: &body.ip,
-            version: &body.version,
-            now,
-        })
-        .await?;
+    runner_seen(&state, &runner, &body).await?;
 
     let wait = match query.wait.as_deref() {
         Some(text) => parse_wait(text)?,
@@ -130,6 +159,10 @@ async fn try_claim(
         return Ok(None);
     };
     tracing::info!(task = %task_id, job = %job_id, runner = runner_name, "task claimed");
+    state
+        .store
+        .runner_used(resource_class, runner_name, now)
+        .await?;
     Ok(Some(ClaimResponse {
         task_token: token,
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),

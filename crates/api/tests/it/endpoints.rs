@@ -98,6 +98,7 @@ async fn typed_methods_send_what_the_hand_written_calls_sent() {
         hostname: "h".into(),
         ip: "1.2.3.4".into(),
         version: "0".into(),
+        ..ClaimRequest::default()
     };
     assert_eq!(
         client
@@ -196,7 +197,7 @@ async fn typed_methods_send_what_the_hand_written_calls_sent() {
             "/api/v3/runner/claim?wait=30s",
             "Bearer runner-token",
             "application/json",
-            r#"{"name":"r","hostname":"h","ip":"1.2.3.4","version":"0"}"#,
+            r#"{"name":"r","hostname":"h","ip":"1.2.3.4","version":"0","running":0,"capacity":1,"draining":false}"#,
         ),
         (
             "POST",

@@ -179,11 +179,13 @@ impl Store {
     /// Registers a claiming runner, or refreshes what it said about itself.
     pub async fn runner_seen(&self, runner: &RunnerSeen<'_>) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO runners (resource_class, name, hostname, ip, version, first_connected, last_connected)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
+            "INSERT INTO runners (resource_class, name, hostname, ip, version, first_connected, last_connected,
+                                  running, capacity, draining)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
              ON CONFLICT (resource_class, name) DO UPDATE SET
                hostname = excluded.hostname, ip = excluded.ip, version = excluded.version,
-               last_connected = excluded.last_connected",
+               last_connected = excluded.last_connected, running = excluded.running,
+               capacity = excluded.capacity, draining = excluded.draining",
         )
         .bind(runner.resource_class)
         .bind(runner.name)
@@ -192,6 +194,23 @@ impl Store {
         .bind(runner.version)
         .bind(runner.now)
         .bind(runner.now)
+        .bind(runner.running)
+        .bind(runner.capacity)
+        .bind(runner.draining)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Runner `name` of `resource_class` was just given a task.
+    pub async fn runner_used(&self, resource_class: &str, name: &str, now: i64) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE runners SET last_used = $3, running = running + 1
+             WHERE resource_class = $1 AND name = $2",
+        )
+        .bind(resource_class)
+        .bind(name)
+        .bind(now)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -204,7 +223,8 @@ impl Store {
         since: i64,
     ) -> StoreResult<Vec<RunnerRow>> {
         Ok(sqlx::query_as(
-            "SELECT resource_class, hostname, name, ip, version, first_connected, last_connected, last_used
+            "SELECT resource_class, hostname, name, ip, version, first_connected, last_connected, last_used,
+                    running, capacity, draining
              FROM runners WHERE resource_class = $1 AND last_connected >= $2 ORDER BY name",
         )
         .bind(resource_class)
@@ -220,7 +240,8 @@ impl Store {
         since: i64,
     ) -> StoreResult<Vec<RunnerRow>> {
         Ok(sqlx::query_as(
-            "SELECT resource_class, hostname, name, ip, version, first_connected, last_connected, last_used
+            "SELECT resource_class, hostname, name, ip, version, first_connected, last_connected, last_used,
+                    running, capacity, draining
              FROM runners WHERE resource_class LIKE $1 ESCAPE '\\' AND last_connected >= $2
              ORDER BY resource_class, name",
         )

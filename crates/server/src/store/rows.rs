@@ -32,6 +32,9 @@ pub struct RunnerRow {
     pub first_connected: i64,
     pub last_connected: i64,
     pub last_used: Option<i64>,
+    pub running: i64,
+    pub capacity: i64,
+    pub draining: bool,
 }
 
 /// What a claiming runner tells about itself.
@@ -42,6 +45,10 @@ pub struct RunnerSeen<'a> {
     pub hostname: &'a str,
     pub ip: &'a str,
     pub version: &'a str,
+    /// Tasks it runs now, of at most `capacity` at once.
+    pub running: i64,
+    pub capacity: i64,
+    pub draining: bool,
     pub now: i64,
 }
 

@@ -130,6 +130,9 @@ async fn a_namespace_lists_its_own_runners_and_wildcards_in_its_name_match_nothi
                 hostname: "host",
                 ip: "127.0.0.1",
                 version: "1",
+                running: 0,
+                capacity: 1,
+                draining: false,
                 now: 100,
             })
             .await
