@@ -214,6 +214,29 @@ impl Server {
         Server::start_custom(dir, extra, Some(E2E_ADMIN_TOKEN), |_| {})
     }
 
+    /// A server speaking HTTPS with `cert` and `key` (PEM files), whose admin client trusts
+    /// the CA in `ca`.
+    pub fn start_tls(dir: &Path, cert: &Path, key: &Path, ca: &Path) -> Server {
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        let mut server = Server::start_custom(
+            dir,
+            &["--tls-cert", &cert, "--tls-key", &key],
+            Some(E2E_ADMIN_TOKEN),
+            |_| {},
+        );
+        assert!(server.url.starts_with("https://"), "{}", server.url);
+        server.client = Client::with_options(
+            &server.url,
+            bosun_api::Timeouts::default(),
+            &bosun_api::ConnectOptions {
+                ca_file: Some(ca.to_owned()),
+                proxy: Some(bosun_api::ProxyChoice::Direct),
+            },
+        )
+        .expect("a TLS client");
+        server
+    }
+
     /// Starts `bosun-server` with `extra` arguments, data in `dir/server`, the admin token from
     /// `BOSUN_ADMIN_TOKEN` (or, with `None`, the one the server generates and writes to
     /// `DATA_DIR/admin-token`), `setup` applied to the command last; waits until it listens.
@@ -428,6 +451,19 @@ pub fn launch_agent_with_args(
     options: AgentOptions,
     args: &[&str],
 ) -> Proc {
+    launch_agent_with_env(server, token, dir, name, options, args, &[])
+}
+
+/// [`launch_agent_with_args`] with `env` set for the launch-agent (`HTTPS_PROXY`, say).
+pub fn launch_agent_with_env(
+    server: &Server,
+    token: &str,
+    dir: &Path,
+    name: &str,
+    options: AgentOptions,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Proc {
     let config = agent_config(
         server,
         token,
@@ -440,6 +476,9 @@ pub fn launch_agent_with_args(
     );
     let mut command = Command::new(bin_dir().join("launch-agent"));
     command.arg("--config").arg(&config).args(args);
+    for (name, value) in env {
+        command.env(name, value);
+    }
     spawn(command, dir.join(format!("{name}.log")))
 }
 

@@ -20,4 +20,5 @@ mod quickstart;
 mod secrets;
 mod server_hardening;
 mod test_results;
+mod tls;
 mod users;

@@ -80,6 +80,12 @@ pub const PREREQS: &[Prereq] = &[
         root_only: false,
     },
     Prereq {
+        program: "tinyproxy",
+        package: "tinyproxy",
+        why: "the proxy test tunnels the launch-agent's HTTPS through a real tinyproxy",
+        root_only: false,
+    },
+    Prereq {
         program: "node",
         package: "nodejs",
         why: "the third-party clients test runs circle-client and circleci-api (npm) on node",

@@ -1,5 +1,5 @@
-//! A small HTTP/1 client over hyper-util's pooled client. Plain `http://` for now: bosun's
-//! embedded server listens on loopback. TLS (rustls with ring) joins when the server does.
+//! A small HTTP/1 client over hyper-util's pooled client, `http://` or `https://` (rustls with
+//! ring), directly or through a proxy: see `connect.rs`.
 //!
 //! Two kinds of exchange share one connection pool and one error type:
 //! - buffered ([`Client::send`] and the typed methods of `endpoints.rs`): the request body is in
@@ -22,7 +22,6 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::{Method, Request, StatusCode, header};
 use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -89,8 +88,11 @@ pub enum ApiError {
         url: String,
         message: String,
     },
-    #[error("bad server URL `{0}`: expected http://host:port")]
+    #[error("bad server URL `{0}`: expected http://host:port or https://host:port")]
     BadUrl(String),
+    /// The TLS set-up: the CA file or the system's roots.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl ApiError {
@@ -171,7 +173,7 @@ impl Default for Timeouts {
 #[derive(Clone, Debug)]
 pub struct Client {
     base: String,
-    http: HyperClient<HttpConnector, RequestBody>,
+    http: HyperClient<crate::connect::Connector, RequestBody>,
     timeouts: Timeouts,
 }
 
@@ -182,16 +184,24 @@ impl Client {
     }
 
     pub fn with_timeouts(base: &str, timeouts: Timeouts) -> Result<Client, ApiError> {
+        Client::with_options(base, timeouts, &crate::ConnectOptions::default())
+    }
+
+    /// A client for `base` (`http://` or `https://`), with a CA file or a proxy choice.
+    pub fn with_options(
+        base: &str,
+        timeouts: Timeouts,
+        options: &crate::ConnectOptions,
+    ) -> Result<Client, ApiError> {
         let base = base.trim_end_matches('/').to_owned();
         let rest = base
             .strip_prefix("http://")
+            .or_else(|| base.strip_prefix("https://"))
             .ok_or_else(|| ApiError::BadUrl(base.clone()))?;
         if rest.is_empty() || rest.contains(['?', '#', ' ']) {
             return Err(ApiError::BadUrl(base));
         }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(10)));
+        let connector = crate::connect::connector(&base, options)?;
         let http = HyperClient::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);

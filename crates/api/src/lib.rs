@@ -7,6 +7,7 @@
 //! forwards it to its task-agent without compiling anything.
 
 mod client;
+mod connect;
 mod endpoints;
 pub mod types;
 
@@ -16,6 +17,7 @@ pub use client::{
     ApiError, Auth, Body, BodySender, BoxError, Client, Download, MAX_RESPONSE_BYTES, Response,
     Timeouts, UploadGone, decode_component, encode_component,
 };
+pub use connect::{ConnectOptions, ProxyChoice};
 pub use endpoints::{CACHE_KEY_HEADER, InstanceFilter};
 pub use hyper::{Method, StatusCode};
 pub use types::*;

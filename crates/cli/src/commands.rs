@@ -28,7 +28,12 @@ pub async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                     "no token: pass --token or set BOSUN_TOKEN (the server's admin token)",
                 )
             })?;
-            let client = Client::new(&cli.host).map_err(|err| Failure::input(err.to_string()))?;
+            let options = bosun_api::ConnectOptions {
+                ca_file: cli.ca_file.clone(),
+                proxy: None,
+            };
+            let client = Client::with_options(&cli.host, bosun_api::Timeouts::default(), &options)
+                .map_err(|err| Failure::input(err.to_string()))?;
             let auth = Auth::CircleToken(token);
             let ctx = Ctx { client, auth };
             match command {

@@ -29,6 +29,10 @@ pub struct Cli {
         default_value = "http://127.0.0.1:8730"
     )]
     pub host: String,
+    /// PEM certificates to trust besides the system's roots, for an https:// server whose
+    /// certificate a private CA signed.
+    #[arg(long, global = true, env = "BOSUN_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// API token (sent as Circle-Token): the server's admin token or a personal token.
     #[arg(long, global = true, env = "BOSUN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,

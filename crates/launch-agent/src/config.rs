@@ -31,6 +31,9 @@ pub enum JobUser {
 #[derive(Clone)]
 pub struct Config {
     pub api_url: String,
+    /// `api.ca_file`: PEM certificates trusted besides the system's roots, for a server whose
+    /// certificate a private CA signed.
+    pub ca_file: Option<PathBuf>,
     pub auth_token: String,
     pub runner_name: String,
     /// May contain `%s`, replaced by the task id.
@@ -79,6 +82,7 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("api_url", &self.api_url)
+            .field("ca_file", &self.ca_file)
             .field("auth_token", &"<redacted>")
             .field("runner_name", &self.runner_name)
             .field("working_directory", &self.working_directory)
@@ -453,6 +457,7 @@ const SECTIONS: &[&str] = &["api", "runner", "logging"];
 pub const KEYS: &[(&str, &str)] = &[
     ("api.auth_token", "API_AUTH_TOKEN"),
     ("api.url", "API_URL"),
+    ("api.ca_file", "API_CA_FILE"),
     ("runner.name", "NAME"),
     ("runner.working_directory", "WORK_DIR"),
     ("runner.cleanup_working_directory", "CLEANUP_WORK_DIR"),
@@ -548,6 +553,25 @@ pub fn load(
     let api_url = v
         .text("api.url")
         .unwrap_or_else(|| "http://127.0.0.1:8730".into());
+    if !(api_url.starts_with("http://") || api_url.starts_with("https://")) {
+        bail!(
+            "api.url `{api_url}` ({}) must start with http:// or https://",
+            v.origin("api.url")
+        );
+    }
+    let ca_file = v
+        .text("api.ca_file")
+        .filter(|f| !f.is_empty())
+        .map(PathBuf::from);
+    if let Some(path) = &ca_file {
+        if !path.is_file() {
+            bail!(
+                "api.ca_file `{}` ({}) is not a readable file",
+                path.display(),
+                v.origin("api.ca_file")
+            );
+        }
+    }
     let runner_name = match v.text("runner.name") {
         Some(name) => name,
         None => nix::unistd::gethostname()
@@ -701,6 +725,7 @@ pub fn load(
         .unwrap_or(LogFormat::Text);
     let mut config = Config {
         api_url,
+        ca_file,
         auth_token,
         runner_name,
         working_directory,
@@ -744,6 +769,7 @@ fn default_shown(config: &Config, key: &str) -> String {
     let limit = |value: Option<u64>| value.map_or("unlimited".to_owned(), |n| n.to_string());
     match key {
         "api.url" => config.api_url.clone(),
+        "api.ca_file" => "(none: the system's roots)".into(),
         "runner.name" => config.runner_name.clone(),
         "runner.working_directory" => config.working_directory.clone(),
         "runner.cleanup_working_directory" => config.cleanup_working_directory.to_string(),

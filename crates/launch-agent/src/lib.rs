@@ -52,7 +52,14 @@ enum Event {
 /// (drain: no new claims, the running tasks finish) or, in single-task mode, after one task.
 pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
     let mut identity = Identity::resolve(&config.user, config.group.as_deref())?;
-    let client = Client::new(&config.api_url)?;
+    let client = Client::with_options(
+        &config.api_url,
+        bosun_api::Timeouts::default(),
+        &bosun_api::ConnectOptions {
+            ca_file: config.ca_file.clone(),
+            proxy: None,
+        },
+    )?;
     let auth = Auth::Bearer(config.auth_token.clone());
     let request = ClaimRequest {
         name: config.runner_name.clone(),
@@ -326,9 +333,13 @@ async fn listening_again(api_url: &str) {
     }
 }
 
-/// `host:port` of an `http://` server URL (port 80 when it names none).
+/// `host:port` of an `http://` or `https://` server URL (port 80 or 443 when it names none).
 fn host_port(api_url: &str) -> Option<String> {
-    let authority = api_url.strip_prefix("http://")?.split('/').next()?;
+    let (rest, default_port) = match api_url.strip_prefix("https://") {
+        Some(rest) => (rest, 443),
+        None => (api_url.strip_prefix("http://")?, 80),
+    };
+    let authority = rest.split('/').next()?;
     if authority.is_empty() {
         return None;
     }
@@ -339,13 +350,13 @@ fn host_port(api_url: &str) -> Option<String> {
     Some(if has_port {
         authority.to_owned()
     } else {
-        format!("{authority}:80")
+        format!("{authority}:{default_port}")
     })
 }
 
 /// The local address used to reach the server (no packet is sent).
 fn local_ip(api_url: &str) -> Option<String> {
-    let host_port = api_url.strip_prefix("http://")?.split('/').next()?;
+    let host_port = host_port(api_url)?;
     let socket = UdpSocket::bind("0.0.0.0:0").ok()?;
     socket.connect(host_port).ok()?;
     Some(socket.local_addr().ok()?.ip().to_string())
@@ -416,6 +427,8 @@ mod tests {
         );
         assert_eq!(host_port("http://[::1]").as_deref(), Some("[::1]:80"));
         assert_eq!(host_port("http://[::1]:9/").as_deref(), Some("[::1]:9"));
-        assert_eq!(host_port("https://x"), None);
+        assert_eq!(host_port("https://x").as_deref(), Some("x:443"));
+        assert_eq!(host_port("https://x:8443/").as_deref(), Some("x:8443"));
+        assert_eq!(host_port("ftp://x"), None);
     }
 }

@@ -42,6 +42,7 @@ mod test_results;
 #[allow(dead_code)]
 #[path = "../../../tests/sshd.rs"]
 mod test_sshd;
+pub mod tls;
 mod users;
 #[cfg(test)]
 mod users_tests;
@@ -109,6 +110,8 @@ pub struct Config {
     /// A runner instance not heard from for this long lists as `offline`
     /// (`--runner-offline-after`).
     pub runner_offline_after: Duration,
+    /// `--tls-cert` and `--tls-key`: serve HTTPS (the certificate reloads on SIGHUP).
+    pub tls: Option<tls::TlsFiles>,
 }
 
 impl Config {
@@ -133,6 +136,7 @@ impl Config {
             sweep_interval: retention::DEFAULT_SWEEP_INTERVAL,
             connections: ConnectionLimits::default(),
             runner_offline_after: Duration::from_secs(180),
+            tls: None,
         }
     }
 
@@ -237,26 +241,39 @@ pub async fn run(
         runner_offline_after: config.runner_offline_after,
     });
 
+    let tls = match &config.tls {
+        Some(files) => Some(Arc::new(tls::Tls::new(files)?)),
+        None => None,
+    };
     let listener =
         serve::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let _ = state.api_url.set(
         config
             .public_url
             .clone()
             .map(|url| url.trim_end_matches('/').to_owned())
-            .unwrap_or_else(|| format!("http://{addr}")),
+            .unwrap_or_else(|| format!("{scheme}://{addr}")),
     );
     on_listening(addr);
 
     let reaper = tokio::spawn(scheduler::reap_expired_leases(state.clone()));
     let sweeper = tokio::spawn(retention::sweep_loop(state.clone(), config.sweep_interval));
+    let reloader = match &tls {
+        Some(tls) => Some(tls::reload_on_sighup(tls.clone())?),
+        None => None,
+    };
     let app = router(state);
-    let result = serve::serve(listener, app, config.connections, shutdown)
+    let acceptor = tls.as_ref().map(|tls| tls.acceptor.clone());
+    let result = serve::serve(listener, app, config.connections, acceptor, shutdown)
         .await
         .context("serving HTTP");
     reaper.abort();
     sweeper.abort();
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
     result
 }
 

@@ -36,6 +36,12 @@ struct Args {
     /// Org-wide limit on concurrently running tasks.
     #[arg(long, default_value_t = 100)]
     max_running_tasks: u64,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key); SIGHUP reloads both.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// A runner instance not heard from for this long lists as `offline` (`3m`, `90s`).
     #[arg(long, value_name = "DURATION", default_value = "3m", value_parser = parse_duration)]
     runner_offline_after: Duration,
@@ -175,6 +181,10 @@ fn main() -> ExitCode {
     config.task_lease = Duration::from_secs(args.task_lease_secs.max(1));
     config.max_running_tasks = args.max_running_tasks;
     config.runner_offline_after = args.runner_offline_after;
+    config.tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(bosun_server::tls::TlsFiles { cert, key }),
+        _ => None,
+    };
     config.max_step_log = args.max_step_log;
     config.max_job_log = args.max_job_log;
     config.min_free_space = args.min_free_space;
@@ -204,10 +214,15 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         let data_dir = config.data_dir.clone();
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         bosun_server::run(
             config,
             move |addr| {
-                let url = format!("http://{addr}");
+                let url = format!("{scheme}://{addr}");
                 // Tools that start the server with port 0 read the address from this file.
                 let _ = std::fs::write(data_dir.join("server-url"), format!("{url}\n"));
                 println!("bosun-server listening on {url}");

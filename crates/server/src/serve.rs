@@ -204,6 +204,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let cap = connection_cap(limits.max_connections);
@@ -243,6 +244,7 @@ pub(crate) async fn serve(
                     let _ = stream.set_nodelay(true);
                     tasks.spawn(serve_connection(
                         stream,
+                        tls.clone(),
                         conn,
                         app.clone(),
                         limits.clone(),
@@ -622,18 +624,44 @@ impl Drop for Slot {
 #[derive(Clone)]
 struct ConnectionHandle(Arc<Conn>);
 
+/// One connection: the TLS handshake first when the server speaks HTTPS (bounded by the
+/// header timeout: a client that never finishes it holds its slot no longer than a slow
+/// request head would), then HTTP/1.
 async fn serve_connection(
     stream: TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    conn: Arc<Conn>,
+    app: Router,
+    limits: Arc<ConnectionLimits>,
+    stop: watch::Receiver<bool>,
+) {
+    let slot = Slot(conn.clone());
+    let tracked = TrackedIo {
+        inner: stream,
+        conn: conn.clone(),
+    };
+    match tls {
+        None => serve_http(TokioIo::new(tracked), conn, app, limits, stop).await,
+        Some(acceptor) => {
+            match tokio::time::timeout(limits.header_timeout, acceptor.accept(tracked)).await {
+                Ok(Ok(stream)) => serve_http(TokioIo::new(stream), conn, app, limits, stop).await,
+                Ok(Err(err)) => tracing::debug!("connection {}: TLS handshake: {err}", conn.id),
+                Err(_) => tracing::debug!("connection {}: TLS handshake timed out", conn.id),
+            }
+        }
+    }
+    drop(slot);
+}
+
+async fn serve_http<I>(
+    io: TokioIo<I>,
     conn: Arc<Conn>,
     app: Router,
     limits: Arc<ConnectionLimits>,
     mut stop: watch::Receiver<bool>,
-) {
-    let slot = Slot(conn.clone());
-    let io = TokioIo::new(TrackedIo {
-        inner: stream,
-        conn: conn.clone(),
-    });
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = ConnService {
         app: TowerToHyperService::new(app),
         conn: conn.clone(),
@@ -676,7 +704,6 @@ async fn serve_connection(
             }
         }
     }
-    drop(slot);
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
