@@ -17,6 +17,7 @@ mod masking_bench;
 mod parallelism;
 mod pipeline;
 mod quickstart;
+mod restart;
 mod secrets;
 mod server_hardening;
 mod test_results;

@@ -215,6 +215,16 @@ pub async fn run(
     std::fs::create_dir_all(&repo_dir)
         .with_context(|| format!("creating {}", repo_dir.display()))?;
 
+    // Runners kept running their tasks while this server was down (or restarting): each gets a
+    // whole lease from now to heartbeat again before it counts as gone.
+    let grace_until = util::now_ms() + config.task_lease.as_millis() as i64;
+    match store.extend_running_leases(grace_until).await? {
+        0 => {}
+        n => tracing::info!(
+            "{n} running task(s) get {:?} to heartbeat before their leases count as lapsed",
+            config.task_lease
+        ),
+    }
     let secrets = secrets::SecretBox::load(&config.data_dir, config.secret_key.as_deref())?;
     auth::ensure_admin_token(&store, &config.data_dir, config.admin_token.as_deref()).await?;
 
