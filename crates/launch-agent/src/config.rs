@@ -10,6 +10,8 @@ use anyhow::{Context, bail};
 
 /// Largest config file accepted.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// The default `logging.max_size`.
+const DEFAULT_LOG_MAX_SIZE: u64 = 100 << 20;
 /// Most `runner.max_concurrent_tasks`.
 const MAX_CONCURRENT_TASKS: usize = 64;
 
@@ -70,6 +72,11 @@ pub struct Config {
     pub logging_level: String,
     /// `logging.format` (default `text`).
     pub logging_format: LogFormat,
+    /// `logging.max_size` (bosun's; default 100 MiB; `0` or `unlimited`: never): `logging.file`
+    /// rotates past it.
+    pub logging_max_size: u64,
+    /// `logging.max_files` (bosun's; default 5): rotated files kept.
+    pub logging_max_files: u32,
     /// Problems that do not stop the agent (unknown keys), reported once at start.
     pub warnings: Vec<String>,
     /// Every key with its value as given (`""` when not set; the token redacted) and where it
@@ -482,6 +489,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("logging.file", "LOGGING_FILE"),
     ("logging.level", "LOGGING_LEVEL"),
     ("logging.format", "LOGGING_FORMAT"),
+    ("logging.max_size", "LOGGING_MAX_SIZE"),
+    ("logging.max_files", "LOGGING_MAX_FILES"),
 ];
 
 /// The environment variables that set `key`, strongest first: the launch-agent's
@@ -723,6 +732,16 @@ pub fn load(
             other => Err(format!("`{other}` must be one of text, color, json, none")),
         })?
         .unwrap_or(LogFormat::Text);
+    let logging_max_size = v
+        .parse("logging.max_size", |text| parse_limit(text, parse_size))?
+        .map_or(Some(DEFAULT_LOG_MAX_SIZE), |limit| limit)
+        .unwrap_or(0);
+    let logging_max_files = v
+        .parse("logging.max_files", |text| match text.parse::<u32>() {
+            Ok(n) if n <= 100 => Ok(n),
+            _ => Err(format!("`{text}` must be a whole number from 0 to 100")),
+        })?
+        .unwrap_or(5);
     let mut config = Config {
         api_url,
         ca_file,
@@ -741,6 +760,8 @@ pub fn load(
         logging_file: v.text("logging.file").map(PathBuf::from),
         logging_level,
         logging_format,
+        logging_max_size,
+        logging_max_files,
         cgroups,
         dedicated_user,
         max_pids,
@@ -790,6 +811,8 @@ fn default_shown(config: &Config, key: &str) -> String {
         "logging.file" => "stderr".into(),
         "logging.level" => config.logging_level.clone(),
         "logging.format" => "text".into(),
+        "logging.max_size" => config.logging_max_size.to_string(),
+        "logging.max_files" => config.logging_max_files.to_string(),
         _ => "(none)".into(),
     }
 }

@@ -7,6 +7,7 @@
 //! Root-only code lives in [`privileged`].
 
 pub mod config;
+pub mod log_file;
 mod notify;
 pub mod privileged;
 mod task;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use bosun_launch_agent::config;
+use bosun_launch_agent::log_file::{self, LogFile};
 use clap::Parser;
 
 /// Where CircleCI's installers put the config: the launch-agent's, then machine runner 3's
@@ -156,20 +157,13 @@ fn init_logging(config: &config::Config) -> anyhow::Result<()> {
     let writer: Box<dyn Fn() -> Box<dyn std::io::Write> + Send + Sync> = match &config.logging_file
     {
         Some(path) if path.as_os_str() != "-" => {
-            let file = open_log(path)?;
-            let _ = LOG_FILE.set(LogFile {
-                path: path.clone(),
-                file: std::sync::RwLock::new(std::sync::Arc::new(file)),
-            });
-            Box::new(|| {
-                let file = LOG_FILE
-                    .get()
-                    .and_then(|log| log.file.read().ok().map(|file| file.clone()));
-                match file {
-                    Some(file) => Box::new(FileWriter(file)),
-                    None => Box::new(std::io::sink()),
-                }
-            })
+            let log = std::sync::Arc::new(LogFile::open(
+                path,
+                config.logging_max_size,
+                config.logging_max_files,
+            )?);
+            let _ = LOG_FILE.set(log.clone());
+            Box::new(move || Box::new(log_file::Writer(log.clone())))
         }
         _ => Box::new(|| Box::new(std::io::stderr())),
     };
@@ -189,25 +183,8 @@ fn init_logging(config: &config::Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `logging.file`, reopened on SIGHUP (after logrotate moved it away).
-struct LogFile {
-    path: PathBuf,
-    file: std::sync::RwLock<std::sync::Arc<std::fs::File>>,
-}
-
-static LOG_FILE: std::sync::OnceLock<LogFile> = std::sync::OnceLock::new();
-
-/// Opens `logging.file` for appending, 0600 when created: the log names tasks, jobs and the
-/// task-agents' messages.
-fn open_log(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|err| anyhow::anyhow!("opening logging.file {}: {err}", path.display()))
-}
+/// `logging.file`, for SIGHUP to reopen.
+static LOG_FILE: std::sync::OnceLock<std::sync::Arc<LogFile>> = std::sync::OnceLock::new();
 
 /// On SIGHUP, opens `logging.file` again (a log rotated away keeps its old lines; new ones go
 /// to the file at the path). Without a log file, SIGHUP is ignored.
@@ -218,28 +195,11 @@ fn reopen_log_on_sighup() -> anyhow::Result<()> {
             let Some(log) = LOG_FILE.get() else {
                 continue;
             };
-            match open_log(&log.path) {
-                Ok(file) => {
-                    if let Ok(mut current) = log.file.write() {
-                        *current = std::sync::Arc::new(file);
-                    }
-                    tracing::info!("SIGHUP: reopened {}", log.path.display());
-                }
+            match log.reopen() {
+                Ok(()) => tracing::info!("SIGHUP: reopened {}", log.path().display()),
                 Err(err) => tracing::error!("SIGHUP: {err:#}; logging to the old file"),
             }
         }
     });
     Ok(())
-}
-
-/// One open log file shared by every writer the subscriber asks for.
-struct FileWriter(std::sync::Arc<std::fs::File>);
-
-impl std::io::Write for FileWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        (&*self.0).write(buf)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        (&*self.0).flush()
-    }
 }
