@@ -14,6 +14,7 @@ mod isolation;
 mod log_limits;
 mod masking;
 mod masking_bench;
+mod metrics;
 mod parallelism;
 mod pipeline;
 mod quickstart;

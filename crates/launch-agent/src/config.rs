@@ -68,6 +68,8 @@ pub struct Config {
     /// `runner.max_concurrent_tasks` (bosun's; default 1): tasks run at once, each with its own
     /// directory, cgroup and task-agent.
     pub max_concurrent_tasks: usize,
+    /// `runner.metrics_addr` (bosun's; off by default): where `GET /metrics` is served.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// `logging.level` (default `info`; `BOSUN_LOG` wins).
     pub logging_level: String,
     /// `logging.format` (default `text`).
@@ -486,6 +488,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("runner.max_pids", "MAX_PIDS"),
     ("runner.max_memory", "MAX_MEMORY"),
     ("runner.max_concurrent_tasks", "MAX_CONCURRENT_TASKS"),
+    ("runner.metrics_addr", "METRICS_ADDR"),
     ("logging.file", "LOGGING_FILE"),
     ("logging.level", "LOGGING_LEVEL"),
     ("logging.format", "LOGGING_FORMAT"),
@@ -732,6 +735,10 @@ pub fn load(
             other => Err(format!("`{other}` must be one of text, color, json, none")),
         })?
         .unwrap_or(LogFormat::Text);
+    let metrics_addr = v.parse("runner.metrics_addr", |text| {
+        text.parse::<std::net::SocketAddr>()
+            .map_err(|_| format!("`{text}` is not an address like 127.0.0.1:9464"))
+    })?;
     let logging_max_size = v
         .parse("logging.max_size", |text| parse_limit(text, parse_size))?
         .map_or(Some(DEFAULT_LOG_MAX_SIZE), |limit| limit)
@@ -767,6 +774,7 @@ pub fn load(
         max_pids,
         max_memory,
         max_concurrent_tasks,
+        metrics_addr,
         warnings,
         effective: Vec::new(),
     };
@@ -808,6 +816,7 @@ fn default_shown(config: &Config, key: &str) -> String {
         "runner.max_pids" => limit(config.max_pids),
         "runner.max_memory" => limit(config.max_memory),
         "runner.max_concurrent_tasks" => config.max_concurrent_tasks.to_string(),
+        "runner.metrics_addr" => "(off)".into(),
         "logging.file" => "stderr".into(),
         "logging.level" => config.logging_level.clone(),
         "logging.format" => "text".into(),

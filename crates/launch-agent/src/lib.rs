@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod log_file;
+mod metrics;
 mod notify;
 pub mod privileged;
 mod task;
@@ -129,6 +130,9 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
     // answers could leave a task claimed by nobody until its lease lapses.
     let mut claim: Option<std::pin::Pin<Box<dyn std::future::Future<Output = _> + '_>>> = None;
     let mut claimed_any = false;
+    if let Some(addr) = config.metrics_addr {
+        metrics::serve(addr).await?;
+    }
     let notifier = notify::Notifier::from_env();
     let mut watchdog = notifier.watchdog.map(tokio::time::interval);
     notifier.ready();
@@ -168,6 +172,7 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
         }
         // The inventory hears of every change of state, and every REPORT_PERIOD while no claim
         // (which carries the same) is in flight.
+        metrics::running(running.len());
         let now_state = (running.len(), draining);
         if now_state != reported {
             report_state(&client, &auth, &request, now_state);
@@ -222,6 +227,7 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
                 // be asked again at the probe's rate.
                 let unreachable = matches!(err, bosun_api::ApiError::Transport { .. });
                 tracing::warn!("claim failed, retrying in {backoff:?}: {err}");
+                metrics::claim_failed();
                 notifier.status(&format!("Unhealthy: claim failed: {err}"));
                 let pause = tokio::time::sleep(upload::jitter(backoff));
                 tokio::pin!(pause);
@@ -247,6 +253,7 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
                 backoff = (backoff * 2).min(MAX_CLAIM_BACKOFF);
             }
             Event::Claimed(claimed) => {
+                metrics::claimed();
                 backoff = Duration::from_millis(500);
                 notifier.status("Healthy");
                 claimed_any = true;

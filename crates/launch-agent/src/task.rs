@@ -205,6 +205,7 @@ pub async fn run_task(
 }
 
 async fn complete(client: &Client, auth: &Auth, status: &str, message: Option<String>) {
+    crate::metrics::task_ended(status);
     let body = CompleteRequest {
         status: status.to_owned(),
         message,

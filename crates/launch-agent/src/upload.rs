@@ -172,6 +172,7 @@ impl LogUploader {
             return Ok(());
         }
         log.offset += log.pending.len() as u64;
+        crate::metrics::log_bytes(log.pending.len() as u64);
         if stored.length != log.offset {
             tracing::warn!(
                 step,

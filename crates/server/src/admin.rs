@@ -255,7 +255,7 @@ async fn delete_token(
 }
 
 /// Runners silent for 3 days drop out of the listing.
-const INVENTORY_WINDOW_MS: i64 = 3 * 24 * 3600 * 1000;
+pub(crate) const INVENTORY_WINDOW_MS: i64 = 3 * 24 * 3600 * 1000;
 
 async fn list_instances(
     _: Caller,
@@ -297,7 +297,11 @@ async fn list_instances(
 /// An instance's state: `offline` when it has not been heard from within `offline_after`
 /// (its claims long-poll for 30 s and a busy agent reports every 30 s), else `draining`,
 /// `busy N/M` or `idle`.
-fn instance_state(row: &RunnerRow, now: i64, offline_after: std::time::Duration) -> String {
+pub(crate) fn instance_state(
+    row: &RunnerRow,
+    now: i64,
+    offline_after: std::time::Duration,
+) -> String {
     if now - row.last_connected > offline_after.as_millis() as i64 {
         "offline".into()
     } else if row.draining {

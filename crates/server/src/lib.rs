@@ -20,6 +20,7 @@ mod http_tests;
 // The workspace's sshd harness for git.rs's tests, shared as a file (see tests/sshd.rs).
 mod jobs;
 mod logs;
+mod metrics;
 #[cfg(test)]
 mod openapi;
 #[cfg(test)]
@@ -180,6 +181,8 @@ pub(crate) struct AppState {
     pub secrets: secrets::SecretBox,
     /// When a silent runner instance lists as `offline`.
     pub runner_offline_after: Duration,
+    /// What `/metrics` shows.
+    pub metrics: metrics::Metrics,
 }
 
 pub(crate) type State = Arc<AppState>;
@@ -249,6 +252,7 @@ pub async fn run(
         api_url: std::sync::OnceLock::new(),
         secrets,
         runner_offline_after: config.runner_offline_after,
+        metrics: metrics::Metrics::new(),
     });
 
     let tls = match &config.tls {
@@ -303,6 +307,7 @@ fn router(state: State) -> Router {
         .merge(contexts::routes())
         .merge(users::routes())
         .merge(v1::routes())
+        .merge(metrics::routes())
         .fallback(error::no_route)
         .with_state(state);
     // An outer router whose only service is the app: its middleware runs before the app's

@@ -155,9 +155,15 @@ async fn try_claim(
             now,
         })
         .await?;
-    let Some(ClaimedTask { task_id, job_id }) = claimed else {
+    let Some(ClaimedTask {
+        task_id,
+        job_id,
+        created_at,
+    }) = claimed
+    else {
         return Ok(None);
     };
+    state.metrics.claimed(created_at, now);
     tracing::info!(task = %task_id, job = %job_id, runner = runner_name, "task claimed");
     state
         .store

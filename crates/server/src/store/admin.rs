@@ -258,6 +258,29 @@ impl Store {
     }
 
     /// How many tasks of `resource_class` are `status`.
+    /// Tasks of `status` by resource class, for `/metrics`.
+    pub async fn tasks_by_class(&self, status: TaskStatus) -> StoreResult<Vec<(String, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT resource_class, COUNT(*) FROM tasks WHERE status = $1
+             GROUP BY resource_class ORDER BY resource_class",
+        )
+        .bind(status)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Every runner heard from since `since`, for `/metrics`.
+    pub async fn runners_since(&self, since: i64) -> StoreResult<Vec<RunnerRow>> {
+        Ok(sqlx::query_as(
+            "SELECT resource_class, hostname, name, ip, version, first_connected, last_connected, last_used,
+                    running, capacity, draining
+             FROM runners WHERE last_connected >= $1",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     pub async fn count_tasks(&self, resource_class: &str, status: TaskStatus) -> StoreResult<u64> {
         let count: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM tasks WHERE resource_class = $1 AND status = $2",

@@ -89,6 +89,8 @@ pub struct Claim<'a> {
 pub struct ClaimedTask {
     pub task_id: String,
     pub job_id: String,
+    /// When the task was queued.
+    pub created_at: i64,
 }
 
 /// What renewing a task's lease found.

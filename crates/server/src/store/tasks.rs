@@ -48,7 +48,7 @@ impl Store {
                          ORDER BY created_at, id LIMIT 1)
                AND status = $8
                AND (SELECT COUNT(*) FROM tasks WHERE status = $9) < $10
-             RETURNING id AS task_id, job_id",
+             RETURNING id AS task_id, job_id, created_at",
         )
         .bind(TaskStatus::Running)
         .bind(claim.token_hash)
