@@ -60,3 +60,60 @@ async fn a_job_survives_a_server_kill_and_restart_with_its_log_whole() {
         f64::from(LINES - 5) / 10.0
     );
 }
+
+/// SIGTERM to a server whose agent is long-polling a claim (30 s): the claim answers at once,
+/// so the server exits in well under its 10 s shutdown grace, and the agent, told "no task",
+/// keeps trying without a fuss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_stops_promptly_under_long_polls() {
+    let dir = shared_tempdir();
+    let server = bosun_tests::Server::start(dir.path());
+    server.resource_class("e2e/stop").await;
+    let token = server.token("e2e/stop").await;
+    let _agent = launch_agent(
+        &server,
+        &token,
+        dir.path(),
+        "agent",
+        AgentOptions::default(),
+    );
+    // Let the agent's first claim reach the server and start waiting.
+    let started = Instant::now();
+    while !server
+        .client
+        .instances(
+            &server.admin,
+            bosun_api::InstanceFilter::ResourceClass("e2e/stop"),
+        )
+        .await
+        .is_ok_and(|list| !list.is_empty())
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the agent never claimed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut server = server;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.proc.pid()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let stopping = Instant::now();
+    let status = loop {
+        if let Some(status) = server.proc.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopping.elapsed() < Duration::from_secs(5),
+            "the server is still up {:?} after SIGTERM:\n{}",
+            stopping.elapsed(),
+            server.proc.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    eprintln!("the server stopped {:?} after SIGTERM", stopping.elapsed());
+}

@@ -183,6 +183,9 @@ pub(crate) struct AppState {
     pub runner_offline_after: Duration,
     /// What `/metrics` shows.
     pub metrics: metrics::Metrics,
+    /// Set when shutdown begins: long-polls (claims, heartbeats) answer at once instead of
+    /// holding the shutdown up for their whole wait.
+    pub stopping: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) type State = Arc<AppState>;
@@ -253,6 +256,7 @@ pub async fn run(
         secrets,
         runner_offline_after: config.runner_offline_after,
         metrics: metrics::Metrics::new(),
+        stopping: std::sync::atomic::AtomicBool::new(false),
     });
 
     let tls = match &config.tls {
@@ -277,6 +281,17 @@ pub async fn run(
     let reloader = match &tls {
         Some(tls) => Some(tls::reload_on_sighup(tls.clone())?),
         None => None,
+    };
+    let shutdown = {
+        let state = state.clone();
+        async move {
+            shutdown.await;
+            state
+                .stopping
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            state.queued.notify_waiters();
+            state.cancels.notify_waiters();
+        }
     };
     let app = router(state);
     let acceptor = tls.as_ref().map(|tls| tls.acceptor.clone());

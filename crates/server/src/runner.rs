@@ -127,6 +127,10 @@ async fn claim(
     loop {
         // Register for the wake-up before looking, so a task queued in between is not missed.
         let queued = state.queued.notified();
+        // A server shutting down hands out no task and holds no claim.
+        if state.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
         if let Some(response) = try_claim(&state, &runner.resource_class, &body.name).await? {
             return Ok(Json(response).into_response());
         }
@@ -253,7 +257,11 @@ async fn heartbeat(
     loop {
         let canceled = state.cancels.notified();
         let answer = renew_lease(&state, &task).await?;
-        if answer.cancel || tokio::time::timeout_at(deadline, canceled).await.is_err() {
+        let stopping = state.stopping.load(std::sync::atomic::Ordering::SeqCst);
+        if answer.cancel || stopping {
+            return Ok(Json(answer));
+        }
+        if tokio::time::timeout_at(deadline, canceled).await.is_err() {
             return Ok(Json(renew_lease(&state, &task).await?));
         }
     }
