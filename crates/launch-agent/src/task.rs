@@ -690,11 +690,15 @@ async fn heartbeat_loop(client: Client, auth: Auth, cancel: watch::Sender<Option
     // The server holds each heartbeat up to `period` and answers at once on a cancel, so a cancel
     // reaches the task within a round trip while the request rate stays at one per period.
     let mut period = Duration::from_secs(2);
+    // After a failed beat: a capped exponential backoff with full jitter.
+    let mut backoff = Duration::from_millis(250);
     loop {
         let started = tokio::time::Instant::now();
         let answer = client.heartbeat(&auth, period).await;
+        let failed = answer.is_err();
         match answer {
             Ok(answer) => {
+                backoff = Duration::from_millis(250);
                 if answer.cancel {
                     let _ = cancel.send(Some("the job was canceled".into()));
                 }
@@ -716,6 +720,12 @@ async fn heartbeat_loop(client: Client, auth: Auth, cancel: watch::Sender<Option
                 return;
             }
             Err(err) => tracing::warn!("heartbeat failed: {err}"),
+        }
+        if failed {
+            // Never longer than a third of the lease: a restarted server waits one lease for
+            // the beat before it counts the task as gone.
+            tokio::time::sleep(crate::upload::jitter(backoff.min(period))).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
         // A held heartbeat already waited; an early answer (error, old server) must not spin.
         tokio::time::sleep_until(started + Duration::from_millis(500)).await;

@@ -1,5 +1,6 @@
 //! Relaying a task's results to the server: step logs appended by offset (zstd bodies), step
-//! events and completion, each retried with capped exponential backoff. The relay awaits each
+//! events and completion, each retried with capped exponential backoff and full jitter for up
+//! to ten minutes. The relay awaits each
 //! upload before reading more from the task-agent, so a slow server slows the job instead of
 //! growing memory (backpressure, not buffering).
 
@@ -12,8 +13,12 @@ use bytes::Bytes;
 
 /// Flush a step's buffered log once it holds this much.
 pub const FLUSH_BYTES: usize = 1 << 20;
-/// Give up on the server after this long of failed retries.
-const RETRY_BUDGET: Duration = Duration::from_secs(120);
+/// Give up on the server after this long of failed retries. Long enough for a server restart,
+/// an upgrade or a network blip (the restarted server gives running tasks a lease's grace);
+/// meanwhile the relay holds the job's output back instead of buffering it.
+const RETRY_BUDGET: Duration = Duration::from_secs(600);
+/// The longest pause between two tries.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 
 /// Runs `call` until it succeeds, fails for good, or the retry budget is spent.
 pub async fn with_retry<T, F, Fut>(what: &str, call: F) -> Result<T, ApiError>
@@ -40,21 +45,22 @@ where
         match call().await {
             Ok(value) => return Ok(value),
             Err(err) if retryable(&err) && started.elapsed() < RETRY_BUDGET => {
-                tracing::warn!("{what} failed, retrying in {delay:?}: {err}");
-                tokio::time::sleep(jitter(delay)).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                let pause = jitter(delay);
+                tracing::warn!("{what} failed, retrying in {pause:?}: {err}");
+                tokio::time::sleep(pause).await;
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
             }
             Err(err) => return Err(err),
         }
     }
 }
 
-/// `delay` give or take 20 %, so many agents do not retry in lockstep.
+/// "Full jitter": a uniform pause from nothing to `delay`, so agents that failed together
+/// (a server restart) come back spread out rather than in lockstep.
 pub fn jitter(delay: Duration) -> Duration {
-    let mut byte = [0u8; 1];
-    let _ = getrandom::fill(&mut byte);
-    let factor = 0.8 + (f64::from(byte[0]) / 255.0) * 0.4;
-    delay.mul_f64(factor)
+    let mut bytes = [0u8; 2];
+    let _ = getrandom::fill(&mut bytes);
+    delay.mul_f64(f64::from(u16::from_le_bytes(bytes)) / f64::from(u16::MAX))
 }
 
 #[derive(Default)]
@@ -197,4 +203,19 @@ impl LogUploader {
 
 fn is_out_of_space(err: &ApiError) -> bool {
     err.status() == Some(bosun_api::StatusCode::INSUFFICIENT_STORAGE)
+}
+
+#[cfg(test)]
+mod jitter_tests {
+    use super::*;
+
+    #[test]
+    fn full_jitter_spreads_pauses_over_the_whole_range() {
+        let cap = Duration::from_secs(1);
+        let pauses: Vec<Duration> = (0..400).map(|_| jitter(cap)).collect();
+        assert!(pauses.iter().all(|p| *p <= cap));
+        // Both halves of the range are used (a ±20 % jitter would never go below 0.8 s).
+        assert!(pauses.iter().any(|p| *p < Duration::from_millis(250)));
+        assert!(pauses.iter().any(|p| *p > Duration::from_millis(750)));
+    }
 }
