@@ -482,6 +482,22 @@ pub fn launch_agent_with_env(
     spawn(command, dir.join(format!("{name}.log")))
 }
 
+/// Waits up to `limit` for `child` to exit; its status. Fails the test past `limit`.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "process {} did not exit within {limit:?}",
+            child.id()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Writes `dir/<name>.yaml` (0600) for a launch-agent of `token` whose tasks live under
 /// `dir/<work>/`, run as `user` when given, with `extra` appended to the `runner` section.
 #[allow(clippy::too_many_arguments)]

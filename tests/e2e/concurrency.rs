@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bosun_tests::{
     AgentOptions, Fixture, git_repo, launch_agent, launch_agent_with_args, shared_tempdir,
+    wait_exit,
 };
 
 /// Two jobs that succeed only if they run at the same time: each marks itself in `DIR` and
@@ -180,17 +181,6 @@ async fn sigterm_drains_and_the_drain_timeout_cancels() {
         "the drain took {:?}",
         begun.elapsed()
     );
-}
-
-fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(started.elapsed() < limit, "the launch-agent did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// systemd's notify protocol against a real datagram socket standing in for systemd: READY and

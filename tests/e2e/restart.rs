@@ -102,18 +102,7 @@ async fn the_server_stops_promptly_under_long_polls() {
     )
     .unwrap();
     let stopping = Instant::now();
-    let status = loop {
-        if let Some(status) = server.proc.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            stopping.elapsed() < Duration::from_secs(5),
-            "the server is still up {:?} after SIGTERM:\n{}",
-            stopping.elapsed(),
-            server.proc.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = bosun_tests::wait_exit(&mut server.proc.child, Duration::from_secs(5));
     assert!(status.success(), "{status}");
     eprintln!("the server stopped {:?} after SIGTERM", stopping.elapsed());
 }

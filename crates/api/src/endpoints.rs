@@ -873,13 +873,7 @@ impl Client {
         user: &str,
         slug: &str,
     ) -> Result<UserDetail, ApiError> {
-        let path = format!(
-            "/api/v2/user/{}/project/{}",
-            encode_component(user),
-            slug_path(slug)
-        );
-        self.json::<(), UserDetail>(Method::PUT, &path, auth, None)
-            .await
+        self.project_grant(Method::PUT, auth, user, slug).await
     }
 
     /// `DELETE /api/v2/user/{user}/project/{slug}` (admin).
@@ -889,13 +883,22 @@ impl Client {
         user: &str,
         slug: &str,
     ) -> Result<UserDetail, ApiError> {
+        self.project_grant(Method::DELETE, auth, user, slug).await
+    }
+
+    async fn project_grant(
+        &self,
+        method: Method,
+        auth: &Auth,
+        user: &str,
+        slug: &str,
+    ) -> Result<UserDetail, ApiError> {
         let path = format!(
             "/api/v2/user/{}/project/{}",
             encode_component(user),
             slug_path(slug)
         );
-        self.json::<(), UserDetail>(Method::DELETE, &path, auth, None)
-            .await
+        self.json::<(), UserDetail>(method, &path, auth, None).await
     }
 
     /// `GET /api/v2/token`: the caller's personal tokens, or `user`'s, or with `all` every
