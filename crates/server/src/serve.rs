@@ -668,22 +668,25 @@ async fn serve_http<I>(
     };
     // hyper's own header timer is off: the watchdog below keeps header and idle time (see the
     // module comment).
-    let connection = hyper::server::conn::http1::Builder::new()
+    let mut connection = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
         .max_buf_size(MAX_BUF_SIZE)
         .header_read_timeout(None)
         .serve_connection(io, service);
-    tokio::pin!(connection);
     let mut draining = *stop.borrow();
     if draining {
-        connection.as_mut().graceful_shutdown();
+        Pin::new(&mut connection).graceful_shutdown();
     }
+    // Whether hyper finished with the connection itself (rather than a timeout closing it).
+    let mut finished = false;
     loop {
         let deadline = conn.deadline(&limits);
         tokio::select! {
-            result = connection.as_mut() => {
-                if let Err(err) = result {
-                    tracing::debug!("connection {}: {err}", conn.id);
+            // Without hyper's own shutdown, so the socket can be closed gently below.
+            result = std::future::poll_fn(|cx| connection.poll_without_shutdown(cx)) => {
+                match result {
+                    Ok(()) => finished = true,
+                    Err(err) => tracing::debug!("connection {}: {err}", conn.id),
                 }
                 break;
             }
@@ -700,8 +703,48 @@ async fn serve_http<I>(
                 // Either shutdown began or the sender is gone; both mean drain.
                 let _ = changed;
                 draining = true;
-                connection.as_mut().graceful_shutdown();
+                Pin::new(&mut connection).graceful_shutdown();
             }
+        }
+    }
+    if finished {
+        linger(connection.into_parts().io.into_inner(), conn.id).await;
+    }
+}
+
+/// Most bytes, and longest time, a closing connection is read and discarded for.
+const LINGER_BYTES: usize = 4 << 20;
+const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// Closes a connection gently ("lingering close"): the write side first, then what the client
+/// still sends is read and thrown away for a bounded while. A handler that answers before
+/// reading the body (a cache key that exists, an archive over the limit) leaves body bytes
+/// unread; closing with them in the receive buffer makes the kernel send a reset, which can
+/// destroy the answer before the client reads it, so the client would see a broken pipe
+/// instead of the 409 or 413.
+async fn linger<I>(mut io: I, id: u64)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    if io.shutdown().await.is_err() {
+        return;
+    }
+    let drained = tokio::time::timeout(LINGER_TIME, async {
+        let mut buf = vec![0u8; 16 << 10];
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+        total
+    })
+    .await;
+    if let Ok(n) = drained {
+        if n > 0 {
+            tracing::debug!("connection {id}: discarded {n} unread bytes before closing");
         }
     }
 }
