@@ -9,6 +9,7 @@ mod clients;
 mod concurrency;
 mod connections;
 mod containment;
+mod faults;
 mod hardening;
 mod isolation;
 mod log_limits;
