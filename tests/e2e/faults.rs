@@ -79,7 +79,7 @@ async fn fault_proxy(target: String, mode: Arc<AtomicU8>) -> String {
             };
             if mode.load(Ordering::SeqCst) == CUT {
                 // A reset, as a dead path or a rebooting middlebox gives.
-                let _ = client.set_linger(Some(Duration::ZERO));
+                let _ = client.set_zero_linger();
                 drop(client);
                 continue;
             }
