@@ -66,10 +66,7 @@ async fn a_pipeline_runs_over_https_with_a_private_ca() {
         &token,
         dir.path(),
         "agent",
-        AgentOptions {
-            extra_config: String::new(),
-            ..AgentOptions::default()
-        },
+        AgentOptions::default(),
         &[],
         &[("LAUNCH_AGENT_API_CA_FILE", pki.ca.to_str().unwrap())],
     );

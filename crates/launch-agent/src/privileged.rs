@@ -277,7 +277,8 @@ fn task_agent_child(plan: &ChildPlan) -> std::io::Result<()> {
     }
     set_process_limit(plan.nproc)?;
     // SAFETY: umask, setuid, setgid, prctl and getppid are async-signal-safe syscalls that
-    // read nothing but their arguments.
+    // read nothing but their arguments (nix's setgroups/setgid/setuid are the same syscalls,
+    // safe wrappers that pass the slice as it is and map a failure to its errno).
     unsafe {
         nix::libc::umask(0o022);
         if let Some(switch) = &plan.switch {
@@ -293,9 +294,10 @@ fn task_agent_child(plan: &ChildPlan) -> std::io::Result<()> {
         }
         // Set after the uid change, which clears it: if the launch-agent dies, the task-agent
         // gets SIGTERM and kills its steps before it exits (SIGKILL would end it at once and
-        // leave them running). The kernel sends it when the spawning *thread* exits: spawn
-        // from runtime worker threads, never from one that `block_in_place` may hand to the
-        // blocking pool while the task-agent runs.
+        // leave them running). The kernel sends it when the spawning *thread* exits: spawn only
+        // from one that lives as long as the launch-agent (the claim loop's, which `block_on`
+        // drives on the main thread; the running tasks are futures of that loop), never from
+        // one that `block_in_place` may hand to the blocking pool while the task-agent runs.
         if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGTERM, 0, 0, 0) != 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -930,7 +932,9 @@ mod tests {
         // Fd 3 is where the task-agent's socket goes: something must be open there.
         let null = std::fs::File::open("/dev/null").unwrap();
         // SAFETY: the child calls only dup2, `setup` (what a pre_exec closure would run),
-        // atomics and _exit; no destructor or allocator lock of the parent is involved.
+        // atomics and _exit; no destructor of the parent runs. The one `setup` that allocates
+        // on purpose (the counter's own check) may: glibc's malloc takes its locks around fork,
+        // so the child's allocator is usable even if another test thread was allocating.
         match unsafe { nix::unistd::fork() }.expect("fork") {
             // SAFETY: dup2 and _exit are syscalls on plain values; see above.
             nix::unistd::ForkResult::Child => unsafe {
@@ -997,6 +1001,21 @@ mod tests {
             (false, nix::libc::ENOENT)
         );
         assert_eq!(in_forked_child(|| prefixed_child(None, None)), (false, 0));
+        // The privilege drop (setgroups, setgid, setuid, the regain check), to its end, when
+        // there is a privilege to drop.
+        if Uid::effective().is_root() {
+            let nobody = ChildPlan {
+                switch: Some(Switch {
+                    uid: Uid::from_raw(65534),
+                    gid: Gid::from_raw(65534),
+                    groups: vec![Gid::from_raw(65534)],
+                }),
+                ..plan(None, nix::unistd::getpid().as_raw())
+            };
+            assert_eq!(in_forked_child(|| task_agent_child(&nobody)), (false, 0));
+        } else {
+            println!("skipped the privilege-drop case: it needs root");
+        }
         // And the counter counts: an error built with a message allocates.
         assert!(in_forked_child(|| Err(std::io::Error::other("a message"))).0);
         assert!(

@@ -120,7 +120,7 @@ async fn collaborations(
                         (org.to_ascii_lowercase() == namespace).then_some((vcs, org))
                     });
                 let (vcs_type, slug) = match vcs {
-                    Some((vcs, org)) => (crate::v1::vcs_type(vcs), format!("{vcs}/{org}")),
+                    Some((vcs, org)) => (crate::slug::vcs_type(vcs), format!("{vcs}/{org}")),
                     None => ("circleci", format!("circleci/{namespace}")),
                 };
                 api::Collaboration {

@@ -43,6 +43,17 @@ pub fn provider(slug: &str) -> &'static str {
     }
 }
 
+/// The VCS a slug's prefix names, as v1.1 and collaborations spell it (`vcs_type`,
+/// `vcs-type`): `github`, `bitbucket`, `gitlab`, else the prefix as it is.
+pub fn vcs_type(vcs: &str) -> &str {
+    match vcs {
+        "gh" | "github" => "github",
+        "bb" | "bitbucket" => "bitbucket",
+        "gl" | "gitlab" => "gitlab",
+        other => other,
+    }
+}
+
 /// Route prefixes whose next path segment is a project slug.
 const SLUG_PREFIXES: &[&str] = &["/api/v2/project/"];
 

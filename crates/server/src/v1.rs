@@ -160,7 +160,7 @@ fn build_answer(base: &str, row: &BuildRow) -> serde_json::Value {
         "build_num": row.number,
         "build_url": format!("{}/api/v2/job/{}", base.trim_end_matches('/'), row.id),
         "vcs_url": row.git_url,
-        "vcs_type": vcs_type(vcs),
+        "vcs_type": crate::slug::vcs_type(vcs),
         "username": org,
         "reponame": repo,
         "branch": row.branch,
@@ -185,16 +185,6 @@ fn build_answer(base: &str, row: &BuildRow) -> serde_json::Value {
     })
 }
 
-/// v1.1's name of a slug's VCS: `github`, `bitbucket`, else the prefix as it is.
-pub(crate) fn vcs_type(vcs: &str) -> &str {
-    match vcs {
-        "gh" | "github" => "github",
-        "bb" | "bitbucket" => "bitbucket",
-        "gl" | "gitlab" => "gitlab",
-        other => other,
-    }
-}
-
 /// The projects the caller reads: every one for admins and viewers, a member's given ones.
 async fn projects(
     caller: Caller,
@@ -211,7 +201,7 @@ async fn projects(
                 let repo = parts.next().unwrap_or_default();
                 api::V1Project {
                     vcs_url: row.git_url.clone(),
-                    vcs_type: vcs_type(vcs).to_owned(),
+                    vcs_type: crate::slug::vcs_type(vcs).to_owned(),
                     username: org.to_owned(),
                     reponame: repo.to_owned(),
                     following: true,
