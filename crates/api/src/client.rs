@@ -52,6 +52,9 @@ pub enum ApiError {
         method: Method,
         url: String,
         message: String,
+        /// The server's address refused the TCP connection: nothing listens there (down or
+        /// restarting), as opposed to a connection that failed later.
+        refused: bool,
     },
     #[error("{method} {url}: no answer within {0:?}", timeout)]
     Timeout {
@@ -251,6 +254,7 @@ impl Client {
             method: method.clone(),
             url: url.to_owned(),
             message: err.to_string(),
+            refused: false,
         })
     }
 
@@ -275,11 +279,7 @@ impl Client {
                 .http
                 .request(request)
                 .await
-                .map_err(|err| ApiError::Transport {
-                    method: method.clone(),
-                    url: url.clone(),
-                    message: error_chain(&err),
-                })?;
+                .map_err(|err| transport_error(&method, &url, &err))?;
             let (parts, body) = response.into_parts();
             let body = collect_limited(body, MAX_RESPONSE_BYTES, &method, &url).await?;
             Ok::<_, ApiError>(Response {
@@ -330,11 +330,7 @@ impl Client {
                 }
                 (Ok(response), None) => response,
                 (Err(err), None) => {
-                    return Err(ApiError::Transport {
-                        method: method.clone(),
-                        url: url.clone(),
-                        message: error_chain(&err),
-                    });
+                    return Err(transport_error(&method, &url, &err));
                 }
             };
             progress.touch();
@@ -385,11 +381,7 @@ impl Client {
                 });
             }
             Ok(Err(err)) => {
-                return Err(ApiError::Transport {
-                    method,
-                    url,
-                    message: error_chain(&err),
-                });
+                return Err(transport_error(&method, &url, &err));
             }
             Ok(Ok(response)) => response,
         };
@@ -508,6 +500,7 @@ async fn collect_limited(
             method: method.clone(),
             url: url.to_owned(),
             message: format!("reading the answer: {err}"),
+            refused: false,
         })?
         .to_bytes())
 }
@@ -522,6 +515,29 @@ fn status_error(method: Method, url: String, status: StatusCode, body: &[u8]) ->
         url,
         status,
         message,
+    }
+}
+
+/// A request that failed before any answer, as [`ApiError::Transport`]; `refused` when an
+/// `ECONNREFUSED` anywhere in the error's chain says nothing listened at the address.
+fn transport_error(
+    method: &Method,
+    url: &str,
+    err: &(dyn std::error::Error + 'static),
+) -> ApiError {
+    let mut refused = false;
+    let mut source = Some(err);
+    while let Some(inner) = source {
+        if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+            refused |= io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        source = inner.source();
+    }
+    ApiError::Transport {
+        method: method.clone(),
+        url: url.to_owned(),
+        message: error_chain(err),
+        refused,
     }
 }
 
@@ -1050,6 +1066,7 @@ impl Download {
                         method: this.method.clone(),
                         url: this.url.clone(),
                         message: format!("reading the answer: {}", error_chain(&err)),
+                        refused: false,
                     })));
                 }
                 Poll::Ready(None) => {

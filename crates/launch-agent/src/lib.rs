@@ -225,7 +225,10 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
                 }
                 // Only an unreachable server is probed: one that answers with an error must not
                 // be asked again at the probe's rate.
-                let unreachable = matches!(err, bosun_api::ApiError::Transport { .. });
+                let (unreachable, refused) = match err {
+                    bosun_api::ApiError::Transport { refused, .. } => (true, refused),
+                    _ => (false, false),
+                };
                 tracing::warn!("claim failed, retrying in {backoff:?}: {err}");
                 metrics::claim_failed();
                 notifier.status(&format!("Unhealthy: claim failed: {err}"));
@@ -236,7 +239,7 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
                 loop {
                     tokio::select! {
                         _ = &mut pause => break,
-                        _ = listening_again(&config.api_url), if unreachable => {
+                        _ = listening_again(&config.api_url, refused), if unreachable => {
                             tracing::info!("the server is reachable again: claiming now");
                             break;
                         }
@@ -321,23 +324,26 @@ fn log_limits(config: &Config, controllers: &[String], identity: &mut Identity) 
     }
 }
 
-/// Returns once a TCP connection to the server's address fails and a later one succeeds, i.e.
-/// once the server has come back from an outage; probes every [`PROBE_PERIOD`]. A server whose
-/// port accepts from the first probe on (up, yet the claim failed) never ends the wait, so the
-/// backoff then runs its course instead of retrying at the probe's rate.
-async fn listening_again(api_url: &str) {
+/// Returns once the server's address accepts a TCP connection after it was seen not to, i.e.
+/// once the server has come back from an outage; probes at once, then every [`PROBE_PERIOD`].
+/// `refused`: the failed claim's connection was refused, so the server was down then, and the
+/// first accepting probe already ends the wait (the server may have come back between the claim
+/// and the probe). Otherwise a server whose port accepts from the first probe on (up, yet the
+/// claim failed: a reset, a TLS failure) never ends the wait, so the backoff then runs its
+/// course instead of retrying at the probe's rate.
+async fn listening_again(api_url: &str, refused: bool) {
     let Some(address) = host_port(api_url) else {
         return std::future::pending().await;
     };
-    let mut was_down = false;
+    let mut was_down = refused;
     loop {
-        tokio::time::sleep(PROBE_PERIOD).await;
         let probe = tokio::time::timeout(PROBE_PERIOD, tokio::net::TcpStream::connect(&address));
         match probe.await {
             Ok(Ok(_)) if was_down => return,
             Ok(Ok(_)) => {}
             _ => was_down = true,
         }
+        tokio::time::sleep(PROBE_PERIOD).await;
     }
 }
 

@@ -138,6 +138,7 @@ impl LogUploader {
                 method: Method::POST,
                 url: "zstd".into(),
                 message: err.to_string(),
+                refused: false,
             }
         })?);
         let client = &self.client;

@@ -641,3 +641,41 @@ fn clients_bodies_and_downloads_cross_tasks() {
     send::<Body>();
     send::<bosun_api::Download>();
 }
+
+#[tokio::test]
+async fn a_refused_connection_is_told_apart_from_one_that_fails_later() {
+    // Nothing listens on a port just freed: the connection is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let client = Client::new(&format!("http://127.0.0.1:{port}")).expect("client");
+    let err = client
+        .send(Method::GET, "/x", &Auth::None, None, None)
+        .await
+        .expect_err("nothing listens");
+    assert!(
+        matches!(err, ApiError::Transport { refused: true, .. }),
+        "{err:?}"
+    );
+
+    // A server that accepts and closes without answering: a transport error, not refused.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            drop(socket);
+        }
+    });
+    let client = Client::new(&format!("http://{address}")).expect("client");
+    let err = client
+        .send(Method::GET, "/x", &Auth::None, None, None)
+        .await
+        .expect_err("closed without an answer");
+    assert!(
+        matches!(err, ApiError::Transport { refused: false, .. }),
+        "{err:?}"
+    );
+}
