@@ -22,6 +22,7 @@ mod quickstart;
 mod restart;
 mod secrets;
 mod server_hardening;
+mod spool;
 mod test_results;
 mod tls;
 mod users;

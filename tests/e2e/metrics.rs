@@ -89,5 +89,7 @@ async fn server_and_agent_metrics_count_what_happened() {
         1.0
     );
     assert!(value(&agent_metrics, "bosun_agent_log_bytes_total") >= 8.0);
+    // Everything reached the server: nothing is held for it.
+    assert_eq!(value(&agent_metrics, "bosun_agent_spool_bytes"), 0.0);
     assert!(get(&metrics_addr, "/other").starts_with("HTTP/1.1 404"));
 }

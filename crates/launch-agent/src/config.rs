@@ -12,6 +12,8 @@ use anyhow::{Context, bail};
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// The default `logging.max_size`.
 const DEFAULT_LOG_MAX_SIZE: u64 = 100 << 20;
+/// `runner.max_spool_size` unless set.
+const DEFAULT_MAX_SPOOL_SIZE: u64 = 1 << 30;
 /// Most `runner.max_concurrent_tasks`.
 const MAX_CONCURRENT_TASKS: usize = 64;
 
@@ -68,6 +70,10 @@ pub struct Config {
     /// `runner.max_concurrent_tasks` (bosun's; default 1): tasks run at once, each with its own
     /// directory, cgroup and task-agent.
     pub max_concurrent_tasks: usize,
+    /// `runner.max_spool_size` (bosun's; default 1G): bytes of one task's output (log chunks,
+    /// step events) held for an unreachable server, spooled to disk under the ledger; past it
+    /// the task fails.
+    pub max_spool_size: u64,
     /// `runner.metrics_addr` (bosun's; off by default): where `GET /metrics` is served.
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// `logging.level` (default `info`; `BOSUN_LOG` wins).
@@ -488,6 +494,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("runner.max_pids", "MAX_PIDS"),
     ("runner.max_memory", "MAX_MEMORY"),
     ("runner.max_concurrent_tasks", "MAX_CONCURRENT_TASKS"),
+    ("runner.max_spool_size", "MAX_SPOOL_SIZE"),
     ("runner.metrics_addr", "METRICS_ADDR"),
     ("logging.file", "LOGGING_FILE"),
     ("logging.level", "LOGGING_LEVEL"),
@@ -700,6 +707,12 @@ pub fn load(
         Some(limit) => limit,
         None => default_max_memory(),
     };
+    let max_spool_size = v
+        .parse("runner.max_spool_size", |text| match parse_size(text)? {
+            0 => Err("the spool bound must be more than 0 bytes".to_owned()),
+            n => Ok(n),
+        })?
+        .unwrap_or(DEFAULT_MAX_SPOOL_SIZE);
     let max_concurrent_tasks = v
         .parse("runner.max_concurrent_tasks", |text| {
             match text.parse::<usize>() {
@@ -774,6 +787,7 @@ pub fn load(
         max_pids,
         max_memory,
         max_concurrent_tasks,
+        max_spool_size,
         metrics_addr,
         warnings,
         effective: Vec::new(),
@@ -816,6 +830,7 @@ fn default_shown(config: &Config, key: &str) -> String {
         "runner.max_pids" => limit(config.max_pids),
         "runner.max_memory" => limit(config.max_memory),
         "runner.max_concurrent_tasks" => config.max_concurrent_tasks.to_string(),
+        "runner.max_spool_size" => config.max_spool_size.to_string(),
         "runner.metrics_addr" => "(off)".into(),
         "logging.file" => "stderr".into(),
         "logging.level" => config.logging_level.clone(),

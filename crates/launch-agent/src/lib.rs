@@ -7,10 +7,12 @@
 //! Root-only code lives in [`privileged`].
 
 pub mod config;
+mod done;
 pub mod log_file;
 mod metrics;
 mod notify;
 pub mod privileged;
+mod spool;
 mod task;
 mod transfer;
 mod upload;
@@ -81,6 +83,8 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
         _ => None,
     };
     privileged::sweep_leftovers(&ledger, config.cleanup_working_directory, dedicated);
+    // Results an earlier run finished but could not report go to the server now.
+    done::replay(&client, ledger.dir(), &config.auth_token);
     let cgroup_root = if !config.cgroups {
         tracing::info!(
             "runner.cgroups is false: containment relies on the task-agent's subreaper and the sweep after each task"

@@ -26,6 +26,7 @@ struct Metrics {
     tasks: Family<OutcomeLabel, Counter>,
     log_bytes: Counter,
     running: Gauge,
+    spool_bytes: Gauge,
 }
 
 fn metrics() -> &'static Metrics {
@@ -36,6 +37,7 @@ fn metrics() -> &'static Metrics {
         let tasks = Family::<OutcomeLabel, Counter>::default();
         let log_bytes = Counter::default();
         let running = Gauge::default();
+        let spool_bytes = Gauge::default();
         let mut registry = Registry::with_prefix("bosun_agent");
         registry.register("claims", "Tasks this agent claimed", claims.clone());
         registry.register(
@@ -50,6 +52,11 @@ fn metrics() -> &'static Metrics {
             log_bytes.clone(),
         );
         registry.register("running_tasks", "Tasks running now", running.clone());
+        registry.register(
+            "spool_bytes",
+            "Bytes of logs and step events held for the server (in memory and spooled to disk)",
+            spool_bytes.clone(),
+        );
         Metrics {
             registry,
             claims,
@@ -57,6 +64,7 @@ fn metrics() -> &'static Metrics {
             tasks,
             log_bytes,
             running,
+            spool_bytes,
         }
     })
 }
@@ -80,6 +88,11 @@ pub fn task_ended(outcome: &str) {
 
 pub fn log_bytes(n: u64) {
     metrics().log_bytes.inc_by(n);
+}
+
+/// `delta` bytes more (or fewer) held for the server.
+pub fn spool_bytes(delta: i64) {
+    metrics().spool_bytes.inc_by(delta);
 }
 
 pub fn running(n: usize) {

@@ -806,8 +806,22 @@ impl Ledger {
         Ok(())
     }
 
+    /// Forgets the task, and the spool its output left if any (a task's `.done` record stays
+    /// until the server has its result).
     pub fn forget(&self, task_id: &str) {
         let _ = std::fs::remove_file(self.dir.join(task_id));
+        let _ = std::fs::remove_file(self.spool_path(task_id));
+    }
+
+    /// The root-only directory (created if needed: see [`Ledger::entries`]).
+    pub fn dir(&self) -> &Path {
+        let _ = self.ensure();
+        &self.dir
+    }
+
+    /// Where the task's output waits for an unreachable server (see `spool`).
+    pub fn spool_path(&self, task_id: &str) -> PathBuf {
+        self.dir.join(format!("{task_id}.spool"))
     }
 
     pub fn entries(&self) -> Vec<LedgerEntry> {

@@ -16,8 +16,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::privileged::{self, Identity, Ledger, LedgerEntry, TaskCgroup};
+use crate::spool::Spool;
 use crate::transfer::{self, Routes, ToAgent};
-use crate::upload::{LogStop, LogUploader, with_retry};
+use crate::upload::{LogUploader, with_retry};
 
 /// How often buffered log bytes are sent even when less than a flush's worth.
 const FLUSH_PERIOD: Duration = Duration::from_millis(200);
@@ -189,7 +190,11 @@ pub async fn run_task(
     if let Some(message) = &message {
         tracing::warn!(task = %spec.task_id, status, "{message}");
     }
-    complete(client, &auth, status, message).await;
+    // Held on disk until the server has it (a restart reports it), then reported.
+    hold_result(host, &auth, &spec.task_id, status, message.clone(), true);
+    if complete(client, &auth, status, message).await {
+        crate::done::remove(host.ledger.dir(), &spec.task_id);
+    }
     if config.cleanup_working_directory {
         let dir = work_dir.clone();
         let removed = tokio::task::spawn_blocking(move || privileged::remove_work_dir(&dir)).await;
@@ -204,15 +209,30 @@ pub async fn run_task(
     Ok(())
 }
 
-async fn complete(client: &Client, auth: &Auth, status: &str, message: Option<String>) {
+/// Reports the task's result; whether the server took it or refused it for good (either way
+/// nothing is left to report).
+pub(crate) async fn complete(
+    client: &Client,
+    auth: &Auth,
+    status: &str,
+    message: Option<String>,
+) -> bool {
     crate::metrics::task_ended(status);
     let body = CompleteRequest {
         status: status.to_owned(),
         message,
     };
-    let result = with_retry("task completion", || client.complete(auth, &body)).await;
-    if let Err(err) = result {
-        tracing::error!("could not report the task's result: {err}");
+    match with_retry("task completion", || client.complete(auth, &body)).await {
+        Ok(()) => true,
+        Err(err) => {
+            let refused = err.status().is_some_and(|status| status.is_client_error());
+            if refused {
+                tracing::warn!("the server refused the task's result: {err}");
+            } else {
+                tracing::error!("could not report the task's result: {err}");
+            }
+            refused
+        }
     }
 }
 
@@ -246,7 +266,13 @@ async fn run_in_dir(
 
     let (cancel_tx, mut cancel_rx) = watch::channel(None::<String>);
     let heartbeat = tokio::spawn(heartbeat_loop(client.clone(), auth.clone(), cancel_tx));
-    let outcome = relay(
+    let spool = Spool::start(
+        client.clone(),
+        auth.clone(),
+        host.ledger.spool_path(&spec.task_id),
+        config.max_spool_size,
+    );
+    let (outcome, reason, uploader) = relay(
         client,
         auth,
         config,
@@ -254,9 +280,9 @@ async fn run_in_dir(
         conn,
         &mut cancel_rx,
         stop,
+        LogUploader::new(spool),
     )
     .await;
-    heartbeat.abort();
 
     // The task-agent exits after its last message (the relay dropped the socket); give it a
     // moment, then make sure.
@@ -268,13 +294,60 @@ async fn run_in_dir(
             None
         }
     };
-    let (outcome, reason, log_stop) = outcome?;
-    // The server stopped storing the log (a limit, or its disk): the job ends with that reason
-    // whatever the task-agent reported, since its log is incomplete.
-    if let Some(stop) = log_stop {
+    let (status, message) = task_result(outcome, reason, exit);
+    // The result is on disk before the wait for the server: a launch-agent restarted meanwhile
+    // reports it at its next start.
+    hold_result(host, auth, &spec.task_id, status, message.clone(), false);
+    let delivery = uploader.finish().await;
+    // The heartbeat keeps the lease while the outbox drains.
+    heartbeat.abort();
+    // The server stopped storing the log (a limit, or its disk), or the output could not be
+    // held for it: the job ends with that reason whatever the task-agent reported, since its
+    // log is incomplete.
+    if let Some(stop) = delivery.log_stop {
         return Ok((stop.status, Some(stop.message)));
     }
-    Ok(match outcome {
+    if let Some(failed) = delivery.failed {
+        return Ok(("infrastructure_fail", Some(failed)));
+    }
+    Ok((status, message))
+}
+
+/// Writes the task's result to the ledger (see `done`); a failure to is logged, not fatal: the
+/// result is still reported now.
+fn hold_result(
+    host: &Host<'_>,
+    auth: &Auth,
+    task_id: &str,
+    status: &str,
+    message: Option<String>,
+    delivered: bool,
+) {
+    let Auth::Bearer(task_token) = auth else {
+        return;
+    };
+    let record = crate::done::Done {
+        task_id: task_id.to_owned(),
+        status: status.to_owned(),
+        message,
+        delivered,
+        task_token: task_token.clone(),
+    };
+    if let Err(err) = crate::done::write(host.ledger.dir(), &host.config.auth_token, &record) {
+        tracing::warn!(
+            task = task_id,
+            "could not hold the task's result on disk: {err:#}"
+        );
+    }
+}
+
+/// The task's status and message from how the relay ended.
+fn task_result(
+    outcome: Outcome,
+    reason: Option<String>,
+    exit: Option<std::process::ExitStatus>,
+) -> (&'static str, Option<String>) {
+    match outcome {
         Outcome::Finished(TaskStatus::Success) => ("success", None),
         Outcome::Finished(TaskStatus::Failed) => ("failed", None),
         Outcome::Finished(TaskStatus::Canceled) => match reason {
@@ -288,7 +361,7 @@ async fn run_in_dir(
                 None => why,
             }),
         ),
-    })
+    }
 }
 
 fn grace_arg(config: &Config) -> String {
@@ -522,8 +595,10 @@ async fn check_handshake(
     }
 }
 
-/// Relays frames until the task-agent reports its result or goes away. Returns the outcome, why
-/// the task was canceled, and why the server stopped storing its log, if it did.
+/// Relays frames until the task-agent reports its result or goes away; log bytes and step
+/// events go to `uploader` (the task's outbox), which the caller drains. Returns the outcome,
+/// why the task was canceled, and the uploader.
+#[allow(clippy::too_many_arguments)]
 async fn relay(
     client: &Client,
     auth: &Auth,
@@ -532,8 +607,8 @@ async fn relay(
     conn: Connection<tokio::net::UnixStream>,
     cancel_rx: &mut watch::Receiver<Option<String>>,
     stop: &mut StopLevel,
-) -> anyhow::Result<(Outcome, Option<String>, Option<LogStop>)> {
-    let mut uploader = LogUploader::new(client.clone(), auth.clone());
+    mut uploader: LogUploader,
+) -> (Outcome, Option<String>, LogUploader) {
     let mut routes = Routes::new(step_count);
     // The read loop below never writes to the socket itself: a writer task does (see
     // `transfer`), so the loop keeps reading logs while a download waits for the task-agent.
@@ -554,12 +629,11 @@ async fn relay(
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let deadline = tokio::time::Instant::now() + config.max_run_time;
     let mut cancel_reason: Option<String> = None;
-    let mut log_stop: Option<LogStop> = None;
     let outcome = loop {
         tokio::select! {
             incoming = conn.recv() => match incoming {
                 Ok(Some(Incoming::Data { stream, bytes })) => match routes.data(stream) {
-                    Ok(transfer::DataRoute::Log(step)) => uploader.push(step, bytes).await?,
+                    Ok(transfer::DataRoute::Log(step)) => uploader.push(step, bytes).await,
                     Ok(transfer::DataRoute::Upload(upload)) => upload.send(bytes).await,
                     Ok(transfer::DataRoute::Drop) => {}
                     Err(err) => break Outcome::AgentLost(format!("task-agent broke the protocol: {err}")),
@@ -568,29 +642,24 @@ async fn relay(
                     if let Err(err) = routes.step_started(step, &name, log) {
                         break Outcome::AgentLost(format!("task-agent broke the protocol: {err}"));
                     }
-                    post_step(client, auth, StepEvent {
+                    uploader.step_event(StepEvent {
                         step, name, status: "running".into(), exit_code: None, duration_ms: None,
-                    }).await?;
+                    }).await;
                 }
                 Ok(Some(Incoming::Message(Message::StepFinished { step, status, exit_code, duration_ms }))) => {
                     let name = match routes.step_finished(step) {
                         Ok(name) => name,
                         Err(err) => break Outcome::AgentLost(format!("task-agent broke the protocol: {err}")),
                     };
-                    uploader.flush(step).await?;
-                    post_step(client, auth, StepEvent {
+                    // The outbox's sender marks the step failed if the server stopped storing
+                    // its log.
+                    uploader.step_event(StepEvent {
                         step,
                         name,
-                        // The step whose log the server stopped storing failed, whether it was
-                        // stopped for it or ended first.
-                        status: if uploader.stopped().is_some_and(|s| s.step == step) {
-                            "failed".into()
-                        } else {
-                            step_status(status).into()
-                        },
+                        status: step_status(status).into(),
                         exit_code,
                         duration_ms: Some(duration_ms),
-                    }).await?;
+                    }).await;
                 }
                 Ok(Some(Incoming::Message(Message::TaskFinished { status }))) => break Outcome::Finished(status),
                 Ok(Some(Incoming::Message(message @ (Message::Upload { .. }
@@ -622,7 +691,7 @@ async fn relay(
                 };
                 break Outcome::AgentLost(format!("task-agent socket: {why}"));
             }
-            _ = flush.tick() => uploader.flush_all().await?,
+            _ = flush.tick() => uploader.flush_all().await,
             changed = cancel_rx.changed(), if cancel_reason.is_none() => {
                 let reason = match changed {
                     Ok(()) => cancel_rx.borrow().clone(),
@@ -646,21 +715,16 @@ async fn relay(
                 }
             }
         }
-        // The server keeps no more of this task's log: stop the task (unless it is already
-        // stopping) and end it with the server's reason.
+        // The server keeps no more of this task's log, or its output cannot be held for an
+        // unreachable server: stop the task (unless it is already stopping).
         if cancel_reason.is_none() {
             if let Some(stopped) = uploader.stopped() {
                 cancel_reason = Some(stopped.message.clone());
-                log_stop = Some(stopped.clone());
                 send_cancel(&to_agent, &stopped.message, config.termination_grace_period);
             }
         }
     };
-    uploader.flush_all().await?;
-    if cancel_reason.is_none() {
-        log_stop = uploader.stopped().cloned();
-    }
-    Ok((outcome, cancel_reason, log_stop))
+    (outcome, cancel_reason, uploader)
 }
 
 fn send_cancel(to_agent: &ToAgent, reason: &str, grace: Duration) {
@@ -678,11 +742,6 @@ fn step_status(status: StepStatus) -> &'static str {
         StepStatus::Canceled => "canceled",
         StepStatus::Skipped => "skipped",
     }
-}
-
-async fn post_step(client: &Client, auth: &Auth, event: StepEvent) -> anyhow::Result<()> {
-    with_retry("step event", || client.step_event(auth, &event)).await?;
-    Ok(())
 }
 
 /// Renews the lease; reports a cancel request (or the loss of the task) through `cancel`.

@@ -1,21 +1,21 @@
-//! Relaying a task's results to the server: step logs appended by offset (zstd bodies), step
-//! events and completion, each retried with capped exponential backoff and full jitter for up
-//! to ten minutes. The relay awaits each
-//! upload before reading more from the task-agent, so a slow server slows the job instead of
-//! growing memory (backpressure, not buffering).
+//! Relaying a task's results to the server: retries with capped exponential backoff and full
+//! jitter for up to ten minutes, and the per-step log buffers that feed the task's outbox
+//! ([`crate::spool`]), which sends log chunks by offset (zstd bodies) and step events in order.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use bosun_api::{ApiError, Auth, Client, Method};
+use bosun_api::{ApiError, StepEvent};
 use bytes::Bytes;
+
+use crate::spool::{Delivery, Spool, SpoolError};
 
 /// Flush a step's buffered log once it holds this much.
 pub const FLUSH_BYTES: usize = 1 << 20;
 /// Give up on the server after this long of failed retries. Long enough for a server restart,
 /// an upgrade or a network blip (the restarted server gives running tasks a lease's grace);
-/// meanwhile the relay holds the job's output back instead of buffering it.
+/// meanwhile the task's outbox holds its output, in memory and then spooled to disk.
 const RETRY_BUDGET: Duration = Duration::from_secs(600);
 /// The longest pause between two tries.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
@@ -26,14 +26,16 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, ApiError>>,
 {
-    with_retry_if(what, ApiError::is_retryable, call).await
+    with_retry_observed(what, ApiError::is_retryable, call, &|_| {}).await
 }
 
-/// [`with_retry`], retrying only the errors `retryable` accepts.
-async fn with_retry_if<T, F, Fut>(
+/// [`with_retry`], retrying only the errors `retryable` accepts, and telling `observe` after
+/// each try whether it failed.
+pub async fn with_retry_observed<T, F, Fut>(
     what: &str,
     retryable: impl Fn(&ApiError) -> bool,
     mut call: F,
+    observe: &impl Fn(bool),
 ) -> Result<T, ApiError>
 where
     F: FnMut() -> Fut,
@@ -42,7 +44,9 @@ where
     let started = Instant::now();
     let mut delay = Duration::from_millis(100);
     loop {
-        match call().await {
+        let answer = call().await;
+        observe(answer.is_err());
+        match answer {
             Ok(value) => return Ok(value),
             Err(err) if retryable(&err) && started.elapsed() < RETRY_BUDGET => {
                 let pause = jitter(delay);
@@ -63,147 +67,114 @@ pub fn jitter(delay: Duration) -> Duration {
     delay.mul_f64(f64::from(u16::from_le_bytes(bytes)) / f64::from(u16::MAX))
 }
 
-#[derive(Default)]
-struct StepLog {
-    /// Bytes of this step the server has stored.
-    offset: u64,
-    pending: Vec<u8>,
-}
-
 /// Why the server stores no more of this task's log: the task must stop, and ends with this
 /// status and message.
 #[derive(Debug, Clone)]
 pub struct LogStop {
     /// `failed` when the job's log passed a limit (the job's doing), `infrastructure_fail` when
-    /// the server is out of disk space (the server's).
+    /// the server is out of disk space (the server's) or the output could not be held for it.
     pub status: &'static str,
     pub message: String,
     /// The step whose upload was refused or truncated.
     pub step: u32,
 }
 
-/// Buffers log bytes per step and appends them to the server by offset.
+/// Buffers log bytes per step and hands them to the task's outbox a flush at a time, so the
+/// server sees a few large appends rather than one per frame.
 pub struct LogUploader {
-    client: Client,
-    auth: Auth,
-    steps: HashMap<u32, StepLog>,
-    /// Set once the server refused to store more; later bytes are dropped here.
+    spool: Spool,
+    pending: HashMap<u32, Vec<u8>>,
+    /// Set once the server refused to store more or the outbox refused more; later bytes are
+    /// dropped here.
     stopped: Option<LogStop>,
 }
 
 impl LogUploader {
-    pub fn new(client: Client, auth: Auth) -> LogUploader {
+    pub fn new(spool: Spool) -> LogUploader {
         LogUploader {
-            client,
-            auth,
-            steps: HashMap::new(),
+            spool,
+            pending: HashMap::new(),
             stopped: None,
         }
     }
 
-    /// Why the server stopped storing this task's log, once it did.
-    pub fn stopped(&self) -> Option<&LogStop> {
+    /// Why this task's output stops here, once it does: the server refused or truncated its
+    /// log, or the outbox could take no more.
+    pub fn stopped(&mut self) -> Option<&LogStop> {
+        if self.stopped.is_none() {
+            self.stopped = self.spool.log_stop();
+        }
         self.stopped.as_ref()
     }
 
-    /// Adds bytes of `step`; uploads once enough are buffered.
-    pub async fn push(&mut self, step: u32, bytes: Bytes) -> Result<(), ApiError> {
-        if self.stopped.is_some() {
+    /// Adds bytes of `step`; hands them on once enough are buffered.
+    pub async fn push(&mut self, step: u32, bytes: Bytes) {
+        if self.stopped().is_some() {
             // The server keeps nothing more of this task; the relay is stopping it.
-            return Ok(());
+            return;
         }
-        let log = self.steps.entry(step).or_default();
-        log.pending.extend_from_slice(&bytes);
-        if log.pending.len() >= FLUSH_BYTES {
-            self.flush(step).await?;
+        let pending = self.pending.entry(step).or_default();
+        pending.extend_from_slice(&bytes);
+        if pending.len() >= FLUSH_BYTES {
+            self.flush(step).await;
         }
-        Ok(())
     }
 
-    /// Uploads what is buffered for `step`.
-    pub async fn flush(&mut self, step: u32) -> Result<(), ApiError> {
-        let Some(log) = self.steps.get_mut(&step) else {
-            return Ok(());
+    /// Hands on what is buffered for `step`.
+    pub async fn flush(&mut self, step: u32) {
+        let Some(pending) = self.pending.get_mut(&step) else {
+            return;
         };
-        if log.pending.is_empty() {
-            return Ok(());
+        if pending.is_empty() {
+            return;
         }
-        if self.stopped.is_some() {
-            log.pending.clear();
-            return Ok(());
+        let bytes = Bytes::from(std::mem::take(pending));
+        if self.stopped().is_some() {
+            return;
         }
-        // Level 1: logs compress well even so, and the agent's CPU belongs to the job.
-        let body = Bytes::from(zstd::bulk::compress(&log.pending, 1).map_err(|err| {
-            ApiError::Transport {
-                method: Method::POST,
-                url: "zstd".into(),
-                message: err.to_string(),
-                refused: false,
-            }
-        })?);
-        let client = &self.client;
-        let auth = &self.auth;
-        let offset = log.offset;
-        // A server out of disk space (507) stays so for longer than a retry budget is worth
-        // waiting: the task ends at once with the server's message, and what is stored stays.
-        let answer = with_retry_if(
-            "log upload",
-            |err| err.is_retryable() && !is_out_of_space(err),
-            || client.append_log(auth, step, offset, body.clone()),
-        )
-        .await;
-        let stored = match answer {
-            Ok(stored) => stored,
-            Err(ApiError::Status {
-                status, message, ..
-            }) if status == bosun_api::StatusCode::INSUFFICIENT_STORAGE => {
-                tracing::warn!(step, "the server refused log bytes: {message}");
-                log.pending.clear();
-                self.stopped = Some(LogStop {
-                    status: "infrastructure_fail",
-                    message,
-                    step,
-                });
-                return Ok(());
-            }
-            Err(err) => return Err(err),
-        };
-        if let Some(message) = stored.truncated {
-            tracing::warn!(step, "the server truncated the log: {message}");
-            log.pending.clear();
-            self.stopped = Some(LogStop {
-                status: "failed",
-                message,
-                step,
-            });
-            return Ok(());
+        if let Err(err) = self.spool.log(step, bytes).await {
+            self.refused(step, err);
         }
-        log.offset += log.pending.len() as u64;
-        crate::metrics::log_bytes(log.pending.len() as u64);
-        if stored.length != log.offset {
-            tracing::warn!(
-                step,
-                expected = log.offset,
-                stored = stored.length,
-                "the server's log length differs from what this agent sent"
-            );
-        }
-        log.pending.clear();
-        Ok(())
     }
 
-    pub async fn flush_all(&mut self) -> Result<(), ApiError> {
-        let mut steps: Vec<u32> = self.steps.keys().copied().collect();
+    pub async fn flush_all(&mut self) {
+        let mut steps: Vec<u32> = self.pending.keys().copied().collect();
         steps.sort_unstable();
         for step in steps {
-            self.flush(step).await?;
+            self.flush(step).await;
         }
-        Ok(())
     }
-}
 
-fn is_out_of_space(err: &ApiError) -> bool {
-    err.status() == Some(bosun_api::StatusCode::INSUFFICIENT_STORAGE)
+    /// Queues a step event behind the step's buffered log.
+    pub async fn step_event(&mut self, event: StepEvent) {
+        self.flush(event.step).await;
+        if let Err(err) = self.spool.step(event.clone()).await {
+            self.refused(event.step, err);
+        }
+    }
+
+    fn refused(&mut self, step: u32, err: SpoolError) {
+        if self.stopped.is_none() {
+            tracing::warn!(step, "{}", err.message);
+            self.stopped = Some(LogStop {
+                status: "infrastructure_fail",
+                message: err.message,
+                step,
+            });
+        }
+    }
+
+    /// Hands on what is buffered and waits until the server has it all (or the sender gave
+    /// up).
+    pub async fn finish(mut self) -> Delivery {
+        self.flush_all().await;
+        let refused = self.stopped.take();
+        let mut delivery = self.spool.finish().await;
+        if delivery.log_stop.is_none() {
+            delivery.log_stop = refused;
+        }
+        delivery
+    }
 }
 
 #[cfg(test)]
