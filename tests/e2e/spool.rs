@@ -74,6 +74,12 @@ fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// Starts the server again on the arguments `setup` gave it (its fixed address).
+fn restart(server: Server, dir: &Path, args: &[String]) -> Server {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    server.restart(dir, &args)
+}
+
 /// Starts a server on a fixed address with a project whose job is `steps`.
 /// Returns the server, the agent, the job id, the server's arguments and the runner token.
 async fn setup(
@@ -150,8 +156,7 @@ async fn a_job_runs_on_through_an_outage_and_its_spooled_log_arrives_whole() {
     eprintln!("the job ended with the server down; {spooled} bytes spooled to disk");
     assert!(spooled > 8 << 20, "only {spooled} bytes went to the spool");
 
-    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let server = server.restart(dir.path(), &arg_refs);
+    let server = restart(server, dir.path(), &args);
     let detail = server.wait_job(&job, Duration::from_secs(120)).await;
     assert_eq!(detail.status, "success", "{detail:?}\n{}", agent.log_text());
     let log = server.step_log(&job, 0).await;
@@ -185,8 +190,7 @@ async fn past_the_spool_bound_the_job_fails_and_says_why() {
     wait_until(&agent, Duration::from_secs(60), "the job's cancel", || {
         agent.log_text().contains("task finished")
     });
-    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let server = server.restart(dir.path(), &arg_refs);
+    let server = restart(server, dir.path(), &args);
     let detail = server.wait_job(&job, Duration::from_secs(120)).await;
     assert_eq!(detail.status, "infrastructure_fail", "{detail:?}");
     let message = detail.message.unwrap_or_default();
@@ -231,8 +235,7 @@ async fn a_result_held_on_disk_survives_a_launch_agent_kill() {
     agent.child.kill().unwrap();
     agent.child.wait().unwrap();
 
-    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let server = server.restart(dir.path(), &arg_refs);
+    let server = restart(server, dir.path(), &args);
     let again = launch_agent(
         &server,
         &token,

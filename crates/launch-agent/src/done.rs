@@ -66,13 +66,7 @@ pub fn write(ledger_dir: &Path, auth_token: &str, done: &Done) -> anyhow::Result
     });
     let target = path(ledger_dir, &done.task_id);
     let temporary = ledger_dir.join(format!("{}.done.tmp", done.task_id));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&temporary)
+    let mut file = crate::privileged::create_private(&temporary)
         .with_context(|| format!("writing {}", temporary.display()))?;
     file.write_all(record.to_string().as_bytes())?;
     file.sync_all()?;

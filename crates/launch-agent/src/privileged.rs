@@ -727,6 +727,21 @@ pub fn sweep_task(task_id: &str, cgroup: Option<&TaskCgroup>, owner: Option<(Uid
     killed
 }
 
+/// Creates (or truncates) a file of the launch-agent's own in the root-only ledger directory:
+/// read and write for its owner only, and never through a symlink (`O_NOFOLLOW`), so even a
+/// link planted there could not make root write elsewhere. The ledger's records, a task's
+/// `.done` result and its `.spool` all open through here.
+pub fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+}
+
 /// A root-only record (`<dir>/<task id>`, mode 0600 in a 0700 directory) of each running task's
 /// working directory and cgroup, so a restart after a crash can clean up after it.
 #[derive(Debug, Clone)]
@@ -794,14 +809,8 @@ impl Ledger {
             text.push_str(&format!("{}\n", cgroup.display()));
         }
         let path = self.dir.join(&entry.task_id);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&path)
-            .with_context(|| format!("writing {}", path.display()))?;
+        let mut file =
+            create_private(&path).with_context(|| format!("writing {}", path.display()))?;
         file.write_all(text.as_bytes())?;
         Ok(())
     }

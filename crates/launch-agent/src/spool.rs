@@ -13,7 +13,7 @@
 //! used again).
 
 use std::collections::{HashMap, VecDeque};
-use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::FileExt as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -231,16 +231,8 @@ impl Spool {
                 path = %self.shared.path.display(),
                 "the server is unreachable: spooling the task's output to disk"
             );
-            // Root creates it in the root-only ledger directory; O_NOFOLLOW and 0600 all the same.
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .custom_flags(nix::libc::O_NOFOLLOW)
-                .open(&self.shared.path)
-                .map_err(io_error)?;
+            // Root creates it in the root-only ledger directory (0600, never through a symlink).
+            let file = crate::privileged::create_private(&self.shared.path).map_err(io_error)?;
             state.file = Some(file);
         }
         let (kind, step, payload) = match entry {
@@ -461,22 +453,14 @@ async fn send_log(
             status, message, ..
         }) if status == StatusCode::INSUFFICIENT_STORAGE => {
             tracing::warn!(step, "the server refused log bytes: {message}");
-            shared.lock().log_stop = Some(LogStop {
-                status: "infrastructure_fail",
-                message,
-                step,
-            });
+            stop_logging(shared, "infrastructure_fail", message, step);
             return Ok(());
         }
         Err(err) => return Err(err),
     };
     if let Some(message) = stored.truncated {
         tracing::warn!(step, "the server truncated the log: {message}");
-        shared.lock().log_stop = Some(LogStop {
-            status: "failed",
-            message,
-            step,
-        });
+        stop_logging(shared, "failed", message, step);
         return Ok(());
     }
     *offset += bytes.len() as u64;
@@ -490,4 +474,14 @@ async fn send_log(
         );
     }
     Ok(())
+}
+
+/// The server will take no more of this task's log: the task ends with `status` and the
+/// server's message once its step does (see [`Spool::log_stop`]).
+fn stop_logging(shared: &Shared, status: &'static str, message: String, step: u32) {
+    shared.lock().log_stop = Some(LogStop {
+        status,
+        message,
+        step,
+    });
 }
