@@ -420,6 +420,9 @@ impl Server {
 pub struct AgentOptions {
     pub cleanup: bool,
     pub extra_config: String,
+    /// Leave `runner.task_agent_path` unset, so a claim naming a task-agent version is served
+    /// from releases (the default is the task-agent beside the launch-agent all the same).
+    pub task_agent_by_version: bool,
 }
 
 impl Default for AgentOptions {
@@ -427,6 +430,7 @@ impl Default for AgentOptions {
         AgentOptions {
             cleanup: true,
             extra_config: String::new(),
+            task_agent_by_version: false,
         }
     }
 }
@@ -474,6 +478,15 @@ pub fn launch_agent_with_env(
         options.cleanup,
         &options.extra_config,
     );
+    if options.task_agent_by_version {
+        let text = std::fs::read_to_string(&config).expect("agent config");
+        let unpinned: String = text
+            .lines()
+            .filter(|line| !line.trim_start().starts_with("task_agent_path:"))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        std::fs::write(&config, unpinned).expect("agent config");
+    }
     let mut command = Command::new(bin_dir().join("launch-agent"));
     command.arg("--config").arg(&config).args(args);
     for (name, value) in env {

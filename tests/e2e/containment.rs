@@ -157,6 +157,7 @@ fn grace_config(grace: &str, extra: &str) -> AgentOptions {
     AgentOptions {
         cleanup: true,
         extra_config: format!("  termination_grace_period: {grace}\n{extra}"),
+        ..AgentOptions::default()
     }
 }
 
@@ -434,6 +435,7 @@ async fn command_prefix_with_sudo_runs_the_job_as_the_prefixed_user() {
     let options = AgentOptions {
         cleanup: true,
         extra_config: format!("  command_prefix: [\"sudo\", \"-niHu\", \"{user}\", \"--\"]\n"),
+        ..AgentOptions::default()
     };
     let fixture =
         Fixture::with_files("e2e/linux", &[(".circleci/config.yml", &config)], options).await;

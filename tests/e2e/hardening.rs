@@ -189,6 +189,7 @@ async fn a_concurrent_job_of_the_same_user_cannot_hijack_the_prefix_rendezvous()
     let options = AgentOptions {
         cleanup: true,
         extra_config: format!("  command_prefix: [\"{}\"]\n", wrapper.display()),
+        ..AgentOptions::default()
     };
     let fixture = bosun_tests::Fixture::with_files(
         "e2e/prefix",
@@ -315,6 +316,7 @@ async fn agent_for(
         AgentOptions {
             cleanup: true,
             extra_config: extra_config.to_owned(),
+            ..AgentOptions::default()
         },
     );
     let repo = git_repo(dir.path(), &[(".circleci/config.yml", config)]);

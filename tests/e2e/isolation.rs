@@ -280,6 +280,7 @@ async fn a_step_started_through_sudo_cannot_gain_privileges() {
     let options = AgentOptions {
         cleanup: true,
         extra_config: format!("  command_prefix: [\"sudo\", \"-niHu\", \"{user}\", \"--\"]\n"),
+        ..AgentOptions::default()
     };
     let fixture = Fixture::with_files(
         "e2e/linux",

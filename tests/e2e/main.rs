@@ -19,6 +19,7 @@ mod metrics;
 mod parallelism;
 mod pipeline;
 mod quickstart;
+mod releases;
 mod restart;
 mod secrets;
 mod server_hardening;

@@ -10,6 +10,8 @@
 //!   `target/dist/linux-<arch>/` (see `package.rs`, docs/deployment.md).
 //! - `package-test [DEB | --debug]`: `dpkg -i` the amd64 runner package (with `--debug`: one
 //!   made from the debug build, as CI does), check it, remove it (root).
+//! - `release --version V --signing-key KEY.pem [--target T]... [--debug]`: a signed release of
+//!   the agents in `target/dist/release/V/` (see `release.rs`, docs/deployment.md).
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -20,6 +22,7 @@ mod clients;
 mod cross;
 mod package;
 mod prereqs;
+mod release;
 mod test;
 
 fn main() -> ExitCode {
@@ -32,9 +35,10 @@ fn main() -> ExitCode {
         Some("cross") => cross::main(&args[1..]),
         Some("package") => package::main(&args[1..]),
         Some("package-test") => package::install_test(&args[1..]),
+        Some("release") => release::main(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <quickstart [ARGS...] | test [ARGS...] | ci | build-bins | cross setup|build|test ... | package ... | package-test [DEB]>"
+                "usage: cargo xtask <quickstart [ARGS...] | test [ARGS...] | ci | build-bins | cross setup|build|test ... | package ... | package-test [DEB] | release --version V --signing-key KEY.pem ...>"
             );
             return ExitCode::from(2);
         }

@@ -4,7 +4,9 @@
 //!    missing, as another user says what is missing and which tests need root.
 //! 2. Builds every binary the end-to-end tests start, once, and tells the harness where they are
 //!    (`BOSUN_TEST_BIN_DIR`), so no test process runs cargo itself.
-//!    Installs the pinned third-party API clients the clients test drives ([`crate::clients`]).
+//!    Installs the pinned third-party API clients the clients test drives ([`crate::clients`]),
+//!    and first builds the signed test release the releases tests publish
+//!    ([`crate::release::test_fixture`], `BOSUN_TEST_RELEASES`).
 //! 3. Runs the doc tests, then every other test with cargo-nextest when it is installed (each test
 //!    in its own process, end-to-end tests concurrently: see `.config/nextest.toml`), else with
 //!    `cargo test --workspace`. `ARGS` go to `cargo nextest run` (or to `cargo test` with
@@ -38,6 +40,15 @@ pub fn main(args: &[String]) -> anyhow::Result<u8> {
     }
     let missing = prereqs::ensure(root)?;
 
+    // Before the build: the release is built with its own version, and the build that follows
+    // gives target/debug back its binaries of the crate's version.
+    let releases = match crate::release::test_fixture() {
+        Ok(dir) => Some(dir),
+        Err(err) => {
+            println!("test release: not built ({err:#}); the e2e releases tests will fail");
+            None
+        }
+    };
     let bin_dir = build_bins()?;
     crate::clients::ensure(&crate::root(), bin_dir.parent().unwrap_or(&bin_dir));
     let nextest = use_nextest && nextest_installed();
@@ -50,6 +61,9 @@ pub fn main(args: &[String]) -> anyhow::Result<u8> {
             .args(["nextest", "run", "--workspace", "--no-fail-fast"])
             .args(&passthrough)
             .env("BOSUN_TEST_BIN_DIR", &bin_dir);
+        if let Some(dir) = &releases {
+            tests.env("BOSUN_TEST_RELEASES", dir);
+        }
         status_code(tests)?
     } else {
         if use_nextest {
@@ -60,6 +74,9 @@ pub fn main(args: &[String]) -> anyhow::Result<u8> {
             .args(["test", "--workspace"])
             .args(&passthrough)
             .env("BOSUN_TEST_BIN_DIR", &bin_dir);
+        if let Some(dir) = &releases {
+            tests.env("BOSUN_TEST_RELEASES", dir);
+        }
         status_code(tests)?
     };
     let elapsed = started.elapsed().as_secs_f64();

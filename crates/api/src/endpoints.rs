@@ -932,6 +932,105 @@ impl Client {
         self.delete(&path, auth).await
     }
 
+    // ---- releases (admin; the runner's side below) ----
+
+    /// `PUT /api/v2/release/{version}` (admin): the manifest and its signature. A release is
+    /// immutable: the same manifest again is accepted (to upload what is missing), another is
+    /// refused (409).
+    pub async fn publish_release(
+        &self,
+        auth: &Auth,
+        version: &str,
+        release: &PublishRelease,
+    ) -> Result<ReleaseSummary, ApiError> {
+        let path = format!("/api/v2/release/{}", encode_component(version));
+        self.json(Method::PUT, &path, auth, Some(release)).await
+    }
+
+    /// `PUT /api/v2/release/{version}/{platform}/{name}` (admin): one file of the manifest,
+    /// streamed; the server checks its size and SHA-256 against the manifest.
+    pub async fn upload_release_file(
+        &self,
+        auth: &Auth,
+        version: &str,
+        platform: &str,
+        name: &str,
+        body: crate::client::Body,
+    ) -> Result<ReleaseSummary, ApiError> {
+        let path = format!(
+            "/api/v2/release/{}/{}/{}",
+            encode_component(version),
+            encode_component(platform),
+            encode_component(name)
+        );
+        let response = self
+            .upload(Method::PUT, &path, auth, "application/octet-stream", body)
+            .await?;
+        self.decode(Method::PUT, &path, &response)
+    }
+
+    /// `GET /api/v2/release` (admin): every release, newest first.
+    pub async fn releases(&self, auth: &Auth) -> Result<Items<ReleaseSummary>, ApiError> {
+        self.get("/api/v2/release", auth).await
+    }
+
+    /// `POST /api/v2/release/promote` (admin): agents of the fleet (or of one resource class)
+    /// are to run `version`.
+    pub async fn promote_release(
+        &self,
+        auth: &Auth,
+        request: &PromoteRelease,
+    ) -> Result<Promotion, ApiError> {
+        self.post("/api/v2/release/promote", auth, request).await
+    }
+
+    /// `POST /api/v2/release/rollback` (admin): back to the version promoted before.
+    pub async fn rollback_release(
+        &self,
+        auth: &Auth,
+        request: &PromoteRelease,
+    ) -> Result<Promotion, ApiError> {
+        self.post("/api/v2/release/rollback", auth, request).await
+    }
+
+    /// `GET /api/v3/runner/release?os=&arch=[&version=]` (runner token): the release meant for
+    /// the runner's resource class, or `version`; `None` when there is none (404).
+    pub async fn runner_release(
+        &self,
+        auth: &Auth,
+        os: &str,
+        arch: &str,
+        version: Option<&str>,
+    ) -> Result<Option<RunnerRelease>, ApiError> {
+        let mut path = format!(
+            "/api/v3/runner/release?os={}&arch={}",
+            encode_component(os),
+            encode_component(arch)
+        );
+        if let Some(version) = version {
+            path.push_str(&format!("&version={}", encode_component(version)));
+        }
+        match self.get(&path, auth).await {
+            Ok(release) => Ok(Some(release)),
+            Err(err) if err.status() == Some(StatusCode::NOT_FOUND) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Streams a release file from the path a [`RunnerRelease`] gave (on this client's server
+    /// only, as [`Client::download_artifact`]).
+    pub async fn download_release_file(
+        &self,
+        auth: &Auth,
+        url: &str,
+    ) -> Result<crate::client::Download, ApiError> {
+        let path = match url.find("/api/") {
+            Some(start) => &url[start..],
+            None => url,
+        };
+        self.download(Method::GET, path, auth).await
+    }
+
     /// A `DELETE` whose answer says nothing the caller needs.
     async fn delete(&self, path: &str, auth: &Auth) -> Result<(), ApiError> {
         self.json::<(), serde_json::Value>(Method::DELETE, path, auth, None)

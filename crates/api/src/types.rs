@@ -857,3 +857,84 @@ pub struct V1Test {
     pub source: String,
     pub source_type: String,
 }
+
+// ---- releases (issue 15) ----
+
+/// A release's `manifest.json`, as `cargo xtask release` writes it. Its exact bytes are what
+/// `manifest.json.sig` signs (ed25519), so it travels as text and is parsed only after the
+/// signature checked out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseManifest {
+    pub version: String,
+    /// Per platform (`linux-x86_64`, `linux-s390x`, ...): its files.
+    pub platforms: std::collections::BTreeMap<String, ReleasePlatform>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReleasePlatform {
+    /// Per file name (`launch-agent`, `task-agent`): its size and SHA-256.
+    pub files: std::collections::BTreeMap<String, ReleaseFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseFile {
+    pub size: u64,
+    /// Lowercase hex.
+    pub sha256: String,
+}
+
+/// `PUT /api/v2/release/{version}` body: the manifest's text and its signature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PublishRelease {
+    pub manifest: String,
+    /// The 64 signature bytes of `manifest.json.sig`, base64.
+    pub signature: String,
+}
+
+/// One release as `GET /api/v2/release` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseSummary {
+    pub version: String,
+    pub created_at: String,
+    /// Every file of the manifest is uploaded (only a complete release can be promoted).
+    pub complete: bool,
+    pub platforms: Vec<String>,
+    /// Where it is promoted: `fleet` and/or resource classes `NS/NAME`.
+    pub promoted: Vec<String>,
+}
+
+/// `POST /api/v2/release/promote` and `/rollback` body.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PromoteRelease {
+    /// The version to promote (promote only).
+    #[serde(default)]
+    pub version: Option<String>,
+    /// One resource class (a canary) instead of the whole fleet.
+    #[serde(default)]
+    pub resource_class: Option<String>,
+}
+
+/// What a promote or rollback did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Promotion {
+    /// `fleet` or the resource class.
+    pub scope: String,
+    pub version: String,
+    pub previous: Option<String>,
+    pub rollback: bool,
+}
+
+/// `GET /api/v3/runner/release?os=&arch=[&version=]` answer (runner token): the release meant
+/// for the caller's resource class (or the version asked for), with what verifies it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunnerRelease {
+    pub version: String,
+    /// The manifest's exact text (what the signature signs).
+    pub manifest: String,
+    /// base64 of the 64 signature bytes.
+    pub signature: String,
+    /// Set when an admin rolled back to this version: an agent may then go down to it.
+    pub rollback: bool,
+    /// Per file name: the path to download it from (runner token).
+    pub files: std::collections::BTreeMap<String, String>,
+}

@@ -78,6 +78,7 @@ pub async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                 Command::Context(command) => crate::secrets::context(&ctx, command).await,
                 Command::User(command) => crate::users::user(&ctx, command).await,
                 Command::Token(command) => crate::users::token(&ctx, command).await,
+                Command::Release(command) => crate::releases::release(&ctx, command).await,
                 Command::Pipeline(PipelineCommand::Run(args)) => pipeline_run(&ctx, args).await,
                 Command::Pipeline(PipelineCommand::Status { id }) => {
                     pipeline_status(&ctx, &id).await

@@ -7,6 +7,7 @@
 mod commands;
 mod follow;
 mod quickstart;
+mod releases;
 mod secrets;
 mod users;
 
@@ -78,6 +79,10 @@ pub enum Command {
     /// Personal API tokens (sent as Circle-Token, like CircleCI's).
     #[command(subcommand)]
     Token(users::UserTokenCommand),
+    /// Signed releases of the agents (admin): publish, list, promote (fleet-wide or a canary
+    /// resource class), roll back.
+    #[command(subcommand)]
+    Release(releases::ReleaseCommand),
     /// Contexts: shared secret variables of an organization, with restrictions.
     #[command(subcommand)]
     Context(secrets::ContextCommand),

@@ -54,6 +54,18 @@ pub struct Config {
     pub command_prefix: Vec<String>,
     pub group: Option<String>,
     pub task_agent_path: PathBuf,
+    /// `runner.task_agent_path` was set: that binary runs every task, whatever version a claim
+    /// names (no task-agent is downloaded).
+    pub task_agent_pinned: bool,
+    /// `runner.task_agent_directory` (machine runner 3's key): where downloaded task-agents are
+    /// kept, one verified directory per version (default `.bosun-task-agents` beside the task
+    /// directories).
+    pub task_agent_directory: PathBuf,
+    /// `runner.update.trusted_keys` (PEM ed25519 public keys, root-only files when root) and
+    /// the keys compiled in (`BOSUN_RELEASE_KEYS`): a release must be signed by one of them.
+    pub trusted_keys: Vec<crate::release::TrustedKey>,
+    /// `runner.disable_auto_update`: no self-update (task-agents are still fetched by version).
+    pub disable_auto_update: bool,
     pub logging_file: Option<PathBuf>,
     /// `runner.cgroups` (default true): a cgroup v2 per task where the host offers one; false
     /// for hosts where bosun must not touch the cgroup tree.
@@ -109,6 +121,9 @@ impl std::fmt::Debug for Config {
             .field("user", &self.user)
             .field("group", &self.group)
             .field("task_agent_path", &self.task_agent_path)
+            .field("task_agent_directory", &self.task_agent_directory)
+            .field("trusted_keys", &self.trusted_keys.len())
+            .field("disable_auto_update", &self.disable_auto_update)
             .field("cgroups", &self.cgroups)
             .field("dedicated_user", &self.dedicated_user)
             .field("max_pids", &self.max_pids)
@@ -429,7 +444,7 @@ fn read_file(path: &Path, warnings: &mut Vec<String>) -> anyhow::Result<Vec<(Str
             }
             continue;
         }
-        if is_list && name != "runner.command_prefix" {
+        if is_list && !LIST_KEYS.contains(&name.as_str()) {
             bail!("`{name}` ({}) must be a single value, not a list", at(line));
         }
         given.push((
@@ -489,6 +504,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("runner.user", "USER"),
     ("runner.group", "GROUP"),
     ("runner.task_agent_path", "TASK_AGENT_PATH"),
+    ("runner.task_agent_directory", "TASK_AGENT_DIRECTORY"),
+    ("runner.update.trusted_keys", "UPDATE_TRUSTED_KEYS"),
     ("runner.cgroups", "CGROUPS"),
     ("runner.dedicated_user", "DEDICATED_USER"),
     ("runner.max_pids", "MAX_PIDS"),
@@ -502,6 +519,9 @@ pub const KEYS: &[(&str, &str)] = &[
     ("logging.max_size", "LOGGING_MAX_SIZE"),
     ("logging.max_files", "LOGGING_MAX_FILES"),
 ];
+
+/// The keys whose value is a list (from the environment: words separated by spaces).
+const LIST_KEYS: &[&str] = &["runner.command_prefix", "runner.update.trusted_keys"];
 
 /// The environment variables that set `key`, strongest first: the launch-agent's
 /// `LAUNCH_AGENT_*`, then machine runner 3's `CIRCLECI_RUNNER_*`.
@@ -642,14 +662,22 @@ pub fn load(
         .parse("runner.termination_grace_period", parse_duration)?
         .unwrap_or(Duration::from_secs(10));
     let idle_timeout = v.parse("runner.idle_timeout", parse_duration)?;
-    // Read so a wrong value is an error; bosun has no self-update yet, so off either way.
-    v.parse("runner.disable_auto_update", parse_bool)?;
-    let command_prefix: Vec<String> = match v.get("runner.command_prefix") {
-        // From the file: a list; from the environment: words separated by spaces.
-        Some(given) if given.is_list => given.text.split('\u{1f}').map(str::to_owned).collect(),
-        Some(given) => given.text.split_whitespace().map(str::to_owned).collect(),
-        None => Vec::new(),
-    };
+    let disable_auto_update = v
+        .parse("runner.disable_auto_update", parse_bool)?
+        .unwrap_or(false);
+    let command_prefix = v.list("runner.command_prefix");
+    let mut trusted_keys = crate::release::compiled_keys()
+        .context("the release keys compiled in (BOSUN_RELEASE_KEYS)")?;
+    for path in v.list("runner.update.trusted_keys") {
+        let key = crate::release::TrustedKey::read(std::path::Path::new(&path), running_as_root)
+            .with_context(|| {
+                format!(
+                    "runner.update.trusted_keys ({})",
+                    v.origin("runner.update.trusted_keys")
+                )
+            })?;
+        trusted_keys.push(key);
+    }
     if v.get("runner.ssh.advertise_addr").is_some() {
         warnings.push("runner.ssh.advertise_addr is not supported yet: SSH reruns are off".into());
     }
@@ -678,11 +706,20 @@ pub fn load(
              connecting back"
         );
     }
+    let task_agent_pinned = v.text("runner.task_agent_path").is_some();
     let task_agent_path = match v.text("runner.task_agent_path") {
         Some(path) => PathBuf::from(path),
         None => std::env::current_exe()
             .context("locating the launch-agent binary")?
             .with_file_name("task-agent"),
+    };
+    let task_agent_directory = match v.text("runner.task_agent_directory") {
+        Some(dir) if dir.starts_with('/') => PathBuf::from(dir),
+        Some(dir) => bail!(
+            "runner.task_agent_directory `{dir}` ({}) must be an absolute path",
+            v.origin("runner.task_agent_directory")
+        ),
+        None => crate::privileged::tasks_base_dir(&working_directory).join(".bosun-task-agents"),
     };
     let cgroups = v.parse("runner.cgroups", parse_bool)?.unwrap_or(true);
     let dedicated_user = v
@@ -777,6 +814,10 @@ pub fn load(
         command_prefix,
         group: v.text("runner.group").filter(|g| !g.is_empty()),
         task_agent_path,
+        task_agent_pinned,
+        task_agent_directory,
+        trusted_keys,
+        disable_auto_update,
         logging_file: v.text("logging.file").map(PathBuf::from),
         logging_level,
         logging_format,
@@ -823,8 +864,10 @@ fn default_shown(config: &Config, key: &str) -> String {
         "runner.max_run_time" => duration(config.max_run_time),
         "runner.idle_timeout" => config.idle_timeout.map_or("never".into(), duration),
         "runner.termination_grace_period" => duration(config.termination_grace_period),
-        "runner.disable_auto_update" => "false (bosun does not self-update yet)".into(),
+        "runner.disable_auto_update" => config.disable_auto_update.to_string(),
         "runner.task_agent_path" => config.task_agent_path.display().to_string(),
+        "runner.task_agent_directory" => config.task_agent_directory.display().to_string(),
+        "runner.update.trusted_keys" => format!("({} compiled in)", config.trusted_keys.len()),
         "runner.cgroups" => config.cgroups.to_string(),
         "runner.dedicated_user" => config.dedicated_user.to_string(),
         "runner.max_pids" => limit(config.max_pids),
@@ -857,6 +900,16 @@ impl Values {
 
     fn text(&self, key: &str) -> Option<String> {
         self.get(key).map(|given| given.text.clone())
+    }
+
+    /// A list key's items: from the file a YAML list, from the environment words separated by
+    /// spaces; empty when not set.
+    fn list(&self, key: &str) -> Vec<String> {
+        match self.get(key) {
+            Some(given) if given.is_list => given.text.split('\u{1f}').map(str::to_owned).collect(),
+            Some(given) => given.text.split_whitespace().map(str::to_owned).collect(),
+            None => Vec::new(),
+        }
     }
 
     fn origin(&self, key: &str) -> Origin {

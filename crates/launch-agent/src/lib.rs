@@ -12,6 +12,7 @@ pub mod log_file;
 mod metrics;
 mod notify;
 pub mod privileged;
+pub mod release;
 mod spool;
 mod task;
 mod transfer;
@@ -19,6 +20,13 @@ mod upload;
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
+
+/// This build's version: `BOSUN_VERSION` at build time (what `cargo xtask release --version`
+/// sets), else the crate's.
+pub const VERSION: &str = match option_env!("BOSUN_VERSION") {
+    Some(version) => version,
+    None => env!("CARGO_PKG_VERSION"),
+};
 
 use anyhow::Context;
 use bosun_api::{Auth, ClaimRequest, ClaimResponse, Client, StatusCode};
@@ -72,7 +80,7 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
             .and_then(|h| h.into_string().ok())
             .unwrap_or_default(),
         ip: local_ip(&config.api_url).unwrap_or_default(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
+        version: VERSION.to_owned(),
         capacity: config.max_concurrent_tasks as u32,
         ..ClaimRequest::default()
     };
@@ -109,9 +117,14 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
         .map(privileged::enable_task_controllers)
         .unwrap_or_default();
     log_limits(&config, &controllers, &mut identity);
+    let task_agents = release::TaskAgents::new(
+        config.task_agent_directory.clone(),
+        config.trusted_keys.clone(),
+    );
     let host = task::Host {
         client: &client,
         config: &config,
+        task_agents: &task_agents,
         identity: &identity,
         ledger: &ledger,
         cgroup_root: cgroup_root.as_deref(),
@@ -124,7 +137,7 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
         job_user = %identity.name,
         max_concurrent_tasks = config.max_concurrent_tasks,
         "launch-agent {} claiming tasks",
-        env!("CARGO_PKG_VERSION")
+        VERSION
     );
     // Running tasks, each a future of its own (its directory, cgroup and task-agent); a task's
     // end is an event of the loop below, like a claim's answer. They run on this task, so the

@@ -17,7 +17,7 @@ const DEFAULT_CONFIGS: &[&str] = &[
 
 /// bosun's launch-agent: claims tasks and runs them through task-agent as the job user.
 #[derive(Parser, Debug)]
-#[command(name = "launch-agent", version)]
+#[command(name = "launch-agent", version = bosun_launch_agent::VERSION)]
 struct Args {
     /// The launch-agent-config.yaml to read (LAUNCH_AGENT_* variables override its keys).
     #[arg(long)]

@@ -727,6 +727,20 @@ pub fn sweep_task(task_id: &str, cgroup: Option<&TaskCgroup>, owner: Option<(Uid
     killed
 }
 
+/// The directory that holds the per-task directories of `runner.working_directory`: the parent
+/// of the path component with `%s` (or of the fixed working directory). The ledger and the
+/// task-agent cache live beside the task directories, in it.
+pub fn tasks_base_dir(template: &str) -> PathBuf {
+    let prefix = match template.find("%s") {
+        Some(at) => &template[..at],
+        None => template,
+    };
+    match prefix.rfind('/') {
+        Some(0) | None => PathBuf::from("/"),
+        Some(slash) => PathBuf::from(&prefix[..slash]),
+    }
+}
+
 /// Creates (or truncates) a file of the launch-agent's own in the root-only ledger directory:
 /// read and write for its owner only, and never through a symlink (`O_NOFOLLOW`), so even a
 /// link planted there could not make root write elsewhere. The ledger's records, a task's
@@ -760,18 +774,8 @@ pub struct LedgerEntry {
 impl Ledger {
     /// The ledger beside the task directories: `<parent of the first %s component>/.bosun-tasks`.
     pub fn for_working_directory(template: &str) -> Ledger {
-        // The directory that holds the per-task directories: the parent of the path component
-        // with `%s` (or of the fixed working directory).
-        let prefix = match template.find("%s") {
-            Some(at) => &template[..at],
-            None => template,
-        };
-        let base = match prefix.rfind('/') {
-            Some(0) | None => PathBuf::from("/"),
-            Some(slash) => PathBuf::from(&prefix[..slash]),
-        };
         Ledger {
-            dir: base.join(".bosun-tasks"),
+            dir: tasks_base_dir(template).join(".bosun-tasks"),
         }
     }
 

@@ -61,6 +61,8 @@ impl Drop for Running {
 pub struct Host<'a> {
     pub client: &'a Client,
     pub config: &'a Config,
+    /// The task-agents downloaded by version.
+    pub task_agents: &'a crate::release::TaskAgents,
     pub identity: &'a Identity,
     pub ledger: &'a Ledger,
     /// Where task cgroups go, when the host offers cgroup v2.
@@ -151,7 +153,16 @@ pub async fn run_task(
         cgroup: cgroup.as_ref().map(|c| c.path.clone()),
     })?;
 
-    let result = run_in_dir(host, &auth, &spec, &work_dir, cgroup.as_ref(), &mut stop).await;
+    let result = run_in_dir(
+        host,
+        &auth,
+        &spec,
+        &claim.agent_version,
+        &work_dir,
+        cgroup.as_ref(),
+        &mut stop,
+    )
+    .await;
     // Whatever the steps left goes now, whether the task-agent swept its descendants or was
     // killed before it could: the cgroup, the marked processes, and for a dedicated job user
     // (while no other task of this agent runs) every process of it started since the task began.
@@ -236,10 +247,27 @@ pub(crate) async fn complete(
     }
 }
 
+/// The task-agent binary the task runs: `runner.task_agent_path` when set; the one beside the
+/// launch-agent when the claim names no version or this launch-agent's own; otherwise the
+/// version the claim names, verified (downloaded once, then from the cache).
+async fn task_agent_for(host: &Host<'_>, version: &str) -> anyhow::Result<PathBuf> {
+    let config = host.config;
+    if config.task_agent_pinned || version.is_empty() || version == crate::VERSION {
+        return Ok(config.task_agent_path.clone());
+    }
+    let auth = Auth::Bearer(config.auth_token.clone());
+    host.task_agents
+        .get(host.client, &auth, version)
+        .await
+        .with_context(|| format!("the task-agent {version} this task is to run was refused"))
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn run_in_dir(
     host: &Host<'_>,
     auth: &Auth,
     spec: &TaskSpec,
+    agent_version: &str,
     work_dir: &std::path::Path,
     cgroup: Option<&TaskCgroup>,
     stop: &mut StopLevel,
@@ -258,10 +286,11 @@ async fn run_in_dir(
             .context("creating the working directory")??;
     }
 
+    let task_agent = task_agent_for(host, agent_version).await?;
     let (mut child, conn) = if config.command_prefix.is_empty() {
-        start_with_socketpair(config, identity, spec, work_dir, cgroup).await?
+        start_with_socketpair(config, &task_agent, identity, spec, work_dir, cgroup).await?
     } else {
-        start_with_prefix(config, identity, spec, work_dir, cgroup).await?
+        start_with_prefix(config, &task_agent, identity, spec, work_dir, cgroup).await?
     };
 
     let (cancel_tx, mut cancel_rx) = watch::channel(None::<String>);
@@ -429,6 +458,7 @@ fn log_agent_line(task: &str, line: &[u8], cut: bool) {
 /// Starts the task-agent with bosun's own privilege drop, its socket inherited as fd 3.
 async fn start_with_socketpair(
     config: &Config,
+    task_agent: &std::path::Path,
     identity: &Identity,
     spec: &TaskSpec,
     work_dir: &std::path::Path,
@@ -437,13 +467,8 @@ async fn start_with_socketpair(
     let (ours, theirs) =
         std::os::unix::net::UnixStream::pair().context("creating the agent socketpair")?;
     let theirs: OwnedFd = theirs.into();
-    let mut command = privileged::task_agent_command(
-        &config.task_agent_path,
-        work_dir,
-        identity,
-        &theirs,
-        cgroup,
-    );
+    let mut command =
+        privileged::task_agent_command(task_agent, work_dir, identity, &theirs, cgroup);
     command
         .arg(grace_arg(config))
         .arg("--scripts-dir")
@@ -453,7 +478,7 @@ async fn start_with_socketpair(
     let mut child = command.spawn().map_err(|err| {
         anyhow::anyhow!(
             "starting {}: {}",
-            config.task_agent_path.display(),
+            task_agent.display(),
             privileged::spawn_error(&err)
         )
     })?;
@@ -475,6 +500,7 @@ async fn start_with_socketpair(
 /// descriptors): it connects back to a one-connection listening socket with a one-time token.
 async fn start_with_prefix(
     config: &Config,
+    task_agent: &std::path::Path,
     identity: &Identity,
     spec: &TaskSpec,
     work_dir: &std::path::Path,
@@ -483,7 +509,7 @@ async fn start_with_prefix(
     let rendezvous = privileged::Rendezvous::create(identity)?;
     let mut command = privileged::prefixed_command(
         &config.command_prefix,
-        &config.task_agent_path,
+        task_agent,
         work_dir,
         identity,
         &rendezvous.socket_path,
@@ -498,7 +524,7 @@ async fn start_with_prefix(
     let mut child = command.spawn().with_context(|| {
         format!(
             "starting {} through {:?}",
-            config.task_agent_path.display(),
+            task_agent.display(),
             config.command_prefix
         )
     })?;

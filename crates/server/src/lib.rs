@@ -30,6 +30,7 @@ mod pagination;
 mod pipeline_api_tests;
 mod pipelines;
 mod project_secrets;
+mod releases;
 pub mod retention;
 mod runner;
 mod scheduler;
@@ -310,6 +311,7 @@ fn router(state: State) -> Router {
     let app = Router::new()
         .merge(admin::routes())
         .merge(runner::routes())
+        .merge(releases::routes())
         .merge(pipelines::routes())
         .merge(jobs::routes())
         .merge(artifacts::routes())

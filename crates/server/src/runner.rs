@@ -145,6 +145,13 @@ async fn try_claim(
     resource_class: &str,
     runner_name: &str,
 ) -> AppResult<Option<ClaimResponse>> {
+    // The task-agent the task runs: the release promoted for the class, or (none promoted) the
+    // one the launch-agent has beside it (""). Read before the claim, so that no failure after
+    // it can leave a task claimed with no one told.
+    let agent_version = crate::releases::promotion_for(state, resource_class)
+        .await?
+        .map(|promoted| promoted.version)
+        .unwrap_or_default();
     let token = generate_token("bosun_task_")?;
     let now = now_ms();
     let lease = now + state.task_lease.as_millis() as i64;
@@ -175,7 +182,7 @@ async fn try_claim(
         .await?;
     Ok(Some(ClaimResponse {
         task_token: token,
-        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        agent_version,
         resource_class: resource_class.to_owned(),
         allocation: task_id,
         warning: None,

@@ -46,7 +46,7 @@ pub const DEFAULT_TIME: Duration = Duration::from_secs(10);
 const KNOWN: &str = "tests glob, tests split, tests run, step halt, env subst, mask";
 
 #[derive(Debug, Parser)]
-#[command(about = "bosun's CircleCI environment CLI (inside a job)", version)]
+#[command(about = "bosun's CircleCI environment CLI (inside a job)", version = crate::VERSION)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

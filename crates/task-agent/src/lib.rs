@@ -40,6 +40,13 @@ use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
+/// This build's version: `BOSUN_VERSION` at build time (what `cargo xtask release --version`
+/// sets), else the crate's.
+pub const VERSION: &str = match option_env!("BOSUN_VERSION") {
+    Some(version) => version,
+    None => env!("CARGO_PKG_VERSION"),
+};
+
 use anyhow::Context as _;
 use bosun_protocol::{Connection, FrameCodec, TaskStatus};
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
@@ -173,7 +180,7 @@ async fn agent(
     let stream = tokio::net::UnixStream::from_std(stream)?;
     let mut conn = Connection::new(stream, FrameCodec::default());
     let task = conn
-        .handshake_as_task_agent_with_token(env!("CARGO_PKG_VERSION"), token.as_deref())
+        .handshake_as_task_agent_with_token(VERSION, token.as_deref())
         .await
         .context("handshake with the launch-agent failed")?;
     tracing::info!(

@@ -7,7 +7,7 @@ use clap::Parser;
 
 /// Runs one CI task's steps and streams their output to the launch-agent that started it.
 #[derive(Debug, Parser)]
-#[command(name = "task-agent", version)]
+#[command(name = "task-agent", version = bosun_task_agent::VERSION)]
 struct Args {
     /// File descriptor of the socket shared with the launch-agent.
     #[arg(long, value_name = "N", default_value_t = 3)]

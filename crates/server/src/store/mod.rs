@@ -26,6 +26,7 @@ mod continuations;
 #[cfg(test)]
 pub(crate) mod fixtures;
 mod pipelines;
+mod releases;
 pub mod rows;
 mod secrets;
 pub mod status;
@@ -45,6 +46,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 pub use artifacts::ArtifactRow;
 pub use caches::{CacheInsert, CacheRow, JobScope};
 pub use pipelines::{PipelineCursor, PipelineFilter};
+pub use releases::{PromotionRow, Published, ReleaseFileRow, ReleaseRow};
 pub use rows::*;
 pub use secrets::{CheckoutKeyRow, ContextRow, JobPipelineRow, RestrictionRow, SshKeyRow};
 pub use status::*;
