@@ -98,6 +98,12 @@ pub const PREREQS: &[Prereq] = &[
         root_only: false,
     },
     Prereq {
+        program: "openssl",
+        package: "openssl",
+        why: "the releases tests make their signing keys and sign manifests with openssl, as operators do",
+        root_only: false,
+    },
+    Prereq {
         program: "ssh",
         package: "openssh-client",
         why: "git over ssh:// and ssh-keygen for the ssh checkout and add_ssh_keys tests",
