@@ -423,6 +423,9 @@ pub struct AgentOptions {
     /// Leave `runner.task_agent_path` unset, so a claim naming a task-agent version is served
     /// from releases (the default is the task-agent beside the launch-agent all the same).
     pub task_agent_by_version: bool,
+    /// Let the agent update itself. Off by default: an agent of the shared debug build that
+    /// updated itself would replace the binaries every other test runs.
+    pub auto_update: bool,
 }
 
 impl Default for AgentOptions {
@@ -431,6 +434,7 @@ impl Default for AgentOptions {
             cleanup: true,
             extra_config: String::new(),
             task_agent_by_version: false,
+            auto_update: false,
         }
     }
 }
@@ -468,6 +472,23 @@ pub fn launch_agent_with_env(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> Proc {
+    let config = write_agent_config(server, token, dir, name, &options);
+    let mut command = Command::new(bin_dir().join("launch-agent"));
+    command.arg("--config").arg(&config).args(args);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    spawn(command, dir.join(format!("{name}.log")))
+}
+
+/// Writes the config [`launch_agent`] starts an agent with (`dir/<name>.yaml`); its path.
+pub fn write_agent_config(
+    server: &Server,
+    token: &str,
+    dir: &Path,
+    name: &str,
+    options: &AgentOptions,
+) -> PathBuf {
     let config = agent_config(
         server,
         token,
@@ -478,21 +499,19 @@ pub fn launch_agent_with_env(
         options.cleanup,
         &options.extra_config,
     );
-    if options.task_agent_by_version {
-        let text = std::fs::read_to_string(&config).expect("agent config");
-        let unpinned: String = text
-            .lines()
-            .filter(|line| !line.trim_start().starts_with("task_agent_path:"))
-            .map(|line| format!("{line}\n"))
-            .collect();
-        std::fs::write(&config, unpinned).expect("agent config");
-    }
-    let mut command = Command::new(bin_dir().join("launch-agent"));
-    command.arg("--config").arg(&config).args(args);
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    spawn(command, dir.join(format!("{name}.log")))
+    let dropped = |line: &str| {
+        let key = line.trim_start();
+        (options.task_agent_by_version && key.starts_with("task_agent_path:"))
+            || (options.auto_update && key.starts_with("disable_auto_update:"))
+    };
+    let text = std::fs::read_to_string(&config).expect("agent config");
+    let kept: String = text
+        .lines()
+        .filter(|line| !dropped(line))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    std::fs::write(&config, kept).expect("agent config");
+    config
 }
 
 /// Waits up to `limit` for `child` to exit; its status. Fails the test past `limit`.
@@ -512,7 +531,8 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus
 }
 
 /// Writes `dir/<name>.yaml` (0600) for a launch-agent of `token` whose tasks live under
-/// `dir/<work>/`, run as `user` when given, with `extra` appended to the `runner` section.
+/// `dir/<work>/`, run as `user` when given, with `extra` appended to the `runner` section; it
+/// does not update itself (see [`AgentOptions::auto_update`]).
 #[allow(clippy::too_many_arguments)]
 fn agent_config(
     server: &Server,
@@ -526,7 +546,7 @@ fn agent_config(
 ) -> PathBuf {
     let config = dir.join(format!("{name}.yaml"));
     let mut text = format!(
-        "api:\n  auth_token: {token}\n  url: {}\nrunner:\n  name: {name}\n  working_directory: {}/{work}/%s\n  cleanup_working_directory: {cleanup}\n  task_agent_path: {}\n",
+        "api:\n  auth_token: {token}\n  url: {}\nrunner:\n  disable_auto_update: true\n  name: {name}\n  working_directory: {}/{work}/%s\n  cleanup_working_directory: {cleanup}\n  task_agent_path: {}\n",
         server.url,
         dir.display(),
         bin_dir().join("task-agent").display()

@@ -326,3 +326,383 @@ async fn releases_that_do_not_verify_fail_their_task_and_the_agent_runs_on() {
     let rolled = server.cli_ok(&["release", "rollback", "--resource-class", class], "");
     assert!(rolled.contains("back to 9.1.5-arch"), "{rolled}");
 }
+
+// ---- self-update ----
+
+/// The version the agent updates to (xtask/src/release.rs `TEST_VERSIONS`).
+const NEXT: &str = "9.2.0-test";
+
+/// A launch-agent installed from a release's binaries into `dir/bin`, run under a restart loop
+/// as systemd's `Restart=always` runs the service (the loop and the agent die with the guard).
+struct Installed {
+    loop_child: std::process::Child,
+    bin: PathBuf,
+    log: PathBuf,
+}
+
+impl Installed {
+    fn start(release: &Path, dir: &Path, config: &Path) -> Installed {
+        let bin = subdir(dir, "bin");
+        for name in ["launch-agent", "task-agent"] {
+            std::fs::copy(release.join("linux-x86_64").join(name), bin.join(name)).unwrap();
+        }
+        let log = dir.join("installed.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let script = format!(
+            "while :; do {} --config {}; echo \"exited $?\" >&2; sleep 0.2; done",
+            bin.join("launch-agent").display(),
+            config.display()
+        );
+        use std::os::unix::process::CommandExt as _;
+        let loop_child = Command::new("bash")
+            .args(["-c", &script])
+            .process_group(0)
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Installed {
+            loop_child,
+            bin,
+            log,
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// What `bin/NAME --version` says now.
+    fn version_of(&self, name: &str) -> String {
+        let out = Command::new(self.bin.join(name))
+            .arg("--version")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        let group = nix::unistd::Pid::from_raw(-(self.loop_child.id() as i32));
+        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.loop_child.wait();
+    }
+}
+
+async fn instance_version(server: &Server, class: &str) -> String {
+    let list = server
+        .client
+        .instances(
+            &server.admin,
+            bosun_api::InstanceFilter::ResourceClass(class),
+        )
+        .await
+        .unwrap();
+    list.first().map(|i| i.version.clone()).unwrap_or_default()
+}
+
+/// Waits until the instance reports `version`; how long it took.
+async fn wait_version(server: &Server, class: &str, version: &str, agent: &Installed) -> Duration {
+    let started = std::time::Instant::now();
+    while instance_version(server, class).await != version {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the agent did not report {version}:\n{}",
+            agent.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    started.elapsed()
+}
+
+/// Waits until the installed agent's log says `text`.
+async fn wait_log(agent: &Installed, text: &str) {
+    let started = std::time::Instant::now();
+    while !agent.log_text().contains(text) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the agent's log never said {text:?}:\n{}",
+            agent.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The fixture's `from` release with its launch-agent replaced by `binary`, as `version`.
+fn with_launch_agent(releases: &Path, out: &Path, version: &str, binary: &[u8]) -> PathBuf {
+    let dir = variant(releases, out, version, "key.pem", |m| m);
+    let path = dir.join("linux-x86_64/launch-agent");
+    std::fs::write(&path, binary).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    manifest["platforms"]["linux-x86_64"]["files"]["launch-agent"] = serde_json::json!({
+        "size": binary.len(),
+        "sha256": hex(&sha2::Sha256::digest(binary)),
+    });
+    std::fs::write(
+        dir.join("manifest.json"),
+        serde_json::to_string_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+    sign(&dir, &releases.join("key.pem"));
+    dir
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+use sha2::Digest as _;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_agent_updates_itself_never_mid_task_rolls_back_and_survives_a_bad_release() {
+    let releases = releases();
+    if !cfg!(target_arch = "x86_64") {
+        panic!("the test releases are built for linux-x86_64 only");
+    }
+    let dir = shared_tempdir();
+    let out = subdir(dir.path(), "variants");
+    let server = Server::start(dir.path());
+    let class = "e2e/rel-update";
+    server.resource_class(class).await;
+    for version in [VERSION, NEXT] {
+        server.cli_ok(
+            &[
+                "release",
+                "publish",
+                releases.join(version).to_str().unwrap(),
+            ],
+            "",
+        );
+    }
+    server.cli_ok(&["release", "promote", VERSION], "");
+    let agent_dir = subdir(dir.path(), "agent");
+    let token = server.token(class).await;
+    let config = bosun_tests::write_agent_config(
+        &server,
+        &token,
+        &agent_dir,
+        "agent",
+        &AgentOptions {
+            extra_config: format!(
+                // Far longer than the test: what the agent does comes from the promotion
+                // waking its claim, and from the check after each task.
+                "  update:\n    check_interval: 1h\n    trusted_keys:\n      - {}\n",
+                releases.join("key.pub.pem").display()
+            ),
+            task_agent_by_version: true,
+            auto_update: true,
+            ..AgentOptions::default()
+        },
+    );
+    let agent = Installed::start(&releases.join(VERSION), &agent_dir, &config);
+    wait_version(&server, class, VERSION, &agent).await;
+
+    // A job holds the agent busy while the next version is promoted: no update mid-task.
+    let go = agent_dir.join("go");
+    let steps = format!(
+        "      - run: |\n          circleci-agent --version\n          while [ ! -e {} ]; do sleep 0.05; done\n",
+        go.display()
+    );
+    let repo = git_repo(
+        &agent_dir,
+        &[(
+            ".circleci/config.yml",
+            &format!(
+                "version: 2.1\njobs:\n  build:\n    machine: true\n    resource_class: {class}\n    steps:\n{steps}workflows:\n  main:\n    jobs: [build]\n"
+            ),
+        )],
+    );
+    let slug = format!("local/{class}");
+    server.project(&slug, &repo).await;
+    let pipeline = server.trigger(&slug, "main").await;
+    let job = server.job_id(&pipeline, "build").await;
+    server
+        .wait_for_log(&job, 0, VERSION, Duration::from_secs(60))
+        .await;
+    server.cli_ok(&["release", "promote", NEXT], "");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(instance_version(&server, class).await, VERSION);
+    assert!(
+        !agent.log_text().contains("updated from"),
+        "{}",
+        agent.log_text()
+    );
+    std::fs::write(&go, "").unwrap();
+    let detail = server.wait_job(&job, Duration::from_secs(60)).await;
+    assert_eq!(detail.status, "success", "{detail:?}");
+    let took = wait_version(&server, class, NEXT, &agent).await;
+    eprintln!("job end to the agent reporting {NEXT}: {took:?}");
+    // Reporting comes first (the new version proves it reaches the server), then the install.
+    wait_log(&agent, &format!("updated from {VERSION} to {NEXT}")).await;
+    assert!(agent.version_of("launch-agent").contains(NEXT));
+    assert!(agent.version_of("task-agent").contains(NEXT));
+    assert!(agent.version_of("launch-agent.previous").contains(VERSION));
+    let log = agent.log_text();
+    assert_eq!(
+        count(&log, "exited "),
+        0,
+        "the update re-executed in place:\n{log}"
+    );
+    let (status, message, job_log) = run(&server, &slug).await;
+    assert_eq!(status, "success", "{message:?}");
+    assert!(job_log.contains(NEXT), "{job_log}");
+
+    // A downgrade promoted as such is refused; the agent runs on NEXT.
+    server.cli_ok(&["release", "promote", VERSION], "");
+    let started = std::time::Instant::now();
+    while !agent.log_text().contains("downgrade") {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{}",
+            agent.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(instance_version(&server, class).await, NEXT);
+    // Rolled back by an admin, the same version is taken.
+    server.cli_ok(&["release", "promote", NEXT], "");
+    let rolled = server.cli_ok(&["release", "rollback"], "");
+    assert!(rolled.contains(&format!("back to {VERSION}")), "{rolled}");
+    let took = wait_version(&server, class, VERSION, &agent).await;
+    eprintln!("rollback to the agent reporting {VERSION}: {took:?}");
+    wait_log(&agent, &format!("updated from {NEXT} to {VERSION}")).await;
+
+    // A release whose launch-agent answers --version but exits 1 at start: the installed binary
+    // is started again by the restart loop, skips that version and keeps running tasks.
+    let bad = "9.3.0-test";
+    let script = format!(
+        "#!/bin/sh\nif [ \"$1\" = --version ]; then echo \"launch-agent {bad}\"; exit 0; fi\necho 'broken release' >&2\nexit 1\n"
+    );
+    let bad_dir = with_launch_agent(&releases, &out, bad, script.as_bytes());
+    server.cli_ok(&["release", "publish", bad_dir.to_str().unwrap()], "");
+    server.cli_ok(&["release", "promote", bad], "");
+    let started = std::time::Instant::now();
+    while !agent
+        .log_text()
+        .contains("exited before it reached the server")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{}",
+            agent.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(agent.log_text().contains("broken release"));
+    assert!(agent.version_of("launch-agent").contains(VERSION));
+    wait_version(&server, class, VERSION, &agent).await;
+    let (status, message, job_log) = run(&server, &slug).await;
+    assert_eq!(status, "success", "{message:?}\n{}", agent.log_text());
+    assert!(job_log.contains(VERSION), "{job_log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_promotion_updates_only_its_class_then_the_fleet_follows() {
+    let releases = releases();
+    let dir = shared_tempdir();
+    let server = Server::start(dir.path());
+    let (canary, rest) = ("e2e/fleet-canary", "e2e/fleet-rest");
+    for class in [canary, rest] {
+        server.resource_class(class).await;
+    }
+    for version in [VERSION, NEXT] {
+        server.cli_ok(
+            &[
+                "release",
+                "publish",
+                releases.join(version).to_str().unwrap(),
+            ],
+            "",
+        );
+    }
+    let mut agents = Vec::new();
+    for (index, class) in [canary, canary, rest].into_iter().enumerate() {
+        let agent_dir = subdir(dir.path(), &format!("agent{index}"));
+        let token = server.token(class).await;
+        let config = bosun_tests::write_agent_config(
+            &server,
+            &token,
+            &agent_dir,
+            &format!("agent{index}"),
+            &AgentOptions {
+                extra_config: format!(
+                    "  update:\n    check_interval: 1h\n    trusted_keys:\n      - {}\n",
+                    releases.join("key.pub.pem").display()
+                ),
+                task_agent_by_version: true,
+                auto_update: true,
+                ..AgentOptions::default()
+            },
+        );
+        agents.push((
+            class,
+            Installed::start(&releases.join(VERSION), &agent_dir, &config),
+        ));
+    }
+    let versions = |class: &'static str| {
+        let server = &server;
+        async move {
+            server
+                .client
+                .instances(
+                    &server.admin,
+                    bosun_api::InstanceFilter::ResourceClass(class),
+                )
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|i| i.version)
+                .collect::<Vec<_>>()
+        }
+    };
+    let wait_all = |class: &'static str, count: usize, version: &'static str| {
+        let agents = &agents;
+        async move {
+            let started = std::time::Instant::now();
+            loop {
+                let seen = versions(class).await;
+                if seen.len() == count && seen.iter().all(|v| v == version) {
+                    return started.elapsed();
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(90),
+                    "{class}: {seen:?}, not {count} x {version}:\n{}",
+                    agents
+                        .iter()
+                        .map(|(_, a)| a.log_text())
+                        .collect::<Vec<_>>()
+                        .join("\n----\n")
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    wait_all(canary, 2, VERSION).await;
+    wait_all(rest, 1, VERSION).await;
+
+    server.cli_ok(
+        &["release", "promote", NEXT, "--resource-class", canary],
+        "",
+    );
+    let took = wait_all(canary, 2, NEXT).await;
+    eprintln!("canary promote to both canary agents reporting {NEXT}: {took:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        versions(rest).await,
+        [VERSION],
+        "the canary reached another class"
+    );
+
+    server.cli_ok(&["release", "promote", NEXT], "");
+    let took = wait_all(rest, 1, NEXT).await;
+    eprintln!("fleet promote to the last agent reporting {NEXT}: {took:?}");
+    assert_eq!(versions(canary).await, [NEXT, NEXT]);
+    for (class, agent) in &agents {
+        wait_log(agent, &format!("updated from {VERSION} to {NEXT}")).await;
+        assert!(agent.version_of("launch-agent").contains(NEXT), "{class}");
+        assert_eq!(count(&agent.log_text(), "exited "), 0, "{class}");
+    }
+}

@@ -211,13 +211,14 @@ fn check_version(binary: &Path, version: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The version of the release the end-to-end tests use.
-pub const TEST_VERSION: &str = "9.1.0-test";
+/// The versions of the releases the end-to-end tests use (an agent updates from the first to
+/// the second).
+pub const TEST_VERSIONS: &[&str] = &["9.1.0-test", "9.2.0-test"];
 
 /// What the release tests need, in `target/test-releases`: a signing key and another
 /// (untrusted) one, made with openssl as an operator would (`key.pem`, `key.pub.pem`,
-/// `other.pem`, `other.pub.pem`), and a release of this tree as [`TEST_VERSION`] built by the
-/// same code as `cargo xtask release --debug` (in `TEST_VERSION/`). Called by `cargo xtask
+/// `other.pem`, `other.pub.pem`), and releases of this tree as [`TEST_VERSIONS`] built by the
+/// same code as `cargo xtask release --debug` (in `VERSION/`). Called by `cargo xtask
 /// test`, which tells the tests where (`BOSUN_TEST_RELEASES`).
 pub fn test_fixture() -> anyhow::Result<PathBuf> {
     let started = std::time::Instant::now();
@@ -240,23 +241,26 @@ pub fn test_fixture() -> anyhow::Result<PathBuf> {
             .arg(dir.join(format!("{name}.pub.pem")));
         run(public)?;
     }
-    let options = Options {
-        version: TEST_VERSION.to_owned(),
-        key: dir.join("key.pem"),
-        targets: vec![*cross::TARGETS.iter().find(|t| t.is_host()).expect("a host")],
-        debug: true,
-    };
-    let built = release(&options)?;
-    let fixture = dir.join(TEST_VERSION);
-    if fixture.exists() {
-        std::fs::remove_dir_all(&fixture)?;
+    for version in TEST_VERSIONS {
+        let options = Options {
+            version: (*version).to_owned(),
+            key: dir.join("key.pem"),
+            targets: vec![*cross::TARGETS.iter().find(|t| t.is_host()).expect("a host")],
+            debug: true,
+        };
+        let built = release(&options)?;
+        let fixture = dir.join(version);
+        if fixture.exists() {
+            std::fs::remove_dir_all(&fixture)?;
+        }
+        std::fs::rename(&built, &fixture)
+            .with_context(|| format!("moving {} to {}", built.display(), fixture.display()))?;
     }
-    std::fs::rename(&built, &fixture)
-        .with_context(|| format!("moving {} to {}", built.display(), fixture.display()))?;
     println!(
-        "test release {TEST_VERSION}: built in {:.0}s, {}",
+        "test releases {}: built in {:.0}s, {}",
+        TEST_VERSIONS.join(", "),
         started.elapsed().as_secs_f64(),
-        fixture.display()
+        dir.display()
     );
     Ok(dir)
 }

@@ -45,6 +45,11 @@ pub struct ClaimRequest {
     /// bosun's: it drains (claims nothing more; its running tasks finish).
     #[serde(default)]
     pub draining: bool,
+    /// bosun's, from agents that update themselves: the release version the agent last heard
+    /// was promoted for it (`""`: none). A claim whose version is no longer the promoted one is
+    /// answered 204 at once, so the agent looks again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_seen: Option<String>,
 }
 
 impl Default for ClaimRequest {
@@ -57,6 +62,7 @@ impl Default for ClaimRequest {
             running: 0,
             capacity: 1,
             draining: false,
+            release_seen: None,
         }
     }
 }

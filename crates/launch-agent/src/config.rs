@@ -66,6 +66,9 @@ pub struct Config {
     pub trusted_keys: Vec<crate::release::TrustedKey>,
     /// `runner.disable_auto_update`: no self-update (task-agents are still fetched by version).
     pub disable_auto_update: bool,
+    /// `runner.update.check_interval` (bosun's; default 5m): how often an idle agent asks which
+    /// release it is to run (a promotion also ends idle claims at once, so agents ask then).
+    pub update_check_interval: Duration,
     pub logging_file: Option<PathBuf>,
     /// `runner.cgroups` (default true): a cgroup v2 per task where the host offers one; false
     /// for hosts where bosun must not touch the cgroup tree.
@@ -506,6 +509,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("runner.task_agent_path", "TASK_AGENT_PATH"),
     ("runner.task_agent_directory", "TASK_AGENT_DIRECTORY"),
     ("runner.update.trusted_keys", "UPDATE_TRUSTED_KEYS"),
+    ("runner.update.check_interval", "UPDATE_CHECK_INTERVAL"),
     ("runner.cgroups", "CGROUPS"),
     ("runner.dedicated_user", "DEDICATED_USER"),
     ("runner.max_pids", "MAX_PIDS"),
@@ -665,6 +669,9 @@ pub fn load(
     let disable_auto_update = v
         .parse("runner.disable_auto_update", parse_bool)?
         .unwrap_or(false);
+    let update_check_interval = v
+        .parse("runner.update.check_interval", parse_duration)?
+        .unwrap_or(Duration::from_secs(300));
     let command_prefix = v.list("runner.command_prefix");
     let mut trusted_keys = crate::release::compiled_keys()
         .context("the release keys compiled in (BOSUN_RELEASE_KEYS)")?;
@@ -818,6 +825,7 @@ pub fn load(
         task_agent_directory,
         trusted_keys,
         disable_auto_update,
+        update_check_interval,
         logging_file: v.text("logging.file").map(PathBuf::from),
         logging_level,
         logging_format,
@@ -867,6 +875,7 @@ fn default_shown(config: &Config, key: &str) -> String {
         "runner.disable_auto_update" => config.disable_auto_update.to_string(),
         "runner.task_agent_path" => config.task_agent_path.display().to_string(),
         "runner.task_agent_directory" => config.task_agent_directory.display().to_string(),
+        "runner.update.check_interval" => duration(config.update_check_interval),
         "runner.update.trusted_keys" => format!("({} compiled in)", config.trusted_keys.len()),
         "runner.cgroups" => config.cgroups.to_string(),
         "runner.dedicated_user" => config.dedicated_user.to_string(),

@@ -16,6 +16,7 @@ pub mod release;
 mod spool;
 mod task;
 mod transfer;
+mod update;
 mod upload;
 
 use std::net::UdpSocket;
@@ -91,6 +92,21 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
         _ => None,
     };
     privileged::sweep_leftovers(&ledger, config.cleanup_working_directory, dedicated);
+    // Self-update: an attempt this start finds is dealt with first (the new version on
+    // probation must reach the server before it claims; a failed one is skipped).
+    let installed_exe = std::env::current_exe().context("locating the launch-agent binary")?;
+    let mut updater = update::Updater::new(
+        config.trusted_keys.clone(),
+        ledger.dir(),
+        installed_exe,
+        (!config.task_agent_pinned).then(|| config.task_agent_path.clone()),
+    );
+    if let update::Start::Probation(marker) = update::on_start(&mut updater) {
+        update::probation(&mut updater, marker, &client, &auth, &request).await?;
+    }
+    let auto_update = !config.disable_auto_update && config.mode == Mode::Continuous;
+    let mut next_update_check = Instant::now();
+    let mut pending_update: Option<update::Prepared> = None;
     // Results an earlier run finished but could not report go to the server now.
     done::replay(&client, ledger.dir(), &config.auth_token);
     let cgroup_root = if !config.cgroups {
@@ -147,6 +163,7 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
     // answers could leave a task claimed by nobody until its lease lapses.
     let mut claim: Option<std::pin::Pin<Box<dyn std::future::Future<Output = _> + '_>>> = None;
     let mut claimed_any = false;
+    let mut claim_started = Instant::now();
     if let Some(addr) = config.metrics_addr {
         metrics::serve(addr).await?;
     }
@@ -173,14 +190,57 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
             }
             return Ok(());
         }
+        // Idle (nothing running, no claim in flight, not draining): the update, if one is
+        // ready, goes in now; otherwise look for one when it is time.
+        if !draining && running.is_empty() && claim.is_none() {
+            if let Some(prepared) = pending_update.take() {
+                let err = updater.apply(prepared);
+                tracing::error!("the update did not start: {err:#}");
+            }
+        }
+        if auto_update
+            && !draining
+            && running.is_empty()
+            && pending_update.is_none()
+            && Instant::now() >= next_update_check
+        {
+            next_update_check = Instant::now() + config.update_check_interval;
+            match updater.prepare(&client, &auth).await {
+                Ok(Some(prepared)) => {
+                    tracing::info!(
+                        "release {} verified and downloaded: updating once idle",
+                        prepared.version()
+                    );
+                    pending_update = Some(prepared);
+                    // At the top of the loop it goes in at once if nothing is in flight.
+                    continue;
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!("checking for a release: {err:#}");
+                    // Claims say nothing of releases until a check succeeds (`seen` is None),
+                    // so a server failing this answer cannot make them spin.
+                    next_update_check =
+                        Instant::now() + config.update_check_interval.min(Duration::from_secs(60));
+                }
+            }
+        }
         if draining || single_done {
             claim = None;
+        } else if pending_update.is_some() {
+            // An update waits for the claim in flight: no new one.
         } else if claim.is_none() && running.len() < config.max_concurrent_tasks {
             let body = ClaimRequest {
                 running: running.len() as u32,
+                release_seen: if auto_update {
+                    updater.seen.clone()
+                } else {
+                    None
+                },
                 ..request.clone()
             };
             let (client, auth) = (&client, &auth);
+            claim_started = Instant::now();
             claim = Some(Box::pin(async move {
                 client
                     .claim(auth, &body, Duration::from_secs(CLAIM_WAIT_SECS))
@@ -226,6 +286,13 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
             }
             Event::NoWork => {
                 backoff = Duration::from_millis(500);
+                // A long-poll that ended early: the server had news (a release promoted, or
+                // it is stopping); ask for a release now rather than at the next interval.
+                if claim_started.elapsed() + Duration::from_secs(2)
+                    < Duration::from_secs(CLAIM_WAIT_SECS)
+                {
+                    next_update_check = Instant::now();
+                }
                 notifier.status("Healthy");
                 if let Some(idle) = config.idle_timeout {
                     if running.is_empty() && last_work.elapsed() >= idle {
@@ -283,6 +350,8 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
             Event::Ended(result) => {
                 task_ended(result);
                 last_work = Instant::now();
+                // A release promoted while the task ran ended no claim of ours: look now.
+                next_update_check = Instant::now();
             }
         }
     }

@@ -439,7 +439,7 @@ fn verify_cached(
 
 /// Downloads `url` into `path` (a new file, 0755), checking the bytes against `file` as they
 /// come: more than the manifest's size stops the download; fewer, or another SHA-256, fails it.
-async fn fetch_file(
+pub(crate) async fn fetch_file(
     client: &Client,
     auth: &Auth,
     url: &str,

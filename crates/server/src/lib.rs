@@ -173,6 +173,8 @@ pub(crate) struct AppState {
     pub queued: Notify,
     /// Woken whenever a running task is asked to cancel, so long-polling heartbeats answer at once.
     pub cancels: Notify,
+    /// Woken when a release is promoted or rolled back: long-polling claims answer 204 at once.
+    pub promoted: Notify,
     /// Step logs: chunked objects in `blobs`, their limits and in-memory indexes.
     pub logs: logs::Logs,
     /// The server's URL as jobs reach it (`public_url`, else `http://<bound address>`), set once
@@ -246,6 +248,7 @@ pub async fn run(
         retention: config.retention,
         queued: Notify::new(),
         cancels: Notify::new(),
+        promoted: Notify::new(),
         logs: logs::Logs::new(
             blobs,
             logs::Limits {

@@ -361,6 +361,7 @@ async fn promote(
         .promote(&scope, version, false, now_ms())
         .await?;
     tracing::info!(version, scope = %scope_name(&scope), "release promoted");
+    state.promoted.notify_waiters();
     Ok(Json(promotion(promoted)))
 }
 
@@ -387,6 +388,7 @@ async fn rollback(
         .promote(&scope, &previous, true, now_ms())
         .await?;
     tracing::info!(version = %previous, scope = %scope_name(&scope), "release rolled back");
+    state.promoted.notify_waiters();
     Ok(Json(promotion(promoted)))
 }
 

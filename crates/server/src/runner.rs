@@ -123,7 +123,23 @@ async fn claim(
         Some(text) => parse_wait(text)?,
         None => Duration::ZERO,
     };
+    // An agent that updates itself and has not heard of the release promoted for it now
+    // looks for it before it waits.
+    if let Some(seen) = &body.release_seen {
+        check_field("release_seen", seen, 64)?;
+        let current = crate::releases::promotion_for(&state, &runner.resource_class)
+            .await?
+            .map(|promoted| promoted.version)
+            .unwrap_or_default();
+        if *seen != current {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+    }
     let deadline = tokio::time::Instant::now() + wait;
+    // A release promoted meanwhile ends the wait at once (204), so idle agents look for their
+    // new version now instead of at the end of their long-poll.
+    let promoted = state.promoted.notified();
+    tokio::pin!(promoted);
     loop {
         // Register for the wake-up before looking, so a task queued in between is not missed.
         let queued = state.queued.notified();
@@ -134,8 +150,13 @@ async fn claim(
         if let Some(response) = try_claim(&state, &runner.resource_class, &body.name).await? {
             return Ok(Json(response).into_response());
         }
-        if tokio::time::timeout_at(deadline, queued).await.is_err() {
-            return Ok(StatusCode::NO_CONTENT.into_response());
+        tokio::select! {
+            woken = tokio::time::timeout_at(deadline, queued) => {
+                if woken.is_err() {
+                    return Ok(StatusCode::NO_CONTENT.into_response());
+                }
+            }
+            _ = &mut promoted => return Ok(StatusCode::NO_CONTENT.into_response()),
         }
     }
 }

@@ -39,34 +39,34 @@ pub enum Published {
 }
 
 impl Store {
-    /// Records a release and the files its manifest lists, unless the version exists.
+    /// Records a release and the files its manifest lists, unless the version exists. The
+    /// transaction writes first, so it takes SQLite's write lock at once (a read first could
+    /// not be upgraded while another connection writes).
     pub async fn insert_release(
         &self,
         release: &ReleaseRow,
         files: &[ReleaseFileRow],
     ) -> StoreResult<Published> {
         let mut tx = self.pool.begin().await?;
-        let existing: Option<(String,)> =
-            sqlx::query_as("SELECT manifest FROM releases WHERE version = $1")
-                .bind(&release.version)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if let Some((manifest,)) = existing {
-            return Ok(if manifest == release.manifest {
-                Published::Again
-            } else {
-                Published::Conflict
-            });
-        }
-        sqlx::query(
-            "INSERT INTO releases (version, manifest, signature, created_at) VALUES ($1, $2, $3, $4)",
+        let inserted = sqlx::query(
+            "INSERT INTO releases (version, manifest, signature, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (version) DO NOTHING",
         )
         .bind(&release.version)
         .bind(&release.manifest)
         .bind(&release.signature)
         .bind(release.created_at)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            drop(tx);
+            let existing = self.release(&release.version).await?;
+            return Ok(match existing {
+                Some(existing) if existing.manifest == release.manifest => Published::Again,
+                _ => Published::Conflict,
+            });
+        }
         for file in files {
             sqlx::query(
                 "INSERT INTO release_files (version, platform, name, size, sha256)
@@ -140,7 +140,8 @@ impl Store {
     }
 
     /// Sets `scope`'s version; the one it replaces becomes what a rollback returns to (unless
-    /// it is the same version).
+    /// it is the same version). One statement: no read-then-write transaction to conflict with
+    /// the claims and heartbeats writing meanwhile.
     pub async fn promote(
         &self,
         scope: &str,
@@ -148,38 +149,21 @@ impl Store {
         rollback: bool,
         now: i64,
     ) -> StoreResult<PromotionRow> {
-        let mut tx = self.pool.begin().await?;
-        let current: Option<PromotionRow> = sqlx::query_as(
-            "SELECT scope, version, previous, rollback FROM release_promotions WHERE scope = $1",
-        )
-        .bind(scope)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let previous = match current {
-            Some(current) if current.version == version => current.previous,
-            Some(current) => Some(current.version),
-            None => None,
-        };
-        sqlx::query(
+        Ok(sqlx::query_as(
             "INSERT INTO release_promotions (scope, version, previous, rollback, updated_at)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (scope) DO UPDATE SET version = excluded.version,
-                 previous = excluded.previous, rollback = excluded.rollback,
-                 updated_at = excluded.updated_at",
+             VALUES ($1, $2, NULL, $3, $4)
+             ON CONFLICT (scope) DO UPDATE SET
+                 previous = CASE WHEN release_promotions.version = excluded.version
+                     THEN release_promotions.previous ELSE release_promotions.version END,
+                 version = excluded.version, rollback = excluded.rollback,
+                 updated_at = excluded.updated_at
+             RETURNING scope, version, previous, rollback",
         )
         .bind(scope)
         .bind(version)
-        .bind(&previous)
         .bind(rollback)
         .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(PromotionRow {
-            scope: scope.to_owned(),
-            version: version.to_owned(),
-            previous,
-            rollback,
-        })
+        .fetch_one(&self.pool)
+        .await?)
     }
 }

@@ -401,3 +401,65 @@ async fn workspace_layers_keep_their_jobs_order_and_only_succeeded_tasks_count()
     assert!(store.delete_workspace_layer(&first.id).await.unwrap());
     assert_eq!(fixtures::count(&store, "workspace_layers").await, 2);
 }
+
+#[tokio::test]
+async fn a_release_is_published_once_and_promotions_remember_what_a_rollback_returns_to() {
+    let (store, _dir) = test_store().await;
+    let release = |version: &str, manifest: &str| ReleaseRow {
+        version: version.into(),
+        manifest: manifest.into(),
+        signature: vec![0; 64],
+        created_at: 1,
+    };
+    assert_eq!(
+        store
+            .insert_release(&release("1.0.0", "m1"), &[])
+            .await
+            .unwrap(),
+        Published::New
+    );
+    assert_eq!(
+        store
+            .insert_release(&release("1.0.0", "m1"), &[])
+            .await
+            .unwrap(),
+        Published::Again
+    );
+    assert_eq!(
+        store
+            .insert_release(&release("1.0.0", "other"), &[])
+            .await
+            .unwrap(),
+        Published::Conflict
+    );
+    assert_eq!(
+        store.release("1.0.0").await.unwrap().unwrap().manifest,
+        "m1"
+    );
+    store
+        .insert_release(&release("2.0.0", "m2"), &[])
+        .await
+        .unwrap();
+
+    let first = store.promote("", "1.0.0", false, 1).await.unwrap();
+    assert_eq!(first.previous, None);
+    let second = store.promote("", "2.0.0", false, 2).await.unwrap();
+    assert_eq!(second.previous.as_deref(), Some("1.0.0"));
+    // The same version again keeps what a rollback returns to.
+    let again = store.promote("", "2.0.0", false, 3).await.unwrap();
+    assert_eq!(again.previous.as_deref(), Some("1.0.0"));
+    let back = store.promote("", "1.0.0", true, 4).await.unwrap();
+    assert_eq!(
+        (back.previous.as_deref(), back.rollback),
+        (Some("2.0.0"), true)
+    );
+    // A resource class's promotion is its own.
+    store
+        .promote("acme/canary", "2.0.0", false, 5)
+        .await
+        .unwrap();
+    let all = store.promotions().await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].version, "1.0.0");
+    assert_eq!(all[1].scope, "acme/canary");
+}
