@@ -866,6 +866,18 @@ pub struct V1Test {
 
 // ---- releases (issue 15) ----
 
+/// Whether `version` is spelled as a release version: `1.2.3`, `1.2.3-rc.1`, `1.2.3+build` (a
+/// digit first; letters, digits, `.`, `-`, `+`; at most 64 bytes), which is also safe as a file
+/// name and a URL path segment.
+pub fn is_release_version(version: &str) -> bool {
+    !version.is_empty()
+        && version.len() <= 64
+        && version.starts_with(|c: char| c.is_ascii_digit())
+        && version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+'))
+}
+
 /// A release's `manifest.json`, as `cargo xtask release` writes it. Its exact bytes are what
 /// `manifest.json.sig` signs (ed25519), so it travels as text and is parsed only after the
 /// signature checked out.

@@ -168,13 +168,7 @@ pub fn verify(
 
 /// A version as a release spells it, safe as a directory name.
 fn check_version(version: &str) -> anyhow::Result<()> {
-    let ok = !version.is_empty()
-        && version.len() <= 64
-        && version.starts_with(|c: char| c.is_ascii_digit())
-        && version
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+'));
-    if !ok {
+    if !bosun_api::is_release_version(version) {
         bail!(
             "`{}` is not a release version",
             version

@@ -54,16 +54,9 @@ pub fn routes() -> Router<State> {
         )
 }
 
-/// A version as releases spell it: `1.2.3`, `1.2.3-rc.1`, `1.2.3+build` (a digit first; letters,
-/// digits, `.`, `-`, `+`; at most 64 bytes).
+/// A version as releases spell it ([`bosun_api::is_release_version`]).
 fn check_version(version: &str) -> Result<(), AppError> {
-    let ok = !version.is_empty()
-        && version.len() <= 64
-        && version.starts_with(|c: char| c.is_ascii_digit())
-        && version
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+'));
-    if !ok {
+    if !bosun_api::is_release_version(version) {
         return Err(AppError::bad_request(format!(
             "`{}` is not a release version like 1.2.3 or 1.2.3-rc.1",
             version.chars().take(64).collect::<String>()
@@ -166,6 +159,16 @@ async fn summary(state: &State, row: &ReleaseRow) -> AppResult<ReleaseSummary> {
     })
 }
 
+/// [`summary`] of a release known to exist.
+async fn summary_of(state: &State, version: &str) -> AppResult<ReleaseSummary> {
+    let row = state
+        .store
+        .release(version)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("release {version} vanished"))?;
+    summary(state, &row).await
+}
+
 fn scope_name(scope: &str) -> String {
     if scope.is_empty() {
         "fleet".to_owned()
@@ -211,12 +214,7 @@ async fn publish(
             )));
         }
     }
-    let row = state
-        .store
-        .release(&version)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("release {version} vanished"))?;
-    Ok(Json(summary(&state, &row).await?))
+    Ok(Json(summary_of(&state, &version).await?))
 }
 
 fn file_key(version: &str, platform: &str, name: &str) -> Result<BlobKey, AppError> {
@@ -294,12 +292,7 @@ async fn upload_file(
     } else {
         crate::util::drain_refused(body).await;
     }
-    let row = state
-        .store
-        .release(&version)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("release {version} vanished"))?;
-    Ok(Json(summary(&state, &row).await?))
+    Ok(Json(summary_of(&state, &version).await?))
 }
 
 async fn list(
