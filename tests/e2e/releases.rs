@@ -592,6 +592,12 @@ async fn an_idle_agent_updates_itself_never_mid_task_rolls_back_and_survives_a_b
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(agent.log_text().contains("broken release"));
+    // What the failed update cost: from the re-exec to claiming again, in the agent's log.
+    for line in agent.log_text().lines().filter(|line| {
+        line.contains("updating:") || line.contains("claiming tasks") || line.starts_with("exited")
+    }) {
+        eprintln!("agent: {line}");
+    }
     assert!(agent.version_of("launch-agent").contains(VERSION));
     wait_version(&server, class, VERSION, &agent).await;
     let (status, message, job_log) = run(&server, &slug).await;
