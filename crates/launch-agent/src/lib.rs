@@ -22,13 +22,6 @@ mod upload;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-/// This build's version: `BOSUN_VERSION` at build time (what `cargo xtask release --version`
-/// sets), else the crate's.
-pub const VERSION: &str = match option_env!("BOSUN_VERSION") {
-    Some(version) => version,
-    None => env!("CARGO_PKG_VERSION"),
-};
-
 use anyhow::Context;
 use bosun_api::{Auth, ClaimRequest, ClaimResponse, Client, StatusCode};
 use tokio::sync::watch;
@@ -36,6 +29,13 @@ use tokio::sync::watch;
 use crate::config::{Config, Mode};
 use crate::privileged::Identity;
 pub use crate::task::StopLevel;
+
+/// This build's version: `BOSUN_VERSION` at build time (what `cargo xtask release --version`
+/// sets), else the crate's.
+pub const VERSION: &str = match option_env!("BOSUN_VERSION") {
+    Some(version) => version,
+    None => env!("CARGO_PKG_VERSION"),
+};
 
 /// How long one claim waits on the server for work.
 const CLAIM_WAIT_SECS: u64 = 30;
@@ -205,7 +205,21 @@ pub async fn run(config: Config, mut stop: StopLevel) -> anyhow::Result<()> {
             && Instant::now() >= next_update_check
         {
             next_update_check = Instant::now() + config.update_check_interval;
-            match updater.prepare(&client, &auth).await {
+            // The download may take a while on a slow link: systemd's watchdog hears from the
+            // loop meanwhile.
+            let prepared = {
+                let work = updater.prepare(&client, &auth);
+                tokio::pin!(work);
+                loop {
+                    tokio::select! {
+                        result = &mut work => break result,
+                        _ = async { watchdog.as_mut().expect("polled only when set").tick().await }, if watchdog.is_some() => {
+                            notifier.watchdog_ping();
+                        }
+                    }
+                }
+            };
+            match prepared {
                 Ok(Some(prepared)) => {
                     tracing::info!(
                         "release {} verified and downloaded: updating once idle",

@@ -40,17 +40,17 @@ use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
+use anyhow::Context as _;
+use bosun_protocol::{Connection, FrameCodec, TaskStatus};
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use nix::sys::stat::{SFlag, fstat};
+
 /// This build's version: `BOSUN_VERSION` at build time (what `cargo xtask release --version`
 /// sets), else the crate's.
 pub const VERSION: &str = match option_env!("BOSUN_VERSION") {
     Some(version) => version,
     None => env!("CARGO_PKG_VERSION"),
 };
-
-use anyhow::Context as _;
-use bosun_protocol::{Connection, FrameCodec, TaskStatus};
-use nix::fcntl::{FcntlArg, FdFlag, fcntl};
-use nix::sys::stat::{SFlag, fstat};
 
 /// Environment variable that has the same effect as `--allow-root`.
 pub const ALLOW_ROOT_ENV: &str = "BOSUN_TASK_AGENT_ALLOW_ROOT";
