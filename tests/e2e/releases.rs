@@ -28,6 +28,11 @@ fn releases() -> PathBuf {
     dir
 }
 
+/// `bosun release publish DIR`; its output.
+fn publish(server: &Server, dir: &Path) -> String {
+    server.cli_ok(&["release", "publish", dir.to_str().unwrap()], "")
+}
+
 fn subdir(dir: &Path, name: &str) -> PathBuf {
     let sub = dir.join(name);
     std::fs::create_dir_all(&sub).unwrap();
@@ -87,14 +92,7 @@ async fn a_claim_names_a_promoted_task_agent_which_is_downloaded_and_verified_on
     for class in ["e2e/rel-canary", "e2e/rel-rest"] {
         server.resource_class(class).await;
     }
-    let published = server.cli_ok(
-        &[
-            "release",
-            "publish",
-            releases.join(VERSION).to_str().unwrap(),
-        ],
-        "",
-    );
+    let published = publish(&server, &releases.join(VERSION));
     assert!(
         published.contains(VERSION) && published.contains("complete"),
         "{published}"
@@ -245,9 +243,7 @@ async fn releases_that_do_not_verify_fail_their_task_and_the_agent_runs_on() {
             .join(version)
             .join("linux-x86_64/task-agent")
     };
-    let publish = |dir: &Path| {
-        server.cli_ok(&["release", "publish", dir.to_str().unwrap()], "");
-    };
+    let publish = |dir: &Path| publish(&server, dir);
 
     let bad_signature = variant(&releases, &out, "9.1.1-badsig", "key.pem", |m| m);
     let mut signature = std::fs::read(bad_signature.join("manifest.json.sig")).unwrap();
@@ -341,6 +337,34 @@ struct Installed {
 }
 
 impl Installed {
+    /// An agent installed from the release [`VERSION`] that updates itself, trusting the test
+    /// key. Its check interval is far longer than any test: what it does comes from a promotion
+    /// waking its claim, and from the check after each task.
+    fn self_updating(
+        server: &Server,
+        token: &str,
+        dir: &Path,
+        name: &str,
+        releases: &Path,
+    ) -> Installed {
+        let config = bosun_tests::write_agent_config(
+            server,
+            token,
+            dir,
+            name,
+            &AgentOptions {
+                extra_config: format!(
+                    "  update:\n    check_interval: 1h\n    trusted_keys:\n      - {}\n",
+                    releases.join("key.pub.pem").display()
+                ),
+                task_agent_by_version: true,
+                auto_update: true,
+                ..AgentOptions::default()
+            },
+        );
+        Installed::start(&releases.join(VERSION), dir, &config)
+    }
+
     fn start(release: &Path, dir: &Path, config: &Path) -> Installed {
         let bin = subdir(dir, "bin");
         for name in ["launch-agent", "task-agent"] {
@@ -468,36 +492,12 @@ async fn an_idle_agent_updates_itself_never_mid_task_rolls_back_and_survives_a_b
     let class = "e2e/rel-update";
     server.resource_class(class).await;
     for version in [VERSION, NEXT] {
-        server.cli_ok(
-            &[
-                "release",
-                "publish",
-                releases.join(version).to_str().unwrap(),
-            ],
-            "",
-        );
+        publish(&server, &releases.join(version));
     }
     server.cli_ok(&["release", "promote", VERSION], "");
     let agent_dir = subdir(dir.path(), "agent");
     let token = server.token(class).await;
-    let config = bosun_tests::write_agent_config(
-        &server,
-        &token,
-        &agent_dir,
-        "agent",
-        &AgentOptions {
-            extra_config: format!(
-                // Far longer than the test: what the agent does comes from the promotion
-                // waking its claim, and from the check after each task.
-                "  update:\n    check_interval: 1h\n    trusted_keys:\n      - {}\n",
-                releases.join("key.pub.pem").display()
-            ),
-            task_agent_by_version: true,
-            auto_update: true,
-            ..AgentOptions::default()
-        },
-    );
-    let agent = Installed::start(&releases.join(VERSION), &agent_dir, &config);
+    let agent = Installed::self_updating(&server, &token, &agent_dir, "agent", &releases);
     wait_version(&server, class, VERSION, &agent).await;
 
     // A job holds the agent busy while the next version is promoted: no update mid-task.
@@ -577,7 +577,7 @@ async fn an_idle_agent_updates_itself_never_mid_task_rolls_back_and_survives_a_b
         "#!/bin/sh\nif [ \"$1\" = --version ]; then echo \"launch-agent {bad}\"; exit 0; fi\necho 'broken release' >&2\nexit 1\n"
     );
     let bad_dir = with_launch_agent(&releases, &out, bad, script.as_bytes());
-    server.cli_ok(&["release", "publish", bad_dir.to_str().unwrap()], "");
+    publish(&server, &bad_dir);
     server.cli_ok(&["release", "promote", bad], "");
     let started = std::time::Instant::now();
     while !agent
@@ -615,37 +615,16 @@ async fn a_canary_promotion_updates_only_its_class_then_the_fleet_follows() {
         server.resource_class(class).await;
     }
     for version in [VERSION, NEXT] {
-        server.cli_ok(
-            &[
-                "release",
-                "publish",
-                releases.join(version).to_str().unwrap(),
-            ],
-            "",
-        );
+        publish(&server, &releases.join(version));
     }
     let mut agents = Vec::new();
     for (index, class) in [canary, canary, rest].into_iter().enumerate() {
         let agent_dir = subdir(dir.path(), &format!("agent{index}"));
         let token = server.token(class).await;
-        let config = bosun_tests::write_agent_config(
-            &server,
-            &token,
-            &agent_dir,
-            &format!("agent{index}"),
-            &AgentOptions {
-                extra_config: format!(
-                    "  update:\n    check_interval: 1h\n    trusted_keys:\n      - {}\n",
-                    releases.join("key.pub.pem").display()
-                ),
-                task_agent_by_version: true,
-                auto_update: true,
-                ..AgentOptions::default()
-            },
-        );
+        let name = format!("agent{index}");
         agents.push((
             class,
-            Installed::start(&releases.join(VERSION), &agent_dir, &config),
+            Installed::self_updating(&server, &token, &agent_dir, &name, &releases),
         ));
     }
     let versions = |class: &'static str| {
