@@ -387,7 +387,9 @@ impl Cx<'_> {
 
     fn jobs(&self, node: &Node) -> Result<BTreeMap<String, Job>> {
         let entries = self.map(node, "jobs")?;
-        if entries.is_empty() {
+        // Every job may belong to workflows that `when` left out (a setup config off its
+        // branch): then there is nothing to run, which is fine.
+        if entries.is_empty() && self.dropped_workflows == 0 {
             return Err(self.error(node.mark(), "jobs", "`jobs` defines no job"));
         }
         let mut jobs = BTreeMap::new();
@@ -412,8 +414,29 @@ impl Cx<'_> {
             shell: None,
             parallelism: 1,
             steps: Vec::new(),
+            no_op: false,
         };
         let mut steps = None;
+        let no_op = entries
+            .iter()
+            .any(|(k, v)| key_str(k) == "type" && v.as_str() == Some("no-op"));
+        if no_op {
+            // A gate: it runs nothing, so anything that would run is a mistake to point out.
+            for (k, _) in entries {
+                if !matches!(key_str(k), "type" | "description") {
+                    return Err(self.error(
+                        k.mark(),
+                        &key_path(path, key_str(k)),
+                        format!(
+                            "job `{name}` is `type: no-op`: it runs nothing, so it has no `{}`",
+                            key_str(k)
+                        ),
+                    ));
+                }
+            }
+            job.no_op = true;
+            return Ok(job);
+        }
         for (k, v) in entries {
             let key_name = key_str(k);
             let p = key_path(path, key_name);
@@ -503,10 +526,18 @@ impl Cx<'_> {
 
     fn machine(&self, node: &Node, path: &str) -> Result<Executor> {
         if let Some(entries) = node.as_map() {
+            let mut windows = None;
             for (k, v) in entries {
                 let p = key_path(path, key_str(k));
                 match key_str(k) {
                     "image" => {
+                        let image = self.string(v, &p)?;
+                        if image.starts_with("windows-") {
+                            windows = Some(image);
+                        }
+                    }
+                    // The default shell of the machine's steps (the windows orb sets it here).
+                    "shell" => {
                         self.string(v, &p)?;
                     }
                     "docker_layer_caching" => {
@@ -522,7 +553,10 @@ impl Cx<'_> {
                     _ => return Err(self.unsupported_key(k, &p)),
                 }
             }
-            return Ok(Executor::Machine);
+            return Ok(match windows {
+                Some(image) => Executor::Windows { image },
+                None => Executor::Machine,
+            });
         }
         match node.as_scalar().and_then(|s| s.as_bool()) {
             Some(true) => Ok(Executor::Machine),
@@ -883,6 +917,8 @@ impl Cx<'_> {
             working_directory: None,
             background: false,
             no_output_timeout_secs: None,
+            max_auto_reruns: 0,
+            auto_rerun_delay_secs: 0,
             when: When::OnSuccess,
         };
         if let Some(s) = node.as_scalar() {
@@ -902,6 +938,31 @@ impl Cx<'_> {
                 "environment" => run.environment = self.environment(v, &p)?,
                 "working_directory" => run.working_directory = Some(self.string(v, &p)?),
                 "background" => run.background = self.boolean(v, &p)?,
+                "max_auto_reruns" => {
+                    let n = self.string(v, &p)?;
+                    run.max_auto_reruns = match n.parse::<u32>() {
+                        Ok(n @ 1..=5) => n,
+                        _ => {
+                            return Err(self.error(
+                                v.mark(),
+                                &p,
+                                format!("`max_auto_reruns` is a number from 1 to 5, found `{n}`"),
+                            ));
+                        }
+                    };
+                }
+                "auto_rerun_delay" => {
+                    let text = self.string(v, &p)?;
+                    let secs = parse_duration(&text).map_err(|m| self.error(v.mark(), &p, m))?;
+                    if secs > 600 {
+                        return Err(self.error(
+                            v.mark(),
+                            &p,
+                            "`auto_rerun_delay` is at most 10 minutes",
+                        ));
+                    }
+                    run.auto_rerun_delay_secs = secs;
+                }
                 "no_output_timeout" => {
                     let text = self.string(v, &p)?;
                     let secs = parse_duration(&text).map_err(|m| self.error(v.mark(), &p, m))?;

@@ -53,6 +53,9 @@ pub struct PipelineContext {
     pub project_slug: Option<String>,
     /// A directory of vendored orbs: `namespace/name@version.yml` for each registry orb used.
     pub orb_dir: Option<PathBuf>,
+    /// Orbs resolved through a registry ([`crate::resolve_orbs`]), by reference as written.
+    /// When set, an orb it lacks is refused as "orb not in registry".
+    pub orbs: Option<std::sync::Arc<crate::ResolvedOrbs>>,
 }
 
 type Result<T> = std::result::Result<T, ConfigError>;
@@ -620,7 +623,19 @@ impl<'a> Expander<'a> {
             ("git.revision".to_owned(), s(&c.revision)),
             ("git.base_revision".to_owned(), Value::Str(String::new())),
             ("project.git_url".to_owned(), s(&c.git_url)),
-            ("project.type".to_owned(), Value::Str("bosun".to_owned())),
+            // CircleCI's VCS type for the slug's prefix (orbs check it against `gh`, `github`,
+            // `bb`, `bitbucket`); "bosun" for a project of no known VCS.
+            (
+                "project.type".to_owned(),
+                Value::Str(
+                    match c.project_slug.as_deref().and_then(|s| s.split('/').next()) {
+                        Some("gh" | "github") => "github",
+                        Some("bb" | "bitbucket") => "bitbucket",
+                        _ => "bosun",
+                    }
+                    .to_owned(),
+                ),
+            ),
             ("project.slug".to_owned(), s(&c.project_slug)),
             ("schedule.name".to_owned(), Value::Str(String::new())),
             ("schedule.id".to_owned(), Value::Str(String::new())),
@@ -655,27 +670,8 @@ impl<'a> Expander<'a> {
                     ),
                 ));
             };
-            match self.load_orb(reference) {
-                Some(Ok((file, text))) => {
-                    let node = match yaml::parse(&text, self.limits) {
-                        Ok(Some(node)) if node.as_map().is_some() => node,
-                        Ok(_) => {
-                            return Err(self.error_in(
-                                &file,
-                                Mark::START,
-                                "",
-                                format!("orb `{reference}` is not a map"),
-                            ));
-                        }
-                        Err(e) => return Err(self.error_in(&file, e.mark, "", e.message)),
-                    };
-                    let pipeline = std::mem::take(&mut self.pipeline);
-                    let node = self.subst(&node, &Lookup::Pipeline(&pipeline), &file, "");
-                    self.pipeline = pipeline;
-                    self.register_orb(&alias, &node?, &file, "", 0)?;
-                }
-                Some(Err(message)) => return Err(self.error(v.mark(), &path, message)),
-                None => missing.push((alias, reference.to_owned(), v.mark())),
+            if !self.import_orb(&alias, reference, v.mark(), self.file, &path, 0)? {
+                missing.push((alias, reference.to_owned(), v.mark()));
             }
         }
         if missing.is_empty() {
@@ -721,19 +717,59 @@ impl<'a> Expander<'a> {
             ),
             None => String::new(),
         };
-        Err(self.error(
-            first_mark,
-            &key_path("orbs", first_alias),
+        let message = if self.ctx.orbs.is_some() {
+            format!("orb not in registry: {}", described.join("; "))
+        } else {
             format!(
                 "registry orbs cannot be fetched by bosun: {}; vendor them as \
-                 `namespace/name@version.yml` files in an orb directory (--orb-dir{looked})",
+                 `namespace/name@version.yml` files in an orb directory (--orb-dir{looked}), \
+                 or resolve them through a server (--host)",
                 described.join("; ")
-            ),
-        ))
+            )
+        };
+        Err(self.error(first_mark, &key_path("orbs", first_alias), message))
+    }
+
+    /// Registers the registry (or URL) orb `reference` under `alias`: `Ok(false)` when neither
+    /// the resolved set nor the orb directory has it. `file` and `path` locate the reference.
+    fn import_orb(
+        &mut self,
+        alias: &str,
+        reference: &str,
+        mark: Mark,
+        file: &str,
+        path: &str,
+        depth: usize,
+    ) -> Result<bool> {
+        let (orb_file, text) = match self.load_orb(reference) {
+            Some(Ok(found)) => found,
+            Some(Err(message)) => return Err(self.error_in(file, mark, path, message)),
+            None => return Ok(false),
+        };
+        let node = match yaml::parse(&text, self.limits) {
+            Ok(Some(node)) if node.as_map().is_some() => node,
+            Ok(_) => {
+                return Err(self.error_in(
+                    &orb_file,
+                    Mark::START,
+                    "",
+                    format!("orb `{reference}` is not a map"),
+                ));
+            }
+            Err(e) => return Err(self.error_in(&orb_file, e.mark, "", e.message)),
+        };
+        let pipeline = std::mem::take(&mut self.pipeline);
+        let node = self.subst(&node, &Lookup::Pipeline(&pipeline), &orb_file, "");
+        self.pipeline = pipeline;
+        self.register_orb(alias, &node?, &orb_file, "", depth)?;
+        Ok(true)
     }
 
     /// Reads a vendored orb: `Some(Ok((file, text)))`, or `None` when there is none.
     fn load_orb(&self, reference: &str) -> Option<std::result::Result<(String, String), String>> {
+        if let Some(orb) = self.ctx.orbs.as_ref().and_then(|o| o.get(reference)) {
+            return Some(Ok((orb.version.clone(), orb.source.clone())));
+        }
         let dir = self.ctx.orb_dir.as_ref()?;
         let (ns, rest) = reference.split_once('/')?;
         let safe = |s: &str| {
@@ -791,22 +827,41 @@ impl<'a> Expander<'a> {
                 "orbs" => {
                     for (name, inner) in self.map(file, &v, &p)?.to_vec() {
                         let ip = key_path(&p, key_str(&name));
+                        let alias = format!("{scope}{}", key_str(&name));
                         if inner.as_map().is_some() {
-                            self.register_orb(
-                                &format!("{scope}{}", key_str(&name)),
-                                &inner,
-                                file,
-                                &ip,
-                                depth + 1,
-                            )?;
-                        } else {
+                            self.register_orb(&alias, &inner, file, &ip, depth + 1)?;
+                            continue;
+                        }
+                        let Some(reference) = inner.as_str().filter(|_| !inner.is_null()) else {
                             return Err(self.error_in(
                                 file,
                                 inner.mark(),
                                 &ip,
-                                "orbs used by an orb must be inline (bosun cannot fetch \
-                                 registry orbs)",
+                                format!(
+                                    "an orb is a reference like `namespace/name@version` or an \
+                                     inline map, found {}",
+                                    inner.describe()
+                                ),
                             ));
+                        };
+                        if !self.import_orb(
+                            &alias,
+                            reference,
+                            inner.mark(),
+                            file,
+                            &ip,
+                            depth + 1,
+                        )? {
+                            let message = if self.ctx.orbs.is_some() {
+                                format!("orb not in registry: `{reference}`, imported by {file}")
+                            } else {
+                                format!(
+                                    "registry orbs cannot be fetched by bosun: `{reference}`, \
+                                     imported by {file}; vendor it in an orb directory \
+                                     (--orb-dir), or resolve it through a server (--host)"
+                                )
+                            };
+                            return Err(self.error_in(file, inner.mark(), &ip, message));
                         }
                     }
                 }

@@ -23,6 +23,7 @@ mod duration;
 mod expand;
 pub mod expr;
 mod model;
+mod orbs;
 pub mod yaml;
 
 pub use compile::{
@@ -32,6 +33,11 @@ pub use compile::{
 pub use duration::parse_duration;
 pub use expand::{MAX_INVOCATION_DEPTH, MAX_MATRIX_JOBS, MAX_OUTPUT_NODES, PipelineContext};
 pub use model::{Executor, Job, MAX_PARALLELISM, Pipeline, Run, Step, When, Workflow, WorkflowJob};
+pub use orbs::{
+    Import, MAX_ORB_BYTES, MAX_ORB_DEPTH, MAX_RESOLVED_ORBS, OrbRef, OrbSummary, ResolvedOrb,
+    ResolvedOrbs, VersionSpec, is_orb_name, is_url_orb, orb_imports, pack, resolve_orbs,
+    validate_orb,
+};
 pub use yaml::Limits;
 
 /// A problem with a config file, located at a node of the file.

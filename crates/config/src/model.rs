@@ -40,8 +40,12 @@ pub struct Job {
     pub shell: Option<String>,
     /// `parallelism`: how many copies of the job run (1 by default).
     pub parallelism: u32,
-    /// The steps, in order; never empty.
+    /// The steps, in order; never empty, but for a `type: no-op` job.
     pub steps: Vec<Step>,
+    /// `type: no-op`: a job that runs nothing and succeeds once its requirements have (a gate
+    /// other jobs require). It has no executor and no steps.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_op: bool,
 }
 
 /// The executor of a job.
@@ -59,6 +63,11 @@ pub enum Executor {
     Macos {
         /// `xcode`, as written.
         xcode: String,
+    },
+    /// `machine:` with a Windows image (`windows-server-2022-gui:current`).
+    Windows {
+        /// The machine image.
+        image: String,
     },
 }
 
@@ -182,6 +191,12 @@ pub struct Run {
     pub no_output_timeout_secs: Option<u64>,
     /// `when`: on which outcome of the previous steps it runs.
     pub when: When,
+    /// `max_auto_reruns`: how many times a failed run is run again (0 to 5).
+    #[serde(default)]
+    pub max_auto_reruns: u32,
+    /// `auto_rerun_delay`, in seconds: the wait before each rerun (at most 10 minutes).
+    #[serde(default)]
+    pub auto_rerun_delay_secs: u64,
 }
 
 /// When a step runs.

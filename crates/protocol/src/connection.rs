@@ -281,6 +281,8 @@ mod tests {
                 working_directory: None,
                 background: false,
                 no_output_timeout_secs: None,
+                max_auto_reruns: 0,
+                auto_rerun_delay_secs: 0,
                 when: When::OnSuccess,
             })],
             secrets: Default::default(),

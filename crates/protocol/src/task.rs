@@ -176,6 +176,12 @@ pub struct RunStep {
     pub no_output_timeout_secs: Option<u64>,
     #[serde(default)]
     pub when: When,
+    /// How many times a failed run is run again (`max_auto_reruns`, 0 to 5).
+    #[serde(default)]
+    pub max_auto_reruns: u32,
+    /// Seconds to wait before each rerun (`auto_rerun_delay`).
+    #[serde(default)]
+    pub auto_rerun_delay_secs: u64,
 }
 
 /// `store_artifacts`: upload a file, or every regular file under a directory, as artifacts.

@@ -22,6 +22,8 @@ fn run(command: &str) -> Step {
         working_directory: None,
         background: false,
         no_output_timeout_secs: None,
+        max_auto_reruns: 0,
+        auto_rerun_delay_secs: 0,
         when: When::OnSuccess,
     })
 }
@@ -63,6 +65,7 @@ workflows:
                     shell: None,
                     parallelism: 1,
                     steps: vec![Step::Checkout { path: None }, run("make")],
+                    no_op: false,
                 },
             ),
             (
@@ -76,6 +79,7 @@ workflows:
                     shell: None,
                     parallelism: 1,
                     steps: vec![run("make test")],
+                    no_op: false,
                 },
             ),
         ]),
@@ -152,6 +156,8 @@ jobs:
             working_directory: Some("sub/dir".to_owned()),
             background: true,
             no_output_timeout_secs: Some(5400),
+            max_auto_reruns: 0,
+            auto_rerun_delay_secs: 0,
             when: When::Always,
         })
     );

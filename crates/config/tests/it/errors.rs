@@ -38,7 +38,7 @@ fn display_and_fields() {
         e.message,
         "registry orbs cannot be fetched by bosun: `node` (circleci/node@5) used at \
          jobs.b.steps[0] (7:13); vendor them as `namespace/name@version.yml` files in an orb \
-         directory (--orb-dir)"
+         directory (--orb-dir), or resolve them through a server (--host)"
     );
     assert!(
         e.to_string()
@@ -319,9 +319,14 @@ fn step_errors() {
          be at least one second"
     );
     assert_eq!(
-        step("      - run:\n          command: x\n          max_auto_reruns: 3\n"),
-        "config.yml:9:11: jobs.build.steps[1].run.max_auto_reruns: unsupported key \
-         `max_auto_reruns` (bosun does not support it yet)"
+        step("      - run:\n          command: x\n          max_auto_reruns: 6\n"),
+        "config.yml:9:28: jobs.build.steps[1].run.max_auto_reruns: `max_auto_reruns` is a \
+         number from 1 to 5, found `6`"
+    );
+    assert_eq!(
+        step("      - run:\n          command: x\n          auto_rerun_delay: 11m\n"),
+        "config.yml:9:29: jobs.build.steps[1].run.auto_rerun_delay: `auto_rerun_delay` is at \
+         most 10 minutes"
     );
     assert_eq!(
         step("      - checkout:\n          depth: 1\n"),

@@ -871,7 +871,7 @@ fn registry_orbs_are_refused() {
          (circleci/node@5) used at jobs.build.executor (7:15), jobs.build.steps[0] (9:9), \
          jobs.build.steps[1] (10:9) and 1 more; `slack` (circleci/slack@4) used at \
          jobs.build.steps[3] (12:9); vendor them as `namespace/name@version.yml` files in an \
-         orb directory (--orb-dir)"
+         orb directory (--orb-dir), or resolve them through a server (--host)"
     );
 }
 
@@ -906,7 +906,7 @@ fn vendored_orb_missing_from_the_orb_directory() {
             "config.yml:3:6: orbs.t: registry orbs cannot be fetched by bosun: `t` \
              (acme/tools@2.0) used at jobs.build.executor (6:15), jobs.build.steps[0] (7:13); \
              vendor them as `namespace/name@version.yml` files in an orb directory (--orb-dir; \
-             {ORBS} has no `acme/tools@2.0.yml`)"
+             {ORBS} has no `acme/tools@2.0.yml`), or resolve them through a server (--host)"
         )
     );
     assert_eq!(
@@ -957,8 +957,9 @@ fn inline_orb_errors() {
             "version: 2.1\norbs:\n  my:\n    orbs:\n      node: circleci/node@5\njobs:\n  build:\n    \
              machine: true\n    steps: [checkout]\n"
         ),
-        "config.yml:5:13: orbs.my.orbs.node: orbs used by an orb must be inline (bosun cannot \
-         fetch registry orbs)"
+        "config.yml:5:13: orbs.my.orbs.node: registry orbs cannot be fetched by bosun: \
+         `circleci/node@5`, imported by config.yml; vendor it in an orb directory (--orb-dir), or \
+         resolve it through a server (--host)"
     );
 }
 

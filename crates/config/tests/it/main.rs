@@ -6,6 +6,7 @@ mod errors;
 mod errors21;
 mod fuzz;
 mod limits;
+mod packing;
 mod process;
 // Left out on the emulated targets with its dependency (see Cargo.toml).
 #[cfg(not(any(target_arch = "s390x", target_arch = "powerpc64")))]

@@ -217,10 +217,9 @@ impl Check {
 fn validator() -> Option<&'static jsonschema::Validator> {
     static V: OnceLock<Option<jsonschema::Validator>> = OnceLock::new();
     V.get_or_init(|| {
-        let Ok(text) = std::fs::read_to_string(SCHEMA) else {
-            println!("skipping: no schema at {SCHEMA}");
-            return None;
-        };
+        let text = std::fs::read_to_string(SCHEMA).unwrap_or_else(|e| {
+            panic!("the schema is missing: {SCHEMA} (../shared/corpus beside the checkout): {e}")
+        });
         let schema: serde_json::Value = serde_json::from_str(&text).expect("schema is JSON");
         Some(jsonschema::draft7::new(&schema).expect("schema compiles as draft-07"))
     })

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bosun_protocol::task::RunStep;
 use tokio::sync::watch;
 
-use super::{DEFAULT_NO_OUTPUT_TIMEOUT, DEFAULT_SHELL, Job, StepResult, conclude};
+use super::{DEFAULT_NO_OUTPUT_TIMEOUT, DEFAULT_SHELL, Job, StepResult, StepStatus, conclude};
 use crate::link::{Control, Lost};
 use crate::process::{CommandSpec, spawn, supervise};
 
@@ -60,25 +60,60 @@ pub async fn execute(
     args.push(script.into_os_string());
     let env = job.step_env(&step.environment);
 
-    let spec = CommandSpec {
-        program,
-        args,
-        dir: &dir,
-        env: &env,
-    };
-    let process = match spawn(&spec) {
-        Ok(process) => process,
-        Err(err) => {
-            return job
-                .fail(log, format!("task-agent: cannot start `{shell}`: {err}\n"))
-                .await;
-        }
-    };
-    job.track(process.pgid());
     let timeout = step
         .no_output_timeout_secs
         .map(Duration::from_secs)
         .unwrap_or(DEFAULT_NO_OUTPUT_TIMEOUT);
-    let ended = supervise(process, log, &job.out, timeout, job.kill_grace, control).await;
-    conclude(&job.out, log, ended).await
+    // `max_auto_reruns`: a failed run runs again, after `auto_rerun_delay`, up to that many
+    // times; the step's result is its last run's.
+    let mut attempt = 0;
+    loop {
+        let spec = CommandSpec {
+            program,
+            args: args.clone(),
+            dir: &dir,
+            env: &env,
+        };
+        let process = match spawn(&spec) {
+            Ok(process) => process,
+            Err(err) => {
+                return job
+                    .fail(log, format!("task-agent: cannot start `{shell}`: {err}\n"))
+                    .await;
+            }
+        };
+        job.track(process.pgid());
+        let ended = supervise(process, log, &job.out, timeout, job.kill_grace, control).await;
+        let result = conclude(&job.out, log, ended).await?;
+        if result.status != StepStatus::Failed || attempt >= step.max_auto_reruns {
+            return Ok(result);
+        }
+        attempt += 1;
+        let delay = Duration::from_secs(step.auto_rerun_delay_secs);
+        job.out
+            .text(
+                log,
+                format!(
+                    "task-agent: rerunning the step (rerun {attempt} of {}){}\n",
+                    step.max_auto_reruns,
+                    if delay.is_zero() {
+                        String::new()
+                    } else {
+                        format!(" in {}s", delay.as_secs())
+                    }
+                ),
+            )
+            .await?;
+        if !delay.is_zero() {
+            // A cancel during the wait ends the step as canceled rather than after the delay.
+            let waited =
+                tokio::time::timeout(delay, control.wait_for(|c| !matches!(c, Control::Run)));
+            if let Ok(Ok(_)) = waited.await {
+                return Ok(StepResult {
+                    status: StepStatus::Canceled,
+                    exit_code: None,
+                });
+            }
+        }
+    }
 }

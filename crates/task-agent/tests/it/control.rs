@@ -99,6 +99,40 @@ async fn no_output_timeout_stops_a_silent_step() {
     assert_eq!(report.task_status(), TaskStatus::Failed);
 }
 
+/// `max_auto_reruns`: a failed run runs again until it succeeds or the reruns run out.
+#[tokio::test]
+async fn max_auto_reruns_runs_a_failed_step_again() {
+    let dir = tempfile::tempdir().unwrap();
+    // Fails twice, then succeeds.
+    let mut flaky = run(
+        "flaky",
+        "n=$(cat count 2>/dev/null || echo 0); n=$((n+1)); echo $n > count; echo run $n; [ $n -ge 3 ]",
+    );
+    flaky.max_auto_reruns = 3;
+    flaky.auto_rerun_delay_secs = 1;
+    let mut hopeless = run("hopeless", "echo no; exit 7");
+    hopeless.max_auto_reruns = 1;
+    hopeless.when = bosun_protocol::task::When::Always;
+    let task = task(vec![step(flaky), step(hopeless)]);
+    let started = Instant::now();
+    let report = run_task(&task, dir.path()).await;
+    report.assert_clean_exit();
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "the delay was not waited"
+    );
+    assert_eq!(report.finished(0), (StepStatus::Success, Some(0)));
+    assert_eq!(
+        report.log(0),
+        "run 1\n\nExited with code exit status 1\ntask-agent: rerunning the step (rerun 1 of 3) \
+         in 1s\nrun 2\n\nExited with code exit status 1\ntask-agent: rerunning the step (rerun 2 \
+         of 3) in 1s\nrun 3\n"
+    );
+    assert_eq!(report.finished(1), (StepStatus::Failed, Some(7)));
+    assert_eq!(report.log(1).matches("no\n").count(), 2);
+    assert_eq!(report.task_status(), TaskStatus::Failed);
+}
+
 #[tokio::test]
 async fn background_steps_stream_and_are_stopped_at_the_end() {
     let dir = tempfile::tempdir().unwrap();
