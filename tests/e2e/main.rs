@@ -16,6 +16,7 @@ mod log_limits;
 mod masking;
 mod masking_bench;
 mod metrics;
+mod orbs;
 mod parallelism;
 mod pipeline;
 mod quickstart;

@@ -25,6 +25,8 @@ fn the_quickstart_demo_runs_every_feature_it_shows_and_prints_success() {
         "the build printed 6",
         "build-output/result.txt",
         "all tests passed",
+        "orb bosun/demo@1.0.0 published",
+        "reported the build's result from the orb bosun/demo",
         "workflow build-and-test: success",
     ] {
         assert!(

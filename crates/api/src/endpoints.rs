@@ -974,6 +974,79 @@ impl Client {
         self.get("/api/v2/release", auth).await
     }
 
+    /// `PUT /api/v2/orb/{namespace}/{name}/{version}`: publishes a packed orb.
+    pub async fn publish_orb(
+        &self,
+        auth: &Auth,
+        namespace: &str,
+        name: &str,
+        version: &str,
+        source: &str,
+    ) -> Result<crate::OrbPublished, ApiError> {
+        let path = format!(
+            "/api/v2/orb/{}/{}/{}",
+            encode_component(namespace),
+            encode_component(name),
+            encode_component(version)
+        );
+        let response = self
+            .send(
+                Method::PUT,
+                &path,
+                auth,
+                Some(("application/yaml", bytes::Bytes::from(source.to_owned()))),
+                None,
+            )
+            .await?;
+        self.decode(Method::PUT, &path, &response)
+    }
+
+    /// `GET /api/v2/orb[?namespace=NS]`.
+    pub async fn orbs(
+        &self,
+        auth: &Auth,
+        namespace: Option<&str>,
+    ) -> Result<Items<crate::OrbListing>, ApiError> {
+        let path = match namespace {
+            Some(ns) => format!("/api/v2/orb?namespace={}", encode_component(ns)),
+            None => "/api/v2/orb".to_owned(),
+        };
+        self.get(&path, auth).await
+    }
+
+    /// `GET /api/v2/orb/{namespace}/{name}`.
+    pub async fn orb_info(
+        &self,
+        auth: &Auth,
+        namespace: &str,
+        name: &str,
+    ) -> Result<crate::OrbInfo, ApiError> {
+        let path = format!(
+            "/api/v2/orb/{}/{}",
+            encode_component(namespace),
+            encode_component(name)
+        );
+        self.get(&path, auth).await
+    }
+
+    /// `GET /api/v2/orb/resolve?reference=REF`: a registry reference (`ns/name@1.2`) or a URL
+    /// orb, resolved as a pipeline would; `Ok(None)` when there is no such orb.
+    pub async fn resolve_orb(
+        &self,
+        auth: &Auth,
+        reference: &str,
+    ) -> Result<Option<crate::OrbSource>, ApiError> {
+        let path = format!(
+            "/api/v2/orb/resolve?reference={}",
+            encode_component(reference)
+        );
+        match self.get(&path, auth).await {
+            Ok(source) => Ok(Some(source)),
+            Err(err) if err.status() == Some(StatusCode::NOT_FOUND) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
     /// `POST /api/v2/release/promote` (admin): agents of the fleet (or of one resource class)
     /// are to run `version`.
     pub async fn promote_release(

@@ -326,6 +326,75 @@ pub struct PipelineConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub compiled_setup_config: Option<String>,
+    /// The orbs the configuration resolved, each reference as written and the exact version it
+    /// resolved to (bosun's addition; `compiled` starts with the same as comments, as
+    /// `circleci config process` prints them).
+    #[serde(default)]
+    pub orbs: Vec<ResolvedOrbRef>,
+}
+
+/// A reference a configuration resolved: `circleci/slack@4.12` to `circleci/slack@4.12.5`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolvedOrbRef {
+    pub reference: String,
+    pub version: String,
+}
+
+/// `PUT /api/v2/orb/{namespace}/{name}/{version}`: the published version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrbPublished {
+    /// `namespace/name@version`.
+    pub orb: String,
+    pub sha256: String,
+    /// Whether a dev version was replaced.
+    #[serde(default)]
+    pub replaced: bool,
+    pub created_at: String,
+}
+
+/// One orb of `GET /api/v2/orb`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrbListing {
+    /// `namespace/name`.
+    pub name: String,
+    pub versions: u64,
+    /// The highest released version, if any.
+    pub latest: Option<String>,
+    pub updated_at: String,
+}
+
+/// One version of `GET /api/v2/orb/{namespace}/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrbVersionInfo {
+    pub version: String,
+    pub sha256: String,
+    pub created_at: String,
+    /// A dev version's expiry.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    /// The registry it was cached from; absent for a version published here.
+    #[serde(default)]
+    pub upstream: Option<String>,
+}
+
+/// `GET /api/v2/orb/{namespace}/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrbInfo {
+    /// `namespace/name`.
+    pub name: String,
+    pub latest: Option<String>,
+    /// Newest first.
+    pub versions: Vec<OrbVersionInfo>,
+}
+
+/// `GET /api/v2/orb/{namespace}/{name}/{version}` and `GET /api/v2/orb/resolve`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrbSource {
+    /// The reference as asked.
+    pub reference: String,
+    /// What it resolved to (`namespace/name@X.Y.Z`, or the URL).
+    pub version: String,
+    pub source: String,
 }
 
 /// `GET /api/v2/pipeline/{id}`.

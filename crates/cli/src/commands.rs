@@ -14,13 +14,31 @@ use crate::{
 };
 
 pub async fn dispatch(cli: Cli) -> Result<u8, Failure> {
+    let (given, registry) = match &cli.command {
+        Command::Config(_) | Command::Orb(_) => (registry_if_given(&cli)?, Some(registry_of(&cli))),
+        _ => (None, None),
+    };
     match cli.command {
-        Command::Config(ConfigCommand::Validate { file }) => validate(&file),
+        Command::Config(ConfigCommand::Validate { file, orb_dir }) => {
+            validate(&file, orb_dir, given.as_ref()).await
+        }
         Command::Config(ConfigCommand::Process {
             file,
             pipeline_parameters,
             orb_dir,
-        }) => process(&file, pipeline_parameters.as_deref(), orb_dir),
+        }) => {
+            process(
+                &file,
+                pipeline_parameters.as_deref(),
+                orb_dir,
+                given.as_ref(),
+            )
+            .await
+        }
+        Command::Orb(command) => {
+            let registry = registry.unwrap_or_else(|| Err(Failure::input("no server")));
+            crate::orbs::orb(command, given, registry).await
+        }
         Command::Quickstart(args) => crate::quickstart::run(args).await,
         command => {
             let token = cli.token.clone().ok_or_else(|| {
@@ -104,7 +122,9 @@ pub async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                     Ok(0)
                 }
                 Command::Cache(command) => cache(&ctx, command).await,
-                Command::Config(_) | Command::Quickstart(_) => unreachable!("handled above"),
+                Command::Config(_) | Command::Orb(_) | Command::Quickstart(_) => {
+                    unreachable!("handled above")
+                }
             }
         }
     }
@@ -392,10 +412,64 @@ fn job_reference(job: &str) -> Option<(&str, u64)> {
     Some((slug, number.parse().ok()?))
 }
 
-fn validate(file: &std::path::Path) -> Result<u8, Failure> {
+/// The server's registry, when `--host` (or `BOSUN_HOST`) was given.
+fn registry_if_given(cli: &Cli) -> Result<Option<crate::orbs::Registry>, Failure> {
+    if cli.host_given {
+        registry_of(cli).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// The server's registry: a client for `--host`, with the token if one was given (orbs are
+/// read without one).
+fn registry_of(cli: &Cli) -> Result<crate::orbs::Registry, Failure> {
+    let options = bosun_api::ConnectOptions {
+        ca_file: cli.ca_file.clone(),
+        proxy: None,
+    };
+    let client = Client::with_options(&cli.host, bosun_api::Timeouts::default(), &options)
+        .map_err(|err| Failure::input(err.to_string()))?;
+    let auth = match &cli.token {
+        Some(token) => Auth::CircleToken(token.clone()),
+        None => Auth::None,
+    };
+    Ok(crate::orbs::Registry { client, auth })
+}
+
+/// The context `config validate` and `process` compile with: orbs from the server's registry
+/// when one is given, else from `orb_dir`.
+async fn config_context(
+    text: &str,
+    file: &str,
+    parameters: serde_json::Map<String, serde_json::Value>,
+    orb_dir: Option<std::path::PathBuf>,
+    registry: Option<&crate::orbs::Registry>,
+) -> Result<(bosun_config::PipelineContext, String), Failure> {
+    let mut ctx = bosun_config::PipelineContext {
+        parameters,
+        orb_dir,
+        ..Default::default()
+    };
+    let mut header = String::new();
+    if let Some(registry) = registry {
+        let orbs = crate::orbs::resolve_through(registry, text, file).await?;
+        header = orbs.header();
+        ctx.orbs = orbs.shared();
+    }
+    Ok((ctx, header))
+}
+
+async fn validate(
+    file: &std::path::Path,
+    orb_dir: Option<std::path::PathBuf>,
+    registry: Option<&crate::orbs::Registry>,
+) -> Result<u8, Failure> {
     let text = std::fs::read_to_string(file)
         .map_err(|err| Failure::input(format!("reading {}: {err}", file.display())))?;
-    match bosun_config::compile(&text, &file.display().to_string()) {
+    let label = file.display().to_string();
+    let (ctx, _) = config_context(&text, &label, serde_json::Map::new(), orb_dir, registry).await?;
+    match bosun_config::compile_pipeline(&text, &label, &ctx) {
         Ok(pipeline) => {
             println!(
                 "{} is valid: {} job(s), {} workflow(s)",
@@ -409,10 +483,11 @@ fn validate(file: &std::path::Path) -> Result<u8, Failure> {
     }
 }
 
-fn process(
+async fn process(
     file: &std::path::Path,
     parameters: Option<&str>,
     orb_dir: Option<std::path::PathBuf>,
+    registry: Option<&crate::orbs::Registry>,
 ) -> Result<u8, Failure> {
     let text = std::fs::read_to_string(file)
         .map_err(|err| Failure::input(format!("reading {}: {err}", file.display())))?;
@@ -432,14 +507,11 @@ fn process(
             }
         },
     };
-    let ctx = bosun_config::PipelineContext {
-        parameters,
-        orb_dir,
-        ..Default::default()
-    };
-    match bosun_config::process(&text, &file.display().to_string(), &ctx) {
+    let label = file.display().to_string();
+    let (ctx, header) = config_context(&text, &label, parameters, orb_dir, registry).await?;
+    match bosun_config::process(&text, &label, &ctx) {
         Ok(yaml) => {
-            print!("{yaml}");
+            print!("{header}{yaml}");
             Ok(0)
         }
         Err(err) => Err(Failure::input(err.to_string())),

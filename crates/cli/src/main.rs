@@ -6,6 +6,7 @@
 
 mod commands;
 mod follow;
+mod orbs;
 mod quickstart;
 mod releases;
 mod secrets;
@@ -39,6 +40,10 @@ pub struct Cli {
     pub token: Option<String>,
     #[command(subcommand)]
     pub command: Command,
+    /// Whether `--host` (or `BOSUN_HOST`) was given rather than defaulted: `config` and
+    /// `orb validate` then resolve orbs through that server.
+    #[arg(skip)]
+    pub host_given: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -92,6 +97,9 @@ pub enum Command {
     /// Check `.circleci/config.yml` files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Orbs: pack and validate them, publish them into the server's registry, read them.
+    #[command(subcommand)]
+    Orb(orbs::OrbCommand),
     /// Start a server and a launch-agent on embedded defaults and run a pipeline end to end.
     Quickstart(quickstart::QuickstartArgs),
 }
@@ -242,10 +250,17 @@ pub enum CacheCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum ConfigCommand {
-    /// Check a config file; print the error with its line and column.
-    Validate { file: std::path::PathBuf },
+    /// Check a config file; print the error with its line and column. Registry orbs are
+    /// resolved through the server when --host is given, else from --orb-dir.
+    Validate {
+        file: std::path::PathBuf,
+        /// A directory of vendored orbs, one `namespace/name@version.yml` each.
+        #[arg(long)]
+        orb_dir: Option<std::path::PathBuf>,
+    },
     /// Print the config with 2.1 processing done (orbs, commands, executors, parameters,
     /// matrices and `when` expanded), as 2.0-style YAML, like `circleci config process`.
+    /// Registry orbs are resolved through the server when --host is given, else from --orb-dir.
     Process {
         file: std::path::PathBuf,
         /// Pipeline parameters, as a JSON object: `{"deploy": true}`.
@@ -306,7 +321,16 @@ impl From<anyhow::Error> for Failure {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let matches = Cli::command().get_matches();
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
+    cli.host_given = matches!(
+        matches.value_source("host"),
+        Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+    );
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {

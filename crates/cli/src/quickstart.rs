@@ -290,6 +290,11 @@ async fn run_in(
             .set_project_env(&ctx.auth, &slug, &request)
             .await?;
         say("project variable DEMO_DEPLOY_TOKEN set (a secret: logs show it masked)");
+        let published = ctx
+            .client
+            .publish_orb(&ctx.auth, "bosun", "demo", "1.0.0", DEMO_ORB)
+            .await?;
+        say(&format!("orb {} published in the server's registry", published.orb));
     }
     let created = ctx
         .client
@@ -456,6 +461,11 @@ fn resource_classes_of(repo: &Path, branch: &str) -> BTreeSet<String> {
 const DEMO_CONFIG: &str = r#"# bosun's quickstart demo: what bosun runs so far.
 version: 2.1
 
+# A registry orb: the quickstart publishes bosun/demo into the server's registry; `@1` resolves
+# to its highest 1.x.y (the pipeline's config records 1.0.0).
+orbs:
+  demo: bosun/demo@1
+
 jobs:
   build:
     machine: true
@@ -510,6 +520,8 @@ jobs:
       - run:
           name: Read the build job's result from the workspace
           command: echo "the build printed $(cat from-build/result.txt)"
+      - demo/report:
+          what: the build's result
       - run:
           name: Run the tests
           working_directory: tests
@@ -521,12 +533,33 @@ jobs:
           when: always
           command: echo "job $CIRCLE_JOB (build $CIRCLE_BUILD_NUM) of pipeline $CIRCLE_PIPELINE_ID is done"
 
+  # A gate: it runs nothing and takes no runner; `test` starts once it has passed.
+  built:
+    type: no-op
+
 workflows:
   build-and-test:
     jobs:
       - build
-      - test:
+      - built:
           requires: [build]
+      - test:
+          requires: [built]
+"#;
+
+/// The orb the demo uses, published as bosun/demo@1.0.0 before the pipeline starts.
+const DEMO_ORB: &str = r#"version: 2.1
+description: The quickstart's demo orb.
+commands:
+  report:
+    description: Says what a job reports, from an orb.
+    parameters:
+      what:
+        type: string
+    steps:
+      - run:
+          name: Report from the bosun/demo orb
+          command: echo "reported << parameters.what >> from the orb bosun/demo"
 "#;
 
 const DEMO_BUILD: &str =

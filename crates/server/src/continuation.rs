@@ -87,19 +87,22 @@ async fn continue_pipeline(
         number,
         body.parameters.clone().unwrap_or_default(),
     );
-    let (compiled, compiled_yaml) = bosun_config::compile_pipeline_processed(
+    let continued = pipelines::compile_with_orbs(
+        &state,
         &body.configuration,
         "continuation configuration",
-        &context,
+        context,
     )
-    .map_err(|err| AppError::bad_request(err.to_string()))?;
+    .await
+    .map_err(AppError::bad_request)?;
+    let (compiled, compiled_yaml) = (continued.pipeline.clone(), continued.yaml.clone());
     if compiled.setup {
         return Err(AppError::bad_request(
             "the continuation configuration is itself a setup configuration (`setup: true`): \
              a pipeline is continued once, with a regular config",
         ));
     }
-    pipelines::check_runnable(&compiled).map_err(AppError::bad_request)?;
+    continued.runnable.map_err(AppError::bad_request)?;
     pipelines::check_resource_classes(&state, &compiled, &project)
         .await
         .map_err(AppError::bad_request)?;
@@ -134,6 +137,22 @@ async fn continue_pipeline(
         .store
         .continue_pipeline_config(&pipeline_id, &body.configuration, &compiled_yaml)
         .await?;
+    // The setup configuration's orbs and the continued one's.
+    let mut orbs: Vec<bosun_api::ResolvedOrbRef> = state
+        .store
+        .pipeline_orbs(&pipeline_id)
+        .await?
+        .and_then(|json| serde_json::from_str(&json).ok())
+        .unwrap_or_default();
+    let continued_orbs: Vec<bosun_api::ResolvedOrbRef> =
+        serde_json::from_str(&continued.orbs).unwrap_or_default();
+    for orb in continued_orbs {
+        if !orbs.contains(&orb) {
+            orbs.push(orb);
+        }
+    }
+    let orbs = serde_json::to_string(&orbs).unwrap_or_else(|_| "[]".into());
+    state.store.set_pipeline_orbs(&pipeline_id, &orbs).await?;
     tracing::info!(
         pipeline = %pipeline_id,
         workflows = compiled.workflows.len(),

@@ -25,6 +25,7 @@ mod metrics;
 mod openapi;
 #[cfg(test)]
 mod openapi_tests;
+pub mod orbs;
 mod pagination;
 #[cfg(test)]
 mod pipeline_api_tests;
@@ -114,6 +115,8 @@ pub struct Config {
     pub runner_offline_after: Duration,
     /// `--tls-cert` and `--tls-key`: serve HTTPS (the certificate reloads on SIGHUP).
     pub tls: Option<tls::TlsFiles>,
+    /// `--orb-upstream` and `--url-orb-allow`.
+    pub orbs: orbs::OrbSettings,
 }
 
 impl Config {
@@ -139,6 +142,7 @@ impl Config {
             connections: ConnectionLimits::default(),
             runner_offline_after: Duration::from_secs(180),
             tls: None,
+            orbs: orbs::OrbSettings::default(),
         }
     }
 
@@ -189,6 +193,8 @@ pub(crate) struct AppState {
     /// Set when shutdown begins: long-polls (claims, heartbeats) answer at once instead of
     /// holding the shutdown up for their whole wait.
     pub stopping: std::sync::atomic::AtomicBool,
+    /// The orb registry's upstream and URL allow-list.
+    pub orbs: orbs::Registry,
 }
 
 pub(crate) type State = Arc<AppState>;
@@ -261,6 +267,7 @@ pub async fn run(
         runner_offline_after: config.runner_offline_after,
         metrics: metrics::Metrics::new(),
         stopping: std::sync::atomic::AtomicBool::new(false),
+        orbs: orbs::Registry::new(&config.orbs)?,
     });
 
     let tls = match &config.tls {
@@ -315,6 +322,7 @@ fn router(state: State) -> Router {
         .merge(admin::routes())
         .merge(runner::routes())
         .merge(releases::routes())
+        .merge(orbs::routes())
         .merge(pipelines::routes())
         .merge(jobs::routes())
         .merge(artifacts::routes())

@@ -89,6 +89,14 @@ struct Args {
     /// are unreadable at once; the sweep frees their space).
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
     sweep_interval: Duration,
+    /// Another orb registry to fetch orbs this one lacks from, and cache: CircleCI's
+    /// (https://circleci.com) or another bosun server. Asked through CircleCI's GraphQL API.
+    #[arg(long, value_name = "URL")]
+    orb_upstream: Option<String>,
+    /// A URL prefix URL orbs (`orbs: x: https://host/path/orb.yml`) may be fetched from; give it
+    /// once per prefix. None by default: URL orbs are refused.
+    #[arg(long, value_name = "PREFIX")]
+    url_orb_allow: Vec<String>,
     /// Print the effective settings and exit, without opening the data directory.
     #[arg(long)]
     check_config: bool,
@@ -196,6 +204,10 @@ fn main() -> ExitCode {
         artifacts: args.artifact_retention,
     };
     config.sweep_interval = args.sweep_interval;
+    config.orbs = bosun_server::orbs::OrbSettings {
+        upstream: args.orb_upstream.clone(),
+        url_allow: args.url_orb_allow.clone(),
+    };
     config.connections.max_connections = args.max_connections;
     config.connections.header_timeout = Duration::from_secs(args.header_timeout_secs.max(1));
     config.connections.idle_timeout = Duration::from_secs(args.idle_timeout_secs.max(1));
@@ -282,6 +294,22 @@ fn config_summary(config: &bosun_server::Config) -> String {
         ("workspace retention", duration(config.retention.workspaces)),
         ("artifact retention", duration(config.retention.artifacts)),
         ("sweep interval", duration(config.sweep_interval)),
+        (
+            "orb upstream",
+            config
+                .orbs
+                .upstream
+                .clone()
+                .unwrap_or_else(|| "none".into()),
+        ),
+        (
+            "URL orbs allowed from",
+            if config.orbs.url_allow.is_empty() {
+                "none".into()
+            } else {
+                config.orbs.url_allow.join(", ")
+            },
+        ),
     ];
     let mut out = String::new();
     for (name, value) in lines {

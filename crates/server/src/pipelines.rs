@@ -346,19 +346,19 @@ async fn trigger_pipeline(
     // Compile before writing the pipeline; a config error still makes one, in state `errored`.
     // The file and its processed form are kept for `GET /api/v2/pipeline/{id}/config`.
     let mut config_text: Option<(String, String)> = None;
+    let mut resolved_orbs = String::from("[]");
     let compiled = match git::read_file(&mirror, &resolved.revision, CONFIG_PATH).await {
-        Ok(Some(text)) => {
-            match bosun_config::compile_pipeline_processed(&text, CONFIG_PATH, &context) {
-                Ok((pipeline, yaml)) => {
-                    config_text = Some((text, yaml));
-                    check_runnable(&pipeline).map(|()| pipeline)
-                }
-                Err(err) => {
-                    config_text = Some((text, String::new()));
-                    Err(err.to_string())
-                }
+        Ok(Some(text)) => match compile_with_orbs(&state, &text, CONFIG_PATH, context).await {
+            Ok(compiled) => {
+                config_text = Some((text, compiled.yaml));
+                resolved_orbs = compiled.orbs;
+                compiled.runnable.map(|()| compiled.pipeline)
             }
-        }
+            Err(err) => {
+                config_text = Some((text, String::new()));
+                Err(err)
+            }
+        },
         Ok(None) => Err(format!(
             "{CONFIG_PATH} not found at revision {}",
             resolved.revision
@@ -412,6 +412,7 @@ async fn trigger_pipeline(
     if let Some((source, compiled)) = &config_text {
         tx.set_pipeline_config(&pipeline_id, source, compiled)
             .await?;
+        tx.set_pipeline_orbs(&pipeline_id, &resolved_orbs).await?;
     }
 
     let mut queued = false;
@@ -561,6 +562,44 @@ pub(crate) async fn commit_jobs(
     Ok(())
 }
 
+/// A configuration compiled with its orbs resolved ([`compile_with_orbs`]).
+pub(crate) struct Compiled {
+    pub pipeline: bosun_config::Pipeline,
+    /// The processed YAML, headed by the orbs it resolved as `circleci config process` prints
+    /// them.
+    pub yaml: String,
+    /// The orbs it resolved, as stored (JSON).
+    pub orbs: String,
+    /// Whether bosun's runners can run it ([`check_runnable`]).
+    pub runnable: Result<(), String>,
+}
+
+/// Compiles a pipeline's configuration with its orbs resolved through the registry, and checks
+/// that bosun's runners can run it; the error to show when it does not compile.
+pub(crate) async fn compile_with_orbs(
+    state: &State,
+    text: &str,
+    file: &str,
+    mut context: bosun_config::PipelineContext,
+) -> Result<Compiled, String> {
+    let orbs = crate::orbs::resolve_config(state, text, file)
+        .await
+        .map_err(|e| e.to_string())?;
+    let origins = crate::orbs::Origins::new(text, &orbs);
+    let recorded = crate::orbs::recorded(&orbs);
+    let header = orbs.header();
+    context.orbs = orbs.shared();
+    let (pipeline, yaml) = bosun_config::compile_pipeline_processed(text, file, &context)
+        .map_err(|e| e.to_string())?;
+    let runnable = check_runnable(&pipeline, &origins);
+    Ok(Compiled {
+        pipeline,
+        yaml: format!("{header}{yaml}"),
+        orbs: recorded,
+        runnable,
+    })
+}
+
 /// What `<< pipeline.* >>` means for one pipeline (a trigger or its continuation).
 pub(crate) fn pipeline_context(
     project: &api::Project,
@@ -580,6 +619,7 @@ pub(crate) fn pipeline_context(
         trigger_source: Some("api".into()),
         project_slug: Some(project.slug.clone()),
         orb_dir: None,
+        orbs: None,
     }
 }
 
@@ -603,7 +643,10 @@ fn step_runnable(step: &bosun_config::Step) -> bool {
     )
 }
 
-pub(crate) fn check_runnable(pipeline: &bosun_config::Pipeline) -> Result<(), String> {
+pub(crate) fn check_runnable(
+    pipeline: &bosun_config::Pipeline,
+    orbs: &crate::orbs::Origins,
+) -> Result<(), String> {
     for workflow in &pipeline.workflows {
         for entry in &workflow.jobs {
             let Some(job) = pipeline.jobs.get(&entry.job) else {
@@ -615,15 +658,25 @@ pub(crate) fn check_runnable(pipeline: &bosun_config::Pipeline) -> Result<(), St
                     workflow.name, entry.name
                 ));
             }
-            if let bosun_config::Executor::Docker { image } = &job.executor {
-                return Err(format!(
-                    "job `{}` uses the docker image `{image}`: bosun's machine runners run `machine: true` jobs",
-                    entry.job
-                ));
+            if job.no_op {
+                continue; // Succeeds without a runner once its requirements have.
             }
-            if let bosun_config::Executor::Macos { xcode } = &job.executor {
+            let from = orbs.describe_job(&entry.job);
+            let refused = match &job.executor {
+                bosun_config::Executor::Docker { image } => {
+                    Some(format!("the docker image `{image}`"))
+                }
+                bosun_config::Executor::Macos { xcode } => {
+                    Some(format!("a macOS executor (xcode {xcode})"))
+                }
+                bosun_config::Executor::Windows { image } => {
+                    Some(format!("a Windows machine executor (image `{image}`)"))
+                }
+                bosun_config::Executor::Machine => None,
+            };
+            if let Some(executor) = refused {
                 return Err(format!(
-                    "job `{}` uses a macOS executor (xcode {xcode}): bosun's machine runners run `machine: true` jobs",
+                    "job `{}`{from} uses {executor}: bosun's machine runners run `machine: true` jobs",
                     entry.job
                 ));
             }
@@ -756,6 +809,8 @@ fn task_spec(
                 working_directory: run.working_directory.clone(),
                 background: run.background,
                 no_output_timeout_secs: run.no_output_timeout_secs,
+                max_auto_reruns: run.max_auto_reruns,
+                auto_rerun_delay_secs: run.auto_rerun_delay_secs,
                 when: spec_when(run.when),
             })),
             bosun_config::Step::StoreArtifacts {
@@ -1072,6 +1127,7 @@ async fn pipeline_config(
         compiled: row.compiled,
         setup_config: row.setup_source,
         compiled_setup_config: row.setup_compiled,
+        orbs: serde_json::from_str(&row.orbs).unwrap_or_default(),
     }))
 }
 
@@ -1351,10 +1407,10 @@ mod tests {
             env!("CARGO_MANIFEST_DIR"),
             "/../../../shared/corpus/configs"
         );
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            println!("skipping: no corpus at {dir}");
-            return;
-        };
+        // CI always has the corpus beside the checkout: a missing one fails rather than passes.
+        let entries = std::fs::read_dir(dir).unwrap_or_else(|e| {
+            panic!("the corpus is missing: {dir} (../shared/corpus beside the checkout): {e}")
+        });
         let (mut compiled, mut runnable) = (0, 0);
         let mut left = std::collections::BTreeMap::<&str, usize>::new();
         for entry in entries.flatten() {
@@ -1408,12 +1464,16 @@ mod tests {
             "      - add_ssh_keys:\n          fingerprints: [\"SHA256:abc\"]\n",
         ] {
             let pipeline = bosun_config::compile(&job(step), "c.yml").unwrap();
-            assert_eq!(check_runnable(&pipeline), Ok(()), "{step}");
+            assert_eq!(
+                check_runnable(&pipeline, &crate::orbs::Origins::default()),
+                Ok(()),
+                "{step}"
+            );
         }
         let docker = job("      - setup_remote_docker\n");
         let pipeline = bosun_config::compile(&docker, "c.yml").unwrap();
         assert_eq!(
-            check_runnable(&pipeline).unwrap_err(),
+            check_runnable(&pipeline, &crate::orbs::Origins::default()).unwrap_err(),
             "job `build` step 1 `setup_remote_docker` is not supported by bosun's task-agent yet"
         );
     }

@@ -118,9 +118,10 @@ fn settle(
 /// queued.
 pub async fn advance_workflow(tx: &mut StoreTx, workflow_id: &str) -> StoreResult<bool> {
     let mut queued_any = false;
-    // A job a context refuses fails instead of being queued, which may settle its dependents:
-    // settle again until nothing more fails that way. Each pass fails at least one blocked
-    // job, so there are at most as many passes as jobs; the bound only guards that reasoning.
+    // A job a context refuses fails instead of being queued, and a no-op job succeeds, either
+    // of which may settle its dependents: settle again until nothing more ends that way. Each
+    // pass ends at least one blocked job, so there are at most as many passes as jobs; the
+    // bound only guards that reasoning.
     for _ in 0..MAX_SETTLE_PASSES {
         let (queued, refused) = advance_once(tx, workflow_id).await?;
         queued_any |= queued;
@@ -157,6 +158,11 @@ async fn advance_once(tx: &mut StoreTx, workflow_id: &str) -> StoreResult<(bool,
         };
         match decision {
             Decision::NotRun => tx.mark_not_run(&row.id, now_ms()).await?,
+            // A no-op job runs nothing: it succeeds now, which may settle its dependents.
+            Decision::Queue if row.step_count == 0 => {
+                tx.succeed_no_op_job(&row.id, now_ms()).await?;
+                refused_any = true;
+            }
             Decision::Queue => {
                 let refusal = if row.contexts == "[]" {
                     None
@@ -175,7 +181,7 @@ async fn advance_once(tx: &mut StoreTx, workflow_id: &str) -> StoreResult<(bool,
         }
     }
     if refused_any {
-        // The settled statuses above assumed the refused jobs were queued.
+        // The settled statuses above assumed the refused (or no-op) jobs were queued.
         return Ok((queued_any, true));
     }
     let outcomes: Option<Vec<Outcome>> =

@@ -25,6 +25,7 @@ mod caches;
 mod continuations;
 #[cfg(test)]
 pub(crate) mod fixtures;
+mod orbs;
 mod pipelines;
 mod releases;
 pub mod rows;
@@ -45,6 +46,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 pub use artifacts::ArtifactRow;
 pub use caches::{CacheInsert, CacheRow, JobScope};
+pub use orbs::{OrbPublished, OrbVersionRow, UrlOrbRow};
 pub use pipelines::{PipelineCursor, PipelineFilter};
 pub use releases::{PromotionRow, Published, ReleaseFileRow, ReleaseRow};
 pub use rows::*;

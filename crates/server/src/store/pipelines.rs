@@ -192,7 +192,7 @@ impl Store {
     /// The configuration pipeline `id` ran, if it got as far as reading one.
     pub async fn pipeline_config(&self, id: &str) -> StoreResult<Option<PipelineConfigRow>> {
         Ok(sqlx::query_as(
-            "SELECT source, compiled, setup_source, setup_compiled FROM pipeline_configs
+            "SELECT source, compiled, setup_source, setup_compiled, orbs FROM pipeline_configs
              WHERE pipeline_id = $1",
         )
         .bind(id)

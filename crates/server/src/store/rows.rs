@@ -132,6 +132,8 @@ pub struct SchedulerJobRow {
     pub resource_class: String,
     /// JSON list of the context names the job uses.
     pub contexts: String,
+    /// 0 for a `type: no-op` job (every other job has a step).
+    pub step_count: i64,
 }
 
 /// The task a finished task's result was recorded for.
@@ -201,6 +203,8 @@ pub struct PipelineConfigRow {
     pub compiled: String,
     pub setup_source: Option<String>,
     pub setup_compiled: Option<String>,
+    /// JSON list of the orbs it resolved ([`bosun_api::ResolvedOrbRef`]).
+    pub orbs: String,
 }
 
 /// A workflow looked up by id, with its pipeline.

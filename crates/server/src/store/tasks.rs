@@ -460,11 +460,26 @@ impl StoreTx {
     /// The jobs of workflow `workflow_id`, in order.
     pub async fn workflow_jobs(&mut self, workflow_id: &str) -> StoreResult<Vec<SchedulerJobRow>> {
         Ok(sqlx::query_as(
-            "SELECT id, name, status, requires, resource_class, contexts FROM jobs WHERE workflow_id = $1 ORDER BY position",
+            "SELECT id, name, status, requires, resource_class, contexts, step_count FROM jobs
+             WHERE workflow_id = $1 ORDER BY position",
         )
         .bind(workflow_id)
         .fetch_all(&mut *self.tx)
         .await?)
+    }
+
+    /// Ends a `type: no-op` job as a success without running it: its requirements succeeded.
+    pub async fn succeed_no_op_job(&mut self, job_id: &str, now: i64) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE jobs SET status = $1, started_at = $2, stopped_at = $2
+             WHERE id = $3 AND status = 'blocked'",
+        )
+        .bind(JobStatus::Success)
+        .bind(now)
+        .bind(job_id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
     }
 
     /// Marks job `job_id` `not_run`: a requirement failed.
