@@ -284,6 +284,37 @@ async fn the_corpus_compiles_on_a_server_with_every_shared_orb_published() {
     ]);
     // The orb directory holds exact versions only: `@1` is not a file there.
     assert!(!out.status.success());
+    let exact = dir.path().join("exact.yml");
+    std::fs::write(
+        &exact,
+        "version: 2.1\norbs:\n  slack: circleci/slack@4.12.5\njobs:\n  build:\n    machine: true\n    \
+         steps:\n      - slack/notify:\n          event: always\nworkflows:\n  main:\n    jobs: [build]\n",
+    )
+    .unwrap();
+    let out = bosun_offline(&[
+        "config",
+        "validate",
+        exact.to_str().unwrap(),
+        "--orb-dir",
+        orb_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // An orb that imports an orb validates through the server (circleci/go imports
+    // circleci/os-detect@0.2), not offline without the import.
+    let go = packed
+        .iter()
+        .find(|(r, _)| r == "circleci/go@1.11.0")
+        .map(|(_, f)| f.clone())
+        .unwrap();
+    let valid = server.cli_ok(&["orb", "validate", go.to_str().unwrap()], "");
+    assert!(valid.contains("is valid"), "{valid}");
+    let out = bosun_offline(&["orb", "validate", go.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("`circleci/os-detect@0.2`, imported by"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let node = packed
         .iter()
         .find(|(r, _)| r == "circleci/node@7.2.1")
@@ -387,6 +418,8 @@ workflows:
         "",
     );
     assert!(dev.starts_with("replaced e2e/hello@dev:alpha"), "{dev}");
+    let listed = server.cli_ok(&["orb", "list", "e2e"], "");
+    assert_eq!(listed, "e2e/hello (3 version(s), latest 1.1.0)\n");
     let info = server.cli_ok(&["orb", "info", "e2e/hello"], "");
     assert!(info.starts_with("e2e/hello (latest 1.1.0)"), "{info}");
     assert!(

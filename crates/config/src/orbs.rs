@@ -234,7 +234,8 @@ pub struct Import {
 }
 
 /// The registry and URL orbs `source` (a config, or a packed orb) imports: the string values
-/// of its `orbs` map, and of the `orbs` maps of the inline orbs in it.
+/// of its `orbs` map, and of the `orbs` maps of the inline orbs in it (but references written
+/// with `<< pipeline.* >>`, which only the compiler can read).
 pub fn orb_imports(source: &str, file: &str) -> Result<Vec<Import>, ConfigError> {
     let root = match yaml::parse(source, &Limits::DEFAULT) {
         Ok(Some(root)) => root,
@@ -271,6 +272,11 @@ fn collect_imports(node: &Node, path: &str, depth: usize, out: &mut Vec<Import>)
         if v.as_map().is_some() {
             collect_imports(v, &p, depth + 1, out);
         } else if let Some(reference) = v.as_str().filter(|_| !v.is_null()) {
+            if reference.contains("<<") {
+                // A reference built from pipeline parameters is known only once the compiler
+                // has substituted them; it refuses the orb then, naming the reference it got.
+                continue;
+            }
             out.push(Import {
                 reference: reference.to_owned(),
                 mark: v.mark(),

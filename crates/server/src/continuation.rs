@@ -95,14 +95,19 @@ async fn continue_pipeline(
     )
     .await
     .map_err(AppError::bad_request)?;
-    let (compiled, compiled_yaml) = (continued.pipeline.clone(), continued.yaml.clone());
+    let pipelines::Compiled {
+        pipeline: compiled,
+        yaml: compiled_yaml,
+        orbs: continued_orbs,
+        runnable,
+    } = continued;
     if compiled.setup {
         return Err(AppError::bad_request(
             "the continuation configuration is itself a setup configuration (`setup: true`): \
              a pipeline is continued once, with a regular config",
         ));
     }
-    continued.runnable.map_err(AppError::bad_request)?;
+    runnable.map_err(AppError::bad_request)?;
     pipelines::check_resource_classes(&state, &compiled, &project)
         .await
         .map_err(AppError::bad_request)?;
@@ -145,7 +150,7 @@ async fn continue_pipeline(
         .and_then(|json| serde_json::from_str(&json).ok())
         .unwrap_or_default();
     let continued_orbs: Vec<bosun_api::ResolvedOrbRef> =
-        serde_json::from_str(&continued.orbs).unwrap_or_default();
+        serde_json::from_str(&continued_orbs).unwrap_or_default();
     for orb in continued_orbs {
         if !orbs.contains(&orb) {
             orbs.push(orb);

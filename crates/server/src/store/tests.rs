@@ -463,3 +463,48 @@ async fn a_release_is_published_once_and_promotions_remember_what_a_rollback_ret
     assert_eq!(all[0].version, "1.0.0");
     assert_eq!(all[1].scope, "acme/canary");
 }
+
+#[tokio::test]
+async fn orb_versions_are_immutable_dev_versions_are_replaced_and_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("orbs.db").display());
+    let store = Store::open(&url).await.unwrap();
+    let row = |version: &str, source: &str, created_at: i64, expires_at: Option<i64>| {
+        let n: Vec<i64> = version.split('.').filter_map(|p| p.parse().ok()).collect();
+        OrbVersionRow {
+            namespace: "acme".into(),
+            name: "tools".into(),
+            version: version.into(),
+            major: n.first().copied(),
+            minor: n.get(1).copied(),
+            patch: n.get(2).copied(),
+            source: source.into(),
+            sha256: format!("sha-{source}"),
+            origin: String::new(),
+            created_at,
+            expires_at,
+        }
+    };
+    let published = store.insert_orb_version(&row("1.0.0", "a", 10, None)).await;
+    assert_eq!(published.unwrap(), OrbPublished::New);
+    // The same version again, even with other content: refused, the first kept.
+    let again = store.insert_orb_version(&row("1.0.0", "b", 20, None)).await;
+    assert_eq!(again.unwrap(), OrbPublished::Exists);
+    let kept = store.orb_version("acme", "tools", "1.0.0", 30).await.unwrap();
+    assert_eq!(kept.unwrap().source, "a");
+
+    let dev = store.insert_orb_version(&row("dev:x", "d1", 10, Some(100))).await;
+    assert_eq!(dev.unwrap(), OrbPublished::New);
+    let dev = store.insert_orb_version(&row("dev:x", "d2", 20, Some(110))).await;
+    assert_eq!(dev.unwrap(), OrbPublished::Replaced);
+    let live = store.orb_version("acme", "tools", "dev:x", 105).await.unwrap();
+    assert_eq!(live.unwrap().source, "d2");
+    // Expired: not read, not listed, and swept.
+    assert!(store.orb_version("acme", "tools", "dev:x", 110).await.unwrap().is_none());
+    let versions = store.orb_versions("acme", "tools", 110).await.unwrap();
+    assert_eq!(versions.len(), 1);
+    assert_eq!(store.delete_expired_orb_versions(110).await.unwrap(), 1);
+    let listed = store.orbs(Some("acme"), 110).await.unwrap();
+    assert_eq!((listed.len(), listed[0].versions), (1, 1));
+    assert!(store.orbs(Some("other"), 110).await.unwrap().is_empty());
+}
