@@ -298,7 +298,11 @@ async fn the_corpus_compiles_on_a_server_with_every_shared_orb_published() {
         "--orb-dir",
         orb_dir.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // An orb that imports an orb validates through the server (circleci/go imports
     // circleci/os-detect@0.2), not offline without the import.
     let go = packed
@@ -578,8 +582,8 @@ workflows:
     assert_eq!(errored.state, "errored");
     assert_eq!(
         errored.errors[0].message,
-        "job `tools/lint` (from the orb `tools`, e2e/tools@1.0.0) uses the docker image \
-         `cimg/base:current`: bosun's machine runners run `machine: true` jobs"
+        "job `tools/lint` (from the orb e2e/tools@1.0.0) uses the executor `tools/default`, the \
+         docker image `cimg/base:current`: bosun's machine runners run `machine: true` jobs"
     );
 }
 

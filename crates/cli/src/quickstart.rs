@@ -294,7 +294,10 @@ async fn run_in(
             .client
             .publish_orb(&ctx.auth, "bosun", "demo", "1.0.0", DEMO_ORB)
             .await?;
-        say(&format!("orb {} published in the server's registry", published.orb));
+        say(&format!(
+            "orb {} published in the server's registry",
+            published.orb
+        ));
     }
     let created = ctx
         .client

@@ -81,6 +81,7 @@ fn compile_inner(
         ctx,
         dropped_workflows: 0,
         sources: None,
+        origins: None,
     };
     let root = yaml::parse(source, limits).map_err(|e| cx.error(e.mark, "", e.message))?;
     let root = match root {
@@ -105,6 +106,7 @@ fn compile_inner(
     let cx = Cx {
         dropped_workflows: expanded.dropped_workflows,
         sources: Some(&expanded.sources),
+        origins: Some(&expanded.origins),
         ..cx
     };
     let mut pipeline = cx.pipeline(&expanded.root)?;
@@ -130,6 +132,8 @@ struct Cx<'a> {
     dropped_workflows: usize,
     /// Where the processed workflow entries are written in the source, for error paths.
     sources: Option<&'a Sources>,
+    /// Where each processed job came from (orbs, executors).
+    origins: Option<&'a BTreeMap<String, expand::JobOrigin>>,
 }
 
 /// `parent.key`, quoting keys that would make the path ambiguous.
@@ -415,7 +419,15 @@ impl Cx<'_> {
             parallelism: 1,
             steps: Vec::new(),
             no_op: false,
+            orb: None,
+            executor_name: None,
+            executor_orb: None,
         };
+        if let Some(origin) = self.origins.and_then(|o| o.get(name)) {
+            job.orb = origin.orb.clone();
+            job.executor_name = origin.executor.clone();
+            job.executor_orb = origin.executor_orb.clone();
+        }
         let mut steps = None;
         let no_op = entries
             .iter()

@@ -14,7 +14,7 @@
 //! nodes, so a small config cannot expand into an unbounded one.
 
 use std::cell::Cell;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
 use crate::ConfigError;
@@ -164,6 +164,9 @@ pub(crate) struct EntrySource {
 /// For each workflow, where each of its processed entries is written.
 pub(crate) type Sources = HashMap<String, Vec<EntrySource>>;
 
+/// An executor resolved for a job: its keys, its full name, and the orb defining it.
+type ResolvedExecutor = (Vec<(Node, Node)>, String, Option<String>);
+
 /// Concrete jobs of the output: key, where the job's name is written, body.
 type JobsOut = Vec<(String, (Mark, Node))>;
 
@@ -266,6 +269,17 @@ pub(crate) struct Expanded {
     pub(crate) root: Node,
     pub(crate) dropped_workflows: usize,
     pub(crate) sources: Sources,
+    /// Where each job of the output came from, by its key.
+    pub(crate) origins: BTreeMap<String, JobOrigin>,
+}
+
+/// Where a job of the processed config came from: the orb defining it, and the executor it
+/// named (with the orb defining that). `None`s for the config's own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct JobOrigin {
+    pub(crate) orb: Option<String>,
+    pub(crate) executor: Option<String>,
+    pub(crate) executor_orb: Option<String>,
 }
 
 pub(crate) struct Expander<'a> {
@@ -277,6 +291,9 @@ pub(crate) struct Expander<'a> {
     defs: Defs,
     produced: Cell<u64>,
     version_21: bool,
+    /// The origin of the job [`Expander::job`] expanded last, until its key is known.
+    last_origin: std::cell::RefCell<JobOrigin>,
+    origins: std::cell::RefCell<BTreeMap<String, JobOrigin>>,
 }
 
 /// `parent.key`.
@@ -366,7 +383,21 @@ impl<'a> Expander<'a> {
             defs: Defs::default(),
             produced: Cell::new(0),
             version_21: false,
+            last_origin: Default::default(),
+            origins: Default::default(),
         }
+    }
+
+    /// Files the origin of the job expanded last under its key in the output.
+    fn record_origin(&self, key: &str) {
+        let origin = self.last_origin.take();
+        self.origins.borrow_mut().insert(key.to_owned(), origin);
+    }
+
+    /// The orb a definition comes from: its file, when that is not the config (inline orbs
+    /// are written in the config).
+    fn orb_of(&self, def: &Def) -> Option<String> {
+        (!def.scope.is_empty() && def.file != self.file).then(|| def.file.clone())
     }
 
     fn error_in(
@@ -544,6 +575,7 @@ impl<'a> Expander<'a> {
                             }
                             let path = key_path("jobs", name);
                             let job = self.job(def, name, &[], None, k.mark(), &path)?;
+                            self.record_origin(name);
                             jobs_out.push((name.to_owned(), (k.mark(), job)));
                         }
                     }
@@ -587,6 +619,7 @@ impl<'a> Expander<'a> {
                             }
                             let path = key_path("jobs", name);
                             let job = self.job(def, name, &[], None, name_node.mark(), &path)?;
+                            self.record_origin(name);
                             jobs.push((name_node.clone(), job));
                         }
                         out.push((k.clone(), Node::new_map(v.mark(), jobs)));
@@ -606,6 +639,7 @@ impl<'a> Expander<'a> {
             root,
             dropped_workflows: self.dropped.get(),
             sources,
+            origins: self.origins.take(),
         })
     }
 
@@ -1516,11 +1550,19 @@ impl<'a> Expander<'a> {
         )?;
         let entries = self.map(&def.file, &job, &def.path)?;
         let mut out: Vec<(Node, Node)> = Vec::new();
+        let mut origin = JobOrigin {
+            orb: self.orb_of(def),
+            ..JobOrigin::default()
+        };
         // The executor's keys come first; the job's own keys override them.
         if let Some((ek, ev)) = entries.iter().find(|(k, _)| key_str(k) == "executor") {
             let ep = key_path(&def.path, "executor");
-            out = self.executor(ev, &def.scope, &def.file, &ep, ek.mark())?;
+            let (keys, name, orb) = self.executor(ev, &def.scope, &def.file, &ep, ek.mark())?;
+            out = keys;
+            origin.executor = Some(name);
+            origin.executor_orb = orb;
         }
+        *self.last_origin.borrow_mut() = origin;
         let mut from_executor: HashSet<String> =
             out.iter().map(|(k, _)| key_str(k).to_owned()).collect();
         for (k, v) in entries {
@@ -1589,7 +1631,7 @@ impl<'a> Expander<'a> {
         file: &str,
         path: &str,
         mark: Mark,
-    ) -> Result<Vec<(Node, Node)>> {
+    ) -> Result<ResolvedExecutor> {
         let (name, args): (String, Vec<(Node, Node)>) = match node.kind() {
             Kind::Scalar(s) if !s.is_null() => (s.value.clone(), Vec::new()),
             Kind::Map(entries) => {
@@ -1654,7 +1696,7 @@ impl<'a> Expander<'a> {
                 out.push((k.clone(), v.clone()));
             }
         }
-        Ok(out)
+        Ok((out, full, self.orb_of(def)))
     }
 
     // ---------------------------------------------------------------- workflows
@@ -1881,6 +1923,7 @@ impl<'a> Expander<'a> {
                     entry_name.clone()
                 };
                 let key = place_job(jobs_out, &base, def.key_mark, expanded);
+                self.record_origin(&key);
                 if key != entry_name && !has_name {
                     kept.insert(
                         0,

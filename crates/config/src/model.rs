@@ -46,6 +46,15 @@ pub struct Job {
     /// other jobs require). It has no executor and no steps.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_op: bool,
+    /// The orb defining the job (`namespace/name@X.Y.Z`), for a job of a registry orb.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orb: Option<String>,
+    /// The executor the job names (`executor: node/default`), if it names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor_name: Option<String>,
+    /// The orb defining that executor, for an executor of a registry orb.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor_orb: Option<String>,
 }
 
 /// The executor of a job.

@@ -419,7 +419,10 @@ pub(crate) async fn resolve(
         if matches!(r.version, VersionSpec::Dev(_)) {
             return Ok(None); // Dev versions are this registry's own.
         }
-        let versions = store.orb_versions(&r.namespace, &r.name, now).await.map_err(db)?;
+        let versions = store
+            .orb_versions(&r.namespace, &r.name, now)
+            .await
+            .map_err(db)?;
         if versions.iter().any(|v| v.origin.is_empty()) {
             return Ok(None); // Published here: the upstream's orb of that name is another.
         }
@@ -479,7 +482,6 @@ pub(crate) async fn resolve(
         }
     }
 }
-
 
 /// Asks the upstream for `reference` and caches what it answers (an exact version).
 async fn upstream(
@@ -758,38 +760,6 @@ fn inline_argument(query: &str, name: &str) -> Option<String> {
 }
 
 // ------------------------------------------------------------------------- pipelines
-
-/// Which orb each alias of a configuration resolved to, to name orbs in refusals.
-#[derive(Debug, Clone, Default)]
-pub struct Origins {
-    by_alias: Vec<(String, String)>,
-}
-
-impl Origins {
-    pub fn new(source: &str, orbs: &ResolvedOrbs) -> Origins {
-        let by_alias = bosun_config::orb_imports(source, "")
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|import| {
-                let alias = import.path.strip_prefix("orbs.")?.to_owned();
-                let orb = orbs.get(&import.reference)?;
-                Some((alias, orb.version.clone()))
-            })
-            .collect();
-        Origins { by_alias }
-    }
-
-    /// ` (from the orb `alias`, ns/name@X.Y.Z)` for a job an orb defines, else "".
-    pub fn describe_job(&self, job: &str) -> String {
-        let Some((alias, _)) = job.split_once('/') else {
-            return String::new();
-        };
-        match self.by_alias.iter().find(|(a, _)| a == alias) {
-            Some((_, version)) => format!(" (from the orb `{alias}`, {version})"),
-            None => String::new(),
-        }
-    }
-}
 
 /// The orbs a configuration resolved, as stored with it.
 pub fn recorded(orbs: &ResolvedOrbs) -> String {

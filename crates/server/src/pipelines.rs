@@ -585,13 +585,12 @@ pub(crate) async fn compile_with_orbs(
     let orbs = crate::orbs::resolve_config(state, text, file)
         .await
         .map_err(|e| e.to_string())?;
-    let origins = crate::orbs::Origins::new(text, &orbs);
     let recorded = crate::orbs::recorded(&orbs);
     let header = orbs.header();
     context.orbs = orbs.shared();
     let (pipeline, yaml) = bosun_config::compile_pipeline_processed(text, file, &context)
         .map_err(|e| e.to_string())?;
-    let runnable = check_runnable(&pipeline, &origins);
+    let runnable = check_runnable(&pipeline);
     Ok(Compiled {
         pipeline,
         yaml: format!("{header}{yaml}"),
@@ -643,10 +642,7 @@ fn step_runnable(step: &bosun_config::Step) -> bool {
     )
 }
 
-pub(crate) fn check_runnable(
-    pipeline: &bosun_config::Pipeline,
-    orbs: &crate::orbs::Origins,
-) -> Result<(), String> {
+pub(crate) fn check_runnable(pipeline: &bosun_config::Pipeline) -> Result<(), String> {
     for workflow in &pipeline.workflows {
         for entry in &workflow.jobs {
             let Some(job) = pipeline.jobs.get(&entry.job) else {
@@ -661,7 +657,6 @@ pub(crate) fn check_runnable(
             if job.no_op {
                 continue; // Succeeds without a runner once its requirements have.
             }
-            let from = orbs.describe_job(&entry.job);
             let refused = match &job.executor {
                 bosun_config::Executor::Docker { image } => {
                     Some(format!("the docker image `{image}`"))
@@ -675,8 +670,22 @@ pub(crate) fn check_runnable(
                 bosun_config::Executor::Machine => None,
             };
             if let Some(executor) = refused {
+                // Name where it came from: the job's orb, and the executor it named (and that
+                // executor's orb, when another).
+                let from = job
+                    .orb
+                    .as_ref()
+                    .map(|orb| format!(" (from the orb {orb})"))
+                    .unwrap_or_default();
+                let via = match (&job.executor_name, &job.executor_orb) {
+                    (Some(name), Some(orb)) if job.orb.as_ref() != Some(orb) => {
+                        format!("the executor `{name}` of the orb {orb}, ")
+                    }
+                    (Some(name), _) => format!("the executor `{name}`, "),
+                    (None, _) => String::new(),
+                };
                 return Err(format!(
-                    "job `{}`{from} uses {executor}: bosun's machine runners run `machine: true` jobs",
+                    "job `{}`{from} uses {via}{executor}: bosun's machine runners run `machine: true` jobs",
                     entry.job
                 ));
             }
@@ -1464,16 +1473,12 @@ mod tests {
             "      - add_ssh_keys:\n          fingerprints: [\"SHA256:abc\"]\n",
         ] {
             let pipeline = bosun_config::compile(&job(step), "c.yml").unwrap();
-            assert_eq!(
-                check_runnable(&pipeline, &crate::orbs::Origins::default()),
-                Ok(()),
-                "{step}"
-            );
+            assert_eq!(check_runnable(&pipeline), Ok(()), "{step}");
         }
         let docker = job("      - setup_remote_docker\n");
         let pipeline = bosun_config::compile(&docker, "c.yml").unwrap();
         assert_eq!(
-            check_runnable(&pipeline, &crate::orbs::Origins::default()).unwrap_err(),
+            check_runnable(&pipeline).unwrap_err(),
             "job `build` step 1 `setup_remote_docker` is not supported by bosun's task-agent yet"
         );
     }

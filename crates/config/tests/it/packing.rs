@@ -479,3 +479,35 @@ fn pack_refuses_includes_outside_the_source_and_names_files() {
     assert!(e.file.ends_with("commands/hi.yml") && e.line >= 2, "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A compiled job says which orb defines it and which executor (of which orb) it named, so a
+/// refusal can name them; a Windows machine image compiles to a Windows executor.
+#[test]
+fn jobs_know_the_orb_and_executor_they_come_from() {
+    let registry = Registry::of_shared();
+    let config = "version: 2.1\norbs:\n  win: circleci/windows@5.0.0\n  node: circleci/node@7.2.1\n\
+                  jobs:\n  build:\n    executor: win/default\n    steps:\n      - run: dir\n\
+                  workflows:\n  main:\n    jobs: [build, node/test]\n";
+    let orbs = registry.resolve(config, "config.yml").unwrap();
+    let ctx = PipelineContext {
+        orbs: orbs.shared(),
+        ..PipelineContext::default()
+    };
+    let pipeline = bosun_config::compile_pipeline(config, "config.yml", &ctx).unwrap();
+    let build = &pipeline.jobs["build"];
+    assert_eq!(build.orb, None);
+    assert_eq!(build.executor_name.as_deref(), Some("win/default"));
+    assert_eq!(
+        build.executor_orb.as_deref(),
+        Some("circleci/windows@5.0.0")
+    );
+    assert!(
+        matches!(&build.executor, bosun_config::Executor::Windows { image } if image.starts_with("windows-server-2022")),
+        "{:?}",
+        build.executor
+    );
+    let test = &pipeline.jobs["node/test"];
+    assert_eq!(test.orb.as_deref(), Some("circleci/node@7.2.1"));
+    assert_eq!(test.executor_name.as_deref(), Some("node/default"));
+    assert_eq!(test.executor_orb.as_deref(), Some("circleci/node@7.2.1"));
+}

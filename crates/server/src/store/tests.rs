@@ -490,17 +490,33 @@ async fn orb_versions_are_immutable_dev_versions_are_replaced_and_expire() {
     // The same version again, even with other content: refused, the first kept.
     let again = store.insert_orb_version(&row("1.0.0", "b", 20, None)).await;
     assert_eq!(again.unwrap(), OrbPublished::Exists);
-    let kept = store.orb_version("acme", "tools", "1.0.0", 30).await.unwrap();
+    let kept = store
+        .orb_version("acme", "tools", "1.0.0", 30)
+        .await
+        .unwrap();
     assert_eq!(kept.unwrap().source, "a");
 
-    let dev = store.insert_orb_version(&row("dev:x", "d1", 10, Some(100))).await;
+    let dev = store
+        .insert_orb_version(&row("dev:x", "d1", 10, Some(100)))
+        .await;
     assert_eq!(dev.unwrap(), OrbPublished::New);
-    let dev = store.insert_orb_version(&row("dev:x", "d2", 20, Some(110))).await;
+    let dev = store
+        .insert_orb_version(&row("dev:x", "d2", 20, Some(110)))
+        .await;
     assert_eq!(dev.unwrap(), OrbPublished::Replaced);
-    let live = store.orb_version("acme", "tools", "dev:x", 105).await.unwrap();
+    let live = store
+        .orb_version("acme", "tools", "dev:x", 105)
+        .await
+        .unwrap();
     assert_eq!(live.unwrap().source, "d2");
     // Expired: not read, not listed, and swept.
-    assert!(store.orb_version("acme", "tools", "dev:x", 110).await.unwrap().is_none());
+    assert!(
+        store
+            .orb_version("acme", "tools", "dev:x", 110)
+            .await
+            .unwrap()
+            .is_none()
+    );
     let versions = store.orb_versions("acme", "tools", 110).await.unwrap();
     assert_eq!(versions.len(), 1);
     assert_eq!(store.delete_expired_orb_versions(110).await.unwrap(), 1);
