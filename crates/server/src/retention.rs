@@ -236,7 +236,14 @@ pub(crate) async fn sweep_loop(state: State, interval: Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let swept = sweep_once(&state.store, &state.blobs, &state.retention, now_ms()).await;
+        let now = now_ms();
+        let swept = sweep_once(&state.store, &state.blobs, &state.retention, now).await;
+        // Dev versions of orbs past their 90 days (reads skip them already; this frees them).
+        match state.store.delete_expired_orb_versions(now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("retention sweep deleted {n} expired orb dev version(s)"),
+            Err(err) => tracing::warn!("retention sweep: expired orb dev versions: {err}"),
+        }
         let freed = swept.caches.0 + swept.workspace_layers.0 + swept.artifacts.0;
         if freed > 0 {
             tracing::info!(

@@ -100,7 +100,13 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn of_shared() -> Registry {
+    /// Every shared orb packed, once per test process (the suite also runs under qemu).
+    pub fn of_shared() -> &'static Registry {
+        static REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+        REGISTRY.get_or_init(Registry::pack_shared)
+    }
+
+    fn pack_shared() -> Registry {
         let mut orbs: BTreeMap<String, Vec<Published>> = BTreeMap::new();
         for orb in shared_orbs() {
             let v: Vec<u64> = orb.version.split('.').map(|p| p.parse().unwrap()).collect();
