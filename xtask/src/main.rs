@@ -10,6 +10,8 @@
 //!   `target/dist/linux-<arch>/` (see `package.rs`, docs/deployment.md).
 //! - `package-test [DEB | --debug]`: `dpkg -i` the amd64 runner package (with `--debug`: one
 //!   made from the debug build, as CI does), check it, remove it (root).
+//! - `bench [NAME...] [--quick] [--debug]`: benchmarks against real processes, a table and
+//!   `target/bench/results.json` (see `bench.rs`, docs/benchmarks.md).
 //! - `release --version V --signing-key KEY.pem [--target T]... [--debug]`: a signed release of
 //!   the agents in `target/dist/release/V/` (see `release.rs`, docs/deployment.md).
 
@@ -18,6 +20,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, bail};
 
+mod bench;
 mod clients;
 mod cross;
 mod package;
@@ -36,9 +39,10 @@ fn main() -> ExitCode {
         Some("package") => package::main(&args[1..]),
         Some("package-test") => package::install_test(&args[1..]),
         Some("release") => release::main(&args[1..]),
+        Some("bench") => bench::main(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <quickstart [ARGS...] | test [ARGS...] | ci | build-bins | cross setup|build|test ... | package ... | package-test [DEB] | release --version V --signing-key KEY.pem ...>"
+                "usage: cargo xtask <quickstart [ARGS...] | test [ARGS...] | bench [NAME...] [--quick] [--debug] | ci | build-bins | cross setup|build|test ... | package ... | package-test [DEB] | release --version V --signing-key KEY.pem ...>"
             );
             return ExitCode::from(2);
         }

@@ -1,0 +1,56 @@
+//! `cargo xtask bench [NAME...] [--quick] [--debug]` (issue 16): builds the release binaries
+//! (with `--debug`, reuses the debug build: a check that the benchmarks run, not figures), then
+//! runs `bosun-bench` (tests/bench/main.rs) against them, which prints the table and writes
+//! `target/bench/results.json`. See docs/benchmarks.md.
+
+use std::process::Command;
+
+use anyhow::Context;
+
+pub fn main(args: &[String]) -> anyhow::Result<u8> {
+    let debug = args.iter().any(|a| a == "--debug");
+    let passed: Vec<&String> = args.iter().filter(|a| *a != "--debug").collect();
+    let profile = if debug { "debug" } else { "release" };
+    let mut build = crate::cargo();
+    build.args([
+        "build",
+        "--bins",
+        "-p",
+        "bosun-server",
+        "-p",
+        "bosun-launch-agent",
+        "-p",
+        "bosun-task-agent",
+        "-p",
+        "bosun-cli",
+        "-p",
+        "bosun-tests",
+    ]);
+    if !debug {
+        build.arg("--release");
+    }
+    crate::run(build)?;
+    let bins = crate::root().join("target").join(profile);
+    let out = crate::root().join("target/bench/results.json");
+    let status = Command::new(bins.join("bosun-bench"))
+        .args(&passed)
+        .arg("--out")
+        .arg(&out)
+        .env("BOSUN_TEST_BIN_DIR", &bins)
+        .current_dir(crate::root())
+        .status()
+        .context("running bosun-bench")?;
+    let text =
+        std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", out.display()))?;
+    let measures = json["measures"].as_array().map_or(0, Vec::len);
+    anyhow::ensure!(
+        status.success() && measures > 0,
+        "bosun-bench failed ({status}, {measures} figures)"
+    );
+    if debug {
+        eprintln!("bench: debug binaries: the figures check that the benchmarks run, nothing more");
+    }
+    Ok(0)
+}
