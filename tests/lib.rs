@@ -902,12 +902,16 @@ impl Server {
 
 /// `VmHWM` (peak resident set) of process `pid`, in KiB.
 pub fn peak_rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    proc_status_kib(pid, "VmHWM:").expect("VmHWM")
+}
+
+/// A `kB` field of `/proc/PID/status` (`VmRSS:`, `VmHWM:`, ...), if the process and field exist.
+pub fn proc_status_kib(pid: i32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM")
 }
 
 impl Server {

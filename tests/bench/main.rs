@@ -433,12 +433,7 @@ async fn idle(quick: bool) -> anyhow::Result<Vec<Figure>> {
 }
 
 fn status_kib(pid: i32, field: &str) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
+    bosun_tests::proc_status_kib(pid, field)
         .ok_or_else(|| anyhow::anyhow!("no {field} in /proc/{pid}/status"))
 }
 

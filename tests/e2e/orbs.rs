@@ -122,6 +122,15 @@ fn publish_all(server: &Server, packed: &[(String, PathBuf)]) -> Vec<(String, St
     }
 }
 
+/// The packed file of `reference` among `packed`.
+fn packed_file(packed: &[(String, PathBuf)], reference: &str) -> PathBuf {
+    packed
+        .iter()
+        .find(|(r, _)| r == reference)
+        .map(|(_, f)| f.clone())
+        .unwrap_or_else(|| panic!("{reference} was not packed"))
+}
+
 async fn config_of(server: &Server, pipeline: &str) -> PipelineConfig {
     server
         .client
@@ -305,11 +314,7 @@ async fn the_corpus_compiles_on_a_server_with_every_shared_orb_published() {
     );
     // An orb that imports an orb validates through the server (circleci/go imports
     // circleci/os-detect@0.2), not offline without the import.
-    let go = packed
-        .iter()
-        .find(|(r, _)| r == "circleci/go@1.11.0")
-        .map(|(_, f)| f.clone())
-        .unwrap();
+    let go = packed_file(&packed, "circleci/go@1.11.0");
     let valid = server.cli_ok(&["orb", "validate", go.to_str().unwrap()], "");
     assert!(valid.contains("is valid"), "{valid}");
     let out = bosun_offline(&["orb", "validate", go.to_str().unwrap()]);
@@ -319,11 +324,7 @@ async fn the_corpus_compiles_on_a_server_with_every_shared_orb_published() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let node = packed
-        .iter()
-        .find(|(r, _)| r == "circleci/node@7.2.1")
-        .map(|(_, f)| f.clone())
-        .unwrap();
+    let node = packed_file(&packed, "circleci/node@7.2.1");
     let out = bosun_offline(&["orb", "validate", node.to_str().unwrap()]);
     assert!(
         out.status.success(),

@@ -10,28 +10,10 @@ use anyhow::Context;
 pub fn main(args: &[String]) -> anyhow::Result<u8> {
     let debug = args.iter().any(|a| a == "--debug");
     let passed: Vec<&String> = args.iter().filter(|a| *a != "--debug").collect();
-    let profile = if debug { "debug" } else { "release" };
-    let mut build = crate::cargo();
-    build.args([
-        "build",
-        "--bins",
-        "-p",
-        "bosun-server",
-        "-p",
-        "bosun-launch-agent",
-        "-p",
-        "bosun-task-agent",
-        "-p",
-        "bosun-cli",
-        "-p",
-        "bosun-tests",
-    ]);
-    if !debug {
-        build.arg("--release");
-    }
-    crate::run(build)?;
-    let bins = crate::root().join("target").join(profile);
+    let bins = crate::build_bins_with(!debug, &["bosun-tests"])?;
     let out = crate::root().join("target/bench/results.json");
+    // A file left by an earlier run must not pass for this one's.
+    let _ = std::fs::remove_file(&out);
     let status = Command::new(bins.join("bosun-bench"))
         .args(&passed)
         .arg("--out")

@@ -81,25 +81,33 @@ fn run(mut command: Command) -> anyhow::Result<()> {
 
 /// Builds every binary of the workspace into target/debug.
 fn build_bins() -> anyhow::Result<PathBuf> {
+    build_bins_with(false, &[])
+}
+
+/// Builds the binaries of the server, agents and CLI (and of `extra` packages) with the debug
+/// or release profile; answers the directory they are in.
+fn build_bins_with(release: bool, extra: &[&str]) -> anyhow::Result<PathBuf> {
     let mut command = cargo();
-    command.args([
-        "build",
-        "--quiet",
-        "--bins",
-        "-p",
+    command.args(["build", "--quiet", "--bins"]);
+    for package in [
         "bosun-server",
-        "-p",
         "bosun-launch-agent",
-        "-p",
         "bosun-task-agent",
-        "-p",
         "bosun-cli",
-    ]);
+    ]
+    .iter()
+    .chain(extra)
+    {
+        command.args(["-p", package]);
+    }
+    if release {
+        command.arg("--release");
+    }
     run(command)?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target"));
-    Ok(target.join("debug"))
+    Ok(target.join(if release { "release" } else { "debug" }))
 }
 
 fn quickstart(args: &[String]) -> anyhow::Result<u8> {

@@ -356,10 +356,14 @@ impl Failure {
     }
 
     fn message(self) -> String {
-        match self {
-            Failure::Refused(m) | Failure::Unavailable(m) => m,
-        }
+        self.text().to_owned()
     }
+}
+
+/// A store failure while resolving: logged; the caller learns only that the database failed.
+fn db_failure(err: crate::store::StoreError) -> Failure {
+    tracing::error!("{err}");
+    Failure::Unavailable("the orb registry's database failed".into())
 }
 
 /// The highest live released version matching `spec`.
@@ -402,17 +406,13 @@ pub(crate) async fn resolve(
         source: row.source,
     };
     let store = &state.store;
-    let db = |e: crate::store::StoreError| {
-        tracing::error!("{e}");
-        Failure::Unavailable("the orb registry's database failed".into())
-    };
     // An exact or dev version: here, else upstream (and cached for ever).
     if r.version.is_exact() || matches!(r.version, VersionSpec::Dev(_)) {
         let version = r.version.to_string();
         if let Some(row) = store
             .orb_version(&r.namespace, &r.name, &version, now)
             .await
-            .map_err(db)?
+            .map_err(db_failure)?
         {
             return Ok(Some(found(row)));
         }
@@ -422,7 +422,7 @@ pub(crate) async fn resolve(
         let versions = store
             .orb_versions(&r.namespace, &r.name, now)
             .await
-            .map_err(db)?;
+            .map_err(db_failure)?;
         if versions.iter().any(|v| v.origin.is_empty()) {
             return Ok(None); // Published here: the upstream's orb of that name is another.
         }
@@ -434,7 +434,7 @@ pub(crate) async fn resolve(
     let versions = store
         .orb_versions(&r.namespace, &r.name, now)
         .await
-        .map_err(db)?;
+        .map_err(db_failure)?;
     let published_here = versions.iter().any(|v| v.origin.is_empty());
     let best_local =
         |versions: &[OrbVersionRow]| highest(versions, &r.version).map(|v| v.version.clone());
@@ -445,16 +445,16 @@ pub(crate) async fn resolve(
         let row = store
             .orb_version(&r.namespace, &r.name, &version, now)
             .await
-            .map_err(db)?;
+            .map_err(db_failure)?;
         return Ok(row.map(found));
     }
     // A moving reference to an upstream orb: a recent answer, else ask, else what is cached.
-    if let Some((version, fetched_at)) = store.orb_lookup(reference).await.map_err(db)? {
+    if let Some((version, fetched_at)) = store.orb_lookup(reference).await.map_err(db_failure)? {
         if now - fetched_at < LOOKUP_TTL.as_millis() as i64 {
             if let Some(row) = store
                 .orb_version(&r.namespace, &r.name, &version, now)
                 .await
-                .map_err(db)?
+                .map_err(db_failure)?
             {
                 return Ok(Some(found(row)));
             }
@@ -465,7 +465,7 @@ pub(crate) async fn resolve(
             store
                 .set_orb_lookup(reference, &row.version, now)
                 .await
-                .map_err(db)?;
+                .map_err(db_failure)?;
             Ok(Some(found(row)))
         }
         Ok(None) => Ok(None),
@@ -477,7 +477,7 @@ pub(crate) async fn resolve(
             let row = store
                 .orb_version(&r.namespace, &r.name, &version, now)
                 .await
-                .map_err(db)?;
+                .map_err(db_failure)?;
             Ok(row.map(found))
         }
     }
@@ -566,12 +566,12 @@ async fn upstream(
         created_at: now_ms(),
         expires_at: None,
     };
-    let db = |e: crate::store::StoreError| {
-        tracing::error!("{e}");
-        Failure::Unavailable("the orb registry's database failed".into())
-    };
     // Two pipelines may fetch the same version at once: the first insert wins, both use it.
-    state.store.insert_orb_version(&row).await.map_err(db)?;
+    state
+        .store
+        .insert_orb_version(&row)
+        .await
+        .map_err(db_failure)?;
     tracing::info!(orb = %format!("{name}@{}", row.version), upstream = %url, "orb cached from upstream");
     Ok(Some(row))
 }
@@ -607,12 +607,8 @@ async fn resolve_url(state: &State, url: &str) -> Result<Option<ResolvedOrb>, Fa
             }
         )));
     }
-    let db = |e: crate::store::StoreError| {
-        tracing::error!("{e}");
-        Failure::Unavailable("the orb registry's database failed".into())
-    };
     let now = now_ms();
-    let cached = state.store.url_orb(url).await.map_err(db)?;
+    let cached = state.store.url_orb(url).await.map_err(db_failure)?;
     let found = |source: String| {
         Some(ResolvedOrb {
             reference: url.to_owned(),
@@ -635,7 +631,11 @@ async fn resolve_url(state: &State, url: &str) -> Result<Option<ResolvedOrb>, Fa
             if cached.as_ref().is_some_and(|c| c.sha256 != row.sha256) {
                 tracing::info!(url = %url, "URL orb changed");
             }
-            state.store.set_url_orb(url, &row).await.map_err(db)?;
+            state
+                .store
+                .set_url_orb(url, &row)
+                .await
+                .map_err(db_failure)?;
             Ok(found(row.source))
         }
         Err(Fetched::Missing) => Ok(None),
