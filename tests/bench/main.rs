@@ -3,7 +3,8 @@
 //! this with `BOSUN_TEST_BIN_DIR` naming them; it prints one table and writes
 //! `target/bench/results.json`.
 //!
-//! Measures so far (design §9 has the budgets): `pickup`, `step-overhead`, `idle`, `config`.
+//! Measures (design §9 has the budgets): `pickup`, `step-overhead`, `log-throughput`, `idle`,
+//! `cache`, `config`.
 //! Each checks its own answer (every job succeeded, every log byte arrived), so a fast wrong
 //! run cannot pass.
 
@@ -25,6 +26,17 @@ struct Figure {
 #[derive(Clone, Copy)]
 enum Budget {
     Below(f64),
+    /// The ratio to the baseline must be below this.
+    RatioBelow(f64),
+}
+
+impl Budget {
+    fn text(self) -> String {
+        match self {
+            Budget::Below(b) => format!("< {b}"),
+            Budget::RatioBelow(r) => format!("< {r}x"),
+        }
+    }
 }
 
 impl Figure {
@@ -48,12 +60,20 @@ impl Figure {
         self
     }
 
+    fn ratio_below(mut self, budget: f64) -> Figure {
+        self.budget = Some(Budget::RatioBelow(budget));
+        self
+    }
+
     fn ratio(&self) -> Option<f64> {
         self.baseline.filter(|b| *b > 0.0).map(|b| self.figure / b)
     }
 
     fn pass(&self) -> Option<bool> {
-        self.budget.map(|Budget::Below(b)| self.figure < b)
+        self.budget.map(|budget| match budget {
+            Budget::Below(b) => self.figure < b,
+            Budget::RatioBelow(r) => self.ratio().is_some_and(|ratio| ratio < r),
+        })
     }
 
     fn json(&self) -> serde_json::Value {
@@ -63,7 +83,7 @@ impl Figure {
             "unit": self.unit,
             "baseline": self.baseline.map(round),
             "ratio": self.ratio().map(round),
-            "budget": self.budget.map(|Budget::Below(b)| format!("< {b}")),
+            "budget": self.budget.map(Budget::text),
             "pass": self.pass(),
         })
     }
@@ -85,7 +105,14 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-const MEASURES: &[&str] = &["pickup", "step-overhead", "idle", "config"];
+const MEASURES: &[&str] = &[
+    "pickup",
+    "step-overhead",
+    "log-throughput",
+    "idle",
+    "cache",
+    "config",
+];
 
 fn main() -> std::process::ExitCode {
     if std::env::var_os("BOSUN_TEST_BIN_DIR").is_none() {
@@ -124,7 +151,9 @@ fn main() -> std::process::ExitCode {
         let result = match name.as_str() {
             "pickup" => runtime.block_on(pickup(quick)),
             "step-overhead" => runtime.block_on(step_overhead(quick)),
+            "log-throughput" => runtime.block_on(log_throughput(quick)),
             "idle" => runtime.block_on(idle(quick)),
+            "cache" => runtime.block_on(cache(quick)),
             "config" => config(quick),
             _ => unreachable!("checked above"),
         };
@@ -182,9 +211,7 @@ fn table(figures: &[Figure]) -> String {
             f.unit,
             opt(f.baseline),
             opt(f.ratio()),
-            f.budget
-                .map(|Budget::Below(b)| format!("< {b}"))
-                .unwrap_or_else(|| "-".into()),
+            f.budget.map(Budget::text).unwrap_or_else(|| "-".into()),
             match f.pass() {
                 Some(true) => "PASS",
                 Some(false) => "MISS",
@@ -244,18 +271,19 @@ struct Rig {
 const CLASS: &str = "bench/runner";
 
 async fn rig(config: &str) -> Rig {
+    rig_with(config, &[], AgentOptions::default()).await
+}
+
+/// [`rig`] with more files in the project's repository and these agent options.
+async fn rig_with(config: &str, files: &[(&str, &str)], options: AgentOptions) -> Rig {
     let dir = shared_tempdir();
     let server = Server::start(dir.path());
     server.resource_class(CLASS).await;
     let token = server.token(CLASS).await;
-    let agent = launch_agent(
-        &server,
-        &token,
-        dir.path(),
-        "bench",
-        AgentOptions::default(),
-    );
-    let repo = git_repo(dir.path(), &[(".circleci/config.yml", config)]);
+    let agent = launch_agent(&server, &token, dir.path(), "bench", options);
+    let mut all = vec![(".circleci/config.yml", config)];
+    all.extend_from_slice(files);
+    let repo = git_repo(dir.path(), &all);
     let slug = "local/bench/repo".to_owned();
     server.project(&slug, &repo).await;
     Rig {
@@ -495,5 +523,350 @@ fn config(quick: bool) -> anyhow::Result<Vec<Figure>> {
             "ms",
         ),
         Figure::new(format!("config largest ({name})"), ms(best), "ms"),
+    ])
+}
+
+/// A config of one job `build` whose steps are `run` steps with these commands (block scalars,
+/// so a command may hold any character).
+fn job_config_block(steps: &[(&str, &str)]) -> String {
+    let mut config = format!(
+        "version: 2.1\njobs:\n  build:\n    machine: true\n    resource_class: {CLASS}\n    steps:\n"
+    );
+    for (name, command) in steps {
+        config.push_str(&format!(
+            "      - run:\n          name: {name}\n          command: |\n"
+        ));
+        for line in command.lines() {
+            config.push_str(&format!("            {line}\n"));
+        }
+    }
+    config.push_str("workflows:\n  main:\n    jobs: [build]\n");
+    config
+}
+
+/// Runs `script` with `bash -c`, its stdout captured; fails unless it exits 0.
+fn shell(script: &str) -> anyhow::Result<String> {
+    let output = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "`{script}` failed ({})",
+        output.status
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The shortest wall time of `repeats` runs of `script`.
+fn best_wall(script: &str, repeats: usize) -> anyhow::Result<Duration> {
+    let mut best = Duration::MAX;
+    for _ in 0..repeats {
+        let started = Instant::now();
+        shell(script)?;
+        best = best.min(started.elapsed());
+    }
+    Ok(best)
+}
+
+/// The `VmHWM` a step printed (`grep VmHWM /proc/$PPID/status`), in MiB.
+fn printed_peak_mib(log: &[u8]) -> anyhow::Result<f64> {
+    String::from_utf8_lossy(log)
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kib| kib / 1024.0)
+        .ok_or_else(|| anyhow::anyhow!("no VmHWM line in {:?}", String::from_utf8_lossy(log)))
+}
+
+/// The step that prints the task-agent's peak memory: the step's shell is its child.
+const TASK_AGENT_PEAK: &str =
+    "test \"$(cat /proc/$PPID/comm)\" = task-agent\ngrep VmHWM /proc/$PPID/status";
+
+/// Bytes of the files under `dir`, recursively.
+fn tree_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => tree_bytes(&entry.path()),
+            Ok(kind) if kind.is_file() => entry.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// `log-throughput`: a step printing 1 GiB (64 MiB with `--quick`) of build-log-like lines
+/// against the same command writing to /dev/null, wall from the trigger to the job's end (so
+/// every byte is stored when the clock stops). The stored log is read back through the API and
+/// its SHA-256 compared with the command's; its size at rest is compared with gzip's of the
+/// same bytes; peak memory (VmHWM) of the launch-agent, the task-agent and the server.
+async fn log_throughput(quick: bool) -> anyhow::Result<Vec<Figure>> {
+    use sha2::Digest;
+    let bytes: u64 = if quick { 64 << 20 } else { 1 << 30 };
+    let repeats = if quick { 2 } else { 5 };
+    // About 75 bytes a line, numbered, so the log is text that compresses as real logs do
+    // (not one repeated line). `seq` writes it at about 350 MB/s here: a far chattier step
+    // than any real build.
+    let generator = format!(
+        "seq -f 'bosun bench line %.0f: compiling src/module.rs (release) ... ok' 1 {} | head -c {bytes}",
+        bytes / 40
+    );
+    // `head` ends the pipe early: its status is the pipe's.
+    let command = format!("set +o pipefail\n{generator}");
+    let expected = shell(&format!("set +o pipefail; {generator} | sha256sum"))?;
+    let expected = expected.split_whitespace().next().unwrap_or("").to_owned();
+    let gzip_size: u64 = shell(&format!("set +o pipefail; {generator} | gzip -c | wc -c"))?
+        .trim()
+        .parse()?;
+    let bare_script = format!("set +o pipefail; {generator} > /dev/null");
+    let mut bare = Duration::MAX;
+
+    let rig = rig(&job_config_block(&[
+        ("print", &command),
+        ("task-agent peak", TASK_AGENT_PEAK),
+    ]))
+    .await;
+    warm_up(&rig).await?;
+    let mut best = Duration::MAX;
+    let mut task_agent_peak = 0.0f64;
+    let mut stored_size = 0;
+    for _ in 0..repeats {
+        // The bare command just before each job, so both see the same machine (its noise
+        // here is larger than the difference measured).
+        bare = bare.min(best_wall(&bare_script, 1)?);
+        let logs_before = tree_bytes(&rig.server.data_dir.join("blobs/logs"));
+        let started = Instant::now();
+        let pipeline = rig.server.trigger(&rig.slug, "main").await;
+        let job = rig.server.job_id(&pipeline, "build").await;
+        let detail = rig.server.wait_job(&job, Duration::from_secs(600)).await;
+        let took = started.elapsed();
+        anyhow::ensure!(detail.status == "success", "job {job}: {detail:?}");
+        anyhow::ensure!(
+            detail.steps.first().map(|s| s.log_length) == Some(bytes),
+            "job {job} stored {:?} bytes of {bytes}",
+            detail.steps.first().map(|s| s.log_length)
+        );
+        // Every byte, read back page by page.
+        let mut hash = sha2::Sha256::new();
+        let mut read = 0u64;
+        loop {
+            let page = rig
+                .server
+                .client
+                .step_log_page(&rig.server.admin, &job, 0, read)
+                .await?;
+            if page.is_empty() {
+                break;
+            }
+            read += page.len() as u64;
+            hash.update(&page);
+        }
+        let got: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        anyhow::ensure!(
+            read == bytes && got == expected,
+            "job {job}: read back {read} bytes hashing {got}, expected {bytes} hashing {expected}"
+        );
+        task_agent_peak =
+            task_agent_peak.max(printed_peak_mib(&rig.server.step_log(&job, 1).await)?);
+        stored_size = tree_bytes(&rig.server.data_dir.join("blobs/logs")) - logs_before;
+        best = best.min(took);
+    }
+    let agent_peak = status_kib(rig.agent.pid(), "VmHWM:")? as f64 / 1024.0;
+    let server_peak = status_kib(rig.server.proc.pid(), "VmHWM:")? as f64 / 1024.0;
+    let gib = bytes as f64 / (1u64 << 30) as f64;
+    Ok(vec![
+        Figure::new(format!("log-throughput {gib} GiB wall"), ms(best), "ms")
+            .baseline(ms(bare))
+            .ratio_below(1.3),
+        Figure::new("log-throughput launch-agent peak RSS", agent_peak, "MiB").below(32.0),
+        Figure::new("log-throughput task-agent peak RSS", task_agent_peak, "MiB").below(32.0),
+        Figure::new("log-throughput server peak RSS", server_peak, "MiB"),
+        Figure::new(
+            "log-throughput stored size",
+            stored_size as f64 / (1 << 20) as f64,
+            "MiB",
+        )
+        .baseline(gzip_size as f64 / (1 << 20) as f64)
+        .ratio_below(2.0),
+    ])
+}
+
+/// Writes a node_modules-like tree: `COUNT` files in packages of 40 (`pkg-N/lib/…`, with a
+/// `package.json` each), sizes log-normal around 3 KiB (mean about 6.5 KiB, at most 2 MiB),
+/// text cut from a pool of generated source lines, so it compresses as source does. The same
+/// arguments write the same bytes.
+const TREE_GENERATOR: &str = r#"import os, random, sys
+root, count = sys.argv[1], int(sys.argv[2])
+rng = random.Random(16)
+words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz_") for _ in range(rng.randint(2, 12)))
+         for _ in range(5000)]
+lines, size = [], 0
+while size < (8 << 20):
+    line = "  " * rng.randint(0, 4) + " ".join(rng.choice(words) for _ in range(rng.randint(2, 10))) + ";\n"
+    lines.append(line)
+    size += len(line)
+pool = "".join(lines).encode()
+for i in range(count):
+    package = os.path.join(root, "pkg-%d" % (i // 40), "lib" if i % 40 else "")
+    os.makedirs(package, exist_ok=True)
+    name = "package.json" if i % 40 == 0 else "file-%d.js" % i
+    length = min(2 << 20, int(rng.lognormvariate(8.1, 1.2)))
+    start = rng.randrange(0, len(pool) - length)
+    with open(os.path.join(package, name), "wb") as out:
+        out.write(b"// %d\n" % i)
+        out.write(pool[start:start + length])
+"#;
+
+/// Prints one SHA-256 over every file of `node_modules` (names and contents, in C order).
+const TREE_FINGERPRINT: &str = "cd node_modules && find . -type f -print0 | LC_ALL=C sort -z \
+     | xargs -0 sha256sum | sha256sum | cut -d' ' -f1 | sed 's/^/fingerprint: /'";
+
+/// `cache`: `save_cache` + `restore_cache` of a generated node_modules-like tree (30,000
+/// files, about 200 MB; 3,000 with `--quick`), each step's own duration as the task-agent
+/// reports it, against `tar -I 'zstd -1 -T0'` create + extract and `tar czf` + `tar xzf` of the
+/// same tree (generated the same way), and the archive sizes. The restored tree's fingerprint
+/// must equal the saved one's.
+async fn cache(quick: bool) -> anyhow::Result<Vec<Figure>> {
+    let files = if quick { 3_000 } else { 30_000 };
+    let repeats = if quick { 1 } else { 3 };
+    let work = shared_tempdir();
+    let script = work.path().join("gen_tree.py");
+    std::fs::write(&script, TREE_GENERATOR)?;
+    let tree = work.path().join("tree");
+    std::fs::create_dir_all(&tree)?;
+    shell(&format!(
+        "cd {0} && python3 {1} node_modules {files}",
+        tree.display(),
+        script.display()
+    ))?;
+    let tree_size = tree_bytes(&tree.join("node_modules"));
+    let expected = shell(&format!("cd {} && {TREE_FINGERPRINT}", tree.display()))?;
+    let baseline =
+        |create: &str, extract: &str, archive: &str| -> anyhow::Result<(Duration, u64)> {
+            let archive = work.path().join(archive);
+            let out = work.path().join("out");
+            let mut best = Duration::MAX;
+            for _ in 0..repeats {
+                let _ = std::fs::remove_file(&archive);
+                let _ = std::fs::remove_dir_all(&out);
+                std::fs::create_dir_all(&out)?;
+                let started = Instant::now();
+                shell(&format!(
+                    "tar {create} -cf {} -C {} node_modules",
+                    archive.display(),
+                    tree.display()
+                ))?;
+                shell(&format!(
+                    "tar {extract} -xf {} -C {}",
+                    archive.display(),
+                    out.display()
+                ))?;
+                best = best.min(started.elapsed());
+            }
+            let fingerprint = shell(&format!("cd {} && {TREE_FINGERPRINT}", out.display()))?;
+            anyhow::ensure!(fingerprint == expected, "tar {create} did not round-trip");
+            Ok((best, std::fs::metadata(&archive)?.len()))
+        };
+    let (zstd_wall, zstd_size) = baseline("-I 'zstd -1 -T0'", "-I 'zstd -d -T0'", "tree.tar.zst")?;
+    let (gzip_wall, gzip_size) = baseline("-z", "-z", "tree.tar.gz")?;
+    let _ = std::fs::remove_dir_all(work.path().join("out"));
+
+    let config = format!(
+        "version: 2.1
+defaults: &defaults
+  machine: true
+  resource_class: {CLASS}
+jobs:
+  save:
+    <<: *defaults
+    steps:
+      - checkout
+      - run: python3 gen_tree.py node_modules {files}
+      - run: {TREE_FINGERPRINT:?}
+      - save_cache:
+          key: bench-{{{{ .BuildNum }}}}
+          paths: [node_modules]
+  restore:
+    <<: *defaults
+    steps:
+      - restore_cache:
+          keys: [bench-]
+      - run: {TREE_FINGERPRINT:?}
+workflows:
+  main:
+    jobs:
+      - save
+      - restore:
+          requires: [save]
+"
+    );
+    // No clean-up of the save job's directory: on an ext4 without a journal (this VM's) files
+    // created within minutes of 30,000 deletions cost 8x, as the kernel skips every recently
+    // deleted inode (`recently_deleted` in ext4's inode allocator), which would time the file
+    // system, not bosun (the tar baselines pay the same after a deletion; docs/benchmarks.md).
+    let options = AgentOptions {
+        cleanup: false,
+        ..AgentOptions::default()
+    };
+    let rig = rig_with(&config, &[("gen_tree.py", TREE_GENERATOR)], options).await;
+    let caches = rig.server.data_dir.join("blobs/caches");
+    let (mut save, mut restore) = (Duration::MAX, Duration::MAX);
+    let mut archive_size = 0;
+    for _ in 0..repeats {
+        let before = tree_bytes(&caches);
+        let pipeline = rig.server.trigger(&rig.slug, "main").await;
+        let mut durations = Vec::new();
+        for (name, step, fingerprint_step) in [("save", 3, 2), ("restore", 0, 1)] {
+            let job = rig.server.job_id(&pipeline, name).await;
+            let detail = rig.server.wait_job(&job, Duration::from_secs(600)).await;
+            anyhow::ensure!(detail.status == "success", "job {name}: {detail:?}");
+            let log = rig.server.step_log(&job, fingerprint_step).await;
+            anyhow::ensure!(
+                String::from_utf8_lossy(&log) == expected,
+                "job {name}: the tree's fingerprint {:?} is not the generated one's {expected:?}",
+                String::from_utf8_lossy(&log)
+            );
+            let took = detail
+                .steps
+                .iter()
+                .find(|s| s.index == step)
+                .and_then(|s| s.duration_ms)
+                .ok_or_else(|| anyhow::anyhow!("job {name} has no duration for step {step}"))?;
+            durations.push(Duration::from_millis(took));
+        }
+        save = save.min(durations[0]);
+        restore = restore.min(durations[1]);
+        archive_size = tree_bytes(&caches) - before;
+    }
+    anyhow::ensure!(
+        archive_size > 0,
+        "no cache archive stored under {}",
+        caches.display()
+    );
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    eprintln!(
+        "bench: cache: {files} files, {:.1} MiB; bosun save {} ms + restore {} ms",
+        mib(tree_size),
+        save.as_millis(),
+        restore.as_millis()
+    );
+    Ok(vec![
+        Figure::new(
+            "cache save+restore vs tar zstd -1",
+            ms(save + restore),
+            "ms",
+        )
+        .baseline(ms(zstd_wall))
+        .ratio_below(1.15),
+        Figure::new("cache save+restore vs tar gzip", ms(save + restore), "ms")
+            .baseline(ms(gzip_wall)),
+        Figure::new("cache archive size vs zstd -1", mib(archive_size), "MiB")
+            .baseline(mib(zstd_size)),
+        Figure::new("cache archive size vs gzip", mib(archive_size), "MiB")
+            .baseline(mib(gzip_size)),
     ])
 }
