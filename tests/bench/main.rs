@@ -4,7 +4,7 @@
 //! `target/bench/results.json`.
 //!
 //! Measures (design §9 has the budgets): `pickup`, `step-overhead`, `log-throughput`, `idle`,
-//! `cache`, `config`.
+//! `cache`, `server-claims`, `config`.
 //! Each checks its own answer (every job succeeded, every log byte arrived), so a fast wrong
 //! run cannot pass.
 
@@ -111,6 +111,7 @@ const MEASURES: &[&str] = &[
     "log-throughput",
     "idle",
     "cache",
+    "server-claims",
     "config",
 ];
 
@@ -124,10 +125,15 @@ fn main() -> std::process::ExitCode {
     let quick = args.iter().any(|a| a == "--quick");
     let mut out_file = PathBuf::from("target/bench/results.json");
     let mut names: Vec<String> = Vec::new();
+    let mut runners: Option<usize> = None;
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
         match arg.as_str() {
             "--quick" => {}
+            "--runners" => match iter.next().and_then(|n| n.parse::<usize>().ok()) {
+                Some(n) if (1..=50_000).contains(&n) => runners = Some(n),
+                _ => return usage("--runners needs a number of runners, 1 to 50000"),
+            },
             "--out" => match iter.next() {
                 Some(path) => out_file = PathBuf::from(path),
                 None => return usage("--out needs a file"),
@@ -154,6 +160,7 @@ fn main() -> std::process::ExitCode {
             "log-throughput" => runtime.block_on(log_throughput(quick)),
             "idle" => runtime.block_on(idle(quick)),
             "cache" => runtime.block_on(cache(quick)),
+            "server-claims" => runtime.block_on(server_claims(quick, runners)),
             "config" => config(quick),
             _ => unreachable!("checked above"),
         };
@@ -191,7 +198,7 @@ fn main() -> std::process::ExitCode {
 
 fn usage(why: &str) -> std::process::ExitCode {
     eprintln!(
-        "bosun-bench: {why}\nusage: bosun-bench [{}...] [--quick] [--out FILE]",
+        "bosun-bench: {why}\nusage: bosun-bench [{}...] [--quick] [--runners N] [--out FILE]",
         MEASURES.join("|")
     );
     std::process::ExitCode::from(2)
@@ -868,5 +875,275 @@ workflows:
             .baseline(mib(zstd_size)),
         Figure::new("cache archive size vs gzip", mib(archive_size), "MiB")
             .baseline(mib(gzip_size)),
+    ])
+}
+
+/// CPU seconds (user + system) `pid` has used.
+fn cpu_seconds(pid: i32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0);
+    let stime: u64 = fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
+    // /proc counts in USER_HZ, 100 on every Linux architecture bosun builds for.
+    Ok((utime + stime) as f64 / 100.0)
+}
+
+/// Raises this process's open-file limit to its hard limit (the server it starts inherits it):
+/// every simulated runner holds a connection.
+fn raise_nofile() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard
+            } else {
+                soft
+            }
+        }
+        Err(_) => 1024,
+    }
+}
+
+/// What the simulated runners saw.
+#[derive(Default)]
+struct ClaimLog {
+    /// Pipeline id -> when its trigger answered.
+    triggered: std::collections::HashMap<String, Instant>,
+    /// Pipeline id -> when a runner's claim of its task answered, and how often it was claimed.
+    claimed: std::collections::HashMap<String, (Instant, u32)>,
+    claims: u64,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+/// `server-claims`: `runners` simulated runners (default 1,000; 200 with `--quick`) long-poll
+/// one server's claim endpoint as launch-agents do (30 s waits, one connection each) while
+/// pipelines arrive at 10 a second for 30 s (10 s with `--quick`); a runner that gets a task
+/// reads its config, heartbeats once (the server holds that a second), completes it and claims
+/// again. Claim latency is from a pipeline's trigger answering to the claim of its task
+/// answering (0 when the claim came first). Checked: every task claimed exactly once, every job
+/// succeeded. Server RSS and CPU over the load.
+async fn server_claims(quick: bool, runners: Option<usize>) -> anyhow::Result<Vec<Figure>> {
+    use std::sync::{Arc, Mutex};
+    let runners = runners.unwrap_or(if quick { 200 } else { 1_000 });
+    let seconds = if quick { 10 } else { 30 };
+    let rate = 10u32;
+    let nofile = raise_nofile();
+    anyhow::ensure!(
+        nofile > 2 * runners as u64 + 256,
+        "{runners} runners need {} open files, the limit is {nofile} (ulimit -n)",
+        2 * runners + 256
+    );
+    let dir = shared_tempdir();
+    let server = Server::start(dir.path());
+    server.resource_class(CLASS).await;
+    let token = server.token(CLASS).await;
+    let repo = git_repo(
+        dir.path(),
+        &[(".circleci/config.yml", &job_config(&["true"]))],
+    );
+    let slug = "local/bench/claims".to_owned();
+    server.project(&slug, &repo).await;
+    let client = bosun_api::Client::new(&server.url)?;
+    let log = Arc::new(Mutex::new(ClaimLog::default()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::with_capacity(runners);
+    for i in 0..runners {
+        let client = client.clone();
+        let log = log.clone();
+        let stop = stop.clone();
+        let auth = bosun_api::Auth::Bearer(token.clone());
+        let request = bosun_api::ClaimRequest {
+            name: format!("sim-{i}"),
+            hostname: format!("sim-{i}.bench"),
+            ip: "127.0.0.1".into(),
+            version: "bench".into(),
+            running: 0,
+            capacity: 1,
+            draining: false,
+            release_seen: None,
+        };
+        tasks.push(tokio::spawn(async move {
+            let note_error = |err: String| {
+                let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+                log.errors += 1;
+                log.first_error.get_or_insert(err);
+            };
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let answer = client.claim(&auth, &request, Duration::from_secs(30)).await;
+                let claimed_at = Instant::now();
+                log.lock().unwrap_or_else(|e| e.into_inner()).claims += 1;
+                let claimed = match answer {
+                    Ok(Some(claimed)) => claimed,
+                    Ok(None) => continue,
+                    Err(err) => {
+                        note_error(format!("claim: {err}"));
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                };
+                let task = bosun_api::Auth::Bearer(claimed.task_token);
+                let run = async {
+                    let spec = client.task_config(&task).await?;
+                    {
+                        let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+                        let entry = log
+                            .claimed
+                            .entry(spec.pipeline_id.clone())
+                            .or_insert((claimed_at, 0));
+                        entry.1 += 1;
+                    }
+                    client.heartbeat(&task, Duration::from_secs(1)).await?;
+                    client
+                        .complete(
+                            &task,
+                            &bosun_api::CompleteRequest {
+                                status: "success".into(),
+                                message: None,
+                            },
+                        )
+                        .await
+                };
+                if let Err(err) = run.await {
+                    note_error(format!("task: {err}"));
+                }
+            }
+        }));
+        // Connections open in batches, as a fleet starting up would not all at one instant.
+        if i % 100 == 99 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // Every runner's first claim is in (the inventory lists it) and waiting.
+    let started = Instant::now();
+    loop {
+        let seen = server
+            .client
+            .instances(
+                &server.admin,
+                bosun_api::InstanceFilter::ResourceClass(CLASS),
+            )
+            .await?
+            .len();
+        if seen >= runners {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "only {seen} of {runners} runners claimed within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let pid = server.proc.pid();
+    let cpu_before = cpu_seconds(pid)?;
+    let load_started = Instant::now();
+    let total = rate * seconds;
+    let mut triggers = Vec::new();
+    for n in 0..total {
+        let due = load_started + Duration::from_secs_f64(f64::from(n) / f64::from(rate));
+        tokio::time::sleep_until(due.into()).await;
+        let asked = Instant::now();
+        let pipeline = server.trigger(&slug, "main").await;
+        triggers.push(ms(asked.elapsed()));
+        log.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .triggered
+            .insert(pipeline, Instant::now());
+    }
+    // Every task claimed (each takes its runner about a second).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = log.lock().unwrap_or_else(|e| e.into_inner()).claimed.len();
+        if done >= total as usize {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {done} of {total} tasks claimed 60 s after the last trigger"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let load_seconds = load_started.elapsed().as_secs_f64();
+    let cpu = 100.0 * (cpu_seconds(pid)? - cpu_before) / load_seconds;
+    let rss = status_kib(pid, "VmRSS:")? as f64 / 1024.0;
+    let hwm = status_kib(pid, "VmHWM:")? as f64 / 1024.0;
+    // Let the last completions land, then stop the runners.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for task in &tasks {
+        task.abort();
+    }
+    let log = std::mem::take(&mut *log.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut latencies = Vec::with_capacity(total as usize);
+    for (pipeline, triggered) in &log.triggered {
+        let Some((claimed, times)) = log.claimed.get(pipeline) else {
+            anyhow::bail!("the task of pipeline {pipeline} was never claimed");
+        };
+        anyhow::ensure!(
+            *times == 1,
+            "pipeline {pipeline}'s task was claimed {times} times"
+        );
+        latencies.push(ms(claimed.saturating_duration_since(*triggered)));
+    }
+    anyhow::ensure!(
+        log.claimed.len() == log.triggered.len(),
+        "{} tasks claimed for {} pipelines",
+        log.claimed.len(),
+        log.triggered.len()
+    );
+    anyhow::ensure!(
+        log.errors == 0,
+        "{} runner calls failed, the first: {}",
+        log.errors,
+        log.first_error.unwrap_or_default()
+    );
+    for pipeline in log.triggered.keys() {
+        let done = server
+            .wait_pipeline(pipeline, Duration::from_secs(30))
+            .await;
+        anyhow::ensure!(done.status == "success", "pipeline {pipeline}: {done:?}");
+    }
+    latencies.sort_by(f64::total_cmp);
+    triggers.sort_by(f64::total_cmp);
+    eprintln!(
+        "bench: server-claims: {runners} runners, {total} tasks in {load_seconds:.1} s, {} claim calls",
+        log.claims
+    );
+    Ok(vec![
+        Figure::new(
+            format!("server-claims {runners} runners claim p50"),
+            percentile(&latencies, 50.0),
+            "ms",
+        ),
+        Figure::new(
+            format!("server-claims {runners} runners claim p99"),
+            percentile(&latencies, 99.0),
+            "ms",
+        )
+        .below(100.0),
+        Figure::new(
+            format!("server-claims {runners} runners trigger p50"),
+            percentile(&triggers, 50.0),
+            "ms",
+        ),
+        Figure::new(
+            format!("server-claims {runners} runners server RSS"),
+            rss,
+            "MiB",
+        ),
+        Figure::new(
+            format!("server-claims {runners} runners server peak RSS"),
+            hwm,
+            "MiB",
+        ),
+        Figure::new(
+            format!("server-claims {runners} runners server CPU"),
+            cpu,
+            "%",
+        ),
     ])
 }
