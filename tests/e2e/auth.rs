@@ -108,3 +108,67 @@ async fn a_token_of_one_class_cannot_claim_another_class_and_bad_tokens_get_401(
         .unwrap_err();
     assert_eq!(err.status(), Some(StatusCode::UNAUTHORIZED));
 }
+
+/// Claims long-poll per resource class and a queued task wakes one of its class's, which
+/// wakes the next when it took one (issue 16): tasks queued together are all claimed at once,
+/// by claims of their own class, while the others go on waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_queued_together_are_all_claimed_at_once_by_their_class() {
+    let dir = shared_tempdir();
+    let server = Server::start(dir.path());
+    server.resource_class("ns/a").await;
+    server.resource_class("ns/b").await;
+    let token_a = server.token("ns/a").await;
+    let token_b = server.token("ns/b").await;
+    let mut config = String::from("version: 2.1\njobs:\n");
+    for (job, class) in [
+        ("a1", "a"),
+        ("a2", "a"),
+        ("a3", "a"),
+        ("a4", "a"),
+        ("b1", "b"),
+    ] {
+        config.push_str(&format!(
+            "  {job}:\n    machine: true\n    resource_class: ns/{class}\n    steps:\n      - run: true\n"
+        ));
+    }
+    config.push_str("workflows:\n  main:\n    jobs: [a1, a2, a3, a4, b1]\n");
+    let repo = git_repo(dir.path(), &[(".circleci/config.yml", &config)]);
+    server.project("local/ns/fanout", &repo).await;
+
+    let mut waiting = Vec::new();
+    for (n, token) in [&token_a; 6].into_iter().chain([&token_b; 2]).enumerate() {
+        let client = server.client.clone();
+        let auth = Auth::Bearer(token.clone());
+        waiting.push(tokio::spawn(async move {
+            let body = ClaimRequest {
+                name: format!("runner-{n}"),
+                ..claim_body()
+            };
+            let started = std::time::Instant::now();
+            let answer = client.claim(&auth, &body, Duration::from_secs(8)).await;
+            (answer.unwrap().is_some(), started.elapsed())
+        }));
+    }
+    // Every claim is waiting before the pipeline queues its five tasks.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let queued_at = std::time::Instant::now();
+    server.trigger("local/ns/fanout", "main").await;
+    let mut claimed = Vec::new();
+    for (n, claim) in waiting.into_iter().enumerate() {
+        let (got, took) = claim.await.unwrap();
+        if got {
+            claimed.push(n);
+            assert!(
+                took < Duration::from_secs(6),
+                "claim {n} got its task after {took:?}"
+            );
+        }
+    }
+    // Four of class a's six claims and one of class b's two got a task; the others waited out
+    // their 8 s (no task for them).
+    let a = claimed.iter().filter(|n| **n < 6).count();
+    let b = claimed.iter().filter(|n| **n >= 6).count();
+    assert_eq!((a, b), (4, 1), "claims that got a task: {claimed:?}");
+    assert!(queued_at.elapsed() >= Duration::from_secs(6));
+}

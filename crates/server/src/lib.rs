@@ -173,8 +173,8 @@ pub(crate) struct AppState {
     pub max_archive_size: u64,
     /// How long caches, workspace layers and artifacts stay readable.
     pub retention: retention::Retention,
-    /// Woken whenever a task is queued, so long-polling claims answer at once.
-    pub queued: Notify,
+    /// Wakes long-polling claims when a task is queued, so they answer at once.
+    pub queued: runner::ClaimWakeups,
     /// Woken whenever a running task is asked to cancel, so long-polling heartbeats answer at once.
     pub cancels: Notify,
     /// Woken when a release is promoted or rolled back: long-polling claims answer 204 at once.
@@ -252,7 +252,7 @@ pub async fn run(
         max_artifact_size: config.max_artifact_size,
         max_archive_size: config.max_archive_size,
         retention: config.retention,
-        queued: Notify::new(),
+        queued: runner::ClaimWakeups::default(),
         cancels: Notify::new(),
         promoted: Notify::new(),
         logs: logs::Logs::new(
@@ -300,7 +300,7 @@ pub async fn run(
             state
                 .stopping
                 .store(true, std::sync::atomic::Ordering::SeqCst);
-            state.queued.notify_waiters();
+            state.queued.wake_all();
             state.cancels.notify_waiters();
         }
     };

@@ -557,7 +557,7 @@ pub(crate) async fn commit_jobs(
     tx.set_next_job_number(project_id, next_job).await?;
     tx.commit().await?;
     if queued {
-        state.queued.notify_waiters();
+        state.queued.wake();
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The runner API the launch-agent talks to: claim (long-poll), task config, heartbeat, log
 //! append by offset, step events and completion.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -14,6 +15,7 @@ use bosun_api::{
     TaskSpec,
 };
 use serde::Deserialize;
+use tokio::sync::Notify;
 
 use crate::State;
 use crate::auth::{Runner, TaskAuth, generate_token, hash_token};
@@ -136,18 +138,27 @@ async fn claim(
         }
     }
     let deadline = tokio::time::Instant::now() + wait;
+    let wakeup = state.queued.notifier(&runner.resource_class);
     // A release promoted meanwhile ends the wait at once (204), so idle agents look for their
     // new version now instead of at the end of their long-poll.
     let promoted = state.promoted.notified();
     tokio::pin!(promoted);
     loop {
         // Register for the wake-up before looking, so a task queued in between is not missed.
-        let queued = state.queued.notified();
+        let queued = wakeup.notified();
+        tokio::pin!(queued);
+        queued.as_mut().enable();
         // A server shutting down hands out no task and holds no claim.
         if state.stopping.load(std::sync::atomic::Ordering::SeqCst) {
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
-        if let Some(response) = try_claim(&state, &runner.resource_class, &body.name).await? {
+        let claimed = try_claim(&state, &runner.resource_class, &body.name).await;
+        if !matches!(claimed, Ok(None)) {
+            // More tasks may be queued: the next waiting claim of the class looks too (this
+            // one took a task, or failed and did not look).
+            wakeup.notify_one();
+        }
+        if let Some(response) = claimed? {
             return Ok(Json(response).into_response());
         }
         tokio::select! {
@@ -157,6 +168,42 @@ async fn claim(
                 }
             }
             _ = &mut promoted => return Ok(StatusCode::NO_CONTENT.into_response()),
+        }
+    }
+}
+
+/// Long-polling claims wait here, by resource class. A queued task wakes one waiting claim of
+/// each class, not all of them (with thousands of runners waiting, waking all made every task
+/// cost thousands of claim attempts); a claim that takes a task wakes the next one of its class,
+/// so tasks queued together are all claimed, one claim after another.
+#[derive(Default)]
+pub struct ClaimWakeups {
+    classes: std::sync::Mutex<std::collections::HashMap<String, Arc<Notify>>>,
+}
+
+impl ClaimWakeups {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Arc<Notify>>> {
+        self.classes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What the claims of `class` wait on.
+    pub fn notifier(&self, class: &str) -> Arc<Notify> {
+        self.lock().entry(class.to_owned()).or_default().clone()
+    }
+
+    /// A task may have become claimable (queued, requeued, or a concurrency slot freed): one
+    /// waiting claim of every class looks (a class with none keeps the wake-up for its next
+    /// claim).
+    pub fn wake(&self) {
+        for notify in self.lock().values() {
+            notify.notify_one();
+        }
+    }
+
+    /// Ends every wait (the server is stopping).
+    pub fn wake_all(&self) {
+        for notify in self.lock().values() {
+            notify.notify_waiters();
         }
     }
 }

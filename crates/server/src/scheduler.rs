@@ -23,7 +23,7 @@ pub async fn finish_task(
 ) -> AppResult<()> {
     let queued = finish_task_in(&state.store, task_id, status, message).await?;
     if queued {
-        state.queued.notify_waiters();
+        state.queued.wake();
     }
     Ok(())
 }
@@ -212,7 +212,7 @@ pub async fn reap_expired_leases(state: State) {
     loop {
         tick.tick().await;
         match reap_once(&state.store, now_ms()).await {
-            Ok(true) => state.queued.notify_waiters(),
+            Ok(true) => state.queued.wake(),
             Ok(false) => {}
             Err(err) => tracing::error!("lease check failed: {err}"),
         }
@@ -264,7 +264,7 @@ impl CancelOutcome {
 pub async fn cancel_job(state: &State, job_id: &str) -> AppResult<&'static str> {
     let (outcome, queued) = cancel_job_in(&state.store, job_id).await?;
     if queued {
-        state.queued.notify_waiters();
+        state.queued.wake();
     }
     match outcome {
         CancelOutcome::Canceled => Ok(outcome.as_str()),
