@@ -4,9 +4,12 @@
 //! `target/bench/results.json`.
 //!
 //! Measures (design §9 has the budgets): `pickup`, `step-overhead`, `log-throughput`, `idle`,
-//! `cache`, `server-claims`, `config`.
+//! `cache`, `server-claims`, `config`; with `--peer buildbot`, the first four again on Buildbot
+//! (buildbot.rs), each reported as bosun's figure over Buildbot's.
 //! Each checks its own answer (every job succeeded, every log byte arrived), so a fast wrong
 //! run cannot pass.
+
+mod buildbot;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -28,6 +31,8 @@ enum Budget {
     Below(f64),
     /// The ratio to the baseline must be below this.
     RatioBelow(f64),
+    /// The figure must not exceed the baseline (a peer's figure: bosun must stay ahead).
+    AtMostBaseline,
 }
 
 impl Budget {
@@ -35,6 +40,7 @@ impl Budget {
         match self {
             Budget::Below(b) => format!("< {b}"),
             Budget::RatioBelow(r) => format!("< {r}x"),
+            Budget::AtMostBaseline => "<= peer".to_owned(),
         }
     }
 }
@@ -65,6 +71,11 @@ impl Figure {
         self
     }
 
+    fn at_most_baseline(mut self) -> Figure {
+        self.budget = Some(Budget::AtMostBaseline);
+        self
+    }
+
     fn ratio(&self) -> Option<f64> {
         self.baseline.filter(|b| *b > 0.0).map(|b| self.figure / b)
     }
@@ -73,6 +84,7 @@ impl Figure {
         self.budget.map(|budget| match budget {
             Budget::Below(b) => self.figure < b,
             Budget::RatioBelow(r) => self.ratio().is_some_and(|ratio| ratio < r),
+            Budget::AtMostBaseline => self.baseline.is_some_and(|b| self.figure <= b),
         })
     }
 
@@ -115,6 +127,9 @@ const MEASURES: &[&str] = &[
     "config",
 ];
 
+/// The measures `--peer buildbot` runs again on Buildbot.
+const PEER_MEASURES: &[&str] = &["pickup", "step-overhead", "log-throughput", "idle"];
+
 fn main() -> std::process::ExitCode {
     if std::env::var_os("BOSUN_TEST_BIN_DIR").is_none() {
         return usage(
@@ -126,6 +141,7 @@ fn main() -> std::process::ExitCode {
     let mut out_file = PathBuf::from("target/bench/results.json");
     let mut names: Vec<String> = Vec::new();
     let mut runners: Option<usize> = None;
+    let mut peer = false;
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
         match arg.as_str() {
@@ -133,6 +149,10 @@ fn main() -> std::process::ExitCode {
             "--runners" => match iter.next().and_then(|n| n.parse::<usize>().ok()) {
                 Some(n) if (1..=50_000).contains(&n) => runners = Some(n),
                 _ => return usage("--runners needs a number of runners, 1 to 50000"),
+            },
+            "--peer" => match iter.next().map(String::as_str) {
+                Some("buildbot") => peer = true,
+                _ => return usage("--peer names the peer to measure beside bosun: buildbot"),
             },
             "--out" => match iter.next() {
                 Some(path) => out_file = PathBuf::from(path),
@@ -176,6 +196,35 @@ fn main() -> std::process::ExitCode {
             started.elapsed().as_secs_f64()
         );
     }
+    // The peer after bosun, so each comparison has bosun's figure of this run.
+    for name in names
+        .iter()
+        .filter(|n| peer && PEER_MEASURES.contains(&n.as_str()))
+    {
+        let started = Instant::now();
+        eprintln!(
+            "bench: {name} on buildbot{} ...",
+            if quick { " (quick)" } else { "" }
+        );
+        let result = match name.as_str() {
+            "pickup" => runtime.block_on(buildbot::pickup(quick, &figures)),
+            "step-overhead" => runtime.block_on(buildbot::step_overhead(quick, &figures)),
+            "log-throughput" => runtime.block_on(buildbot::log_throughput(quick, &figures)),
+            "idle" => runtime.block_on(buildbot::idle(quick, &figures)),
+            _ => unreachable!("PEER_MEASURES"),
+        };
+        match result {
+            Ok(mut measured) => figures.append(&mut measured),
+            Err(err) => {
+                eprintln!("bench: {name} on buildbot failed: {err:#}");
+                return std::process::ExitCode::from(1);
+            }
+        }
+        eprintln!(
+            "bench: {name} on buildbot took {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
     print!("{}", table(&figures));
     let json = serde_json::json!({
         "machine": machine(),
@@ -198,7 +247,7 @@ fn main() -> std::process::ExitCode {
 
 fn usage(why: &str) -> std::process::ExitCode {
     eprintln!(
-        "bosun-bench: {why}\nusage: bosun-bench [{}...] [--quick] [--runners N] [--out FILE]",
+        "bosun-bench: {why}\nusage: bosun-bench [{}...] [--quick] [--runners N] [--peer buildbot] [--out FILE]",
         MEASURES.join("|")
     );
     std::process::ExitCode::from(2)
@@ -335,13 +384,9 @@ async fn pickup(quick: bool) -> anyhow::Result<Vec<Figure>> {
     let mut bosun = Vec::with_capacity(runs);
     let mut polled = Vec::with_capacity(runs);
     let mut triggers = Vec::with_capacity(runs);
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut pauses = Pauses::default();
     for _ in 0..runs {
-        // Triggers at uneven moments, as users do, so a poll baseline samples every phase.
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        tokio::time::sleep(Duration::from_millis(20 + rng % 200)).await;
+        tokio::time::sleep(pauses.next()).await;
         let asked = Instant::now();
         let pipeline = rig.server.trigger(&rig.slug, "main").await;
         // The trigger has answered: the job is queued.
@@ -382,12 +427,51 @@ async fn pickup(quick: bool) -> anyhow::Result<Vec<Figure>> {
     ])
 }
 
+/// Pauses of 20 to 220 ms between triggers, the same sequence every run: triggers at uneven
+/// moments, as users make them, so a poll baseline samples every phase.
+struct Pauses(u64);
+
+impl Default for Pauses {
+    fn default() -> Pauses {
+        Pauses(0x9E37_79B9_7F4A_7C15)
+    }
+}
+
+impl Pauses {
+    fn next(&mut self) -> Duration {
+        // xorshift64
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        Duration::from_millis(20 + self.0 % 200)
+    }
+}
+
+/// Steps of the long job and repeats of `step-overhead`.
+fn step_overhead_size(quick: bool) -> (usize, usize) {
+    if quick { (50, 2) } else { (200, 5) }
+}
+
+/// What `bash -c true` costs, run `steps` times in a shell loop, best of `repeats`, per run.
+fn bare_true_per_step(steps: usize, repeats: usize) -> anyhow::Result<f64> {
+    let mut bare = Duration::MAX;
+    for _ in 0..repeats {
+        let started = Instant::now();
+        let status = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!("for i in $(seq {steps}); do bash -c true; done"))
+            .status()?;
+        anyhow::ensure!(status.success(), "the baseline loop failed");
+        bare = bare.min(started.elapsed());
+    }
+    Ok(ms(bare) / steps as f64)
+}
+
 /// `step-overhead`: what one `run: true` step costs beyond `bash -c true`. A job of N steps
 /// against a job of one, timed from trigger to the job's end (the same pipeline cost in both),
 /// over N - 1 steps; the baseline is `bash -c true` run N times in a shell loop.
 async fn step_overhead(quick: bool) -> anyhow::Result<Vec<Figure>> {
-    let steps = if quick { 50 } else { 200 };
-    let repeats = if quick { 2 } else { 5 };
+    let (steps, repeats) = step_overhead_size(quick);
     let many: Vec<&str> = vec!["true"; steps];
     let wall = |config: String| async move {
         let rig = rig(&config).await;
@@ -418,17 +502,7 @@ async fn step_overhead(quick: bool) -> anyhow::Result<Vec<Figure>> {
     let all = wall(job_config(&many)).await?;
     let per_step = ms(all.saturating_sub(one)) / (steps - 1) as f64;
     // The baseline: the same number of `bash -c true`, one after another.
-    let mut bare = Duration::MAX;
-    for _ in 0..repeats {
-        let started = Instant::now();
-        let status = std::process::Command::new("bash")
-            .arg("-c")
-            .arg(format!("for i in $(seq {steps}); do bash -c true; done"))
-            .status()?;
-        anyhow::ensure!(status.success(), "the baseline loop failed");
-        bare = bare.min(started.elapsed());
-    }
-    let bare_per_step = ms(bare) / steps as f64;
+    let bare_per_step = bare_true_per_step(steps, repeats)?;
     Ok(vec![
         Figure::new("step-overhead per step", per_step - bare_per_step, "ms").below(1.0),
         Figure::new("step-overhead step wall", per_step, "ms").baseline(bare_per_step),
@@ -438,26 +512,14 @@ async fn step_overhead(quick: bool) -> anyhow::Result<Vec<Figure>> {
 /// `idle`: the launch-agent's memory and CPU while it waits for work (after one job, so it
 /// has done everything once).
 async fn idle(quick: bool) -> anyhow::Result<Vec<Figure>> {
-    let seconds = if quick { 20 } else { 60 };
+    let seconds = idle_seconds(quick);
     let rig = rig(&job_config(&["true"])).await;
     warm_up(&rig).await?;
     let pid = rig.agent.pid();
-    let ticks = || -> anyhow::Result<u64> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        // Fields after the command name (which may hold spaces) start after the last ')'.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let utime: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0);
-        let stime: u64 = fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
-        Ok(utime + stime)
-    };
-    // /proc counts in USER_HZ, 100 on every Linux architecture bosun builds for.
-    let hz = 100.0;
-    let before = ticks()?;
+    let before = cpu_seconds(pid)?;
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let cpu_seconds = (ticks()? - before) as f64 / hz;
-    let cpu_percent = 100.0 * cpu_seconds / started.elapsed().as_secs_f64();
+    let cpu_percent = 100.0 * (cpu_seconds(pid)? - before) / started.elapsed().as_secs_f64();
     let rss = status_kib(pid, "VmRSS:")? as f64 / 1024.0;
     let hwm = status_kib(pid, "VmHWM:")? as f64 / 1024.0;
     Ok(vec![
@@ -465,6 +527,11 @@ async fn idle(quick: bool) -> anyhow::Result<Vec<Figure>> {
         Figure::new("idle launch-agent peak RSS", hwm, "MiB"),
         Figure::new("idle launch-agent CPU", cpu_percent, "%").below(0.1),
     ])
+}
+
+/// How long `idle` watches.
+fn idle_seconds(quick: bool) -> u64 {
+    if quick { 20 } else { 60 }
 }
 
 fn status_kib(pid: i32, field: &str) -> anyhow::Result<u64> {
@@ -606,6 +673,19 @@ fn tree_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
+/// The bytes `log-throughput` prints, 1 GiB (64 MiB with `--quick`), and the command printing
+/// them: about 75 bytes a line, numbered, so the log is text that compresses as real logs do
+/// (not one repeated line). `seq` writes it at about 350 MB/s here: a far chattier step than
+/// any real build. (`head` ends the pipe early: run it without `pipefail`.)
+fn log_generator(quick: bool) -> (u64, String) {
+    let bytes: u64 = if quick { 64 << 20 } else { 1 << 30 };
+    let generator = format!(
+        "seq -f 'bosun bench line %.0f: compiling src/module.rs (release) ... ok' 1 {} | head -c {bytes}",
+        bytes / 40
+    );
+    (bytes, generator)
+}
+
 /// `log-throughput`: a step printing 1 GiB (64 MiB with `--quick`) of build-log-like lines
 /// against the same command writing to /dev/null, wall from the trigger to the job's end (so
 /// every byte is stored when the clock stops). The stored log is read back through the API and
@@ -613,15 +693,8 @@ fn tree_bytes(dir: &Path) -> u64 {
 /// same bytes; peak memory (VmHWM) of the launch-agent, the task-agent and the server.
 async fn log_throughput(quick: bool) -> anyhow::Result<Vec<Figure>> {
     use sha2::Digest;
-    let bytes: u64 = if quick { 64 << 20 } else { 1 << 30 };
+    let (bytes, generator) = log_generator(quick);
     let repeats = if quick { 2 } else { 5 };
-    // About 75 bytes a line, numbered, so the log is text that compresses as real logs do
-    // (not one repeated line). `seq` writes it at about 350 MB/s here: a far chattier step
-    // than any real build.
-    let generator = format!(
-        "seq -f 'bosun bench line %.0f: compiling src/module.rs (release) ... ok' 1 {} | head -c {bytes}",
-        bytes / 40
-    );
     // `head` ends the pipe early: its status is the pipe's.
     let command = format!("set +o pipefail\n{generator}");
     let expected = shell(&format!("set +o pipefail; {generator} | sha256sum"))?;
