@@ -1,7 +1,9 @@
-//! `cargo xtask bench [NAME...] [--quick] [--debug]` (issue 16): builds the release binaries
-//! (with `--debug`, reuses the debug build: a check that the benchmarks run, not figures), then
-//! runs `bosun-bench` (tests/bench/main.rs) against them, which prints the table and writes
-//! `target/bench/results.json`. See docs/benchmarks.md.
+//! `cargo xtask bench [NAME...] [--quick] [--runners N] [--peer buildbot] [--debug]` (issue 16):
+//! builds the release binaries (with `--debug`, reuses the debug build: a check that the
+//! benchmarks run, not figures), then runs `bosun-bench` (tests/bench/main.rs) against them,
+//! which prints the table and writes `target/bench/results.json`. With `--peer buildbot`, as
+//! root, Debian's buildbot and buildbot-worker are installed first when missing.
+//! See docs/benchmarks.md.
 
 use std::process::Command;
 
@@ -10,6 +12,14 @@ use anyhow::Context;
 pub fn main(args: &[String]) -> anyhow::Result<u8> {
     let debug = args.iter().any(|a| a == "--debug");
     let passed: Vec<&String> = args.iter().filter(|a| *a != "--debug").collect();
+    if args.iter().any(|a| a == "--peer") {
+        // Not root: bosun-bench says what is missing and how to install it.
+        crate::prereqs::ensure_set(
+            crate::prereqs::BENCH_PEER,
+            "bench peer",
+            crate::prereqs::is_root(),
+        )?;
+    }
     let bins = crate::build_bins_with(!debug, &["bosun-tests"])?;
     let out = crate::root().join("target/bench/results.json");
     // A file left by an earlier run must not pass for this one's.

@@ -10,8 +10,9 @@
 //!   `target/dist/linux-<arch>/` (see `package.rs`, docs/deployment.md).
 //! - `package-test [DEB | --debug]`: `dpkg -i` the amd64 runner package (with `--debug`: one
 //!   made from the debug build, as CI does), check it, remove it (root).
-//! - `bench [NAME...] [--quick] [--debug]`: benchmarks against real processes, a table and
-//!   `target/bench/results.json` (see `bench.rs`, docs/benchmarks.md).
+//! - `bench [NAME...] [--quick] [--runners N] [--peer buildbot] [--debug]`: benchmarks against
+//!   real processes, a table and `target/bench/results.json` (see `bench.rs`,
+//!   docs/benchmarks.md).
 //! - `release --version V --signing-key KEY.pem [--target T]... [--debug]`: a signed release of
 //!   the agents in `target/dist/release/V/` (see `release.rs`, docs/deployment.md).
 
@@ -42,7 +43,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::main(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <quickstart [ARGS...] | test [ARGS...] | bench [NAME...] [--quick] [--debug] | ci | build-bins | cross setup|build|test ... | package ... | package-test [DEB] | release --version V --signing-key KEY.pem ...>"
+                "usage: cargo xtask <quickstart [ARGS...] | test [ARGS...] | bench [NAME...] [--quick] [--runners N] [--peer buildbot] [--debug] | ci | build-bins | cross setup|build|test ... | package ... | package-test [DEB] | release --version V --signing-key KEY.pem ...>"
             );
             return ExitCode::from(2);
         }

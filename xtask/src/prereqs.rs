@@ -111,6 +111,22 @@ pub const PREREQS: &[Prereq] = &[
     },
 ];
 
+/// What `cargo xtask bench --peer buildbot` measures bosun beside (issue 16): Debian's Buildbot.
+pub const BENCH_PEER: &[Prereq] = &[
+    Prereq {
+        program: "buildbot",
+        package: "buildbot",
+        why: "`cargo xtask bench --peer buildbot` runs a Buildbot master",
+        root_only: false,
+    },
+    Prereq {
+        program: "buildbot-worker",
+        package: "buildbot-worker",
+        why: "`cargo xtask bench --peer buildbot` runs a Buildbot worker",
+        root_only: false,
+    },
+];
+
 /// The tests that need root, and why: they print `skipped: …` when run as another user.
 pub const ROOT_ONLY_TESTS: &[(&str, &str)] = &[
     (
@@ -156,12 +172,21 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Checks every prerequisite; as root installs the missing ones, otherwise says how to. Returns
-/// the programs still missing (empty when everything is there).
+/// Checks every test prerequisite; as root installs the missing ones, otherwise says how to.
+/// Returns the programs still missing (empty when everything is there).
 pub fn ensure(root: bool) -> anyhow::Result<Vec<&'static Prereq>> {
-    let missing: Vec<&Prereq> = PREREQS.iter().filter(|p| !on_path(p.program)).collect();
+    ensure_set(PREREQS, "test prerequisites", root)
+}
+
+/// [`ensure`] for the programs of `set`, its messages starting with `label`.
+pub fn ensure_set(
+    set: &'static [Prereq],
+    label: &str,
+    root: bool,
+) -> anyhow::Result<Vec<&'static Prereq>> {
+    let missing: Vec<&Prereq> = set.iter().filter(|p| !on_path(p.program)).collect();
     if missing.is_empty() {
-        println!("test prerequisites: all present");
+        println!("{label}: all present");
         return Ok(Vec::new());
     }
     if !root {
@@ -172,7 +197,7 @@ pub fn ensure(root: bool) -> anyhow::Result<Vec<&'static Prereq>> {
                 "the tests that need it will fail"
             };
             println!(
-                "test prerequisites: `{}` is missing ({}; {effect}): sudo apt-get install {}",
+                "{label}: `{}` is missing ({}; {effect}): sudo apt-get install {}",
                 prereq.program, prereq.why, prereq.package
             );
         }
@@ -183,7 +208,7 @@ pub fn ensure(root: bool) -> anyhow::Result<Vec<&'static Prereq>> {
     packages.dedup();
     for prereq in &missing {
         println!(
-            "test prerequisites: installing {} for `{}`: {}",
+            "{label}: installing {} for `{}`: {}",
             prereq.package, prereq.program, prereq.why
         );
     }
