@@ -148,6 +148,20 @@ fn own_home(user: &nix::unistd::User) {
     assert!(status.success(), "chown of {} failed", user.dir.display());
 }
 
+/// A secret's value for a measurement: 32 characters of `A-Z0-9` from a small generator seeded
+/// by `seed`, distinct for distinct seeds, and in no benchmark's output.
+pub fn secret_value(seed: u64) -> String {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..32)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"[(x % 36) as usize])
+        })
+        .collect()
+}
+
 /// A temporary directory every user may traverse (the job user must reach work dirs and repos).
 pub fn shared_tempdir() -> tempfile::TempDir {
     let dir = tempfile::Builder::new()

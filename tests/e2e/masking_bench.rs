@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use bosun_api::types::CreateEnvVar;
-use bosun_tests::{Server, git_repo, launch_agent, shared_tempdir};
+use bosun_tests::{Server, git_repo, launch_agent, secret_value, shared_tempdir};
 
 const SLUG: &str = "local/bench/masking";
 const CLASS: &str = "bench/masking";
@@ -32,19 +32,6 @@ fn command(bytes: u64) -> String {
     format!(
         "set +o pipefail; yes 'a log line of a chatty build, with some words and numbers 0123456789' | head -c {bytes}"
     )
-}
-
-fn random_value(seed: u64) -> String {
-    // 32 characters from a small generator: distinct values, none a prefix of the output.
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..32)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            char::from(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"[(x % 36) as usize])
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,7 +69,7 @@ async fn masking_bench() {
                         SLUG,
                         &CreateEnvVar {
                             name: format!("SECRET_{i}"),
-                            value: random_value(i as u64 + 1),
+                            value: secret_value(i as u64 + 1),
                         },
                     )
                     .await
