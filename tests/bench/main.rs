@@ -737,16 +737,24 @@ async fn log_throughput(quick: bool, secrets: usize) -> anyhow::Result<Vec<Figur
     let mut best = Duration::MAX;
     let mut task_agent_peak = 0.0f64;
     let mut stored_size = 0;
+    // CPU seconds of the server and the launch-agent while the job ran, summed over the runs.
+    let (mut server_cpu, mut agent_cpu) = (0.0, 0.0);
     for _ in 0..repeats {
         // The bare command just before each job, so both see the same machine (its noise
         // here is larger than the difference measured).
         bare = bare.min(best_wall(&bare_script, 1)?);
         let logs_before = tree_bytes(&rig.server.data_dir.join("blobs/logs"));
+        let cpu_before = (
+            cpu_seconds(rig.server.proc.pid())?,
+            cpu_seconds(rig.agent.pid())?,
+        );
         let started = Instant::now();
         let pipeline = rig.server.trigger(&rig.slug, "main").await;
         let job = rig.server.job_id(&pipeline, "build").await;
         let detail = rig.server.wait_job(&job, Duration::from_secs(600)).await;
         let took = started.elapsed();
+        server_cpu += cpu_seconds(rig.server.proc.pid())? - cpu_before.0;
+        agent_cpu += cpu_seconds(rig.agent.pid())? - cpu_before.1;
         anyhow::ensure!(detail.status == "success", "job {job}: {detail:?}");
         anyhow::ensure!(
             detail.steps.first().map(|s| s.log_length) == Some(bytes),
@@ -792,6 +800,16 @@ async fn log_throughput(quick: bool, secrets: usize) -> anyhow::Result<Vec<Figur
         Figure::new(name("launch-agent peak RSS"), agent_peak, "MiB").below(32.0),
         Figure::new(name("task-agent peak RSS"), task_agent_peak, "MiB").below(32.0),
         Figure::new(name("server peak RSS"), server_peak, "MiB"),
+        Figure::new(
+            name("server CPU per GiB"),
+            server_cpu / repeats as f64 / gib,
+            "s",
+        ),
+        Figure::new(
+            name("launch-agent CPU per GiB"),
+            agent_cpu / repeats as f64 / gib,
+            "s",
+        ),
         Figure::new(
             name("stored size"),
             stored_size as f64 / (1 << 20) as f64,
